@@ -1,0 +1,1 @@
+"""The ways in: the `evoprune` command line and (later) the HTTP service."""

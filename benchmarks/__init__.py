@@ -1,0 +1,1 @@
+"""Performance comparisons that back every speed claim."""

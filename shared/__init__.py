@@ -1,0 +1,1 @@
+"""Types every layer uses: experiment config, mask encoding, Pareto maths, stores, events."""

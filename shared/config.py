@@ -1,0 +1,292 @@
+"""The experiment config: frozen pydantic models loaded from YAML, validated on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SOURCE_KINDS = ("sklearn", "tfds", "folder", "features")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; `problems` holds one field-named message per problem."""
+
+    def __init__(self, problems: list[str], origin: str | None = None) -> None:
+        self.problems = problems
+        self.origin = origin
+        where = f"{origin}: " if origin else ""
+        super().__init__(where + "invalid experiment config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_source(value: str) -> str:
+    kind, separator, rest = value.partition(":")
+    if not separator or kind not in SOURCE_KINDS or not rest:
+        raise ValueError(
+            f"must look like KIND:NAME with KIND one of {', '.join(SOURCE_KINDS)} (got {value!r})"
+        )
+    return value
+
+
+class OodSource(_Frozen):
+    """One out-of-distribution source; its images go through the same backbone and image size."""
+
+    source: str
+    name: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _valid_source(cls, value: str) -> str:
+        return _check_source(value)
+
+    @property
+    def label(self) -> str:
+        """A short name for reports."""
+        return self.name or self.source.partition(":")[2]
+
+
+class DatasetConfig(_Frozen):
+    """Where the in-distribution images (or features) come from and how they are split."""
+
+    source: str = "sklearn:digits"
+    name: str | None = None
+    image_size: tuple[int, int] | None = Field(
+        default=None, description="(height, width) the images are resized to; None keeps the source size"
+    )
+    num_classes: int | None = Field(default=None, gt=1)
+    folds: int | None = Field(
+        default=None, ge=2, description="k-fold datasets (folder partition0..k-1): accuracy averaged over folds"
+    )
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="held-out share for sources without a test split"
+    )
+    validation_fraction: float = Field(
+        default=0.1, gt=0.0, lt=1.0, description="stratified slice of train used when fitness_split=validation"
+    )
+    split_seed: int = 0
+
+    @field_validator("source")
+    @classmethod
+    def _valid_source(cls, value: str) -> str:
+        return _check_source(value)
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (value[0] <= 0 or value[1] <= 0):
+            raise ValueError("height and width must be > 0")
+        return value
+
+    @property
+    def label(self) -> str:
+        """A short name for reports."""
+        return self.name or self.source.partition(":")[2]
+
+
+class BackboneConfig(_Frozen):
+    """The frozen feature extractor."""
+
+    name: str = Field(default="resnet50", description="a keras.applications model name, or 'pixels'")
+    weights: str | None = Field(default="imagenet", description="'imagenet', a weights file path, or null")
+    batch_size: int = Field(default=32, gt=0, description="images per extraction batch")
+
+
+class HeadConfig(_Frozen):
+    """The dense head on top of the features and which of its layers the mask prunes."""
+
+    mode: Literal["features", "neurons"] = Field(
+        default="features",
+        description="features: the mask selects a masked layer's inputs; neurons: its units",
+    )
+    layers: tuple[int, ...] = Field(default=(512,), min_length=1, max_length=4)
+    masked: tuple[int, ...] = Field(default=(0,), min_length=1)
+    hidden_bias: bool = False
+
+    @field_validator("layers")
+    @classmethod
+    def _positive_units(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(units <= 0 for units in value):
+            raise ValueError("every layer needs > 0 units")
+        return value
+
+    @model_validator(mode="after")
+    def _masked_layers_exist(self) -> HeadConfig:
+        if len(set(self.masked)) != len(self.masked):
+            raise ValueError("masked: a layer is listed twice")
+        for index in self.masked:
+            if not 0 <= index < len(self.layers):
+                raise ValueError(f"masked: layer {index} does not exist (the head has {len(self.layers)})")
+        if tuple(sorted(self.masked)) != self.masked:
+            raise ValueError("masked: list the layers in increasing order")
+        return self
+
+    def mask_segments(self, input_dim: int) -> list[tuple[int, int]]:
+        """The (layer, length) pieces that make up one mask, in order.
+
+        Args:
+            input_dim: the number of features the head receives.
+
+        Returns:
+            One (layer index, segment length) pair per masked layer.
+        """
+        widths = (input_dim, *self.layers)
+        segments = []
+        for layer in self.masked:
+            length = widths[layer] if self.mode == "features" else self.layers[layer]
+            segments.append((layer, length))
+        return segments
+
+    def mask_length(self, input_dim: int) -> int:
+        """Total bits in a mask for a head on `input_dim` features."""
+        return sum(length for _, length in self.mask_segments(input_dim))
+
+
+class EarlyStoppingConfig(_Frozen):
+    """Early stopping on the training loss, as Keras's EarlyStopping(monitor='loss')."""
+
+    enabled: bool = True
+    min_delta: float = Field(default=1e-5, ge=0.0)
+    patience: int = Field(default=10, ge=0)
+    restore_best_weights: bool = True
+
+
+class TrainingConfig(_Frozen):
+    """How every masked head is trained (the same protocol for every mask)."""
+
+    learning_rate: float = Field(default=1e-3, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    nesterov: bool = True
+    decay: float = Field(default=1e-6, ge=0.0, description="inverse-time decay per step")
+    batch_size: int = Field(default=32, gt=0)
+    max_epochs: int = Field(default=600, gt=0)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    seed: int = Field(default=0, description="evaluation seed: initial weights and shuffle order, same for every mask")
+
+
+class RobustnessConfig(_Frozen):
+    """ODIN-style OoD scoring."""
+
+    temperature: float = Field(default=1000.0, gt=0.0)
+
+
+class SearchConfig(_Frozen):
+    """The NSGA-II search."""
+
+    population_size: int = Field(default=30, ge=2)
+    max_evaluations: int = Field(default=200, gt=0)
+    offspring_per_step: int = Field(default=2, ge=1)
+    asynchronous: bool = False
+    crossover_probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    crossover_swap_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    mutation_probability: float | None = Field(default=None, gt=0.0, le=1.0, description="per bit; None = 1/L")
+    runs: int = Field(default=1, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget_fits(self) -> SearchConfig:
+        if self.population_size > self.max_evaluations:
+            raise ValueError(
+                f"population_size ({self.population_size}) is larger than max_evaluations "
+                f"({self.max_evaluations}): the initial population alone would exceed the budget"
+            )
+        if self.offspring_per_step > self.population_size:
+            raise ValueError("offspring_per_step cannot exceed population_size")
+        return self
+
+
+class ExperimentConfig(_Frozen):
+    """One experiment: data, backbone, head, training protocol, robustness and search."""
+
+    name: str = "experiment"
+    dataset: DatasetConfig = DatasetConfig()
+    ood: tuple[OodSource, ...] = ()
+    backbone: BackboneConfig = BackboneConfig()
+    head: HeadConfig = HeadConfig()
+    training: TrainingConfig = TrainingConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
+    fitness_split: Literal["test", "validation"] = "test"
+    search: SearchConfig = SearchConfig()
+    cache_dir: str | None = Field(default=None, description="feature cache folder; None = ~/.cache/evoprune")
+
+    def protocol_fingerprint(self) -> str:
+        """A hash of everything besides the features that decides a mask's fitness."""
+        relevant = {
+            "head": self.head.model_dump(mode="json"),
+            "training": self.training.model_dump(mode="json"),
+            "robustness": self.robustness.model_dump(mode="json"),
+            "fitness_split": self.fitness_split,
+            "validation": [self.dataset.validation_fraction, self.dataset.split_seed],
+        }
+        text = json.dumps(relevant, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def to_yaml(self) -> str:
+        """The fully resolved config as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{location}: {message}" if location else message)
+    return problems
+
+
+def parse_config(data: Any, origin: str | None = None) -> ExperimentConfig:
+    """Validates a mapping as an experiment config.
+
+    Args:
+        data: the parsed YAML/JSON mapping.
+        origin: where it came from, for messages.
+
+    Returns:
+        The frozen config.
+
+    Raises:
+        ConfigError: one field-named message per problem.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping of keys, not {type(data).__name__}"], origin)
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error), origin) from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Reads and validates a YAML experiment config.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The frozen config.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has invalid fields.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError([f"cannot read the file: {error.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
+    return parse_config(data, str(path))

@@ -1,0 +1,1 @@
+"""GPU/CPU work: datasets, feature extraction and cache, the batched masked-head evaluator, OoD scoring."""
