@@ -1,0 +1,182 @@
+"""The reference-style evaluator: one Keras model per mask, trained with model.fit and EarlyStopping."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from shared.config import ExperimentConfig
+from shared.masks import active_fraction
+from shared.objectives import Evaluation
+from workers.features import FeatureSet, Split
+from workers.head_layout import HeadShape, head_shape, initial_weights
+from workers.odin import auroc, odin_scores
+
+
+class MaskedDense(keras.layers.Dense):
+    """A Dense layer whose kernel is multiplied by a fixed binary mask, as the reference's sparse layer."""
+
+    def __init__(self, units: int, kernel_mask: np.ndarray, unit_mask: np.ndarray, **kwargs: object) -> None:
+        super().__init__(units, **kwargs)  # type: ignore[arg-type]
+        self._kernel_mask = np.asarray(kernel_mask, dtype=np.float32)
+        self._unit_mask = np.asarray(unit_mask, dtype=np.float32)
+
+    def call(self, inputs):  # type: ignore[no-untyped-def]
+        outputs = keras.ops.matmul(inputs, self.kernel * keras.ops.convert_to_tensor(self._kernel_mask))
+        if self.use_bias:
+            # A pruned unit loses its bias too: it is removed, not just disconnected from its inputs.
+            outputs = outputs + self.bias * keras.ops.convert_to_tensor(self._unit_mask)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+class _SeededBatches(keras.utils.PyDataset):
+    """Yields the same seeded batch sequence as the batched evaluator (matched comparisons only)."""
+
+    def __init__(self, split: Split, num_classes: int, order_for_epoch, batch_size: int) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self._features = split.features
+        self._targets = keras.utils.to_categorical(split.labels, num_classes).astype(np.float32)
+        self._order_for_epoch = order_for_epoch
+        self._batch_size = batch_size
+        self._epoch = 0
+        self._order = order_for_epoch(0)
+
+    def __len__(self) -> int:
+        return -(-len(self._features) // self._batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
+        return self._features[rows], self._targets[rows]
+
+    def on_epoch_end(self) -> None:
+        self._epoch += 1
+        self._order = self._order_for_epoch(self._epoch)
+
+
+def _kernel_masks(shape: HeadShape, mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per layer, the 0/1 matrix its kernel is multiplied by, and per hidden layer its kept units."""
+    sizes = list(shape.widths)
+    masks = [np.ones((sizes[layer], sizes[layer + 1]), dtype=np.float32) for layer in range(len(sizes) - 1)]
+    masks.append(np.ones((sizes[-1], shape.num_classes), dtype=np.float32))
+    units = [np.ones(width, dtype=np.float32) for width in sizes[1:]]
+    offset = 0
+    for position, length in shape.segments:
+        bits = mask[offset : offset + length].astype(np.float32)
+        offset += length
+        # Selecting position p keeps rows p of kernel p (its inputs) and columns of kernel p - 1 (its units).
+        masks[position] = masks[position] * bits[:, None]
+        if position > 0:
+            masks[position - 1] = masks[position - 1] * bits[None, :]
+            units[position - 1] = units[position - 1] * bits
+    return masks, units
+
+
+class ReferenceEvaluator:
+    """Trains one Keras model per mask as the reference implementation did.
+
+    `matched=True` gives both evaluators the same initial weights and batch order, so their results
+    differ only by floating-point rounding; `matched=False` is the reference as it was (Keras's own
+    initialisation and shuffling), which the benchmark times.
+    """
+
+    def __init__(self, feature_set: FeatureSet, config: ExperimentConfig, *, matched: bool = True) -> None:
+        self.feature_set = feature_set
+        self.config = config
+        self.matched = matched
+        self.shape = head_shape(config.head, feature_set.input_dim, feature_set.num_classes)
+        self._initial = initial_weights(self.shape, config.training.seed)
+
+    def _model(self, mask: np.ndarray) -> tuple[keras.Model, keras.Model]:
+        kernel_masks, unit_masks = _kernel_masks(self.shape, mask)
+        inputs = keras.Input(shape=(self.shape.widths[0],))
+        hidden = inputs
+        for layer, units in enumerate(self.shape.widths[1:]):
+            hidden = MaskedDense(
+                units,
+                kernel_masks[layer],
+                unit_masks[layer],
+                activation="relu",
+                use_bias=self.shape.hidden_bias,
+            )(hidden)
+        logits = keras.layers.Dense(self.shape.num_classes)(hidden)
+        probabilities = keras.layers.Activation("softmax")(logits)
+        model = keras.Model(inputs, probabilities)
+        training = self.config.training
+        schedule = keras.optimizers.schedules.InverseTimeDecay(
+            training.learning_rate, decay_steps=1, decay_rate=training.decay
+        )
+        model.compile(
+            optimizer=keras.optimizers.SGD(schedule, momentum=training.momentum, nesterov=training.nesterov),
+            loss="categorical_crossentropy",
+        )
+        if self.matched:
+            model.set_weights(self._initial)
+        return model, keras.Model(inputs, logits)
+
+    def _order(self, fold_index: int, size: int):  # type: ignore[no-untyped-def]
+        seed = self.config.training.seed
+
+        def order_for_epoch(epoch: int) -> np.ndarray:
+            generator = np.random.default_rng(np.random.SeedSequence([seed, fold_index, epoch, 0xBA7C4]))
+            return generator.permutation(size)
+
+        return order_for_epoch
+
+    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+        """Trains and scores one model per mask, one after another."""
+        results = []
+        for mask in np.asarray(masks, dtype=bool):
+            started = time.perf_counter()
+            accuracies, robustness, epochs = [], [], []
+            for fold_index, fold in enumerate(self.feature_set.folds):
+                model, logits_model = self._model(mask)
+                training = self.config.training
+                stopping = training.early_stopping
+                callbacks = []
+                if stopping.enabled:
+                    callbacks.append(
+                        keras.callbacks.EarlyStopping(
+                            monitor="loss",
+                            min_delta=stopping.min_delta,
+                            patience=stopping.patience,
+                            restore_best_weights=stopping.restore_best_weights,
+                        )
+                    )
+                if self.matched:
+                    data = _SeededBatches(
+                        fold.train,
+                        self.shape.num_classes,
+                        self._order(fold_index, len(fold.train)),
+                        training.batch_size,
+                    )
+                    history = model.fit(data, epochs=training.max_epochs, callbacks=callbacks, verbose=0)
+                else:
+                    targets = keras.utils.to_categorical(fold.train.labels, self.shape.num_classes)
+                    history = model.fit(
+                        fold.train.features,
+                        targets,
+                        batch_size=training.batch_size,
+                        epochs=training.max_epochs,
+                        shuffle=True,
+                        callbacks=callbacks,
+                        verbose=0,
+                    )
+                epochs.append(len(history.history["loss"]))
+                temperature = self.config.robustness.temperature
+                logits = logits_model.predict(fold.evaluation.features, batch_size=256, verbose=0)
+                ood_logits = logits_model.predict(fold.ood, batch_size=256, verbose=0)
+                accuracies.append(float(np.mean(np.argmax(logits, axis=-1) == fold.evaluation.labels)))
+                robustness.append(auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature)))
+            results.append(
+                Evaluation(
+                    accuracy=float(np.mean(accuracies)),
+                    active_fraction=active_fraction(mask),
+                    auroc=float(np.mean(robustness)),
+                    epochs=float(np.mean(epochs)),
+                    seconds=time.perf_counter() - started,
+                    worker="reference",
+                )
+            )
+        return results

@@ -1,0 +1,113 @@
+"""The fitness cache: mask evaluations keyed by (feature set, protocol, mask); a local file-backed store."""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from shared.objectives import Evaluation
+
+
+class FitnessCache(abc.ABC):
+    """Where finished evaluations are kept so that no mask is trained twice.
+
+    Keys come from `shared.masks.fitness_key`; fitness is deterministic in them, so a hit is exact.
+    """
+
+    @abc.abstractmethod
+    def get_many(self, keys: Iterable[str]) -> dict[str, Evaluation]:
+        """Looks keys up.
+
+        Args:
+            keys: fitness keys.
+
+        Returns:
+            The evaluations of the keys that are present; absent keys are simply missing.
+        """
+
+    @abc.abstractmethod
+    def put_many(self, entries: Mapping[str, Evaluation]) -> None:
+        """Stores evaluations durably before returning.
+
+        Args:
+            entries: fitness key → evaluation.
+        """
+
+    def describe(self) -> str:
+        """A short human-readable location, for logs."""
+        return type(self).__name__
+
+    def close(self) -> None:
+        """Releases files or connections."""
+
+
+class LocalFitnessCache(FitnessCache):
+    """An in-memory dict, optionally persisted as an append-only JSON-lines file.
+
+    Appending one line per entry (and fsyncing) means a crash can at worst leave a torn last line, which
+    loading skips; everything written before survives.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self._entries: dict[str, Evaluation] = {}
+        self._path = Path(path) if path is not None else None
+        self._torn_tail = False
+        if self._path is not None and self._path.exists():
+            self._load(self._path)
+
+    def _load(self, path: Path) -> None:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        # the next append must not glue its first record onto a torn last line
+        self._torn_tail = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                self._entries[record["key"]] = Evaluation.from_dict(record["evaluation"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line from an interrupted write: the entry is simply recomputed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Evaluation]:
+        return {key: self._entries[key] for key in keys if key in self._entries}
+
+    def put_many(self, entries: Mapping[str, Evaluation]) -> None:
+        new = {key: value for key, value in entries.items() if key not in self._entries}
+        self._entries.update(new)
+        if self._path is None or not new:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(
+            json.dumps({"key": key, "evaluation": value.to_dict()}) + "\n" for key, value in new.items()
+        )
+        if self._torn_tail:
+            lines = "\n" + lines
+            self._torn_tail = False
+        with self._path.open("a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def describe(self) -> str:
+        return f"local file {self._path}" if self._path else "in memory"
+
+
+def open_fitness_cache(local_path: str | Path | None, redis_url: str | None = None) -> FitnessCache:
+    """The cache an experiment should use: Redis when a URL is given, else the local file.
+
+    Args:
+        local_path: the JSON-lines file of the local cache (None keeps it in memory).
+        redis_url: a redis:// URL (usually from REDIS_URL); shares the cache across experiments.
+
+    Returns:
+        An open cache.
+    """
+    if redis_url:
+        from shared.fitness_cache_redis import RedisFitnessCache
+
+        return RedisFitnessCache(redis_url)
+    return LocalFitnessCache(local_path)

@@ -1,0 +1,205 @@
+"""The population-batched numerical core in keras.ops: P masked heads trained in one computation.
+
+Gradients are written out by hand (two dense layers, ReLU, softmax cross-entropy), which keeps the core
+free of any backend's autodiff so it runs unchanged under TensorFlow and JAX. Every model's weights are
+compacted to the widths its mask keeps, padded at the end to chunk multiples; reductions over those
+widths go through `chunked_matmul` so each model's sums are taken in a fixed order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keras import ops
+
+from workers.head_layout import REDUCTION_CHUNK
+
+Tensor = Any
+
+
+@dataclass(frozen=True)
+class CoreSpec:
+    """Static facts the compiled functions are specialised on."""
+
+    pruned: tuple[bool, ...]  # per position (input, hidden...): whether its width is compacted
+    hidden_bias: bool
+    learning_rate: float
+    momentum: float
+    nesterov: bool
+    decay: float
+
+    @property
+    def hidden_count(self) -> int:
+        return len(self.pruned) - 1
+
+
+def chunked_matmul(left: Tensor, right: Tensor, chunked: bool) -> Tensor:
+    """Batched (P, M, K) @ (P, K, H) whose K-sum is taken chunk by chunk, in order, when `chunked`.
+
+    Zero padding beyond a model's real width then only adds exact zeros at the end, so the result does
+    not depend on how far its batch was padded.
+    """
+    if not chunked:
+        return ops.matmul(left, right)
+    models, rows = ops.shape(left)[0], ops.shape(left)[1]
+    columns = ops.shape(right)[2]
+    left_chunks = ops.transpose(ops.reshape(left, (models, rows, -1, REDUCTION_CHUNK)), (0, 2, 1, 3))
+    right_chunks = ops.reshape(right, (models, -1, REDUCTION_CHUNK, columns))
+    partial = ops.matmul(left_chunks, right_chunks)  # (P, chunks, M, H)
+    chunk_count = ops.shape(partial)[1]
+
+    def add_chunk(index: Tensor, total: Tensor) -> Tensor:
+        return total + ops.take(partial, index, axis=1)
+
+    return ops.fori_loop(1, chunk_count, add_chunk, ops.take(partial, 0, axis=1))
+
+
+def _inputs(spec: CoreSpec, rows: Tensor, input_indices: Tensor, models: Tensor) -> Tensor:
+    """(P, M, K0) inputs of every model: its kept features (zero column for padding), or all of them."""
+    if spec.pruned[0]:
+        gathered = ops.take(rows, input_indices, axis=1)  # (M, P, K0)
+        return ops.transpose(gathered, (1, 0, 2))
+    features = rows[:, :-1]
+    return ops.broadcast_to(ops.expand_dims(features, 0), (models, *ops.shape(features)))
+
+
+def batch_sum(values: Tensor) -> Tensor:
+    """Sum over axis 1 of (P, B, X) as a batched matmul with ones.
+
+    A plain reduction's order can depend on how many models share the batch (measured on the TF CPU
+    backend with 10 classes); a batched matmul computes each model's slice identically.
+    """
+    ones = ops.ones((ops.shape(values)[0], 1, ops.shape(values)[1]), dtype=values.dtype)
+    return ops.squeeze(ops.matmul(ones, values), axis=1)
+
+
+def _split(spec: CoreSpec, params: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    layers = spec.hidden_count + 1
+    kernels = list(params[:layers])
+    hidden_biases = list(params[layers:-1]) if spec.hidden_bias else []
+    return kernels, hidden_biases, params[-1]
+
+
+def forward(spec: CoreSpec, params: tuple[Tensor, ...], inputs: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Logits (P, M, C) and the per-layer activations and pre-activations needed for backprop."""
+    kernels, hidden_biases, output_bias = _split(spec, params)
+    activation = inputs
+    saved = [activation]
+    for layer in range(spec.hidden_count):
+        pre_activation = chunked_matmul(activation, kernels[layer], spec.pruned[layer])
+        if spec.hidden_bias:
+            pre_activation = pre_activation + ops.expand_dims(hidden_biases[layer], 1)
+        activation = ops.relu(pre_activation)
+        saved.append(activation)
+    logits = chunked_matmul(activation, kernels[-1], spec.pruned[-1]) + ops.expand_dims(output_bias, 1)
+    return logits, saved
+
+
+def logits_for(spec: CoreSpec, params: tuple[Tensor, ...], rows: Tensor, input_indices: Tensor) -> Tensor:
+    """Logits (P, M, C) of every model on M rows of (zero-column-extended) features."""
+    models = ops.shape(params[-1])[0]
+    logits, _ = forward(spec, params, _inputs(spec, rows, input_indices, models))
+    return logits
+
+
+def _gradients(
+    spec: CoreSpec, params: tuple[Tensor, ...], saved: list[Tensor], logit_gradient: Tensor
+) -> list[Tensor]:
+    kernels, _, _ = _split(spec, params)
+    kernel_grads: list[Tensor] = [None] * len(kernels)
+    bias_grads: list[Tensor] = [None] * spec.hidden_count
+    gradient = logit_gradient
+    output_bias_grad = batch_sum(gradient)
+    for layer in range(spec.hidden_count, -1, -1):
+        kernel_grads[layer] = ops.matmul(ops.transpose(saved[layer], (0, 2, 1)), gradient)
+        if layer == 0:
+            break
+        # The sum runs over this layer's output width: position layer + 1, or the classes.
+        output_chunked = layer < spec.hidden_count and spec.pruned[layer + 1]
+        back = chunked_matmul(gradient, ops.transpose(kernels[layer], (0, 2, 1)), output_chunked)
+        # ReLU passes gradient where its output is positive; padded units stay at exactly zero.
+        gradient = back * ops.cast(saved[layer] > 0, back.dtype)
+        if spec.hidden_bias:
+            bias_grads[layer - 1] = batch_sum(gradient)
+    return [*kernel_grads, *(bias_grads if spec.hidden_bias else []), output_bias_grad]
+
+
+def _sgd(
+    spec: CoreSpec, params: tuple[Tensor, ...], momenta: tuple[Tensor, ...], grads: list[Tensor], step: Tensor
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """Keras SGD with inverse-time decay: m = μm - ηg; w += μm - ηg (Nesterov) or w += m."""
+    rate = spec.learning_rate / (1.0 + spec.decay * ops.cast(step, "float32"))
+    new_params = []
+    new_momenta = []
+    for weight, velocity, grad in zip(params, momenta, grads, strict=True):
+        if spec.momentum == 0.0:
+            new_params.append(weight - rate * grad)
+            new_momenta.append(velocity)
+            continue
+        velocity = velocity * spec.momentum - grad * rate
+        update = velocity * spec.momentum - grad * rate if spec.nesterov else velocity
+        new_params.append(weight + update)
+        new_momenta.append(velocity)
+    return tuple(new_params), tuple(new_momenta)
+
+
+def train_epoch(
+    spec: CoreSpec,
+    params: tuple[Tensor, ...],
+    momenta: tuple[Tensor, ...],
+    features: Tensor,
+    targets: Tensor,
+    order: Tensor,
+    sample_weights: Tensor,
+    input_indices: Tensor,
+    first_step: Tensor,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...], Tensor]:
+    """One epoch of minibatch SGD for all P models on the same batch sequence.
+
+    Args:
+        spec: static facts.
+        params: kernels, hidden biases, output bias; each with a leading model axis.
+        momenta: SGD velocities shaped like params.
+        features: (N + 1, D + 1) features with a zero row and a zero column appended for padding.
+        targets: (N + 1, C) one-hot labels.
+        order: (batches, batch_size) sample indices; padding points at the zero row.
+        sample_weights: (batches, batch_size) 1 for real samples, 0 for padding.
+        input_indices: (P, K0) kept feature indices per model (the zero column for padding).
+        first_step: optimizer iterations before this epoch (drives the learning-rate decay).
+
+    Returns:
+        Updated params and momenta, and each model's summed training loss over the epoch (P,).
+    """
+    models = ops.shape(params[-1])[0]
+    batch_count = ops.shape(order)[0]
+
+    def step(batch: Tensor, carry: tuple) -> tuple:
+        current, velocities, loss_total = carry
+        indices = ops.take(order, batch, axis=0)
+        weights = ops.take(sample_weights, batch, axis=0)
+        rows = ops.take(features, indices, axis=0)
+        labels = ops.take(targets, indices, axis=0)
+        logits, saved = forward(spec, current, _inputs(spec, rows, input_indices, models))
+        log_probabilities = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+        losses = -ops.sum(log_probabilities * labels, axis=-1)  # (P, B)
+        loss_total = loss_total + batch_sum(ops.expand_dims(losses * weights, -1))[:, 0]
+        # Keras averages the batch loss over the real samples; the gradient of that mean:
+        scale = weights / ops.sum(weights)
+        logit_gradient = (ops.exp(log_probabilities) - labels) * ops.expand_dims(scale, -1)
+        grads = _gradients(spec, current, saved, logit_gradient)
+        current, velocities = _sgd(spec, current, velocities, grads, first_step + batch)
+        return current, velocities, loss_total
+
+    initial = (tuple(params), tuple(momenta), ops.zeros((models,), dtype="float32"))
+    final_params, final_momenta, loss_total = ops.fori_loop(0, batch_count, step, initial)
+    return final_params, final_momenta, loss_total
+
+
+def select_models(keep_new: Tensor, new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Per model, `new` where keep_new[p] else `old` (the best-weights snapshot of early stopping)."""
+    selected = []
+    for fresh, previous in zip(new, old, strict=True):
+        condition = ops.reshape(keep_new, (-1,) + (1,) * (len(fresh.shape) - 1))
+        selected.append(ops.where(condition, fresh, previous))
+    return tuple(selected)
