@@ -151,7 +151,10 @@ class ReferenceEvaluator:
                         self._order(fold_index, len(fold.train)),
                         training.batch_size,
                     )
-                    history = model.fit(data, epochs=training.max_epochs, callbacks=callbacks, verbose=0)
+                    # PyDataset batches would be reordered by fit(shuffle=True); the order is ours here.
+                    history = model.fit(
+                        data, epochs=training.max_epochs, callbacks=callbacks, verbose=0, shuffle=False
+                    )
                 else:
                     targets = keras.utils.to_categorical(fold.train.labels, self.shape.num_classes)
                     history = model.fit(

@@ -1,0 +1,36 @@
+"""`evoprune bench`: the evaluator benchmark, reference-style against batched, in one process."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the `bench` sub-command."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="time the batched evaluator against the reference-style one",
+        description="Trains the same masks for the same fixed number of epochs with one model.fit per mask "
+        "(the reference) and with the batched evaluator, on RPS-sized synthetic features. The last line "
+        "printed is one JSON object. The backend follows KERAS_BACKEND (tensorflow by default).",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller run: under a minute on 2 CPU cores")
+    parser.add_argument("--masks", type=_positive, default=None, help="masks to evaluate")
+    parser.add_argument("--epochs", type=_positive, default=None, help="fixed epochs per mask")
+    parser.set_defaults(handler=_handle)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from benchmarks.bench_evaluator import main
+
+    return main(quick=args.quick, masks=args.masks, epochs=args.epochs)

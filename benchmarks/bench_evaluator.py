@@ -1,0 +1,169 @@
+"""Evaluator benchmark: reference-style model.fit per mask against the batched evaluator, side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.config import ExperimentConfig
+from workers.features import FeatureSet, Fold, Split
+
+# RPS-sized features: ResNet50's 2048 average-pooled features of rock-paper-scissors (2520 / 372 images).
+TRAIN_SAMPLES, TEST_SAMPLES, FEATURES, CLASSES = 2520, 372, 2048, 3
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one benchmark run compares."""
+
+    masks: int
+    epochs: int
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, quick: bool) -> BenchSettings:
+        # quick: under a minute on 2 cores; full: enough epochs that per-model setup stops dominating.
+        return cls(masks=6, epochs=4) if quick else cls(masks=12, epochs=20)
+
+
+def synthetic_rps(seed: int) -> FeatureSet:
+    """Class-clustered, non-negative features shaped like ResNet50 avg-pool outputs of RPS."""
+    generator = np.random.default_rng(seed)
+    centres = generator.gamma(2.0, 0.25, size=(CLASSES, FEATURES)).astype(np.float32)
+
+    def draw(count: int, label_seed: int) -> Split:
+        labels = np.random.default_rng(label_seed).integers(0, CLASSES, count)
+        noise = generator.gamma(2.0, 0.25, size=(count, FEATURES)).astype(np.float32)
+        return Split((0.6 * centres[labels] + noise).astype(np.float32), labels.astype(np.int64))
+
+    train, test = draw(TRAIN_SAMPLES, seed + 1), draw(TEST_SAMPLES, seed + 2)
+    ood = generator.gamma(2.0, 0.3, size=(TEST_SAMPLES, FEATURES)).astype(np.float32)
+    return FeatureSet(f"synthetic-rps-{seed}", CLASSES, (Fold(train, test, ood),))
+
+
+def reference_masks(count: int, length: int, seed: int) -> np.ndarray:
+    """Masks drawn as the reference's initial population: p ~ U(0, 1), round(p·L) random bits on."""
+    generator = np.random.default_rng(seed)
+    masks = np.zeros((count, length), dtype=bool)
+    for row in range(count):
+        on = int(round(generator.uniform() * length))
+        masks[row, generator.choice(length, size=on, replace=False)] = True
+    return masks
+
+
+class _PeakRss:
+    """Samples this process's resident memory in a thread; psutil comes with ray[default]."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def current(self) -> int:
+        return int(self._process.memory_info().rss)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.current())
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self.current()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.current())
+
+
+def run_benchmark(settings: BenchSettings, log=print) -> dict:  # type: ignore[no-untyped-def]
+    """Times both evaluators on the same masks for the same fixed number of epochs.
+
+    Args:
+        settings: masks and epochs.
+        log: where progress lines go.
+
+    Returns:
+        The result record (also the JSON the command prints last).
+    """
+    from benchmarks.reference_evaluator import ReferenceEvaluator
+    from workers.backend import backend_name, device_description
+    from workers.evaluator import BatchedEvaluator
+
+    features = synthetic_rps(settings.seed)
+    config = ExperimentConfig.model_validate(
+        {"training": {"max_epochs": settings.epochs, "early_stopping": {"enabled": False}}}
+    )
+    masks = reference_masks(settings.masks, FEATURES, settings.seed)
+    log(
+        f"comparing on {TRAIN_SAMPLES}x{FEATURES} train / {TEST_SAMPLES} test / {TEST_SAMPLES} OoD features, "
+        f"{CLASSES} classes: {settings.masks} masks (mean density {masks.mean():.2f}), "
+        f"{settings.epochs} epochs each, backend {backend_name()} on {device_description()}"
+    )
+    batched = BatchedEvaluator(features, config)
+    # Compiling happens once per worker and shape, then serves a whole run: time it apart.
+    started = time.perf_counter()
+    batched.evaluate(masks)
+    compile_and_first_s = time.perf_counter() - started
+    with _PeakRss() as memory:
+        baseline_rss = memory.current()
+        started = time.perf_counter()
+        batched_results = batched.evaluate(masks)
+        batched_s = time.perf_counter() - started
+    log(f"batched:   {batched_s:.2f} s ({compile_and_first_s:.2f} s for the first, compiling, call)")
+    reference = ReferenceEvaluator(features, config, matched=False)
+    started = time.perf_counter()
+    reference_results = reference.evaluate(masks)
+    reference_s = time.perf_counter() - started
+    log(f"reference: {reference_s:.2f} s (one model.fit per mask)")
+    weights_per_model = FEATURES * 512 + 512 * CLASSES + CLASSES
+    state_mb = settings.masks * 2 * weights_per_model * 4 / 2**20  # weights + momenta
+    budget_mb = features.nbytes / 2**20 + state_mb
+    accuracy_gap = float(
+        np.mean([abs(a.accuracy - b.accuracy) for a, b in zip(batched_results, reference_results, strict=True)])
+    )
+    return {
+        "masks": settings.masks,
+        "epochs": settings.epochs,
+        "reference_s": round(reference_s, 3),
+        "batched_s": round(batched_s, 3),
+        "batched_first_call_s": round(compile_and_first_s, 3),
+        "reference_evals_per_s": round(settings.masks / reference_s, 4),
+        "batched_evals_per_s": round(settings.masks / batched_s, 4),
+        "speedup": round(reference_s / batched_s, 2),
+        "speedup_including_compile": round(reference_s / compile_and_first_s, 2),
+        "peak_rss_mb": round(memory.peak / 2**20, 1),
+        "batched_extra_rss_mb": round((memory.peak - baseline_rss) / 2**20, 1),
+        "memory_budget_mb": round(2 * budget_mb, 1),
+        "mean_abs_accuracy_gap": round(accuracy_gap, 4),
+        "backend": backend_name(),
+        "device": device_description(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def main(quick: bool = False, masks: int | None = None, epochs: int | None = None) -> int:
+    """Runs the benchmark and prints its JSON record as the last line."""
+    settings = BenchSettings.preset(quick)
+    if masks is not None or epochs is not None:
+        settings = BenchSettings(masks=masks or settings.masks, epochs=epochs or settings.epochs)
+    result = run_benchmark(settings)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(quick="--quick" in sys.argv))

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs evoprune with its test tools into .venv, makes sure a Redis server is reachable, then runs
+# ruff, mypy and the test suite. Extra arguments go to pytest (e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet -e ".[test]"
+
+# Redis: use REDIS_URL if given, else 127.0.0.1:6379 if it answers, else start a private server.
+started_redis=""
+if [ -z "${REDIS_URL:-}" ]; then
+  if python - <<'PY' 2>/dev/null
+import redis, sys
+sys.exit(0 if redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping() else 1)
+PY
+  then
+    export REDIS_URL="redis://127.0.0.1:6379/0"
+  elif command -v redis-server >/dev/null; then
+    port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+      --pidfile "/tmp/evoprune-test-redis-$port.pid" --logfile "/tmp/evoprune-test-redis-$port.log"
+    export REDIS_URL="redis://127.0.0.1:$port/0"
+    started_redis="/tmp/evoprune-test-redis-$port.pid"
+  else
+    echo "error: no Redis server found. Install one (Debian: apt-get install redis-server) or set REDIS_URL." >&2
+    exit 1
+  fi
+fi
+cleanup() { if [ -n "$started_redis" ] && [ -f "$started_redis" ]; then kill "$(cat "$started_redis")" || true; fi; }
+trap cleanup EXIT
+
+ruff check .
+mypy api coordinator workers shared benchmarks
+python -m pytest "$@"

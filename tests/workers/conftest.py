@@ -1,0 +1,37 @@
+"""Small real feature sets for evaluator tests: sklearn digits with a held-out split and OoD rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from workers.features import FeatureSet, Fold, Split
+
+
+def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:
+    """Digits pixels scaled to [0, 1]; OoD = the same images flipped and inverted (real, off-manifold)."""
+    digits = load_digits()
+    features = (digits.data / 16.0).astype(np.float32)[:samples]
+    labels = digits.target.astype(np.int64)[:samples]
+    built = []
+    for fold in range(folds):
+        train_x, test_x, train_y, test_y = train_test_split(
+            features, labels, test_size=0.25, random_state=fold, stratify=labels
+        )
+        ood = (1.0 - test_x.reshape(-1, 8, 8)[:, ::-1, :]).reshape(len(test_x), 64).astype(np.float32)
+        built.append(Fold(Split(train_x, train_y), Split(test_x, test_y), ood))
+    return FeatureSet(f"digits-{samples}-{folds}", 10, tuple(built))
+
+
+@pytest.fixture(scope="session")
+def digits_features() -> FeatureSet:
+    return digits_feature_set()
+
+
+def density_masks(count: int, length: int, seed: int = 0) -> np.ndarray:
+    """Masks spread from sparse to dense."""
+    generator = np.random.default_rng(seed)
+    densities = np.linspace(0.1, 0.95, count)
+    return generator.random((count, length)) < densities[:, None]

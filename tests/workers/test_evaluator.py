@@ -1,0 +1,195 @@
+"""The batched evaluator: batch independence, agreement with one Keras model per mask, modes, folds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.reference_evaluator import ReferenceEvaluator
+from shared.config import ExperimentConfig
+from shared.masks import MaskError
+from tests.workers.conftest import density_masks, digits_feature_set
+from workers.evaluator import BatchedEvaluator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(**overrides: object) -> ExperimentConfig:
+    base: dict = {"training": {"max_epochs": 12}, "head": {"layers": [64]}}
+    for key, value in overrides.items():
+        base[key] = value
+    return ExperimentConfig.model_validate(base)
+
+
+def _objectives(results: list) -> list[tuple]:
+    return [(r.accuracy, r.active_fraction, r.auroc, r.epochs) for r in results]
+
+
+def test_results_do_not_depend_on_batch_company_or_group_size(digits_features) -> None:
+    config = _config()
+    masks = density_masks(7, 64)
+    together = BatchedEvaluator(digits_features, config, group_size=7).evaluate(masks)
+    in_pairs = BatchedEvaluator(digits_features, config, group_size=2).evaluate(masks)
+    reordered = BatchedEvaluator(digits_features, config, group_size=3).evaluate(masks[::-1])[::-1]
+    alone = [BatchedEvaluator(digits_features, config).evaluate(masks[i : i + 1])[0] for i in (0, 6)]
+    assert _objectives(together) == _objectives(in_pairs) == _objectives(reordered)
+    assert _objectives([together[0], together[6]]) == _objectives(alone)
+
+
+def test_wide_features_use_several_chunks_and_stay_independent() -> None:
+    # 300 features → chunked reductions over up to three 128-wide chunks with different paddings.
+    generator = np.random.default_rng(3)
+    base = digits_feature_set(samples=300)
+    fold = base.folds[0]
+    projection = generator.standard_normal((64, 300)).astype(np.float32) / 8
+
+    def widen(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ projection, 0).astype(np.float32)
+
+    from workers.features import FeatureSet, Fold, Split
+
+    wide = FeatureSet(
+        "wide",
+        10,
+        (Fold(Split(widen(fold.train.features), fold.train.labels), Split(widen(fold.evaluation.features), fold.evaluation.labels), widen(fold.ood)),),
+    )
+    config = _config(training={"max_epochs": 5})
+    masks = density_masks(5, 300, seed=1)
+    together = BatchedEvaluator(wide, config, group_size=5).evaluate(masks)
+    alone = [BatchedEvaluator(wide, config, group_size=1).evaluate(masks[i : i + 1])[0] for i in range(5)]
+    assert _objectives(together) == _objectives(alone)
+
+
+@pytest.mark.slow
+def test_agrees_with_one_keras_model_per_mask(digits_features) -> None:
+    """At least 8 masks of different densities, same initial weights and batch order: within 0.02."""
+    config = ExperimentConfig.model_validate({"training": {"max_epochs": 20}})
+    masks = density_masks(8, 64, seed=2)
+    batched = BatchedEvaluator(digits_features, config).evaluate(masks)
+    reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
+    accuracy_gap = np.mean([abs(a.accuracy - b.accuracy) for a, b in zip(batched, reference, strict=True)])
+    auroc_gap = np.mean([abs(a.auroc - b.auroc) for a, b in zip(batched, reference, strict=True)])
+    assert accuracy_gap <= 0.02, accuracy_gap
+    assert auroc_gap <= 0.02, auroc_gap
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        {"mode": "neurons", "layers": [32]},
+        {"mode": "features", "layers": [24, 16], "masked": [1]},
+        {"mode": "neurons", "layers": [24, 16], "masked": [0, 1]},
+        {"mode": "features", "layers": [24, 16], "masked": [0, 1], "hidden_bias": True},
+    ],
+    ids=["neurons", "two-layers-second-masked", "neurons-both", "features-both-bias"],
+)
+def test_head_variants_match_the_reference(digits_features, head: dict) -> None:
+    config = ExperimentConfig.model_validate({"head": head, "training": {"max_epochs": 4}})
+    evaluator = BatchedEvaluator(digits_features, config)
+    masks = density_masks(3, evaluator.mask_length, seed=4)
+    batched = evaluator.evaluate(masks)
+    reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
+    for ours, theirs in zip(batched, reference, strict=True):
+        assert abs(ours.accuracy - theirs.accuracy) <= 0.05
+        assert abs(ours.auroc - theirs.auroc) <= 0.05
+        assert ours.active_fraction == theirs.active_fraction
+
+
+def test_early_stopping_matches_keras_epoch_count(digits_features) -> None:
+    # A large min_delta makes improvements rare, so models stop at different epochs.
+    config = ExperimentConfig.model_validate(
+        {
+            "head": {"layers": [32]},
+            "training": {"max_epochs": 40, "early_stopping": {"min_delta": 0.02, "patience": 2}},
+        }
+    )
+    masks = density_masks(3, 64, seed=5)
+    batched = BatchedEvaluator(digits_features, config).evaluate(masks)
+    reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
+    assert all(a.epochs < 40 for a in batched)
+    for ours, theirs in zip(batched, reference, strict=True):
+        assert abs(ours.epochs - theirs.epochs) <= 2
+        assert abs(ours.accuracy - theirs.accuracy) <= 0.05
+
+
+def test_folds_are_averaged() -> None:
+    features = digits_feature_set(samples=400, folds=2)
+    config = _config(training={"max_epochs": 3})
+    masks = density_masks(2, 64)
+    combined = BatchedEvaluator(features, config).evaluate(masks)
+    from workers.features import FeatureSet
+
+    per_fold = [
+        BatchedEvaluator(FeatureSet(f"f{i}", 10, (fold,)), config).evaluate(masks) for i, fold in enumerate(features.folds)
+    ]
+    for model in range(2):
+        assert combined[model].accuracy == pytest.approx(np.mean([f[model].accuracy for f in per_fold]))
+        assert combined[model].auroc == pytest.approx(np.mean([f[model].auroc for f in per_fold]))
+
+
+def test_validation_fitness_also_scores_test() -> None:
+    from workers.features import FeatureSet, Fold
+
+    base = digits_feature_set(samples=400).folds[0]
+    fold = Fold(base.train, base.evaluation, base.ood, test=base.evaluation, test_ood=base.ood)
+    results = BatchedEvaluator(FeatureSet("v", 10, (fold,)), _config(training={"max_epochs": 2})).evaluate(
+        density_masks(2, 64)
+    )
+    for result in results:
+        assert result.test_accuracy == result.accuracy
+        assert result.test_auroc == result.auroc
+
+
+def test_wrong_mask_length_is_a_clear_error(digits_features) -> None:
+    evaluator = BatchedEvaluator(digits_features, _config())
+    with pytest.raises(MaskError, match=r"shape \(P, 64\)"):
+        evaluator.evaluate(np.ones((2, 63), dtype=bool))
+
+
+def test_empty_mask_still_evaluates(digits_features) -> None:
+    result = BatchedEvaluator(digits_features, _config(training={"max_epochs": 2})).evaluate(
+        np.zeros((1, 64), dtype=bool)
+    )[0]
+    assert result.active_fraction == 0.0
+    assert 0.0 <= result.accuracy <= 1.0
+
+
+JAX_SCRIPT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from shared.config import ExperimentConfig
+from tests.workers.conftest import density_masks, digits_feature_set
+from workers.evaluator import BatchedEvaluator
+config = ExperimentConfig.model_validate({{"training": {{"max_epochs": 6}}, "head": {{"layers": [64]}}}})
+results = BatchedEvaluator(digits_feature_set(), config).evaluate(density_masks(4, 64, seed=7))
+print(json.dumps([[r.accuracy, r.auroc, r.epochs] for r in results]))
+"""
+
+
+@pytest.mark.jax
+def test_same_core_runs_under_jax(digits_features) -> None:
+    pytest.importorskip("jax")
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    jax_results = json.loads(completed.stdout.strip().splitlines()[-1])
+    config = ExperimentConfig.model_validate({"training": {"max_epochs": 6}, "head": {"layers": [64]}})
+    tf_results = BatchedEvaluator(digits_features, config).evaluate(density_masks(4, 64, seed=7))
+    for (accuracy, auroc, epochs), ours in zip(jax_results, tf_results, strict=True):
+        assert abs(accuracy - ours.accuracy) <= 0.01
+        assert abs(auroc - ours.auroc) <= 0.01
+        assert epochs == ours.epochs
