@@ -40,7 +40,7 @@ class _SeededBatches(keras.utils.PyDataset):
         self._targets = keras.utils.to_categorical(split.labels, num_classes).astype(np.float32)
         self._order_for_epoch = order_for_epoch
         self._batch_size = batch_size
-        self._epoch = 0
+        self._epoch = -1
         self._order = order_for_epoch(0)
 
     def __len__(self) -> int:
@@ -50,7 +50,9 @@ class _SeededBatches(keras.utils.PyDataset):
         rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
         return self._features[rows], self._targets[rows]
 
-    def on_epoch_end(self) -> None:
+    def on_epoch_begin(self) -> None:
+        # Keras peeks at two batches and calls on_epoch_end before the first epoch, so epochs are counted
+        # at their beginning.
         self._epoch += 1
         self._order = self._order_for_epoch(self._epoch)
 
@@ -112,8 +114,19 @@ class ReferenceEvaluator:
             loss="categorical_crossentropy",
         )
         if self.matched:
-            model.set_weights(self._initial)
+            model.set_weights(self._keras_order(self._initial))
         return model, keras.Model(inputs, logits)
+
+    def _keras_order(self, weights: list[np.ndarray]) -> list[np.ndarray]:
+        """Ours are kernels, hidden biases, output bias; Keras lists each layer's kernel then bias."""
+        layers = self.shape.layer_count
+        if not self.shape.hidden_bias:
+            return weights
+        kernels, biases = weights[:layers], weights[layers:-1]
+        ordered: list[np.ndarray] = []
+        for kernel, bias in zip(kernels[:-1], biases, strict=True):
+            ordered += [kernel, bias]
+        return [*ordered, kernels[-1], weights[-1]]
 
     def _order(self, fold_index: int, size: int):  # type: ignore[no-untyped-def]
         seed = self.config.training.seed

@@ -75,8 +75,9 @@ def test_agrees_with_one_keras_model_per_mask(digits_features) -> None:
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
     accuracy_gap = np.mean([abs(a.accuracy - b.accuracy) for a, b in zip(batched, reference, strict=True)])
     auroc_gap = np.mean([abs(a.auroc - b.auroc) for a, b in zip(batched, reference, strict=True)])
-    assert accuracy_gap <= 0.02, accuracy_gap
-    assert auroc_gap <= 0.02, auroc_gap
+    assert accuracy_gap <= 0.005, accuracy_gap
+    assert auroc_gap <= 0.005, auroc_gap
+    assert [a.epochs for a in batched] == [b.epochs for b in reference]
 
 
 @pytest.mark.parametrize(
@@ -96,8 +97,8 @@ def test_head_variants_match_the_reference(digits_features, head: dict) -> None:
     batched = evaluator.evaluate(masks)
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
     for ours, theirs in zip(batched, reference, strict=True):
-        assert abs(ours.accuracy - theirs.accuracy) <= 0.05
-        assert abs(ours.auroc - theirs.auroc) <= 0.05
+        assert abs(ours.accuracy - theirs.accuracy) <= 0.01
+        assert abs(ours.auroc - theirs.auroc) <= 0.01
         assert ours.active_fraction == theirs.active_fraction
 
 
@@ -106,21 +107,22 @@ def test_early_stopping_matches_keras_epoch_count(digits_features) -> None:
     config = ExperimentConfig.model_validate(
         {
             "head": {"layers": [32]},
-            "training": {"max_epochs": 40, "early_stopping": {"min_delta": 0.02, "patience": 2}},
+            "training": {"max_epochs": 40, "early_stopping": {"min_delta": 0.05, "patience": 2}},
         }
     )
     masks = density_masks(3, 64, seed=5)
     batched = BatchedEvaluator(digits_features, config).evaluate(masks)
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
-    assert all(a.epochs < 40 for a in batched)
+    assert any(a.epochs < 40 for a in batched)
     for ours, theirs in zip(batched, reference, strict=True):
-        assert abs(ours.epochs - theirs.epochs) <= 2
-        assert abs(ours.accuracy - theirs.accuracy) <= 0.05
+        assert ours.epochs == theirs.epochs
+        assert abs(ours.accuracy - theirs.accuracy) <= 0.01
 
 
 def test_folds_are_averaged() -> None:
     features = digits_feature_set(samples=400, folds=2)
-    config = _config(training={"max_epochs": 3})
+    # One full batch per epoch: the fold-seeded shuffle then only reorders terms inside a sum.
+    config = _config(training={"max_epochs": 3, "batch_size": 1000})
     masks = density_masks(2, 64)
     combined = BatchedEvaluator(features, config).evaluate(masks)
     from workers.features import FeatureSet
@@ -129,8 +131,8 @@ def test_folds_are_averaged() -> None:
         BatchedEvaluator(FeatureSet(f"f{i}", 10, (fold,)), config).evaluate(masks) for i, fold in enumerate(features.folds)
     ]
     for model in range(2):
-        assert combined[model].accuracy == pytest.approx(np.mean([f[model].accuracy for f in per_fold]))
-        assert combined[model].auroc == pytest.approx(np.mean([f[model].auroc for f in per_fold]))
+        assert combined[model].accuracy == pytest.approx(np.mean([f[model].accuracy for f in per_fold]), abs=0.01)
+        assert combined[model].auroc == pytest.approx(np.mean([f[model].auroc for f in per_fold]), abs=0.01)
 
 
 def test_validation_fitness_also_scores_test() -> None:
