@@ -52,7 +52,7 @@ def reference_masks(count: int, length: int, seed: int) -> np.ndarray:
     generator = np.random.default_rng(seed)
     masks = np.zeros((count, length), dtype=bool)
     for row in range(count):
-        on = int(round(generator.uniform() * length))
+        on = round(generator.uniform() * length)
         masks[row, generator.choice(length, size=on, replace=False)] = True
     return masks
 
@@ -86,7 +86,7 @@ class _PeakRss:
         self.peak = max(self.peak, self.current())
 
 
-def run_benchmark(settings: BenchSettings, log=print) -> dict:  # type: ignore[no-untyped-def]
+def run_benchmark(settings: BenchSettings, log=print) -> dict:
     """Times both evaluators on the same masks for the same fixed number of epochs.
 
     Args:
@@ -130,7 +130,9 @@ def run_benchmark(settings: BenchSettings, log=print) -> dict:  # type: ignore[n
     state_mb = settings.masks * 2 * weights_per_model * 4 / 2**20  # weights + momenta
     budget_mb = features.nbytes / 2**20 + state_mb
     accuracy_gap = float(
-        np.mean([abs(a.accuracy - b.accuracy) for a, b in zip(batched_results, reference_results, strict=True)])
+        np.mean(
+            [abs(a.accuracy - b.accuracy) for a, b in zip(batched_results, reference_results, strict=True)]
+        )
     )
     return {
         "masks": settings.masks,

@@ -19,11 +19,11 @@ class MaskedDense(keras.layers.Dense):
     """A Dense layer whose kernel is multiplied by a fixed binary mask, as the reference's sparse layer."""
 
     def __init__(self, units: int, kernel_mask: np.ndarray, unit_mask: np.ndarray, **kwargs: object) -> None:
-        super().__init__(units, **kwargs)  # type: ignore[arg-type]
+        super().__init__(units, **kwargs)
         self._kernel_mask = np.asarray(kernel_mask, dtype=np.float32)
         self._unit_mask = np.asarray(unit_mask, dtype=np.float32)
 
-    def call(self, inputs):  # type: ignore[no-untyped-def]
+    def call(self, inputs):
         outputs = keras.ops.matmul(inputs, self.kernel * keras.ops.convert_to_tensor(self._kernel_mask))
         if self.use_bias:
             # A pruned unit loses its bias too: it is removed, not just disconnected from its inputs.
@@ -34,7 +34,7 @@ class MaskedDense(keras.layers.Dense):
 class _SeededBatches(keras.utils.PyDataset):
     """Yields the same seeded batch sequence as the batched evaluator (matched comparisons only)."""
 
-    def __init__(self, split: Split, num_classes: int, order_for_epoch, batch_size: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, split: Split, num_classes: int, order_for_epoch, batch_size: int) -> None:
         super().__init__()
         self._features = split.features
         self._targets = keras.utils.to_categorical(split.labels, num_classes).astype(np.float32)
@@ -128,7 +128,7 @@ class ReferenceEvaluator:
             ordered += [kernel, bias]
         return [*ordered, kernels[-1], weights[-1]]
 
-    def _order(self, fold_index: int, size: int):  # type: ignore[no-untyped-def]
+    def _order(self, fold_index: int, size: int):
         seed = self.config.training.seed
 
         def order_for_epoch(epoch: int) -> np.ndarray:
@@ -184,7 +184,9 @@ class ReferenceEvaluator:
                 logits = logits_model.predict(fold.evaluation.features, batch_size=256, verbose=0)
                 ood_logits = logits_model.predict(fold.ood, batch_size=256, verbose=0)
                 accuracies.append(float(np.mean(np.argmax(logits, axis=-1) == fold.evaluation.labels)))
-                robustness.append(auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature)))
+                robustness.append(
+                    auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature))
+                )
             results.append(
                 Evaluation(
                     accuracy=float(np.mean(accuracies)),

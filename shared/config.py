@@ -63,13 +63,18 @@ class DatasetConfig(_Frozen):
     )
     num_classes: int | None = Field(default=None, gt=1)
     folds: int | None = Field(
-        default=None, ge=2, description="k-fold datasets (folder partition0..k-1): accuracy averaged over folds"
+        default=None,
+        ge=2,
+        description="k-fold datasets (folder partition0..k-1): accuracy averaged over folds",
     )
     test_fraction: float = Field(
         default=0.2, gt=0.0, lt=1.0, description="held-out share for sources without a test split"
     )
     validation_fraction: float = Field(
-        default=0.1, gt=0.0, lt=1.0, description="stratified slice of train used when fitness_split=validation"
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        description="stratified slice of train used when fitness_split=validation",
     )
     split_seed: int = 0
 
@@ -136,6 +141,7 @@ class HeadConfig(_Frozen):
 
         Returns:
             One (layer index, segment length) pair per masked layer.
+
         """
         widths = (input_dim, *self.layers)
         segments = []
@@ -168,7 +174,9 @@ class TrainingConfig(_Frozen):
     batch_size: int = Field(default=32, gt=0)
     max_epochs: int = Field(default=600, gt=0)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    seed: int = Field(default=0, description="evaluation seed: initial weights and shuffle order, same for every mask")
+    seed: int = Field(
+        default=0, description="evaluation seed: initial weights and shuffle order, same for every mask"
+    )
 
 
 class RobustnessConfig(_Frozen):
@@ -186,7 +194,9 @@ class SearchConfig(_Frozen):
     asynchronous: bool = False
     crossover_probability: float = Field(default=1.0, ge=0.0, le=1.0)
     crossover_swap_probability: float = Field(default=0.5, ge=0.0, le=1.0)
-    mutation_probability: float | None = Field(default=None, gt=0.0, le=1.0, description="per bit; None = 1/L")
+    mutation_probability: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="per bit; None = 1/L"
+    )
     runs: int = Field(default=1, ge=1)
     seed: int = 0
 
@@ -257,6 +267,7 @@ def parse_config(data: Any, origin: str | None = None) -> ExperimentConfig:
 
     Raises:
         ConfigError: one field-named message per problem.
+
     """
     if data is None:
         data = {}
@@ -279,6 +290,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
     Raises:
         ConfigError: the file is missing, is not YAML, or has invalid fields.
+
     """
     path = Path(path)
     try:

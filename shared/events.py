@@ -17,10 +17,11 @@ class Event:
     kind: ClassVar[str] = "event"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping with the event's kind under "type".
+        """Convert to a JSON-ready mapping with the event's kind under "type".
 
         Returns:
             Field values (tuples become lists) plus "type".
+
         """
         data: dict[str, Any] = {"type": self.kind}
         for item in dataclasses.fields(self):
@@ -103,7 +104,8 @@ class ExperimentFailed(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (EvaluationFinished, FrontChanged, RunFinished, ExperimentFinished, ExperimentFailed)
+    cls.kind: cls
+    for cls in (EvaluationFinished, FrontChanged, RunFinished, ExperimentFinished, ExperimentFailed)
 }
 
 
@@ -118,6 +120,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
     Raises:
         ValueError: an unknown type or missing fields.
+
     """
     kind = data.get("type")
     cls = EVENT_TYPES.get(str(kind))
@@ -140,13 +143,14 @@ class EventBus:
     _subscribers: list[Subscriber] = field(default_factory=list)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Adds a subscriber.
+        """Add a subscriber.
 
         Args:
             callback: called with each event.
 
         Returns:
             A function that removes the subscriber again.
+
         """
         self._subscribers.append(callback)
 

@@ -19,29 +19,32 @@ class FitnessCache(abc.ABC):
 
     @abc.abstractmethod
     def get_many(self, keys: Iterable[str]) -> dict[str, Evaluation]:
-        """Looks keys up.
+        """Look keys up.
 
         Args:
             keys: fitness keys.
 
         Returns:
             The evaluations of the keys that are present; absent keys are simply missing.
+
         """
 
     @abc.abstractmethod
     def put_many(self, entries: Mapping[str, Evaluation]) -> None:
-        """Stores evaluations durably before returning.
+        """Store evaluations durably before returning.
 
         Args:
             entries: fitness key → evaluation.
+
         """
 
     def describe(self) -> str:
-        """A short human-readable location, for logs."""
+        """Describe the cache's location in a few words, for logs."""
         return type(self).__name__
 
     def close(self) -> None:
         """Releases files or connections."""
+        return  # nothing to release by default
 
 
 class LocalFitnessCache(FitnessCache):
@@ -97,7 +100,7 @@ class LocalFitnessCache(FitnessCache):
 
 
 def open_fitness_cache(local_path: str | Path | None, redis_url: str | None = None) -> FitnessCache:
-    """The cache an experiment should use: Redis when a URL is given, else the local file.
+    """Open the cache an experiment should use: Redis when a URL is given, else the local file.
 
     Args:
         local_path: the JSON-lines file of the local cache (None keeps it in memory).
@@ -105,6 +108,7 @@ def open_fitness_cache(local_path: str | Path | None, redis_url: str | None = No
 
     Returns:
         An open cache.
+
     """
     if redis_url:
         from shared.fitness_cache_redis import RedisFitnessCache

@@ -46,10 +46,11 @@ class RedisFitnessCache(FitnessCache):
         pipeline.execute()
 
     def delete_all(self) -> int:
-        """Removes every key under this cache's prefix.
+        """Remove every key under this cache's prefix.
 
         Returns:
             How many keys were removed.
+
         """
         removed = 0
         batch: list[bytes] = []

@@ -19,6 +19,7 @@ def encode_mask(mask: np.ndarray) -> str:
 
     Returns:
         Hex of `np.packbits(mask)`: first bit = most significant bit of the first byte, padding bits zero.
+
     """
     bits = np.asarray(mask)
     if bits.ndim != 1:
@@ -38,6 +39,7 @@ def decode_mask(text: str, length: int) -> np.ndarray:
 
     Raises:
         MaskError: bad hex, the wrong number of bytes, or padding bits that are set.
+
     """
     try:
         raw = bytes.fromhex(text)
@@ -67,6 +69,7 @@ def fitness_key(feature_key: str, protocol_key: str, mask: np.ndarray) -> str:
 
     Returns:
         A hex SHA-256 digest.
+
     """
     digest = hashlib.sha256()
     for part in (feature_key, protocol_key, str(len(mask)), encode_mask(mask)):

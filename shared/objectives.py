@@ -38,4 +38,6 @@ class Evaluation:
 
 def minimisation_matrix(evaluations: list[Evaluation]) -> np.ndarray:
     """Stacks evaluations as an (n, 3) array of minimisation objectives."""
-    return np.array([evaluation.minimisation() for evaluation in evaluations], dtype=np.float64).reshape(-1, 3)
+    return np.array([evaluation.minimisation() for evaluation in evaluations], dtype=np.float64).reshape(
+        -1, 3
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 REFERENCE_POINT = (1.0, 1.0, 1.0)
@@ -25,6 +27,7 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
 
     Returns:
         True when `a` is no worse everywhere and strictly better somewhere.
+
     """
     return bool(np.all(a <= b) and np.any(a < b))
 
@@ -37,6 +40,7 @@ def dominance_matrix(points: np.ndarray) -> np.ndarray:
 
     Returns:
         (n, n) bools, entry [i, j] true when point i dominates point j.
+
     """
     array = _as_points(points)
     no_worse = np.all(array[:, None, :] <= array[None, :, :], axis=2)
@@ -45,7 +49,7 @@ def dominance_matrix(points: np.ndarray) -> np.ndarray:
 
 
 def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
-    """Splits points into successive non-dominated fronts (Deb's fast non-dominated sort).
+    """Split points into successive non-dominated fronts (Deb's fast non-dominated sort).
 
     Args:
         points: (n, m) objective vectors, minimised.
@@ -53,6 +57,7 @@ def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
     Returns:
         A list of index arrays, front 0 first; each front's indices in increasing order.
         Identical points share a front.
+
     """
     array = _as_points(points)
     count = len(array)
@@ -72,28 +77,30 @@ def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
 
 
 def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Marks the non-dominated points (the first front).
+    """Mark the non-dominated points (the first front).
 
     Args:
         points: (n, m) objective vectors, minimised.
 
     Returns:
         (n,) bools, true for points no other point dominates; duplicates of a front point are all kept.
+
     """
     array = _as_points(points)
     if len(array) == 0:
         return np.zeros(0, dtype=bool)
-    return ~dominance_matrix(array).any(axis=0)
+    return np.asarray(~dominance_matrix(array).any(axis=0), dtype=bool)
 
 
 def ranks(points: np.ndarray) -> np.ndarray:
-    """The front index of every point (0 = non-dominated).
+    """Compute the front index of every point (0 = non-dominated).
 
     Args:
         points: (n, m) objective vectors, minimised.
 
     Returns:
         (n,) integer ranks.
+
     """
     result = np.zeros(len(_as_points(points)), dtype=np.int64)
     for rank, front in enumerate(non_dominated_sort(points)):
@@ -109,6 +116,7 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
 
     Returns:
         (n,) distances; boundary points of every objective get infinity.
+
     """
     array = _as_points(points)
     count, objectives = array.shape
@@ -127,22 +135,41 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     return distance
 
 
-def _hypervolume_2d(points: np.ndarray, reference: tuple[float, float]) -> float:
-    """Area dominated by 2-D points (all strictly inside the reference box)."""
-    if len(points) == 0:
-        return 0.0
-    order = np.lexsort((points[:, 1], points[:, 0]))
-    xs = points[order, 0]
-    lowest_y = np.minimum.accumulate(points[order, 1])
-    widths = np.diff(np.append(xs, reference[0]))
-    return float(np.sum(widths * (reference[1] - lowest_y)))
+class _Staircase:
+    """The 2-D non-dominated points seen so far (x ascending, y descending) and the area they dominate."""
+
+    def __init__(self, reference: tuple[float, float]) -> None:
+        self.reference = reference
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+        self.area = 0.0
+
+    def insert(self, x: float, y: float) -> None:
+        xs, ys = self.xs, self.ys
+        left = bisect.bisect_left(xs, x)
+        right_of_equal = bisect.bisect_right(xs, x)
+        if right_of_equal > 0 and ys[right_of_equal - 1] <= y:
+            return  # dominated (or equalled) by a point with x' <= x
+        # the points the new one dominates form a run starting at `left`
+        stop = left
+        while stop < len(xs) and ys[stop] >= y:
+            stop += 1
+        # strips between consecutive x's gain the height between the old cover and y
+        cover = ys[left - 1] if left > 0 else self.reference[1]
+        edges = [x, *xs[left:stop], xs[stop] if stop < len(xs) else self.reference[0]]
+        heights = [cover, *ys[left:stop]]
+        for index, height in enumerate(heights):
+            self.area += (edges[index + 1] - edges[index]) * (height - y)
+        xs[left:stop] = [x]
+        ys[left:stop] = [y]
 
 
 def hypervolume(points: np.ndarray, reference: tuple[float, float, float] = REFERENCE_POINT) -> float:
     """Exact hypervolume dominated by 3-D points, bounded by a reference point.
 
-    Sweeps the third objective: between consecutive z values the dominated region is a prism whose base is
-    the 2-D hypervolume of the points seen so far. O(n² log n), plenty for fronts of a few thousand points.
+    Sweeps the third objective upwards, keeping the 2-D staircase of the points seen so far and its area;
+    between consecutive z values the dominated region is a prism on that area. O(n log n) plus the
+    staircase updates: a front of a thousand points takes milliseconds.
 
     Args:
         points: (n, 3) objective vectors, minimised.
@@ -150,6 +177,7 @@ def hypervolume(points: np.ndarray, reference: tuple[float, float, float] = REFE
 
     Returns:
         The dominated volume; with the default reference and objectives in [0, 1] it lies in [0, 1].
+
     """
     array = _as_points(points)
     if len(array) == 0:
@@ -160,14 +188,13 @@ def hypervolume(points: np.ndarray, reference: tuple[float, float, float] = REFE
     array = array[np.all(array < bound, axis=1)]
     if len(array) == 0:
         return 0.0
-    array = np.unique(array[pareto_mask(array)], axis=0)
     array = array[np.argsort(array[:, 2], kind="stable")]
-    z_values = np.append(array[:, 2], bound[2])
+    staircase = _Staircase((float(bound[0]), float(bound[1])))
+    z_values = [*array[:, 2].tolist(), float(bound[2])]
     volume = 0.0
-    for index in range(len(array)):
-        height = z_values[index + 1] - z_values[index]
-        if height > 0:
-            volume += height * _hypervolume_2d(array[: index + 1, :2], (bound[0], bound[1]))
+    for index, (x, y) in enumerate(array[:, :2].tolist()):
+        staircase.insert(x, y)
+        volume += staircase.area * (z_values[index + 1] - z_values[index])
     return volume
 
 
@@ -180,7 +207,7 @@ class ParetoArchive:
         self._hypervolume: float | None = 0.0
 
     def add(self, points: np.ndarray, labels: list[str]) -> bool:
-        """Adds candidates and keeps only the non-dominated ones.
+        """Add candidates and keep only the non-dominated ones.
 
         Args:
             points: (n, 3) minimisation objectives.
@@ -188,26 +215,28 @@ class ParetoArchive:
 
         Returns:
             Whether the archive changed.
+
         """
         candidates = _as_points(points).reshape(-1, 3)
         known = set(self.labels)
-        fresh = []
-        for index, label in enumerate(labels):
-            if label not in known:
-                known.add(label)
-                fresh.append(index)
-        if not fresh:
-            return False
-        merged_points = np.concatenate([self.points, candidates[fresh]])
-        merged_labels = self.labels + [labels[i] for i in fresh]
-        keep = pareto_mask(merged_points)
-        new_labels = [label for label, kept in zip(merged_labels, keep, strict=True) if kept]
-        if new_labels == self.labels:
-            return False
-        self.points = merged_points[keep]
-        self.labels = new_labels
-        self._hypervolume = None
-        return True
+        changed = False
+        for point, label in zip(candidates, labels, strict=True):
+            if label in known:
+                continue
+            known.add(label)
+            # one candidate against the archive: O(n), where re-sorting the whole set would be O(n²)
+            no_better = np.all(self.points <= point, axis=1)
+            if np.any(no_better & np.any(self.points < point, axis=1)):
+                continue
+            survivors = ~(np.all(point <= self.points, axis=1) & np.any(point < self.points, axis=1))
+            self.points = np.concatenate([self.points[survivors], point[None, :]])
+            self.labels = [kept for kept, alive in zip(self.labels, survivors, strict=True) if alive] + [
+                label
+            ]
+            changed = True
+        if changed:
+            self._hypervolume = None
+        return changed
 
     @property
     def hypervolume(self) -> float:

@@ -32,11 +32,11 @@ def compile_function(function: Callable[..., Any], xla: bool = False) -> Callabl
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(function, reduce_retracing=True, jit_compile=xla)  # type: ignore[no-any-return]
+        return tf.function(function, reduce_retracing=True, jit_compile=xla)
     if backend == "jax":
         import jax
 
-        return jax.jit(function)  # type: ignore[no-any-return]
+        return jax.jit(function)
     return function
 
 

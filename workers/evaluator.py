@@ -81,7 +81,9 @@ class BatchedEvaluator:
         self._initial = initial_weights(self.shape, config.training.seed)
         training = config.training
         self._spec = head_core.CoreSpec(
-            pruned=tuple(position in self.shape.pruned_positions for position in range(len(self.shape.widths))),
+            pruned=tuple(
+                position in self.shape.pruned_positions for position in range(len(self.shape.widths))
+            ),
             hidden_bias=self.shape.hidden_bias,
             learning_rate=training.learning_rate,
             momentum=training.momentum,
@@ -131,7 +133,9 @@ class BatchedEvaluator:
         kept = [active_indices(self.shape, mask) for mask in masks]
         # Masks of similar widths train together so that little padding is computed.
         by_width = sorted(range(len(kept)), key=lambda m: tuple(len(indices) for indices in kept[m]))
-        groups = [by_width[start : start + self.group_size] for start in range(0, len(by_width), self.group_size)]
+        groups = [
+            by_width[start : start + self.group_size] for start in range(0, len(by_width), self.group_size)
+        ]
         per_fold = []
         for fold_index, fold in enumerate(self.feature_set.folds):
             fold_scores: list[dict] = [{} for _ in kept]
@@ -229,7 +233,9 @@ class BatchedEvaluator:
             )
             batch.params, batch.momenta = params, momenta
             epoch_losses = np.asarray(ops.convert_to_numpy(loss_total), dtype=np.float64) / size
-            improved = np.array([state.observe(loss) for state, loss in zip(batch.states, epoch_losses, strict=True)])
+            improved = np.array(
+                [state.observe(loss) for state, loss in zip(batch.states, epoch_losses, strict=True)]
+            )
             if improved.any():
                 batch.best = self._select(ops.convert_to_tensor(improved), batch.params, batch.best)
             stopped = [
@@ -316,7 +322,9 @@ class BatchedEvaluator:
         temperature = self.config.robustness.temperature
         scores = []
         for model in members:
-            accuracy, robustness = _objectives(evaluation_logits[model], ood_logits[model], fold.evaluation, temperature)
+            accuracy, robustness = _objectives(
+                evaluation_logits[model], ood_logits[model], fold.evaluation, temperature
+            )
             test_accuracy = test_robustness = None
             if test_logits is not None and test_ood_logits is not None and fold.test is not None:
                 test_accuracy, test_robustness = _objectives(
@@ -346,7 +354,8 @@ class BatchedEvaluator:
             stacked = np.zeros((len(trained), *shape), dtype=np.float32)
             for row, model in enumerate(trained):
                 piece = model.params[index]
-                stacked[(row, *(slice(0, n) for n in piece.shape))] = piece
+                region: tuple[int | slice, ...] = (row, *(slice(0, n) for n in piece.shape))
+                stacked[region] = piece
             arrays.append(stacked)
         return arrays
 
@@ -383,7 +392,9 @@ def _unpad(arrays: list[np.ndarray], row: int, kept: list[np.ndarray], shape: He
     return out
 
 
-def _objectives(logits: np.ndarray, ood_logits: np.ndarray, split: Split, temperature: float) -> tuple[float, float]:
+def _objectives(
+    logits: np.ndarray, ood_logits: np.ndarray, split: Split, temperature: float
+) -> tuple[float, float]:
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == split.labels))
     robustness = auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature))
     return accuracy, robustness

@@ -19,7 +19,7 @@ class Split:
             raise ValueError(f"features must be 2-D (samples, dims), got shape {self.features.shape}")
         if self.labels.shape != (self.features.shape[0],):
             raise ValueError(
-                f"labels must have one entry per sample: {self.labels.shape} vs {self.features.shape[0]} samples"
+                f"labels must have one entry per sample: {self.labels.shape} vs {self.features.shape[0]}"
             )
 
     def __len__(self) -> int:

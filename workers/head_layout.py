@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,7 +78,7 @@ def initial_weights(shape: HeadShape, seed: int) -> list[np.ndarray]:
     generator = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))
     sizes = [*shape.widths, shape.num_classes]
     kernels = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         kernels.append(generator.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32))
     biases = []

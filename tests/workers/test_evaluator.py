@@ -57,7 +57,13 @@ def test_wide_features_use_several_chunks_and_stay_independent() -> None:
     wide = FeatureSet(
         "wide",
         10,
-        (Fold(Split(widen(fold.train.features), fold.train.labels), Split(widen(fold.evaluation.features), fold.evaluation.labels), widen(fold.ood)),),
+        (
+            Fold(
+                Split(widen(fold.train.features), fold.train.labels),
+                Split(widen(fold.evaluation.features), fold.evaluation.labels),
+                widen(fold.ood),
+            ),
+        ),
     )
     config = _config(training={"max_epochs": 5})
     masks = density_masks(5, 300, seed=1)
@@ -128,10 +134,13 @@ def test_folds_are_averaged() -> None:
     from workers.features import FeatureSet
 
     per_fold = [
-        BatchedEvaluator(FeatureSet(f"f{i}", 10, (fold,)), config).evaluate(masks) for i, fold in enumerate(features.folds)
+        BatchedEvaluator(FeatureSet(f"f{i}", 10, (fold,)), config).evaluate(masks)
+        for i, fold in enumerate(features.folds)
     ]
     for model in range(2):
-        assert combined[model].accuracy == pytest.approx(np.mean([f[model].accuracy for f in per_fold]), abs=0.01)
+        assert combined[model].accuracy == pytest.approx(
+            np.mean([f[model].accuracy for f in per_fold]), abs=0.01
+        )
         assert combined[model].auroc == pytest.approx(np.mean([f[model].auroc for f in per_fold]), abs=0.01)
 
 

@@ -1,0 +1,294 @@
+"""The `evoprune run` and `evoprune resume` sub-commands: an experiment end to end from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from coordinator.evaluator import EvaluationError, Evaluator
+from coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
+from shared.config import ConfigError, ExperimentConfig, load_config, parse_config
+from shared.events import EvaluationFinished, Event, EventBus, FrontChanged
+from shared.fitness_cache import FitnessCache, open_fitness_cache
+from workers.features import FeatureSet
+
+DEMO_CONFIG = "demo.yaml"
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where features and evaluations come from; the command line's only seam (tests swap in fakes)."""
+
+    load_features: Callable[[ExperimentConfig], FeatureSet]
+    make_evaluator: Callable[[FeatureSet, ExperimentConfig, int | None, str | None], Evaluator]
+
+
+def _load_features(config: ExperimentConfig) -> FeatureSet:
+    from workers.datasets import DatasetError
+
+    try:
+        from workers.datasets import load_feature_set  # type: ignore[attr-defined]
+    except ImportError:
+        from workers.assemble import load_feature_set
+    try:
+        return load_feature_set(config, progress=True)
+    except DatasetError as error:
+        raise ExperimentError(f"the dataset cannot be loaded: {error}") from None
+
+
+def _make_evaluator(
+    feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
+) -> Evaluator:
+    if workers == 0:
+        from coordinator.evaluator import InProcessEvaluator
+
+        return InProcessEvaluator.for_feature_set(feature_set, config)
+    from coordinator.dispatch import RayEvaluator
+
+    return RayEvaluator(feature_set, config, workers=workers, address=address)
+
+
+DEFAULT_BACKEND = Backend(load_features=_load_features, make_evaluator=_make_evaluator)
+
+
+def demo_config_path() -> Path:
+    """Find the embedded demo config: configs/demo.yaml of a checkout, else the packaged copy."""
+    checkout = Path(__file__).resolve().parent.parent / "configs" / DEMO_CONFIG
+    if checkout.exists():
+        return checkout
+    return Path(str(resources.files("coordinator").joinpath(DEMO_CONFIG)))
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add `run` and `resume` to the `evoprune` parser.
+
+    Args:
+        subparsers: the object returned by `add_subparsers`.
+
+    """
+    run = subparsers.add_parser(
+        "run",
+        help="run an experiment (no CONFIG: the offline demo)",
+        description="Runs an NSGA-II experiment on a local Ray instance or a cluster and writes its results.",
+    )
+    run.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="experiment YAML (default: the embedded demo)"
+    )
+    run.add_argument("--runs", type=_positive, help="independent runs with seeds SEED..SEED+N-1")
+    run.add_argument("--max-evaluations", type=_positive, metavar="K", help="evaluations per run")
+    run.add_argument("--seed", type=int, help="seed of the first run")
+    run.add_argument("--out", metavar="DIR", help="results directory (default: results/NAME-TIMESTAMP)")
+    _add_runtime_options(run)
+    run.set_defaults(handler=lambda args: run_command(args, DEFAULT_BACKEND))
+
+    resume = subparsers.add_parser(
+        "resume",
+        help="continue an interrupted experiment",
+        description="Continues an interrupted experiment from its checkpoint; nothing is trained again.",
+    )
+    resume.add_argument("directory", metavar="DIR", help="the experiment's results directory")
+    _add_runtime_options(resume)
+    resume.set_defaults(handler=lambda args: resume_command(args, DEFAULT_BACKEND))
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers",
+        type=_non_negative,
+        metavar="W",
+        help="worker actors (default: one per GPU, else 1); 0 evaluates in this process without Ray",
+    )
+    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+
+
+def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    """Load the config file (or the demo), apply the command-line overrides and validate.
+
+    Args:
+        args: the parsed `run` arguments.
+
+    Returns:
+        The resolved config.
+
+    Raises:
+        ConfigError: the file or an override is invalid.
+
+    """
+    path = Path(args.config) if args.config else demo_config_path()
+    config = load_config(path)
+    data = config.model_dump(mode="json")
+    overrides = {"runs": args.runs, "max_evaluations": args.max_evaluations, "seed": args.seed}
+    data["search"].update({key: value for key, value in overrides.items() if value is not None})
+    return parse_config(
+        data,
+        str(path)
+        + (" with command-line overrides" if any(value is not None for value in overrides.values()) else ""),
+    )
+
+
+def run_command(args: argparse.Namespace, backend: Backend) -> int:
+    """`evoprune run`.
+
+    Args:
+        args: the parsed arguments.
+        backend: feature loading and evaluator construction.
+
+    Returns:
+        The exit status.
+
+    """
+    try:
+        config = resolve_config(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        results_dir = Path(args.out) if args.out else Path("results") / f"{config.name}-{stamp}"
+        check_new_results_dir(results_dir, config)
+    except (ConfigError, ExperimentError) as error:
+        return _bad_input(str(error))
+    return _execute(config, results_dir, args, backend, checkpoint=None)
+
+
+def resume_command(args: argparse.Namespace, backend: Backend) -> int:
+    """`evoprune resume DIR`.
+
+    Args:
+        args: the parsed arguments.
+        backend: feature loading and evaluator construction.
+
+    Returns:
+        The exit status.
+
+    """
+    results_dir = Path(args.directory)
+    try:
+        config, checkpoint = load_resumable(results_dir)
+    except ExperimentError as error:
+        return _bad_input(str(error))
+    return _execute(config, results_dir, args, backend, checkpoint=checkpoint)
+
+
+def _execute(
+    config: ExperimentConfig,
+    results_dir: Path,
+    args: argparse.Namespace,
+    backend: Backend,
+    checkpoint: dict[str, Any] | None,
+) -> int:
+    # TensorFlow's C++ start-up chatter would bury the progress bar (Ray workers' output goes to log files)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    evaluator: Evaluator | None = None
+    cache: FitnessCache | None = None
+    progress: ProgressBar | None = None
+    try:
+        feature_set = backend.load_features(config)
+        mask_length = config.head.mask_length(feature_set.input_dim)
+        redis_url = os.environ.get("REDIS_URL")
+        cache = open_fitness_cache(None, redis_url) if redis_url else None
+        evaluator = backend.make_evaluator(feature_set, config, args.workers, args.address)
+        bus = EventBus()
+        experiment = Experiment(config, results_dir, feature_set.key, mask_length, evaluator, bus, cache)
+        if checkpoint is None:
+            experiment.start()
+        else:
+            experiment.restore(checkpoint)
+        url = evaluator.describe().get("dashboard_url")
+        if url:
+            print(f"Ray dashboard: {url}", file=sys.stderr)
+        progress = ProgressBar(experiment.total_evaluations, experiment.evaluations_done)
+        bus.subscribe(progress)
+        experiment.run()
+    except (ConfigError, ExperimentError) as error:
+        return _bad_input(str(error))
+    except EvaluationError as error:
+        return _failed(
+            f"{error} The experiment is checkpointed; continue it with `evoprune resume {results_dir}`."
+        )
+    except KeyboardInterrupt:
+        _failed(f"interrupted. Continue with `evoprune resume {results_dir}`.")
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
+        if evaluator is not None:
+            evaluator.close()
+        if cache is not None:
+            cache.close()
+    print(f"Results: {results_dir}", file=sys.stderr)
+    print(results_dir)
+    return 0
+
+
+def _bad_input(message: str) -> int:
+    print(_paragraph(message), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _failed(message: str) -> int:
+    print(_paragraph(message), file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _paragraph(message: str) -> str:
+    return textwrap.fill("evoprune: error: " + " ".join(message.split()), width=110)
+
+
+class ProgressBar:
+    """The terminal's view of an experiment: a tqdm bar fed by events."""
+
+    def __init__(self, total: int, done: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total,
+            initial=done,
+            unit="eval",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="evaluations",
+            mininterval=0.5,
+        )
+        self._hits = 0
+        self._best_accuracy = float("nan")
+        self._hypervolume = 0.0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, EvaluationFinished):
+            self._hits += event.cached
+            if not event.objectives[0] <= self._best_accuracy:
+                self._best_accuracy = event.objectives[0]
+            self._bar.set_postfix(
+                hits=self._hits,
+                best_acc=f"{self._best_accuracy:.4f}",
+                hv=f"{self._hypervolume:.4f}",
+                refresh=False,
+            )
+            self._bar.update(1)
+        elif isinstance(event, FrontChanged) and event.run == -1:
+            self._hypervolume = event.hypervolume
+
+    def close(self) -> None:
+        self._bar.close()

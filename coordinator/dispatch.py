@@ -1,0 +1,353 @@
+"""Ray dispatch: a pool of feature-holding worker actors evaluating mask batches from every run at once."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+import ray.exceptions
+
+from coordinator.evaluator import EvaluationError, Evaluator
+from shared.config import ExperimentConfig
+from shared.objectives import Evaluation
+from workers.features import FeatureSet
+
+MAX_ATTEMPTS_PER_BATCH = 4
+MAX_MASKS_PER_CALL = 256
+
+log = logging.getLogger(__name__)
+
+
+# ---- policies: small pure functions, tested without a cluster -------------------------------------------
+
+
+def plan_chunks(
+    count: int, idle_workers: int, max_per_call: int = MAX_MASKS_PER_CALL
+) -> list[tuple[int, int]]:
+    """Split a batch of `count` masks into contiguous chunks, one call each.
+
+    Args:
+        count: masks in the batch.
+        idle_workers: workers free to take a chunk now (at least one chunk is made even when none is).
+        max_per_call: the most masks one call may carry.
+
+    Returns:
+        (start, stop) slices covering 0..count in order, as even as possible.
+
+    """
+    if count <= 0:
+        return []
+    pieces = max(1, min(count, idle_workers), math.ceil(count / max_per_call))
+    bounds = np.linspace(0, count, pieces + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    """What the controller does about a failed call."""
+
+    action: str  # "retry" (same worker), "replace" (new worker, then retry) or "give_up"
+    reason: str
+
+
+def classify_failure(error: BaseException) -> str:
+    """Names the kind of failure of a worker call.
+
+    Args:
+        error: what `ray.get` raised.
+
+    Returns:
+        "worker_unavailable" (restarting), "worker_lost" (the process died) or "evaluation_error".
+
+    """
+    if isinstance(error, ray.exceptions.ActorUnavailableError):
+        return "worker_unavailable"
+    if isinstance(
+        error,
+        ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError | ray.exceptions.ObjectLostError,
+    ):
+        return "worker_lost"
+    return "evaluation_error"
+
+
+def decide_on_failure(
+    kind: str, attempts: int, max_attempts: int = MAX_ATTEMPTS_PER_BATCH
+) -> FailureDecision:
+    """Decide what to do about a failed call (the retry policy).
+
+    Args:
+        kind: from `classify_failure`.
+        attempts: how many times this chunk has been sent, the failed one included.
+        max_attempts: the most sends per chunk.
+
+    Returns:
+        The decision. An error raised by the evaluator itself is deterministic, so it is never retried.
+
+    """
+    if kind == "evaluation_error":
+        return FailureDecision("give_up", "the evaluator raised an error; retrying would repeat it")
+    if attempts >= max_attempts:
+        return FailureDecision("give_up", f"the batch failed {attempts} times")
+    if kind == "worker_unavailable":
+        return FailureDecision("retry", "the worker is restarting")
+    return FailureDecision("replace", "the worker process died")
+
+
+def resources_per_worker(cluster: dict[str, float], workers: int) -> dict[str, float]:
+    """Ray resources each worker actor asks for, so that W workers always fit the cluster.
+
+    Args:
+        cluster: `ray.cluster_resources()`.
+        workers: the pool size.
+
+    Returns:
+        num_cpus, and num_gpus when the cluster has GPUs (a share of one GPU when workers outnumber them).
+
+    """
+    cpus = float(cluster.get("CPU", 1.0))
+    gpus = float(cluster.get("GPU", 0.0))
+    request = {"num_cpus": round(min(1.0, cpus / workers), 4)}
+    if gpus > 0:
+        request["num_gpus"] = round(min(1.0, gpus / workers), 4)
+    return request
+
+
+def default_worker_count(cluster: dict[str, float]) -> int:
+    """One worker per GPU, or one when the cluster has none (the evaluator uses every core itself)."""
+    return max(1, int(cluster.get("GPU", 0.0)))
+
+
+def ensure_ray(address: str | None = None, include_dashboard: bool | None = None) -> tuple[bool, str]:
+    """Connect to a Ray cluster, or start a local one.
+
+    Args:
+        address: a cluster address; None falls back to RAY_ADDRESS, then to a new local instance.
+        include_dashboard: start the dashboard of a local instance (None lets Ray decide).
+
+    Returns:
+        (whether this call started Ray, the dashboard URL or "").
+
+    """
+    if ray.is_initialized():
+        return False, ""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    # worker output (TensorFlow start-up chatter) would tear the progress bar; it stays in Ray's log files
+    common: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "configure_logging": True,
+    }
+    if address:
+        context = ray.init(address=address, **common)
+    else:
+        context = ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=include_dashboard, **common)
+    url = getattr(context, "dashboard_url", "") or ""
+    if url and not url.startswith("http"):
+        url = f"http://{url}"
+    return True, url
+
+
+# ---- the controller -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    ticket: int
+    start: int
+    masks: np.ndarray
+    attempts: int = 0
+
+
+@dataclass
+class _Worker:
+    index: int
+    handle: Any
+    prepared: Any  # the ObjectRef of prepare(): the worker's info once it resolves
+    chunk: _Chunk | None = None
+    generation: int = 0
+
+
+@dataclass
+class _Ticket:
+    size: int
+    results: dict[int, list[Evaluation]] = field(default_factory=dict)
+    received: int = 0
+
+
+class RayEvaluator(Evaluator):
+    """Evaluates masks on W Ray actors that hold the feature set; survives the loss of worker processes.
+
+    The feature set is put in the object store once; every actor (and any replacement) reads it from there.
+    A submitted batch is split across the idle workers; a chunk whose worker died is sent again to a fresh
+    worker, so a lost worker costs time, never results.
+    """
+
+    def __init__(
+        self,
+        feature_set: FeatureSet,
+        config: ExperimentConfig,
+        workers: int | None = None,
+        address: str | None = None,
+        actor_class: Any = None,
+        max_masks_per_call: int = MAX_MASKS_PER_CALL,
+        include_dashboard: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if actor_class is None:
+            from workers.actor import FeatureWorker  # the default worker: the real masked-head trainer
+
+            actor_class = FeatureWorker
+        self._started_ray, self.dashboard_url = ensure_ray(address, include_dashboard)
+        cluster = ray.cluster_resources()
+        count = workers if workers is not None else default_worker_count(cluster)
+        if count <= 0:
+            raise ValueError("a Ray evaluator needs at least one worker")
+        self._actor_class = actor_class
+        self._resources = resources_per_worker(cluster, count)
+        self._feature_ref = ray.put(feature_set)
+        self._config_json = config.model_dump_json()
+        self._max_per_call = max_masks_per_call
+        self._workers = [self._new_worker(index) for index in range(count)]
+        self._queue: list[_Chunk] = []
+        self._in_flight: dict[Any, _Worker] = {}
+        self._open: dict[int, _Ticket] = {}
+        self.replacements = 0
+        self.calls = 0
+        self.masks_sent = 0
+        try:
+            ray.get([worker.prepared for worker in self._workers])
+        except ray.exceptions.RayError as error:
+            self.close()
+            raise EvaluationError(f"the workers could not start: {error}") from error
+
+    def _new_worker(self, index: int, generation: int = 0) -> _Worker:
+        handle = self._actor_class.options(**self._resources).remote(self._feature_ref, self._config_json)
+        return _Worker(index=index, handle=handle, prepared=handle.prepare.remote(), generation=generation)
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
+    def idle_workers(self) -> int:
+        return max(0, sum(worker.chunk is None for worker in self._workers) - len(self._queue))
+
+    def pending(self) -> int:
+        return len(self._open)
+
+    def worker_infos(self) -> list[dict[str, Any]]:
+        """Return what each worker's prepare() reported (worker id, device, pid...), waiting if needed."""
+        infos = []
+        for worker in self._workers:
+            try:
+                infos.append(dict(ray.get(worker.prepared, timeout=60)))
+            except ray.exceptions.RayError as error:
+                infos.append({"error": str(error)})
+        return infos
+
+    def submit(self, masks: np.ndarray) -> int:
+        masks = np.asarray(masks, dtype=bool)
+        ticket = self._next_ticket()
+        self._open[ticket] = _Ticket(size=len(masks))
+        if len(masks) == 0:
+            self._finished[ticket] = []
+            del self._open[ticket]
+            return ticket
+        for start, stop in plan_chunks(len(masks), max(1, self.idle_workers()), self._max_per_call):
+            self._queue.append(_Chunk(ticket=ticket, start=start, masks=masks[start:stop]))
+        self._assign()
+        return ticket
+
+    def _assign(self) -> None:
+        for worker in self._workers:
+            if not self._queue:
+                return
+            if worker.chunk is None:
+                chunk = self._queue.pop(0)
+                chunk.attempts += 1
+                self.calls += 1
+                self.masks_sent += len(chunk.masks)
+                worker.chunk = chunk
+                self._in_flight[worker.handle.evaluate.remote(chunk.masks)] = worker
+
+    def _wait(self, timeout_s: float | None) -> dict[int, list[Evaluation]]:
+        finished: dict[int, list[Evaluation]] = {}
+        while not finished and self._in_flight:
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=timeout_s)
+            if not ready:
+                break
+            more, _ = ray.wait(list(self._in_flight), num_returns=len(self._in_flight), timeout=0)
+            for ref in dict.fromkeys([*ready, *more]):
+                self._collect(ref, finished)
+            self._assign()
+        return finished
+
+    def _collect(self, ref: Any, finished: dict[int, list[Evaluation]]) -> None:
+        worker = self._in_flight.pop(ref)
+        chunk = worker.chunk
+        assert chunk is not None
+        worker.chunk = None
+        try:
+            evaluations = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            self._handle_failure(worker, chunk, error)
+            return
+        if len(evaluations) != len(chunk.masks):
+            raise EvaluationError(
+                f"a worker returned {len(evaluations)} results for {len(chunk.masks)} masks"
+            )
+        ticket = self._open[chunk.ticket]
+        name = f"worker-{worker.index}"
+        ticket.results[chunk.start] = [e if e.worker else _with_worker(e, name) for e in evaluations]
+        ticket.received += len(evaluations)
+        if ticket.received == ticket.size:
+            del self._open[chunk.ticket]
+            finished[chunk.ticket] = [e for start in sorted(ticket.results) for e in ticket.results[start]]
+
+    def _handle_failure(self, worker: _Worker, chunk: _Chunk, error: BaseException) -> None:
+        decision = decide_on_failure(classify_failure(error), chunk.attempts)
+        if decision.action == "give_up":
+            raise EvaluationError(
+                f"evaluating {len(chunk.masks)} masks failed ({decision.reason}): {error}"
+            ) from error
+        log.warning(
+            "worker %d: %s; sending its %d masks again", worker.index, decision.reason, len(chunk.masks)
+        )
+        if decision.action == "replace":
+            with contextlib.suppress(ray.exceptions.RayError):  # it may already be gone
+                ray.kill(worker.handle, no_restart=True)
+            self._workers[worker.index] = self._new_worker(worker.index, worker.generation + 1)
+            self.replacements += 1
+        self._queue.insert(0, chunk)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "ray",
+            "workers": len(self._workers),
+            "resources_per_worker": self._resources,
+            "dashboard_url": self.dashboard_url,
+            "replaced_workers": self.replacements,
+            "calls": self.calls,
+            "masks_per_call": round(self.masks_sent / self.calls, 2) if self.calls else 0.0,
+        }
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                ray.kill(worker.handle, no_restart=True)
+            except ray.exceptions.RayError:
+                continue
+        self._workers = []
+        if self._started_ray:
+            ray.shutdown()
+
+
+def _with_worker(evaluation: Evaluation, name: str) -> Evaluation:
+    return dataclasses.replace(evaluation, worker=name)

@@ -1,0 +1,533 @@
+"""One experiment: N NSGA-II runs side by side sharing an evaluator and a fitness cache; resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from coordinator.checkpoint import CheckpointError, Journal, read_json, write_json_atomic
+from coordinator.evaluator import Evaluator
+from coordinator.nsga2 import NSGA2, SearchStateError
+from coordinator.results import write_config, write_results
+from shared.config import ConfigError, ExperimentConfig, parse_config
+from shared.events import (
+    EvaluationFinished,
+    EventBus,
+    ExperimentFailed,
+    ExperimentFinished,
+    FrontChanged,
+    RunFinished,
+)
+from shared.fitness_cache import FitnessCache, LocalFitnessCache
+from shared.masks import encode_mask, fitness_key
+from shared.objectives import Evaluation
+from shared.pareto import ParetoArchive
+
+CHECKPOINT_FORMAT = "evoprune-experiment"
+CHECKPOINT_VERSION = 1
+STATE_DIR = "state"
+
+
+class ExperimentError(Exception):
+    """A problem the user can fix (a results directory in the wrong state); the message says how."""
+
+
+def experiment_fingerprint(config: ExperimentConfig) -> str:
+    """Hash the whole resolved config: two directories with the same one hold the same experiment."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _paths(results_dir: Path) -> dict[str, Path]:
+    state = results_dir / STATE_DIR
+    return {
+        "config": results_dir / "config.yaml",
+        "checkpoint": state / "checkpoint.json",
+        "journal": state / "journal.jsonl",
+        "ledger": state / "trained.jsonl",
+    }
+
+
+def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
+    """Refuses a directory that `evoprune run` must not write into.
+
+    Args:
+        results_dir: where the experiment would write.
+        config: the experiment to run.
+
+    Raises:
+        ExperimentError: the directory holds anything else; nothing is touched.
+
+    """
+    if not results_dir.exists():
+        return
+    if not results_dir.is_dir():
+        raise ExperimentError(f"{results_dir} exists and is not a directory; choose another --out.")
+    if not any(results_dir.iterdir()):
+        return
+    paths = _paths(results_dir)
+    if not paths["config"].exists() and not paths["checkpoint"].exists():
+        raise ExperimentError(
+            f"{results_dir} is not empty and is not an evoprune results directory; "
+            "choose an empty or new directory with --out."
+        )
+    try:
+        checkpoint = read_json(paths["checkpoint"])
+    except CheckpointError:
+        checkpoint = None
+    if checkpoint is None or checkpoint.get("fingerprint") != experiment_fingerprint(config):
+        raise ExperimentError(
+            f"{results_dir} belongs to another experiment (its config.yaml differs from this one); "
+            "nothing was overwritten. Choose another --out."
+        )
+    if checkpoint.get("status") == "finished":
+        raise ExperimentError(
+            f"{results_dir} already holds the finished results of this experiment; nothing was overwritten. "
+            "Choose another --out to run it again."
+        )
+    raise ExperimentError(
+        f"{results_dir} holds an unfinished run of this experiment; continue it with "
+        f"`evoprune resume {results_dir}` or choose another --out."
+    )
+
+
+def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """Read the config and checkpoint of an interrupted experiment.
+
+    Args:
+        results_dir: the results directory given to `evoprune resume`.
+
+    Returns:
+        (config, checkpoint).
+
+    Raises:
+        ExperimentError: missing, finished, or corrupt; nothing is touched.
+
+    """
+    paths = _paths(results_dir)
+    if not results_dir.is_dir():
+        raise ExperimentError(
+            f"{results_dir} is not a directory; give the results directory of an experiment."
+        )
+    try:
+        config = parse_config(yaml.safe_load(paths["config"].read_text()), str(paths["config"]))
+    except FileNotFoundError:
+        raise ExperimentError(
+            f"{results_dir} has no config.yaml: it is not an evoprune results directory."
+        ) from None
+    except (OSError, yaml.YAMLError, ConfigError) as error:
+        raise ExperimentError(
+            f"{results_dir} is corrupt: its config.yaml cannot be read ({error})."
+        ) from None
+    try:
+        checkpoint = read_json(paths["checkpoint"])
+        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError("not a checkpoint of this evoprune version")
+        if checkpoint.get("fingerprint") != experiment_fingerprint(config):
+            raise CheckpointError("the checkpoint belongs to a different config than config.yaml")
+        for name in ("rows", "runs", "feature_key", "mask_length", "status"):
+            if name not in checkpoint:
+                raise CheckpointError(f"the checkpoint lacks {name!r}")
+    except CheckpointError as error:
+        raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
+    if checkpoint["status"] == "finished":
+        raise ExperimentError(f"{results_dir} is already finished; there is nothing to resume.")
+    return config, checkpoint
+
+
+@dataclass
+class _Slot:
+    key: str
+    mask: str
+    bits: np.ndarray
+    cached: bool = True
+    evaluation: Evaluation | None = None
+
+
+@dataclass
+class _PendingStep:
+    run: int
+    step: int
+    slots: list[_Slot]
+
+    @property
+    def ready(self) -> bool:
+        return all(slot.evaluation is not None for slot in self.slots)
+
+
+@dataclass
+class _Run:
+    index: int
+    seed: int
+    search: NSGA2
+    archive: ParetoArchive = field(default_factory=ParetoArchive)
+    evaluations: int = 0
+    cache_hits: int = 0
+
+
+def _row_evaluation(row: dict[str, Any]) -> Evaluation:
+    return Evaluation(
+        accuracy=row["accuracy"],
+        active_fraction=row["active_fraction"],
+        auroc=row["auroc"],
+        test_accuracy=row.get("test_accuracy"),
+        test_auroc=row.get("test_auroc"),
+        seconds=row["seconds"],
+        worker=row["worker"],
+    )
+
+
+class Experiment:
+    """Runs (or resumes) every run of one experiment to completion against one evaluator.
+
+    Masks from all runs are resolved against the experiment's own record and the fitness cache, then the
+    rest go to the evaluator together. Synchronous search moves all runs one step at a time (a round), so
+    which duplicate is trained and which is a hit is the same whatever the worker count. Every completed
+    step is journaled and checkpointed before the next one is asked.
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        results_dir: Path,
+        feature_key: str,
+        mask_length: int,
+        evaluator: Evaluator,
+        bus: EventBus | None = None,
+        cache: FitnessCache | None = None,
+    ) -> None:
+        self.config = config
+        self.results_dir = Path(results_dir)
+        self.feature_key = feature_key
+        self.mask_length = mask_length
+        self.evaluator = evaluator
+        self.bus = bus or EventBus()
+        self._paths = _paths(self.results_dir)
+        self._protocol = config.protocol_fingerprint()
+        # the ledger holds what this experiment trained itself; it is what makes a resumed row equal the
+        # uninterrupted one (trained, not a cache hit) and guarantees nothing is trained twice
+        self._ledger = LocalFitnessCache(self._paths["ledger"])
+        self._cache = cache if cache is not None else self._ledger
+        self._journal = Journal(self._paths["journal"])
+        self._aggregate = ParetoArchive()
+        self._runs: list[_Run] = []
+        self._pending: list[_PendingStep] = []
+        self._known: dict[str, Evaluation] = {}
+        self._claimed: set[str] = set()
+        self._queued: dict[str, np.ndarray] = {}
+        self._waiters: dict[str, list[_Slot]] = {}
+        self._tickets: dict[int, list[str]] = {}
+        self._elapsed_before_s = 0.0
+        self._started = time.monotonic()
+        self._resumed_rows = 0
+
+    # ---- set-up ---------------------------------------------------------------------------------------
+
+    @property
+    def total_evaluations(self) -> int:
+        """Evaluations all runs will have used at the end."""
+        return self.config.search.runs * self.config.search.max_evaluations
+
+    @property
+    def evaluations_done(self) -> int:
+        """Evaluations already recorded (non-zero after a resume)."""
+        return sum(run.evaluations for run in self._runs)
+
+    def start(self) -> None:
+        """Initialise a fresh experiment in an empty or new results directory."""
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        write_config(self.results_dir, self.config)
+        search = self.config.search
+        self._runs = [
+            _Run(index=run, seed=search.seed + run, search=NSGA2(self.mask_length, search, search.seed + run))
+            for run in range(search.runs)
+        ]
+        self._checkpoint("running")
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continues from a checkpoint read by `load_resumable`.
+
+        Args:
+            checkpoint: the saved checkpoint.
+
+        Raises:
+            ExperimentError: the checkpoint does not fit these features or is inconsistent.
+
+        """
+        if checkpoint["feature_key"] != self.feature_key or checkpoint["mask_length"] != self.mask_length:
+            raise ExperimentError(
+                f"{self.results_dir} was computed on other features ({checkpoint['feature_key']}) than "
+                f"the ones its config now yields ({self.feature_key}); it cannot be resumed."
+            )
+        search = self.config.search
+        try:
+            rows = self._journal.load(int(checkpoint["rows"]))
+            self._runs = [
+                _Run(index=run, seed=search.seed + run, search=NSGA2.from_state(state, search))
+                for run, state in enumerate(checkpoint["runs"])
+            ]
+        except (CheckpointError, SearchStateError) as error:
+            raise ExperimentError(f"{self.results_dir} is corrupt and cannot be resumed: {error}") from None
+        self._elapsed_before_s = float(checkpoint.get("elapsed_s", 0.0))
+        for row in rows:
+            run = self._runs[row["run"]]
+            run.evaluations += 1
+            run.cache_hits += bool(row["cached"])
+            self._known.setdefault(row["key"], _row_evaluation(row))
+            self._claimed.add(row["key"])
+            point = np.array([[1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]]])
+            run.archive.add(point, [row["mask"]])
+            self._aggregate.add(point, [row["mask"]])
+        self._resumed_rows = len(rows)
+        # steps asked before the interruption are resolved again, in the order they were first asked
+        for run in self._runs:
+            for step, masks in sorted(run.search.outstanding.items()):
+                self._pending.append(self._new_pending(run.index, step, masks))
+        self._resolve(self._pending)
+
+    # ---- the loop -------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run every run to the end and write the results.
+
+        Returns:
+            The summary (as written to summary.json).
+
+        """
+        self._started = time.monotonic()
+        try:
+            while not all(run.search.done for run in self._runs):
+                self._step_loop_once()
+            summary = self._finish()
+        except Exception as error:
+            self.bus.emit(ExperimentFailed(message=f"{type(error).__name__}: {error}"))
+            raise
+        return summary
+
+    def _step_loop_once(self) -> None:
+        asked = self._ask()
+        if asked:
+            self._resolve(asked)
+        self._submit()
+        if self._complete_ready():
+            return
+        if self._tickets:
+            self._deliver(self.evaluator.wait())
+        elif not asked and not self._queued:
+            raise RuntimeError("the search stalled: nothing to ask, evaluate or tell")
+
+    def _ask(self) -> list[_PendingStep]:
+        if not self.config.search.asynchronous and self._pending:
+            return []  # synchronous rounds: every run's step is told before any run asks again
+        asked = []
+        for run in self._runs:
+            while run.search.can_ask():
+                step = run.search.ask()
+                asked.append(self._new_pending(run.index, step.step, step.masks))
+        self._pending.extend(asked)
+        return asked
+
+    def _new_pending(self, run: int, step: int, masks: np.ndarray) -> _PendingStep:
+        slots = [
+            _Slot(key=fitness_key(self.feature_key, self._protocol, mask), mask=encode_mask(mask), bits=mask)
+            for mask in masks
+        ]
+        return _PendingStep(run=run, step=step, slots=slots)
+
+    def _resolve(self, steps: list[_PendingStep]) -> None:
+        """Decides, in ask order, which slots are trained, which are hits and which wait for a twin."""
+        slots = [slot for pending in steps for slot in pending.slots]
+        unclaimed = list(dict.fromkeys(slot.key for slot in slots if slot.key not in self._claimed))
+        from_ledger = self._ledger.get_many(unclaimed)
+        remaining = [key for key in unclaimed if key not in from_ledger]
+        from_cache = self._cache.get_many(remaining) if self._cache is not self._ledger else {}
+        for slot in slots:
+            if slot.key in self._claimed:
+                slot.cached = True
+            else:
+                self._claimed.add(slot.key)
+                if slot.key in from_ledger:
+                    slot.cached = False
+                    self._known[slot.key] = from_ledger[slot.key]
+                elif slot.key in from_cache:
+                    slot.cached = True
+                    self._known[slot.key] = from_cache[slot.key]
+                else:
+                    slot.cached = False
+                    self._queued[slot.key] = slot.bits
+            if slot.key in self._known:
+                slot.evaluation = self._known[slot.key]
+            else:
+                self._waiters.setdefault(slot.key, []).append(slot)
+
+    def _submit(self) -> None:
+        if not self._queued:
+            return
+        if self.config.search.asynchronous and self._tickets and self.evaluator.idle_workers() == 0:
+            return  # keep collecting: the next idle worker gets a larger batch
+        keys = list(self._queued)
+        masks = np.stack([self._queued[key] for key in keys])
+        self._queued = {}
+        self._tickets[self.evaluator.submit(masks)] = keys
+
+    def _deliver(self, finished: dict[int, list[Evaluation]]) -> None:
+        fresh: dict[str, Evaluation] = {}
+        for ticket, evaluations in finished.items():
+            keys = self._tickets.pop(ticket)
+            fresh.update(zip(keys, evaluations, strict=True))
+        if not fresh:
+            return
+        self._ledger.put_many(fresh)
+        if self._cache is not self._ledger:
+            self._cache.put_many(fresh)
+        for key, evaluation in fresh.items():
+            self._known[key] = evaluation
+            for slot in self._waiters.pop(key, []):
+                slot.evaluation = evaluation
+
+    def _complete_ready(self) -> bool:
+        ready = sorted((p for p in self._pending if p.ready), key=lambda p: (p.run, p.step))
+        if not ready:
+            return False
+        self._pending = [p for p in self._pending if not p.ready]
+        rows = []
+        for pending in ready:
+            run = self._runs[pending.run]
+            evaluations = [slot.evaluation for slot in pending.slots if slot.evaluation is not None]
+            run.search.tell(pending.step, evaluations)
+            rows.extend(self._rows(pending))
+        self._journal.append(rows)
+        self._checkpoint("running")
+        self._announce(ready, rows)
+        return True
+
+    def _rows(self, pending: _PendingStep) -> list[dict[str, Any]]:
+        rows = []
+        for slot_index, slot in enumerate(pending.slots):
+            evaluation = slot.evaluation
+            assert evaluation is not None
+            rows.append(
+                {
+                    "run": pending.run,
+                    "step": pending.step,
+                    "slot": slot_index,
+                    "key": slot.key,
+                    "mask": slot.mask,
+                    "mask_length": self.mask_length,
+                    "accuracy": evaluation.accuracy,
+                    "active_fraction": evaluation.active_fraction,
+                    "auroc": evaluation.auroc,
+                    "cached": slot.cached,
+                    "seconds": 0.0 if slot.cached else evaluation.seconds,
+                    "worker": "" if slot.cached else evaluation.worker,
+                    "test_accuracy": evaluation.test_accuracy,
+                    "test_auroc": evaluation.test_auroc,
+                }
+            )
+        return rows
+
+    def _announce(self, ready: list[_PendingStep], rows: list[dict[str, Any]]) -> None:
+        changed_runs = set()
+        aggregate_changed = False
+        for row in rows:
+            run = self._runs[row["run"]]
+            run.evaluations += 1
+            run.cache_hits += bool(row["cached"])
+            self.bus.emit(
+                EvaluationFinished(
+                    run=row["run"],
+                    step=row["step"],
+                    mask=row["mask"],
+                    objectives=(row["accuracy"], row["active_fraction"], row["auroc"]),
+                    cached=row["cached"],
+                    seconds=row["seconds"],
+                    worker=row["worker"],
+                )
+            )
+            point = np.array([[1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]]])
+            if run.archive.add(point, [row["mask"]]):
+                changed_runs.add(run.index)
+            aggregate_changed |= self._aggregate.add(point, [row["mask"]])
+        for index in sorted(changed_runs):
+            self.bus.emit(self._front_event(index, self._runs[index].archive, self._runs[index].evaluations))
+        if aggregate_changed:
+            self.bus.emit(self._front_event(-1, self._aggregate, self.evaluations_done))
+        for index in sorted({p.run for p in ready}):
+            run = self._runs[index]
+            if run.search.done:
+                self.bus.emit(
+                    RunFinished(
+                        run=index,
+                        hypervolume=run.archive.hypervolume,
+                        evaluations=run.evaluations,
+                        cache_hits=run.cache_hits,
+                    )
+                )
+
+    @staticmethod
+    def _front_event(run: int, archive: ParetoArchive, evaluations: int) -> FrontChanged:
+        points = tuple((1.0 - p[0], p[1], 1.0 - p[2]) for p in archive.points.tolist())
+        return FrontChanged(
+            run=run,
+            points=points,
+            masks=tuple(archive.labels),
+            hypervolume=archive.hypervolume,
+            evaluations=evaluations,
+        )
+
+    # ---- persistence ----------------------------------------------------------------------------------
+
+    def _elapsed_s(self) -> float:
+        return self._elapsed_before_s + time.monotonic() - self._started
+
+    def _checkpoint(self, status: str) -> None:
+        write_json_atomic(
+            self._paths["checkpoint"],
+            {
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
+                "fingerprint": experiment_fingerprint(self.config),
+                "status": status,
+                "feature_key": self.feature_key,
+                "mask_length": self.mask_length,
+                "rows": self._journal.count,
+                "elapsed_s": self._elapsed_s(),
+                "runs": [run.search.state_dict() for run in self._runs],
+            },
+        )
+
+    def _finish(self) -> dict[str, Any]:
+        rows = self._journal.load(self._journal.count)
+        summary = write_results(
+            self.results_dir,
+            self.config,
+            rows,
+            {
+                "wall_time_s": round(self._elapsed_s(), 3),
+                "resumed_with_rows": self._resumed_rows,
+                "feature_set": self.feature_key,
+                "protocol": self._protocol,
+                "mask_length": self.mask_length,
+                "fingerprint": experiment_fingerprint(self.config),
+                "evaluator": self.evaluator.describe(),
+                "fitness_cache": self._cache.describe(),
+            },
+        )
+        self._checkpoint("finished")
+        self.bus.emit(
+            ExperimentFinished(
+                hypervolume=summary["aggregate"]["hypervolume"],
+                evaluations=summary["aggregate"]["evaluations"],
+                cache_hits=summary["aggregate"]["cache_hits"],
+                seconds=summary["wall_time_s"],
+                results_dir=str(self.results_dir),
+            )
+        )
+        return summary

@@ -1,0 +1,71 @@
+"""`evoprune run|resume` on the fake problem, for tests that must kill a real process.
+
+Environment: FAKE_DELAY_S (seconds per evaluate call), FAKE_LOG (a file that gets one line per mask the
+fake trains, to prove nothing is trained twice).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from api.cli import build_parser
+from api.cli_run import Backend, resume_command, run_command
+from coordinator.evaluator import Evaluator, InProcessEvaluator
+from shared.config import ExperimentConfig
+from shared.masks import encode_mask
+from shared.objectives import Evaluation
+from tests.coordinator.fakes import FakeProblem, fake_feature_set
+from workers.features import FeatureSet
+
+
+class LoggingProblem(FakeProblem):
+    def __init__(self, log_path: str | None, delay_s: float) -> None:
+        super().__init__(length=64, delay_s=delay_s)
+        self.log_path = log_path
+
+    def evaluate(self, masks: np.ndarray, worker: str = "fake") -> list[Evaluation]:
+        results = super().evaluate(masks, worker)
+        if self.log_path:
+            with open(self.log_path, "a") as handle:
+                handle.write("".join(encode_mask(m) + "\n" for m in masks))
+        return results
+
+
+def load_features(config: ExperimentConfig) -> FeatureSet:
+    return fake_feature_set(64)
+
+
+def make_evaluator(
+    feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
+) -> Evaluator:
+    problem = LoggingProblem(os.environ.get("FAKE_LOG"), float(os.environ.get("FAKE_DELAY_S", "0")))
+    if not workers:
+        return InProcessEvaluator(problem)
+    from coordinator.dispatch import RayEvaluator
+    from tests.coordinator.fakes import FakeWorkerActor
+
+    return RayEvaluator(
+        feature_set,
+        config,
+        workers=workers,
+        address=address,
+        actor_class=FakeWorkerActor,
+        include_dashboard=False,
+    )
+
+
+BACKEND = Backend(load_features=load_features, make_evaluator=make_evaluator)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_command(args, BACKEND)
+    return resume_command(args, BACKEND)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

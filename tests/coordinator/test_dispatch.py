@@ -1,0 +1,158 @@
+import os
+import signal
+
+import numpy as np
+import pytest
+import ray
+
+from coordinator.dispatch import (
+    RayEvaluator,
+    classify_failure,
+    decide_on_failure,
+    plan_chunks,
+    resources_per_worker,
+)
+from coordinator.evaluator import EvaluationError
+from coordinator.experiment import Experiment
+from coordinator.results import read_evaluations
+from shared.config import parse_config
+from shared.events import EvaluationFinished, EventBus
+from tests.coordinator.fakes import (  # noqa: F401 (ray_session is a fixture)
+    FakeProblem,
+    FakeWorkerActor,
+    SlowFakeWorkerActor,
+    fake_feature_set,
+    ray_session,
+)
+
+# ---- policies ---------------------------------------------------------------------------------------------
+
+
+def test_plan_chunks_covers_the_batch_evenly():
+    assert plan_chunks(20, 2) == [(0, 10), (10, 20)]
+    assert plan_chunks(5, 3) == [(0, 2), (2, 3), (3, 5)]
+    assert plan_chunks(3, 8) == [(0, 1), (1, 2), (2, 3)]
+    assert plan_chunks(10, 0) == [(0, 10)]
+    assert plan_chunks(0, 2) == []
+    chunks = plan_chunks(1000, 2, max_per_call=256)
+    assert len(chunks) == 4 and chunks[0][0] == 0 and chunks[-1][1] == 1000
+    assert all(b - a <= 256 for a, b in chunks)
+
+
+def test_failure_policy():
+    assert decide_on_failure("worker_lost", attempts=1).action == "replace"
+    assert decide_on_failure("worker_unavailable", attempts=1).action == "retry"
+    assert decide_on_failure("worker_lost", attempts=4, max_attempts=4).action == "give_up"
+    assert decide_on_failure("evaluation_error", attempts=1).action == "give_up"
+    assert classify_failure(ray.exceptions.ActorDiedError()) == "worker_lost"
+    assert classify_failure(ray.exceptions.ActorUnavailableError("restarting", None)) == "worker_unavailable"
+    assert classify_failure(ValueError("bug")) == "evaluation_error"
+
+
+def test_resources_fit_the_cluster():
+    assert resources_per_worker({"CPU": 2.0}, 1) == {"num_cpus": 1.0}
+    assert resources_per_worker({"CPU": 2.0}, 4) == {"num_cpus": 0.5}
+    assert resources_per_worker({"CPU": 16.0, "GPU": 1.0}, 2) == {"num_cpus": 1.0, "num_gpus": 0.5}
+    assert resources_per_worker({"CPU": 16.0, "GPU": 8.0}, 4) == {"num_cpus": 1.0, "num_gpus": 1.0}
+
+
+# ---- on a real local Ray ----------------------------------------------------------------------------------
+
+SEARCH = {"population_size": 10, "max_evaluations": 50, "runs": 3, "seed": 11}
+
+
+def run_experiment(tmp_path, name, workers, actor=FakeWorkerActor, search=None, bus=None):
+    config = parse_config({"name": "dispatch", "search": {**SEARCH, **(search or {})}})
+    evaluator = RayEvaluator(fake_feature_set(), config, workers=workers, actor_class=actor)
+    try:
+        experiment = Experiment(config, tmp_path / name, "fake-features", 64, evaluator, bus)
+        experiment.start()
+        experiment.run()
+        return read_evaluations(tmp_path / name), evaluator.describe()
+    finally:
+        evaluator.close()
+
+
+def comparable(rows):
+    return [
+        (r["run"], r["step"], r["mask"], r["accuracy"], r["active_fraction"], r["auroc"], r["cached"])
+        for r in rows
+    ]
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_results_do_not_depend_on_the_worker_count(tmp_path):
+    one, described = run_experiment(tmp_path, "one", workers=1)
+    two, _ = run_experiment(tmp_path, "two", workers=2)
+    assert comparable(one) == comparable(two)
+    assert len(one) == 150
+    # steady state: every round carries both offspring of all three runs in one call
+    assert described["masks_per_call"] > 5
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_asynchronous_fronts_do_not_depend_on_the_worker_count(tmp_path):
+    import pyarrow.parquet as pq
+
+    search = {"asynchronous": True}
+    run_experiment(tmp_path, "one", workers=1, search=search)
+    run_experiment(tmp_path, "two", workers=2, actor=SlowFakeWorkerActor, search=search)
+    assert pq.read_table(tmp_path / "one" / "front.parquet").equals(
+        pq.read_table(tmp_path / "two" / "front.parquet")
+    )
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_ten_runs_are_batched_together(tmp_path):
+    _, described = run_experiment(tmp_path, "ten", workers=1, search={"runs": 10, "max_evaluations": 30})
+    assert described["masks_per_call"] >= 15  # ~20 offspring per call, not 2
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_a_killed_worker_costs_time_not_results(tmp_path):
+    expected, _ = run_experiment(tmp_path, "straight", workers=2)
+    config = parse_config({"name": "dispatch", "search": SEARCH})
+    evaluator = RayEvaluator(fake_feature_set(), config, workers=2, actor_class=SlowFakeWorkerActor)
+    victim = evaluator.worker_infos()[0]["pid"]
+    bus = EventBus()
+    killed = []
+
+    def kill_midway(event):
+        if isinstance(event, EvaluationFinished) and event.run == 2 and event.step == 5 and not killed:
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    bus.subscribe(kill_midway)
+    try:
+        experiment = Experiment(config, tmp_path / "killed", "fake-features", 64, evaluator, bus)
+        experiment.start()
+        experiment.run()
+        assert killed and evaluator.replacements >= 1
+        assert victim not in {info["pid"] for info in evaluator.worker_infos()}
+    finally:
+        evaluator.close()
+    assert comparable(read_evaluations(tmp_path / "killed")) == comparable(expected)
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_an_evaluator_error_is_not_retried():
+    config = parse_config({})
+    evaluator = RayEvaluator(fake_feature_set(length=8), config, workers=1, actor_class=FakeWorkerActor)
+    try:
+        with pytest.raises(EvaluationError, match="evaluator raised"):
+            evaluator.evaluate(np.ones((2, 5), dtype=bool))  # wrong width: the fake fails on it
+        assert evaluator.evaluate(np.ones((1, 8), dtype=bool))[0].active_fraction == 1.0
+    finally:
+        evaluator.close()
+
+
+def test_fake_problem_is_what_the_actor_computes():
+    masks = np.random.default_rng(0).random((4, 64)) < 0.5
+    assert [e.accuracy for e in FakeProblem().evaluate(masks)] == [
+        e.accuracy for e in FakeProblem(length=64).evaluate(masks)
+    ]

@@ -1,0 +1,256 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from api.cli import build_parser
+from api.cli_run import demo_config_path, resume_command, run_command
+from coordinator.evaluator import InProcessEvaluator
+from coordinator.experiment import Experiment
+from coordinator.results import read_evaluations
+from shared.config import load_config, parse_config
+from shared.events import EventBus
+from tests.coordinator.fake_cli import BACKEND
+from tests.coordinator.fakes import FakeProblem
+
+REPO = Path(__file__).resolve().parents[2]
+SEARCH = {"population_size": 10, "max_evaluations": 60, "runs": 2, "seed": 7}
+
+
+def write_config(path: Path, **search) -> Path:
+    path.write_text(yaml.safe_dump({"name": "fake", "search": {**SEARCH, **search}}))
+    return path
+
+
+def cli(argv):
+    args = build_parser().parse_args(argv)
+    return (run_command if args.command == "run" else resume_command)(args, BACKEND)
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def comparable(rows):
+    return [
+        (r["run"], r["step"], r["mask"], r["accuracy"], r["active_fraction"], r["auroc"], r["cached"])
+        for r in rows
+    ]
+
+
+def test_run_writes_the_results_directory(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["run", str(write_config(tmp_path / "c.yaml")), "--workers", "0", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    for name in (
+        "config.yaml",
+        "evaluations.parquet",
+        "front.parquet",
+        "summary.json",
+        "front.png",
+        "hypervolume.png",
+    ):
+        assert (out / name).exists(), name
+    evaluations = pq.read_table(out / "evaluations.parquet")
+    assert evaluations.column_names == [
+        "run",
+        "step",
+        "mask",
+        "mask_length",
+        "accuracy",
+        "active_fraction",
+        "auroc",
+        "cached",
+        "seconds",
+        "worker",
+    ]
+    assert evaluations.num_rows == 120
+    rows = evaluations.to_pylist()
+    assert sorted((r["run"], r["step"]) for r in rows) == [(r["run"], r["step"]) for r in rows]
+    front = pq.read_table(out / "front.parquet").to_pylist()
+    assert {r["run"] for r in front} == {-1, 0, 1}
+    summary = json.loads((out / "summary.json").read_text())
+    assert [run["seed"] for run in summary["runs"]] == [7, 8]
+    assert summary["aggregate"]["evaluations"] == 120
+    assert summary["aggregate"]["hypervolume"] >= max(run["hypervolume"] for run in summary["runs"])
+    assert summary["aggregate"]["cache_hits"] == sum(r["cached"] for r in rows)
+    assert "numpy" in summary["versions"]
+    assert load_config(out / "config.yaml").search.seed == 7
+
+
+def test_command_line_overrides(tmp_path):
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml")
+    assert (
+        cli(
+            [
+                "run",
+                str(config),
+                "--workers",
+                "0",
+                "--out",
+                str(out),
+                "--runs",
+                "3",
+                "--max-evaluations",
+                "20",
+                "--seed",
+                "100",
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["seed"], r["evaluations"]) for r in summary["runs"]] == [(100, 20), (101, 20), (102, 20)]
+
+
+def test_demo_config_is_valid_and_shipped_twice_identically():
+    assert demo_config_path() == REPO / "configs" / "demo.yaml"
+    assert (REPO / "coordinator" / "demo.yaml").read_text() == (REPO / "configs" / "demo.yaml").read_text()
+    config = load_config(demo_config_path())
+    assert config.dataset.source == "sklearn:digits" and config.backbone.name == "pixels"
+    assert config.fitness_split == "test"
+
+
+def bad_input(capsys, argv):
+    status = cli(argv)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "Traceback" not in error and error.startswith("evoprune: error:")
+    return " ".join(error.split())
+
+
+def test_bad_input_is_refused_clearly_and_touches_nothing(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\nsearch:\n  populaton_size: 3\n")
+    assert "populaton_size: unknown key" in bad_input(
+        capsys, ["run", str(unknown), "--out", str(tmp_path / "u")]
+    )
+    assert not (tmp_path / "u").exists()
+
+    message = bad_input(capsys, ["run", str(config), "--max-evaluations", "5", "--out", str(tmp_path / "b")])
+    assert "population_size (10) is larger than max_evaluations (5)" in message
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert "not an evoprune results directory" in bad_input(
+        capsys, ["run", str(config), "--out", str(foreign)]
+    )
+
+    finished = tmp_path / "finished"
+    assert cli(["run", str(config), "--workers", "0", "--out", str(finished)]) == 0
+    capsys.readouterr()
+    before = snapshot(finished)
+    other = write_config(tmp_path / "other.yaml", seed=8)
+    assert "belongs to another experiment" in bad_input(capsys, ["run", str(other), "--out", str(finished)])
+    assert "already holds the finished results" in bad_input(
+        capsys, ["run", str(config), "--out", str(finished)]
+    )
+    assert "already finished" in bad_input(capsys, ["resume", str(finished)])
+    assert snapshot(finished) == before
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "config.yaml").write_bytes((finished / "config.yaml").read_bytes())
+    (corrupt / "state").mkdir()
+    (corrupt / "state" / "checkpoint.json").write_text('{"format": "evoprune-exp')
+    before = snapshot(corrupt)
+    assert "corrupt" in bad_input(capsys, ["resume", str(corrupt)])
+    (corrupt / "config.yaml").write_text("search: [1, 2")
+    assert "corrupt" in bad_input(capsys, ["resume", str(corrupt)])
+    assert "not a directory" in bad_input(capsys, ["resume", str(tmp_path / "missing")])
+    assert "corrupt" not in str(snapshot(corrupt).keys() - before.keys())
+
+
+def test_resume_of_a_truncated_journal_is_refused(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml")
+    out = tmp_path / "out"
+    experiment = Experiment(load_config(config), out, "fake-features", 64, InProcessEvaluator(FakeProblem()))
+    experiment.start()
+    for _ in range(4):
+        experiment._step_loop_once()
+    (out / "state" / "journal.jsonl").write_text("")
+    assert "cannot be resumed" in bad_input(capsys, ["resume", str(out)])
+
+
+def uninterrupted(tmp_path: Path, config_path: Path) -> list:
+    out = tmp_path / "straight"
+    assert cli(["run", str(config_path), "--workers", "0", "--out", str(out)]) == 0
+    return read_evaluations(out)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["steady-state", "asynchronous"])
+def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, asynchronous):
+    config = write_config(tmp_path / "c.yaml", max_evaluations=80, asynchronous=asynchronous)
+    expected = uninterrupted(tmp_path, config)
+
+    out, log = tmp_path / "killed", tmp_path / "trained.log"
+    environment = {**os.environ, "FAKE_DELAY_S": "0.05", "FAKE_LOG": str(log), "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tests.coordinator.fake_cli"]
+    process = subprocess.Popen(
+        [*command, "run", str(config), "--workers", "0", "--out", str(out)],
+        env=environment,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    journal = out / "state" / "journal.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 70:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "summary.json").exists()
+
+    resumed = subprocess.run(
+        [*command, "resume", str(out), "--workers", "0"],
+        env=environment,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = read_evaluations(out)
+    if asynchronous:
+        # which duplicate counts as the cache hit may depend on timing; masks and objectives may not
+        assert [r[:6] for r in comparable(rows)] == [r[:6] for r in comparable(expected)]
+        assert pq.read_table(out / "front.parquet").equals(
+            pq.read_table(tmp_path / "straight" / "front.parquet")
+        )
+    else:
+        assert comparable(rows) == comparable(expected)
+    trained = log.read_text().split()
+    assert len(trained) == len(set(trained)), "a mask was trained twice"
+    assert len(trained) == sum(not r["cached"] for r in rows)
+
+
+def test_events_report_every_evaluation_and_the_end(tmp_path):
+    config = parse_config({"name": "events", "search": SEARCH})
+    bus = EventBus()
+    seen = []
+    bus.subscribe(seen.append)
+    experiment = Experiment(
+        config, tmp_path / "out", "fake-features", 64, InProcessEvaluator(FakeProblem()), bus
+    )
+    experiment.start()
+    summary = experiment.run()
+    kinds = [event.kind for event in seen]
+    assert kinds.count("evaluation") == 120
+    assert kinds.count("run-finished") == 2 and kinds[-1] == "done"
+    fronts = [event for event in seen if event.kind == "front" and event.run == -1]
+    assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
+    assert np.all(np.diff([event.hypervolume for event in fronts]) >= -1e-12)

@@ -1,0 +1,150 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from shared.pareto import (
+    crowding_distance,
+    dominance_matrix,
+    dominates,
+    hypervolume,
+    non_dominated_sort,
+    pareto_mask,
+    ranks,
+)
+
+
+def brute_force_fronts(points):
+    remaining = list(range(len(points)))
+    fronts = []
+    while remaining:
+        front = [i for i in remaining if not any(dominates(points[j], points[i]) for j in remaining)]
+        fronts.append(front)
+        remaining = [i for i in remaining if i not in front]
+    return fronts
+
+
+def inclusion_exclusion_hypervolume(points, reference=(1.0, 1.0, 1.0)):
+    reference = np.asarray(reference)
+    points = [p for p in np.asarray(points, dtype=float) if np.all(p < reference)]
+    total = 0.0
+    for size in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, size):
+            corner = np.max(np.array(subset), axis=0)
+            total += (-1) ** (size + 1) * float(np.prod(reference - corner))
+    return total
+
+
+def test_dominates_is_strict():
+    assert dominates(np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.3, 0.3]))
+    assert not dominates(np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3]))
+    assert not dominates(np.array([0.1, 0.4, 0.3]), np.array([0.2, 0.2, 0.3]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_non_dominated_sort_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    # a coarse grid makes ties and duplicates common
+    points = rng.integers(0, 5, size=(40, 3)).astype(float)
+    fronts = non_dominated_sort(points)
+    assert [sorted(f.tolist()) for f in fronts] == brute_force_fronts(points)
+    assert sorted(np.concatenate(fronts).tolist()) == list(range(40))
+    assert np.array_equal(pareto_mask(points), np.isin(np.arange(40), fronts[0]))
+    expected_ranks = np.zeros(40, dtype=int)
+    for rank, front in enumerate(brute_force_fronts(points)):
+        expected_ranks[front] = rank
+    assert np.array_equal(ranks(points), expected_ranks)
+
+
+def test_dominance_matrix_diagonal_is_false():
+    points = np.random.default_rng(0).random((10, 3))
+    assert not dominance_matrix(points).diagonal().any()
+
+
+def test_empty_inputs():
+    assert non_dominated_sort(np.zeros((0, 3))) == []
+    assert hypervolume(np.zeros((0, 3))) == 0.0
+    assert pareto_mask(np.zeros((0, 3))).shape == (0,)
+
+
+def test_crowding_distance_boundaries_and_interior():
+    points = np.array([[0.0, 1.0], [0.25, 0.75], [0.5, 0.5], [1.0, 0.0]])
+    distance = crowding_distance(points)
+    assert np.isinf(distance[0]) and np.isinf(distance[3])
+    assert distance[1] == pytest.approx(0.5 + 0.5)
+    assert distance[2] == pytest.approx(0.75 + 0.75)
+    assert np.all(np.isinf(crowding_distance(points[:2])))
+
+
+def test_hypervolume_of_simple_shapes():
+    assert hypervolume(np.array([[0.0, 0.0, 0.0]])) == pytest.approx(1.0)
+    assert hypervolume(np.array([[0.5, 0.5, 0.5]])) == pytest.approx(0.125)
+    # a point on or beyond the reference bound adds nothing
+    assert hypervolume(np.array([[1.0, 0.0, 0.0], [0.2, 1.5, 0.0]])) == 0.0
+    # dominated and duplicate points add nothing
+    assert hypervolume(np.array([[0.5, 0.5, 0.5], [0.6, 0.6, 0.6], [0.5, 0.5, 0.5]])) == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hypervolume_equals_inclusion_exclusion(seed):
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 9))
+    points = rng.random((count, 3)) * 1.1  # some points fall outside the reference box
+    if seed % 2:
+        points = np.round(points, 1)  # ties in every coordinate
+    assert hypervolume(points) == pytest.approx(inclusion_exclusion_hypervolume(points), abs=1e-12)
+
+
+def test_hypervolume_agrees_with_monte_carlo_on_a_larger_front():
+    rng = np.random.default_rng(42)
+    directions = np.abs(rng.normal(size=(60, 3)))
+    points = 1.0 - directions / np.linalg.norm(directions, axis=1, keepdims=True) * 0.9
+    samples = rng.random((400_000, 3))
+    covered = np.zeros(len(samples), dtype=bool)
+    for point in points:
+        covered |= np.all(samples >= point, axis=1)
+    estimate = covered.mean()
+    standard_error = np.sqrt(estimate * (1 - estimate) / len(samples))
+    assert abs(hypervolume(points) - estimate) < 4 * standard_error
+
+
+def test_hypervolume_custom_reference():
+    assert hypervolume(np.array([[1.0, 1.0, 1.0]]), reference=(2.0, 3.0, 4.0)) == pytest.approx(1 * 2 * 3)
+
+
+def test_archive_keeps_the_non_dominated_distinct_labels():
+    from shared.pareto import ParetoArchive
+
+    archive = ParetoArchive()
+    assert archive.add(np.array([[0.5, 0.5, 0.5], [0.6, 0.6, 0.6]]), ["a", "b"])
+    assert archive.labels == ["a"]
+    assert not archive.add(np.array([[0.5, 0.5, 0.5]]), ["a"])
+    assert not archive.add(np.array([[0.7, 0.7, 0.7]]), ["c"])
+    assert archive.add(np.array([[0.5, 0.5, 0.5], [0.1, 0.9, 0.5]]), ["d", "e"])
+    assert archive.labels == ["a", "d", "e"]
+    assert archive.hypervolume == pytest.approx(hypervolume(archive.points))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hypervolume_counts_grid_cells_exactly_on_larger_sets(seed):
+    # on a grid of step 1/10, the dominated volume is the number of dominated cells / 1000
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 10, size=(150, 3)) / 10
+    cells = np.stack(np.meshgrid(*[np.arange(10) / 10] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    dominated = np.zeros(len(cells), dtype=bool)
+    for point in points:
+        dominated |= np.all(cells >= point - 1e-12, axis=1)
+    assert hypervolume(points) == pytest.approx(dominated.sum() / 1000, abs=1e-9)
+
+
+def test_archive_equals_the_front_of_everything_added():
+    from shared.pareto import ParetoArchive
+
+    rng = np.random.default_rng(3)
+    points = np.round(rng.random((300, 3)), 1)
+    archive = ParetoArchive()
+    for start in range(0, 300, 7):
+        archive.add(points[start : start + 7], [str(i) for i in range(start, min(start + 7, 300))])
+    expected = {str(i) for i in np.flatnonzero(pareto_mask(points))}
+    assert set(archive.labels) == expected
+    assert archive.hypervolume == pytest.approx(hypervolume(points))

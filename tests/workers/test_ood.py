@@ -1,0 +1,112 @@
+"""OoD sampling: even split over sources and classes, water-filling, seeded choice."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from workers.ood import allocate, choose_ood_indices, sample_ood
+
+
+@pytest.mark.parametrize(
+    ("total", "capacities", "expected"),
+    [
+        (10, [100, 100], [5, 5]),
+        (10, [100, 100, 100], [4, 3, 3]),
+        (10, [2, 100, 100], [2, 4, 4]),
+        (11, [2, 3, 100], [2, 3, 6]),
+        (12, [5, 0, 5, 5], [4, 0, 4, 4]),
+        (10, [2, 3], [2, 3]),
+        (0, [4, 4], [0, 0]),
+        (3, [], []),
+    ],
+)
+def test_allocate_examples(total, capacities, expected):
+    assert allocate(total, capacities) == expected
+
+
+def test_allocate_is_water_filling_on_random_cases():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        capacities = rng.integers(0, 30, size=rng.integers(1, 7)).tolist()
+        total = int(rng.integers(0, 120))
+        counts = allocate(total, capacities)
+        assert sum(counts) == min(total, sum(capacities))
+        assert all(0 <= count <= capacity for count, capacity in zip(counts, capacities, strict=True))
+        # A bin below capacity never has fewer than any other bin minus one: nobody short-changed.
+        open_counts = [count for count, capacity in zip(counts, capacities, strict=True) if count < capacity]
+        if open_counts:
+            assert max(counts) - min(open_counts) <= 1
+
+
+def test_allocate_rejects_negative_numbers():
+    with pytest.raises(ValueError, match=">= 0"):
+        allocate(-1, [3])
+
+
+def _labels(*class_sizes: int) -> np.ndarray:
+    return np.concatenate([np.full(size, label) for label, size in enumerate(class_sizes)])
+
+
+def test_choice_spreads_evenly_over_sources_and_classes():
+    sources = [_labels(50, 50), _labels(40, 40, 40)]
+    chosen = choose_ood_indices(sources, 60, seed=0)
+    assert [len(indices) for indices in chosen] == [30, 30]
+    assert np.bincount(sources[0][chosen[0]]).tolist() == [15, 15]
+    assert np.bincount(sources[1][chosen[1]]).tolist() == [10, 10, 10]
+    for indices in chosen:
+        assert len(np.unique(indices)) == len(indices)
+        assert np.all(np.diff(indices) > 0)
+
+
+def test_short_classes_and_sources_hand_their_share_to_the_others():
+    sources = [_labels(3, 100), _labels(5)]
+    chosen = choose_ood_indices(sources, 40, seed=1)
+    # source 1 can give only 5 of its 20, so source 0 gives 35: 3 from its small class, 32 from the other.
+    assert [len(indices) for indices in chosen] == [35, 5]
+    assert np.bincount(sources[0][chosen[0]]).tolist() == [3, 32]
+
+
+def test_choice_is_seeded():
+    sources = [_labels(30, 30), _labels(25)]
+    first = choose_ood_indices(sources, 20, seed=[7, 4, 0])
+    again = choose_ood_indices(sources, 20, seed=[7, 4, 0])
+    other = choose_ood_indices(sources, 20, seed=[8, 4, 0])
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_a_small_pool_is_used_whole_with_a_warning(caplog):
+    sources = [_labels(3, 2), _labels(4)]
+    with caplog.at_level(logging.WARNING, logger="workers.ood"):
+        chosen = choose_ood_indices(sources, 50, seed=0)
+    assert [indices.tolist() for indices in chosen] == [[0, 1, 2, 3, 4], [0, 1, 2, 3]]
+    assert "using all of them" in caplog.text
+
+
+def test_sample_ood_gathers_features_by_source():
+    pools: list[np.ndarray] = [
+        np.arange(20, dtype=np.float64).reshape(10, 2),
+        -np.arange(12, dtype=np.float32).reshape(6, 2),
+    ]
+    labels = [_labels(5, 5), _labels(6)]
+    drawn = sample_ood(pools, labels, 8, seed=3)
+    assert drawn.shape == (8, 2)
+    assert drawn.dtype == np.float32
+    assert np.all(drawn[:4] >= 0)
+    assert np.all(drawn[4:] <= 0)
+
+
+def test_sample_ood_needs_a_source():
+    with pytest.raises(ValueError, match="no OoD sources"):
+        sample_ood([], [], 5, seed=0)
+
+
+def test_negative_seeds_are_accepted_and_distinct():
+    sources = [_labels(30, 30)]
+    negative = choose_ood_indices(sources, 10, seed=[-1, 4, 0])
+    positive = choose_ood_indices(sources, 10, seed=[1, 4, 0])
+    assert len(negative[0]) == 10
+    assert not np.array_equal(negative[0], positive[0])

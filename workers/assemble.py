@@ -1,0 +1,279 @@
+"""The entry point from a config to a FeatureSet: cached features of every source, split into folds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.config import ExperimentConfig
+from workers.datasets import DatasetError
+from workers.feature_cache import (
+    FORMAT_VERSION,
+    FeatureTable,
+    canonical_hash,
+    resolve_cache_dir,
+    source_features,
+)
+from workers.features import FeatureSet, Fold, Split
+from workers.ood import sample_ood, seeded_generator
+
+# Independent random streams drawn from dataset.split_seed, so that changing one use (say the validation
+# slice) never shifts another (the test holdout or the OoD draw).
+STREAM_TEST = 1
+STREAM_VALIDATION = 2
+STREAM_FOLDS = 3
+STREAM_OOD = 4
+STREAM_TEST_OOD = 5
+logger = logging.getLogger(__name__)
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: Sequence[int]) -> np.ndarray:
+    """Choose a seeded, per-class share of the samples.
+
+    Each class with at least two samples gives round(fraction × its size) of them, at least one and never
+    all; a class with one sample stays out of the holdout.
+
+    Args:
+        labels: (N,) class labels.
+        fraction: share of each class to hold out.
+        seed: seeds the choice.
+
+    Returns:
+        (N,) bool, True for the held-out samples.
+
+    """
+    rng = seeded_generator(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            continue
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        held[rng.choice(members, size=count, replace=False)] = True
+    return held
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: Sequence[int]) -> np.ndarray:
+    """Deal the samples of every class round-robin into `folds` folds, in a seeded order.
+
+    Args:
+        labels: (N,) class labels.
+        folds: the number of folds.
+        seed: seeds the order.
+
+    Returns:
+        (N,) fold index of every sample; fold sizes differ by at most one per class.
+
+    """
+    rng = seeded_generator(seed)
+    assignment = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        # Continuing the deal where the previous class stopped keeps the folds' total sizes balanced too.
+        assignment[members] = (offset + np.arange(len(members))) % folds
+        offset += len(members)
+    return assignment
+
+
+@dataclass(frozen=True)
+class _Round:
+    train: np.ndarray
+    evaluation: np.ndarray
+    test: np.ndarray | None
+
+
+def _kfold_rounds(table: FeatureTable, config: ExperimentConfig) -> list[_Round]:
+    dataset = config.dataset
+    if table.folds is not None:
+        fold_ids = table.folds
+        count = len(np.unique(fold_ids))
+        if np.unique(fold_ids).tolist() != list(range(count)):
+            raise DatasetError(
+                f"{dataset.source}: folds must be numbered 0..k-1, found {np.unique(fold_ids)}"
+            )
+        if dataset.folds is not None and dataset.folds != count:
+            raise DatasetError(f"{dataset.source}: dataset.folds is {dataset.folds} but the data has {count}")
+    else:
+        assert dataset.folds is not None
+        count = dataset.folds
+        fold_ids = stratified_folds(table.labels, count, [dataset.split_seed, STREAM_FOLDS])
+    rounds = []
+    for index in range(count):
+        held, rest = np.flatnonzero(fold_ids == index), np.flatnonzero(fold_ids != index)
+        if config.fitness_split == "validation":
+            slice_ = stratified_holdout(
+                table.labels[rest],
+                dataset.validation_fraction,
+                [dataset.split_seed, STREAM_VALIDATION, index],
+            )
+            rounds.append(_Round(rest[~slice_], rest[slice_], held))
+        else:
+            rounds.append(_Round(rest, held, None))
+    return rounds
+
+
+def _rounds(table: FeatureTable, config: ExperimentConfig) -> list[_Round]:
+    """Decide which rows train and which evaluate, per fold."""
+    dataset = config.dataset
+    if table.folds is not None or dataset.folds is not None:
+        return _kfold_rounds(table, config)
+    train = np.flatnonzero(table.splits == "train")
+    validation = np.flatnonzero(table.splits == "validation")
+    test = np.flatnonzero(table.splits == "test")
+    if len(test) == 0:
+        carved = stratified_holdout(
+            table.labels[train], dataset.test_fraction, [dataset.split_seed, STREAM_TEST]
+        )
+        train, test = train[~carved], train[carved]
+    if config.fitness_split == "validation":
+        if len(validation) == 0:
+            carved = stratified_holdout(
+                table.labels[train], dataset.validation_fraction, [dataset.split_seed, STREAM_VALIDATION, 0]
+            )
+            train, validation = train[~carved], train[carved]
+        return [_Round(train, validation, test)]
+    # The fitness split is test: a source's own validation rows are more training data.
+    return [_Round(np.sort(np.concatenate([train, validation])), test, None)]
+
+
+def _split(table: FeatureTable, rows: np.ndarray, role: str) -> Split:
+    if len(rows) == 0:
+        raise DatasetError(f"{table.key[:12]}: the {role} split is empty")
+    features = np.ascontiguousarray(table.features[rows], dtype=np.float32)
+    return Split(features, table.labels[rows].astype(np.int64))
+
+
+def _num_classes(table: FeatureTable, config: ExperimentConfig) -> int:
+    detected = table.num_classes
+    wanted = config.dataset.num_classes
+    if wanted is None:
+        return detected
+    if table.class_names and wanted != detected:
+        raise DatasetError(
+            f"dataset.num_classes is {wanted} but {config.dataset.source} has {detected} classes "
+            f"({', '.join(table.class_names[:8])}{', …' if detected > 8 else ''})"
+        )
+    if wanted < detected:
+        raise DatasetError(
+            f"dataset.num_classes is {wanted} but {config.dataset.source} has labels up to {detected - 1}"
+        )
+    return wanted
+
+
+def _load_tables(
+    config: ExperimentConfig, progress: bool
+) -> tuple[FeatureTable, list[FeatureTable], list[Path]]:
+    cache_dir = resolve_cache_dir(config.cache_dir)
+    image_size = config.dataset.image_size
+    table, path = source_features(
+        config.dataset.source,
+        backbone=config.backbone,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        folds=config.dataset.folds,
+        progress=progress,
+    )
+    width = table.features.shape[1]
+    ood_tables, paths = [], [path]
+    for ood in config.ood:
+        ood_table, ood_path = source_features(
+            ood.source,
+            backbone=config.backbone,
+            image_size=image_size,
+            cache_dir=cache_dir,
+            ood=True,
+            progress=progress,
+        )
+        if ood_table.features.shape[1] != width:
+            raise DatasetError(
+                f"OoD source {ood.source} gives {ood_table.features.shape[1]} features per sample but the "
+                f"dataset gives {width}; set dataset.image_size so that every source has the same size"
+            )
+        ood_tables.append(ood_table)
+        paths.append(ood_path)
+    return table, ood_tables, paths
+
+
+def extract_features(config: ExperimentConfig, progress: bool = True) -> list[Path]:
+    """Build (or find) the cached features of the dataset and of every OoD source.
+
+    Args:
+        config: the experiment.
+        progress: show a progress bar on stderr while extracting.
+
+    Returns:
+        The feature files: the dataset's first, then one per OoD source in config order.
+
+    """
+    return _load_tables(config, progress)[2]
+
+
+def load_feature_set(config: ExperimentConfig, *, progress: bool = True) -> FeatureSet:
+    """Load the features an experiment trains and scores on, extracting and caching them on first use.
+
+    Args:
+        config: the experiment: its dataset, OoD sources, backbone, fitness split and split parameters.
+        progress: show a progress bar on stderr while extracting.
+
+    Returns:
+        One fold for an ordinary dataset, k for a k-fold one. Each fold's `ood` holds as many OoD samples
+        as its evaluation split (fewer if the OoD pool is smaller); with `fitness_split: validation` the
+        folds also carry the test split and its own OoD draw. The key addresses all of it by content.
+
+    Raises:
+        DatasetError: unreadable data, a class count that disagrees with the config, or mismatched sources.
+
+    """
+    table, ood_tables, _ = _load_tables(config, progress)
+    num_classes = _num_classes(table, config)
+    seed = config.dataset.split_seed
+    pools = [ood_table.features for ood_table in ood_tables]
+    pool_labels = [ood_table.labels for ood_table in ood_tables]
+
+    def draw(total: int, stream: int, index: int) -> np.ndarray:
+        if not pools:
+            return np.empty((0, table.features.shape[1]), np.float32)
+        return sample_ood(pools, pool_labels, total, [seed, stream, index])
+
+    folds = []
+    for index, round_ in enumerate(_rounds(table, config)):
+        evaluation = _split(table, round_.evaluation, config.fitness_split)
+        test = _split(table, round_.test, "test") if round_.test is not None else None
+        folds.append(
+            Fold(
+                train=_split(table, round_.train, "train"),
+                evaluation=evaluation,
+                ood=draw(len(evaluation), STREAM_OOD, index),
+                test=test,
+                test_ood=draw(len(test), STREAM_TEST_OOD, index) if test is not None else None,
+            )
+        )
+    dataset = config.dataset
+    key = canonical_hash(
+        {
+            "format": FORMAT_VERSION,
+            "dataset": table.key,
+            "ood": [ood_table.key for ood_table in ood_tables],
+            "fitness_split": config.fitness_split,
+            "test_fraction": dataset.test_fraction,
+            "validation_fraction": dataset.validation_fraction,
+            "split_seed": seed,
+            "folds": dataset.folds,
+            "num_classes": num_classes,
+        }
+    )
+    logger.info(
+        "feature set %s: %d classes, %d features, %d fold(s), %d train / %d evaluation samples",
+        key[:12],
+        num_classes,
+        table.features.shape[1],
+        len(folds),
+        len(folds[0].train),
+        len(folds[0].evaluation),
+    )
+    return FeatureSet(key=key, num_classes=num_classes, folds=tuple(folds))
