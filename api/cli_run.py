@@ -35,15 +35,12 @@ class Backend:
 
 
 def _load_features(config: ExperimentConfig) -> FeatureSet:
-    from workers.datasets import DatasetError
+    from workers.assemble import load_feature_set
 
     try:
-        from workers.datasets import load_feature_set  # type: ignore[attr-defined]
-    except ImportError:
-        from workers.assemble import load_feature_set
-    try:
         return load_feature_set(config, progress=True)
-    except DatasetError as error:
+    except (ValueError, OSError) as error:
+        # DatasetError, BackboneError and feature-schema errors are ValueErrors naming the file or field.
         raise ExperimentError(f"the dataset cannot be loaded: {error}") from None
 
 

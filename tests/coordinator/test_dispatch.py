@@ -156,3 +156,52 @@ def test_fake_problem_is_what_the_actor_computes():
     assert [e.accuracy for e in FakeProblem().evaluate(masks)] == [
         e.accuracy for e in FakeProblem(length=64).evaluate(masks)
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_real_evoprune_run_is_the_same_with_one_and_two_workers(tmp_path):
+    """The installed command, real features and training (digits, 5 epochs), in fresh processes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "dataset": {"source": "sklearn:digits"},
+                "ood": [{"source": "sklearn:sample_images"}],
+                "backbone": {"name": "pixels", "weights": None},
+                "training": {"max_epochs": 5},
+                "search": {"population_size": 10, "max_evaluations": 20, "runs": 2},
+            }
+        )
+    )
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        completed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "run",
+                str(config),
+                "--workers",
+                str(workers),
+                "--out",
+                str(out),
+            ],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "RAY_ADDRESS": ""},
+        )
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        results[workers] = comparable(read_evaluations(out))
+    assert results[1] == results[2]
