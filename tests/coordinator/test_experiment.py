@@ -189,6 +189,7 @@ def uninterrupted(tmp_path: Path, config_path: Path) -> list:
     return read_evaluations(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["steady-state", "asynchronous"])
 def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, asynchronous):
     config = write_config(tmp_path / "c.yaml", max_evaluations=80, asynchronous=asynchronous)
