@@ -72,7 +72,6 @@ def test_wide_features_use_several_chunks_and_stay_independent() -> None:
     assert _objectives(together) == _objectives(alone)
 
 
-@pytest.mark.slow
 def test_agrees_with_one_keras_model_per_mask(digits_features) -> None:
     """At least 8 masks of different densities, same initial weights and batch order: within 0.02."""
     config = ExperimentConfig.model_validate({"training": {"max_epochs": 20}})
