@@ -13,7 +13,7 @@ from shared.config import ExperimentConfig
 from shared.masks import MaskError, active_fraction
 from shared.objectives import Evaluation
 from workers import head_core
-from workers.backend import compile_function, has_accelerator
+from workers.backend import backend_name, compile_function, has_accelerator
 from workers.early_stopping import EarlyStoppingState, should_compact
 from workers.features import FeatureSet, Fold, Split
 from workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
@@ -166,11 +166,15 @@ class BatchedEvaluator:
 
     # -- training ---------------------------------------------------------------------------------------
 
-    def _batch_for(self, members: list[int], kept: list[list[np.ndarray]]) -> _Batch:
-        widths = [
+    def _padded_widths(self, members: list[int], kept: list[list[np.ndarray]]) -> list[int]:
+        """Per position, the width every member of a batch is padded to."""
+        return [
             padded_width(max(len(kept[m][position]) for m in members), self._spec.pruned[position])
             for position in range(len(self.shape.widths))
         ]
+
+    def _batch_for(self, members: list[int], kept: list[list[np.ndarray]]) -> _Batch:
+        widths = self._padded_widths(members, kept)
         params = tuple(ops.convert_to_tensor(a) for a in self._padded_initial(members, kept, widths))
         momenta = tuple(ops.zeros_like(p) for p in params)
         indices = np.full((len(members), widths[0]), self.shape.widths[0], dtype=np.int32)
@@ -249,7 +253,7 @@ class BatchedEvaluator:
                 remaining = [row for row in range(len(batch.members)) if row not in set(stopped)]
                 if not remaining:
                     break
-                if should_compact(len(remaining), len(batch.members) + 0, _backend_prefers_fixed_shapes()):
+                if should_compact(len(remaining), len(batch.members), _backend_prefers_fixed_shapes()):
                     batch = self._compact(batch, remaining, kept)
                 else:
                     # Stopped models stay in the computation until enough leave; their results are taken.
@@ -271,10 +275,7 @@ class BatchedEvaluator:
 
     def _compact(self, batch: _Batch, remaining: list[int], kept: list[list[np.ndarray]]) -> _Batch:
         members = [batch.members[row] for row in remaining]
-        widths = [
-            padded_width(max(len(kept[m][position]) for m in members), self._spec.pruned[position])
-            for position in range(len(self.shape.widths))
-        ]
+        widths = self._padded_widths(members, kept)
         sizes = [*widths, self.shape.num_classes]
         rows = np.asarray(remaining, dtype=np.int32)
 
@@ -304,10 +305,7 @@ class BatchedEvaluator:
 
     def _score(self, fold: Fold, kept: list[list[np.ndarray]], trained: list[_Trained]) -> list[dict]:
         members = list(range(len(kept)))
-        widths = [
-            padded_width(max(len(kept[m][position]) for m in members), self._spec.pruned[position])
-            for position in range(len(self.shape.widths))
-        ]
+        widths = self._padded_widths(members, kept)
         params = tuple(ops.convert_to_tensor(a) for a in self._padded_trained(trained, widths))
         indices = np.full((len(members), widths[0]), self.shape.widths[0], dtype=np.int32)
         for row in members:
@@ -406,6 +404,4 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 
 
 def _backend_prefers_fixed_shapes() -> bool:
-    from workers.backend import backend_name
-
     return backend_name() == "jax"
