@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from shared.config import ConfigError, ExperimentConfig, parse_config
 from shared.events import (
     EvaluationFinished,
     EventBus,
+    ExperimentCancelled,
     ExperimentFailed,
     ExperimentFinished,
     FrontChanged,
@@ -294,16 +296,22 @@ class Experiment:
 
     # ---- the loop -------------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Run every run to the end and write the results.
+    def run(self, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Run every run to the end (or until `should_stop` says so) and write the results.
+
+        Args:
+            should_stop: polled between steps; when it returns True the experiment stops, writes the
+                results so far, checkpoints as "cancelled" (resumable) and emits `ExperimentCancelled`.
 
         Returns:
-            The summary (as written to summary.json).
+            The summary (as written to summary.json); its "status" is "finished" or "cancelled".
 
         """
         self._started = time.monotonic()
         try:
             while not all(run.search.done for run in self._runs):
+                if should_stop is not None and should_stop():
+                    return self._cancel()
                 self._step_loop_once()
             summary = self._finish()
         except Exception as error:
@@ -503,9 +511,33 @@ class Experiment:
             },
         )
 
+    def _cancel(self) -> dict[str, Any]:
+        # work in flight is abandoned, not waited for: what finished is journaled, the rest is re-asked
+        # from the checkpoint on resume
+        summary = self._write_results("cancelled")
+        self._checkpoint("cancelled")
+        self.bus.emit(
+            ExperimentCancelled(evaluations=self.evaluations_done, results_dir=str(self.results_dir))
+        )
+        return summary
+
     def _finish(self) -> dict[str, Any]:
+        summary = self._write_results("succeeded")
+        self._checkpoint("finished")
+        self.bus.emit(
+            ExperimentFinished(
+                hypervolume=summary["aggregate"]["hypervolume"],
+                evaluations=summary["aggregate"]["evaluations"],
+                cache_hits=summary["aggregate"]["cache_hits"],
+                seconds=summary["wall_time_s"],
+                results_dir=str(self.results_dir),
+            )
+        )
+        return summary
+
+    def _write_results(self, status: str) -> dict[str, Any]:
         rows = self._journal.load(self._journal.count)
-        summary = write_results(
+        return write_results(
             self.results_dir,
             self.config,
             rows,
@@ -518,16 +550,6 @@ class Experiment:
                 "fingerprint": experiment_fingerprint(self.config),
                 "evaluator": self.evaluator.describe(),
                 "fitness_cache": self._cache.describe(),
+                "status": status,
             },
         )
-        self._checkpoint("finished")
-        self.bus.emit(
-            ExperimentFinished(
-                hypervolume=summary["aggregate"]["hypervolume"],
-                evaluations=summary["aggregate"]["evaluations"],
-                cache_hits=summary["aggregate"]["cache_hits"],
-                seconds=summary["wall_time_s"],
-                results_dir=str(self.results_dir),
-            )
-        )
-        return summary

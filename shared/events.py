@@ -103,9 +103,26 @@ class ExperimentFailed(Event):
     message: str
 
 
+@dataclass(frozen=True)
+class ExperimentCancelled(Event):
+    """The experiment was stopped on request; results so far are written and it can be resumed."""
+
+    kind: ClassVar[str] = "cancelled"
+
+    evaluations: int
+    results_dir: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (EvaluationFinished, FrontChanged, RunFinished, ExperimentFinished, ExperimentFailed)
+    for cls in (
+        EvaluationFinished,
+        FrontChanged,
+        RunFinished,
+        ExperimentFinished,
+        ExperimentFailed,
+        ExperimentCancelled,
+    )
 }
 
 

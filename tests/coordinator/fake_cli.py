@@ -1,7 +1,8 @@
 """`evoprune run|resume` on the fake problem, for tests that must kill a real process.
 
 Environment: FAKE_DELAY_S (seconds per evaluate call), FAKE_LOG (a file that gets one line per mask the
-fake trains, to prove nothing is trained twice).
+fake trains, to prove nothing is trained twice), FAKE_FEATURE_KEY (the feature-set key, which is part of
+every fitness-cache key; a fresh one keeps a test's shared-cache entries its own).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LoggingProblem(FakeProblem):
 
 
 def load_features(config: ExperimentConfig) -> FeatureSet:
-    return fake_feature_set(64)
+    return fake_feature_set(64, key=os.environ.get("FAKE_FEATURE_KEY", "fake-features"))
 
 
 def make_evaluator(

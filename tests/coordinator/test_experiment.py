@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,6 @@ def uninterrupted(tmp_path: Path, config_path: Path) -> list:
     return read_evaluations(out)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["steady-state", "asynchronous"])
 def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, asynchronous):
     config = write_config(tmp_path / "c.yaml", max_evaluations=80, asynchronous=asynchronous)
@@ -255,3 +255,52 @@ def test_events_report_every_evaluation_and_the_end(tmp_path):
     fronts = [event for event in seen if event.kind == "front" and event.run == -1]
     assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
     assert np.all(np.diff([event.hypervolume for event in fronts]) >= -1e-12)
+
+
+@pytest.mark.redis
+def test_with_redis_a_second_experiment_on_the_same_features_trains_nothing(tmp_path, monkeypatch):
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("REDIS_URL", url)
+    log = tmp_path / "trained.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("FAKE_FEATURE_KEY", f"fake-features-{uuid.uuid4().hex}")
+    config = write_config(tmp_path / "c.yaml")
+    assert cli(["run", str(config), "--workers", "0", "--out", str(tmp_path / "first")]) == 0
+    trained_first = log.read_text().split()
+    assert cli(["run", str(config), "--workers", "0", "--out", str(tmp_path / "second")]) == 0
+    assert log.read_text().split() == trained_first, "the second experiment trained a mask again"
+    first, second = read_evaluations(tmp_path / "first"), read_evaluations(tmp_path / "second")
+    assert [r[:6] for r in comparable(first)] == [r[:6] for r in comparable(second)]
+    assert all(row["cached"] for row in second)
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert summary["aggregate"]["trained"] == 0 and "redis" in summary["fitness_cache"]
+
+
+def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupted_result(tmp_path):
+    from coordinator.experiment import load_resumable
+
+    config = parse_config({"name": "cancel", "search": SEARCH})
+    straight = Experiment(
+        config, tmp_path / "straight", "fake-features", 64, InProcessEvaluator(FakeProblem())
+    )
+    straight.start()
+    straight.run()
+
+    bus = EventBus()
+    seen = []
+    bus.subscribe(seen.append)
+    out = tmp_path / "cancelled"
+    experiment = Experiment(config, out, "fake-features", 64, InProcessEvaluator(FakeProblem()), bus)
+    experiment.start()
+    summary = experiment.run(should_stop=lambda: experiment.evaluations_done >= 50)
+    assert summary["status"] == "cancelled"
+    assert seen[-1].kind == "cancelled" and seen[-1].evaluations == experiment.evaluations_done
+    kept = read_evaluations(out)
+    assert 50 <= len(kept) < 120
+    assert json.loads((out / "summary.json").read_text())["status"] == "cancelled"
+
+    config_again, checkpoint = load_resumable(out)
+    resumed = Experiment(config_again, out, "fake-features", 64, InProcessEvaluator(FakeProblem()))
+    resumed.restore(checkpoint)
+    assert resumed.run()["status"] == "succeeded"
+    assert comparable(read_evaluations(out)) == comparable(read_evaluations(tmp_path / "straight"))
