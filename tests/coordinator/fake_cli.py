@@ -2,7 +2,8 @@
 
 Environment: FAKE_DELAY_S (seconds per evaluate call), FAKE_LOG (a file that gets one line per mask the
 fake trains, to prove nothing is trained twice), FAKE_FEATURE_KEY (the feature-set key, which is part of
-every fitness-cache key; a fresh one keeps a test's shared-cache entries its own).
+every fitness-cache key; a fresh one keeps a test's shared-cache entries its own), FAKE_REAL=1 (the real
+features and the real batched trainer in process, still logging what it trains).
 """
 
 from __future__ import annotations
@@ -35,13 +36,36 @@ class LoggingProblem(FakeProblem):
         return results
 
 
+class LoggingTrainer:
+    """The real batched trainer, with every mask it trains appended to FAKE_LOG."""
+
+    def __init__(self, feature_set: FeatureSet, config: ExperimentConfig, log_path: str | None) -> None:
+        from workers.evaluator import BatchedEvaluator
+
+        self.trainer = BatchedEvaluator(feature_set, config)
+        self.log_path = log_path
+
+    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+        results = self.trainer.evaluate(masks)
+        if self.log_path:
+            with open(self.log_path, "a") as handle:
+                handle.write("".join(encode_mask(m) + "\n" for m in masks))
+        return results
+
+
 def load_features(config: ExperimentConfig) -> FeatureSet:
+    if os.environ.get("FAKE_REAL"):
+        from api.cli_run import DEFAULT_BACKEND
+
+        return DEFAULT_BACKEND.load_features(config)
     return fake_feature_set(64, key=os.environ.get("FAKE_FEATURE_KEY", "fake-features"))
 
 
 def make_evaluator(
     feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
 ) -> Evaluator:
+    if os.environ.get("FAKE_REAL"):
+        return InProcessEvaluator(LoggingTrainer(feature_set, config, os.environ.get("FAKE_LOG")))
     problem = LoggingProblem(os.environ.get("FAKE_LOG"), float(os.environ.get("FAKE_DELAY_S", "0")))
     if not workers:
         return InProcessEvaluator(problem)

@@ -190,13 +190,9 @@ def uninterrupted(tmp_path: Path, config_path: Path) -> list:
     return read_evaluations(out)
 
 
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["steady-state", "asynchronous"])
-def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, asynchronous):
-    config = write_config(tmp_path / "c.yaml", max_evaluations=80, asynchronous=asynchronous)
-    expected = uninterrupted(tmp_path, config)
-
-    out, log = tmp_path / "killed", tmp_path / "trained.log"
-    environment = {**os.environ, "FAKE_DELAY_S": "0.05", "FAKE_LOG": str(log), "PYTHONPATH": str(REPO)}
+def kill_then_resume(tmp_path: Path, config: Path, environment: dict, kill_at_rows: int) -> Path:
+    """Start `evoprune run` in a process, SIGKILL it once the journal holds `kill_at_rows`, then resume."""
+    out = tmp_path / "killed"
     command = [sys.executable, "-m", "tests.coordinator.fake_cli"]
     process = subprocess.Popen(
         [*command, "run", str(config), "--workers", "0", "--out", str(out)],
@@ -206,12 +202,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_p
         stderr=subprocess.DEVNULL,
     )
     journal = out / "state" / "journal.jsonl"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
-        if journal.exists() and journal.read_text().count("\n") >= 70:
+        if journal.exists() and journal.read_text().count("\n") >= kill_at_rows:
             break
         time.sleep(0.02)
     assert process.poll() is None, "the run ended before it could be killed"
+    assert journal.exists(), "the run did not start within the deadline"
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / "summary.json").exists()
@@ -222,9 +219,20 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_p
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
+    return out
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["steady-state", "asynchronous"])
+def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, asynchronous):
+    config = write_config(tmp_path / "c.yaml", max_evaluations=80, asynchronous=asynchronous)
+    expected = uninterrupted(tmp_path, config)
+
+    log = tmp_path / "trained.log"
+    environment = {**os.environ, "FAKE_DELAY_S": "0.05", "FAKE_LOG": str(log), "PYTHONPATH": str(REPO)}
+    out = kill_then_resume(tmp_path, config, environment, kill_at_rows=70)
     rows = read_evaluations(out)
     if asynchronous:
         # which duplicate counts as the cache hit may depend on timing; masks and objectives may not
@@ -234,6 +242,33 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_p
         )
     else:
         assert comparable(rows) == comparable(expected)
+    trained = log.read_text().split()
+    assert len(trained) == len(set(trained)), "a mask was trained twice"
+    assert len(trained) == sum(not r["cached"] for r in rows)
+
+
+def test_killed_real_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, monkeypatch):
+    """The real digits features and batched trainer; only the process boundary is a test harness."""
+    monkeypatch.setenv("FAKE_REAL", "1")
+    config = tmp_path / "real.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "real-kill",
+                "dataset": {"source": "sklearn:digits"},
+                "ood": [{"source": "sklearn:sample_images"}],
+                "backbone": {"name": "pixels", "weights": None},
+                "training": {"max_epochs": 3},
+                "search": {"population_size": 8, "max_evaluations": 24, "runs": 2, "seed": 3},
+            }
+        )
+    )
+    expected = uninterrupted(tmp_path, config)
+    log = tmp_path / "trained.log"
+    environment = {**os.environ, "FAKE_DELAY_S": "0", "FAKE_LOG": str(log), "PYTHONPATH": str(REPO)}
+    out = kill_then_resume(tmp_path, config, environment, kill_at_rows=20)
+    rows = read_evaluations(out)
+    assert comparable(rows) == comparable(expected)
     trained = log.read_text().split()
     assert len(trained) == len(set(trained)), "a mask was trained twice"
     assert len(trained) == sum(not r["cached"] for r in rows)
