@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from coordinator.checkpoint import CheckpointError, Journal, read_json, write_json_atomic
+from coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
 from coordinator.evaluator import Evaluator
 from coordinator.nsga2 import NSGA2, SearchStateError
 from coordinator.results import write_config, write_results
-from shared.config import ConfigError, ExperimentConfig, parse_config
+from coordinator.results_dir import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    ExperimentError,
+    check_new_results_dir,
+    experiment_fingerprint,
+    load_resumable,
+    state_paths,
+)
+from shared.config import ExperimentConfig
 from shared.events import (
     EvaluationFinished,
     EventBus,
@@ -32,116 +38,8 @@ from shared.masks import encode_mask, fitness_key
 from shared.objectives import Evaluation
 from shared.pareto import ParetoArchive
 
-CHECKPOINT_FORMAT = "evoprune-experiment"
-CHECKPOINT_VERSION = 1
-STATE_DIR = "state"
-
-
-class ExperimentError(Exception):
-    """A problem the user can fix (a results directory in the wrong state); the message says how."""
-
-
-def experiment_fingerprint(config: ExperimentConfig) -> str:
-    """Hash the whole resolved config: two directories with the same one hold the same experiment."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _paths(results_dir: Path) -> dict[str, Path]:
-    state = results_dir / STATE_DIR
-    return {
-        "config": results_dir / "config.yaml",
-        "checkpoint": state / "checkpoint.json",
-        "journal": state / "journal.jsonl",
-        "ledger": state / "trained.jsonl",
-    }
-
-
-def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
-    """Refuses a directory that `evoprune run` must not write into.
-
-    Args:
-        results_dir: where the experiment would write.
-        config: the experiment to run.
-
-    Raises:
-        ExperimentError: the directory holds anything else; nothing is touched.
-
-    """
-    if not results_dir.exists():
-        return
-    if not results_dir.is_dir():
-        raise ExperimentError(f"{results_dir} exists and is not a directory; choose another --out.")
-    if not any(results_dir.iterdir()):
-        return
-    paths = _paths(results_dir)
-    if not paths["config"].exists() and not paths["checkpoint"].exists():
-        raise ExperimentError(
-            f"{results_dir} is not empty and is not an evoprune results directory; "
-            "choose an empty or new directory with --out."
-        )
-    try:
-        checkpoint = read_json(paths["checkpoint"])
-    except CheckpointError:
-        checkpoint = None
-    if checkpoint is None or checkpoint.get("fingerprint") != experiment_fingerprint(config):
-        raise ExperimentError(
-            f"{results_dir} belongs to another experiment (its config.yaml differs from this one); "
-            "nothing was overwritten. Choose another --out."
-        )
-    if checkpoint.get("status") == "finished":
-        raise ExperimentError(
-            f"{results_dir} already holds the finished results of this experiment; nothing was overwritten. "
-            "Choose another --out to run it again."
-        )
-    raise ExperimentError(
-        f"{results_dir} holds an unfinished run of this experiment; continue it with "
-        f"`evoprune resume {results_dir}` or choose another --out."
-    )
-
-
-def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """Read the config and checkpoint of an interrupted experiment.
-
-    Args:
-        results_dir: the results directory given to `evoprune resume`.
-
-    Returns:
-        (config, checkpoint).
-
-    Raises:
-        ExperimentError: missing, finished, or corrupt; nothing is touched.
-
-    """
-    paths = _paths(results_dir)
-    if not results_dir.is_dir():
-        raise ExperimentError(
-            f"{results_dir} is not a directory; give the results directory of an experiment."
-        )
-    try:
-        config = parse_config(yaml.safe_load(paths["config"].read_text()), str(paths["config"]))
-    except FileNotFoundError:
-        raise ExperimentError(
-            f"{results_dir} has no config.yaml: it is not an evoprune results directory."
-        ) from None
-    except (OSError, yaml.YAMLError, ConfigError) as error:
-        raise ExperimentError(
-            f"{results_dir} is corrupt: its config.yaml cannot be read ({error})."
-        ) from None
-    try:
-        checkpoint = read_json(paths["checkpoint"])
-        if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError("not a checkpoint of this evoprune version")
-        if checkpoint.get("fingerprint") != experiment_fingerprint(config):
-            raise CheckpointError("the checkpoint belongs to a different config than config.yaml")
-        for name in ("rows", "runs", "feature_key", "mask_length", "status"):
-            if name not in checkpoint:
-                raise CheckpointError(f"the checkpoint lacks {name!r}")
-    except CheckpointError as error:
-        raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
-    if checkpoint["status"] == "finished":
-        raise ExperimentError(f"{results_dir} is already finished; there is nothing to resume.")
-    return config, checkpoint
+# the results-directory checks are part of this module's public face for the command line and the service
+__all__ = ["Experiment", "ExperimentError", "check_new_results_dir", "load_resumable"]
 
 
 @dataclass
@@ -211,7 +109,7 @@ class Experiment:
         self.mask_length = mask_length
         self.evaluator = evaluator
         self.bus = bus or EventBus()
-        self._paths = _paths(self.results_dir)
+        self._paths = state_paths(self.results_dir)
         self._protocol = config.protocol_fingerprint()
         # the ledger holds what this experiment trained itself; it is what makes a resumed row equal the
         # uninterrupted one (trained, not a cache hit) and guarantees nothing is trained twice
