@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`, adding its sub-command with `set_defaults(handler=...)`;
 # a handler takes the parsed namespace and returns the exit status.
-COMMAND_MODULES = ("api.cli_run", "api.cli_extract", "api.cli_bench")
+COMMAND_MODULES = ("api.cli_run", "api.cli_extract", "api.cli_bench", "api.cli_validate")
 
 
 def build_parser() -> argparse.ArgumentParser:

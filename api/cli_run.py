@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from api.reference_flags import add_reference_arguments, reference_config
 from coordinator.evaluator import EvaluationError, Evaluator
 from coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
 from shared.config import ConfigError, ExperimentConfig, load_config, parse_config
@@ -101,6 +102,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--seed", type=int, help="seed of the first run")
     run.add_argument("--out", metavar="DIR", help="results directory (default: results/NAME-TIMESTAMP)")
     _add_runtime_options(run)
+    add_reference_arguments(run)
     run.set_defaults(handler=lambda args: run_command(args, DEFAULT_BACKEND))
 
     resume = subparsers.add_parser(
@@ -124,7 +126,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    """Load the config file (or the demo), apply the command-line overrides and validate.
+    """Load the config file (the demo, or the reference's CSV files), apply the overrides and validate.
 
     Args:
         args: the parsed `run` arguments.
@@ -136,14 +138,19 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ConfigError: the file or an override is invalid.
 
     """
-    path = Path(args.config) if args.config else demo_config_path()
-    config = load_config(path)
+    reference = reference_config(args)
+    if reference is None:
+        path = Path(args.config) if args.config else demo_config_path()
+        config, origin, seed = load_config(path), str(path), args.seed
+    else:
+        # --seed is already in: a reference run's seed is SEED + N
+        (config, origin), seed = reference, None
     data = config.model_dump(mode="json")
-    overrides = {"runs": args.runs, "max_evaluations": args.max_evaluations, "seed": args.seed}
+    overrides = {"runs": args.runs, "max_evaluations": args.max_evaluations, "seed": seed}
     data["search"].update({key: value for key, value in overrides.items() if value is not None})
     return parse_config(
         data,
-        str(path)
+        origin
         + (" with command-line overrides" if any(value is not None for value in overrides.values()) else ""),
     )
 

@@ -12,6 +12,12 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[test]"
 
+# The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "warning: could not install chromium; browser tests will fail" >&2
+fi
+
 # Redis: use REDIS_URL if given, else 127.0.0.1:6379 if it answers, else start a private server.
 started_redis=""
 if [ -z "${REDIS_URL:-}" ]; then

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SOURCE_KINDS = ("sklearn", "tfds", "folder", "features")
+# `${NAME}` or `${NAME:-default}` inside a source string of a config file (see `expand_variables`).
+_VARIABLE_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -280,16 +286,17 @@ def parse_config(data: Any, origin: str | None = None) -> ExperimentConfig:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Reads and validates a YAML experiment config.
+    """Reads and validates a YAML experiment config, expanding `${VAR}` in its source strings.
 
     Args:
         path: the YAML file.
 
     Returns:
-        The frozen config.
+        The frozen config, its sources expanded (see `expand_source_variables`).
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or has invalid fields.
+        ConfigError: the file is missing, is not YAML, has invalid fields, or a source names an unset
+            environment variable.
 
     """
     path = Path(path)
@@ -301,4 +308,92 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
-    return parse_config(data, str(path))
+    return parse_config(expand_source_variables(data, os.environ, str(path)), str(path))
+
+
+def expand_variables(text: str, environ: Mapping[str, str]) -> str:
+    """Replace `${NAME}` and `${NAME:-default}` in `text` by values from `environ`.
+
+    As in a POSIX shell, `${NAME:-default}` gives the default when NAME is unset or empty. Unlike a
+    shell, a plain `${NAME}` whose variable is unset or empty is an error: an empty data root would
+    silently turn `folder:${EVOPRUNE_DATA}/coral` into `folder:/coral`. A bare `$NAME` is left as it
+    is, and defaults cannot contain `}` or another reference.
+
+    Args:
+        text: the string, e.g. `folder:${EVOPRUNE_DATA}/srsmas`.
+        environ: the variables (usually `os.environ`).
+
+    Returns:
+        The expanded string.
+
+    Raises:
+        ValueError: a variable is unset or empty, or a reference is malformed; the message names it.
+
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        body = match.group(1)
+        name, has_default, default = body.partition(":-")
+        if not _VARIABLE_NAME.fullmatch(name) or "${" in default:
+            raise ValueError(
+                f"malformed variable reference ${{{body}}} in {text!r} "
+                "(write ${NAME} or ${NAME:-default}; defaults cannot hold another reference)"
+            )
+        value = environ.get(name, "")
+        if value:
+            return value
+        if has_default:
+            return default
+        state = "is empty" if name in environ else "is not set"
+        raise ValueError(
+            f"environment variable {name} {state} (used in {text!r}); set it, "
+            f"or give a default as ${{{name}:-DEFAULT}}"
+        )
+
+    if "${" in _VARIABLE_REFERENCE.sub("", text):
+        raise ValueError(f"unclosed variable reference '${{' in {text!r}")
+    return _VARIABLE_REFERENCE.sub(replace, text)
+
+
+def expand_source_variables(data: Any, environ: Mapping[str, str], origin: str | None = None) -> Any:
+    """Expand environment variables in the source strings of a config mapping read from a file.
+
+    Only `dataset.source` and `ood[*].source` are expanded: they hold the machine-specific data paths
+    (`folder:${EVOPRUNE_DATA}/srsmas`). Configs that arrive over HTTP are deliberately not expanded
+    (`parse_config` never calls this): a server's environment is not its clients' to read.
+
+    Args:
+        data: the parsed YAML; anything other than a mapping is returned unchanged for `parse_config`
+            to report.
+        environ: the variables.
+        origin: where the config came from, for messages.
+
+    Returns:
+        A copy of `data` with the source strings expanded.
+
+    Raises:
+        ConfigError: a referenced variable is unset or empty, or a reference is malformed; each problem
+            names the field.
+
+    """
+    if not isinstance(data, dict):
+        return data
+    expanded = dict(data)
+    problems: list[str] = []
+
+    def expand(section: Any, location: str) -> Any:
+        if not isinstance(section, dict) or not isinstance(section.get("source"), str):
+            return section
+        try:
+            return section | {"source": expand_variables(section["source"], environ)}
+        except ValueError as error:
+            problems.append(f"{location}.source: {error}")
+            return section
+
+    if "dataset" in expanded:
+        expanded["dataset"] = expand(expanded["dataset"], "dataset")
+    if isinstance(expanded.get("ood"), list):
+        expanded["ood"] = [expand(item, f"ood.{index}") for index, item in enumerate(expanded["ood"])]
+    if problems:
+        raise ConfigError(problems, origin)
+    return expanded

@@ -1,0 +1,18 @@
+"""NSGA-II against random search on the real demo: the statistical acceptance test (slow tier)."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.cli_run import demo_config_path
+from benchmarks.bench_search_quality import compare
+from shared.config import load_config
+
+
+@pytest.mark.slow
+def test_nsga2_beats_random_search_on_the_demo_over_five_seeds(tmp_path):
+    # five seeds × 200 evaluations per method, the demo's own protocol: ~15 min on 2 idle cores. Fitness is
+    # deterministic, so the verdict is reproducible; measured: 0.862 vs 0.842, p = 0.028 (BENCHMARKS.md)
+    result = compare(load_config(demo_config_path()), seeds=5, out_dir=tmp_path)
+    assert result["mann_whitney_p"] < 0.05, result
+    assert result["mean_difference"] > 0.01, result
