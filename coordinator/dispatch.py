@@ -114,7 +114,9 @@ def resources_per_worker(cluster: dict[str, float], workers: int) -> dict[str, f
     """
     cpus = float(cluster.get("CPU", 1.0))
     gpus = float(cluster.get("GPU", 0.0))
-    request = {"num_cpus": round(min(1.0, cpus / workers), 4)}
+    # a cluster whose compute nodes have not joined yet shows 0 CPUs (head and API nodes offer none); asking
+    # for zero would let the actors land on those nodes, so ask for a whole CPU and wait for a worker node
+    request = {"num_cpus": round(min(1.0, cpus / workers), 4) if cpus > 0 else 1.0}
     if gpus > 0:
         request["num_gpus"] = round(min(1.0, gpus / workers), 4)
     return request

@@ -54,6 +54,8 @@ def test_resources_fit_the_cluster():
     assert resources_per_worker({"CPU": 2.0}, 4) == {"num_cpus": 0.5}
     assert resources_per_worker({"CPU": 16.0, "GPU": 1.0}, 2) == {"num_cpus": 1.0, "num_gpus": 0.5}
     assert resources_per_worker({"CPU": 16.0, "GPU": 8.0}, 4) == {"num_cpus": 1.0, "num_gpus": 1.0}
+    # no compute node has joined yet: the actors must wait for one, not land on the head or API node
+    assert resources_per_worker({"CPU": 0.0}, 2) == {"num_cpus": 1.0}
 
 
 # ---- on a real local Ray ----------------------------------------------------------------------------------
