@@ -9,7 +9,13 @@ from collections.abc import Sequence
 
 # Each module exposes `register(subparsers)`, adding its sub-command with `set_defaults(handler=...)`;
 # a handler takes the parsed namespace and returns the exit status.
-COMMAND_MODULES = ("api.cli_run", "api.cli_extract", "api.cli_bench", "api.cli_validate")
+COMMAND_MODULES = (
+    "api.cli_run",
+    "api.cli_extract",
+    "api.cli_bench",
+    "api.cli_validate",
+    "api.cli_analyze",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,24 @@ import matplotlib.pyplot as plt
 
 AXES = (("accuracy", "accuracy"), ("active_fraction", "active fraction"), ("auroc", "AUROC"))
 PROJECTIONS = ((1, 0), (1, 2), (0, 2))
+AGGREGATE_RUN = -1
+LEGEND_MAX_RUNS = 12
+DPI = 90
+
+
+def run_colour(run: int) -> Any:
+    """One colour per run (tab10, then tab20 beyond ten runs); the aggregated front is black."""
+    if run == AGGREGATE_RUN:
+        return "black"
+    palette = plt.get_cmap("tab10" if run < 10 else "tab20")
+    return palette(run % palette.N)
+
+
+def run_style(run: int, runs: int) -> dict[str, Any]:
+    """Scatter style of a run's front: faint and coloured per run; the aggregated front bold and on top."""
+    if run == AGGREGATE_RUN:
+        return {"color": "black", "s": 30, "label": "all runs (aggregated)", "zorder": 3}
+    return {"color": run_colour(run), "alpha": 0.45 if runs > 2 else 0.6, "s": 14, "label": f"run {run}"}
 
 
 def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto front") -> None:
@@ -31,11 +49,7 @@ def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Paret
     for run in runs:
         members = [row for row in front_rows if row["run"] == run]
         values = [[row[name] for row in members] for name, _ in AXES]
-        style: dict[str, Any] = (
-            {"color": "black", "s": 30, "label": "all runs", "zorder": 3}
-            if run == -1
-            else {"alpha": 0.45, "s": 14, "label": f"run {run}"}
-        )
+        style = run_style(run, len(runs))
         axes_3d.scatter(values[0], values[1], values[2], **style)
         for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
             axes.scatter(values[x], values[y], **style)
@@ -46,16 +60,82 @@ def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Paret
         axes.set_xlabel(AXES[x][1])
         axes.set_ylabel(AXES[y][1])
         axes.grid(alpha=0.3)
-    if len(runs) <= 12:
+    if len(runs) <= LEGEND_MAX_RUNS:
         flat_axes[0].legend(fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=DPI)
     plt.close(figure)
 
 
+def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto fronts") -> None:
+    """Draws the 3-D fronts alone and large: one colour per run, the aggregated front (run = -1) in black.
+
+    Args:
+        front_rows: rows of front.parquet.
+        path: the PNG to write.
+        title: the figure title.
+
+    """
+    figure = plt.figure(figsize=(9, 8))
+    axes = figure.add_subplot(1, 1, 1, projection="3d")
+    runs = _runs_aggregate_last(front_rows)
+    for run in runs:
+        members = [row for row in front_rows if row["run"] == run]
+        values = [[row[name] for row in members] for name, _ in AXES]
+        axes.scatter(values[0], values[1], values[2], **run_style(run, len(runs)))
+    axes.set_xlabel(AXES[0][1])
+    axes.set_ylabel(AXES[1][1])
+    axes.set_zlabel(AXES[2][1])
+    if len(runs) <= LEGEND_MAX_RUNS:
+        axes.legend(fontsize="small", loc="upper left")
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def plot_front_projections(
+    front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto fronts, 2-D projections"
+) -> None:
+    """Draws the three 2-D projections side by side; the aggregated front's points are joined in order.
+
+    Args:
+        front_rows: rows of front.parquet.
+        path: the PNG to write.
+        title: the figure title.
+
+    """
+    figure, flat_axes = plt.subplots(1, 3, figsize=(16, 5))
+    runs = _runs_aggregate_last(front_rows)
+    for run in runs:
+        members = [row for row in front_rows if row["run"] == run]
+        values = [[row[name] for row in members] for name, _ in AXES]
+        for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
+            axes.scatter(values[x], values[y], **run_style(run, len(runs)))
+    for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
+        axes.set_xlabel(AXES[x][1])
+        axes.set_ylabel(AXES[y][1])
+        axes.grid(alpha=0.3)
+    if len(runs) <= LEGEND_MAX_RUNS:
+        flat_axes[0].legend(fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+
+
+def _runs_aggregate_last(front_rows: list[dict[str, Any]]) -> list[int]:
+    """Runs in order with the aggregated front drawn last, on top of the others."""
+    runs = sorted({row["run"] for row in front_rows} - {AGGREGATE_RUN})
+    return runs + [AGGREGATE_RUN] * any(row["run"] == AGGREGATE_RUN for row in front_rows)
+
+
 def plot_hypervolume(
-    histories: dict[int, list[tuple[int, float]]], path: Path, title: str = "Hypervolume"
+    histories: dict[int, list[tuple[int, float]]],
+    path: Path,
+    title: str = "Hypervolume",
+    aggregate: list[tuple[float, float]] | None = None,
 ) -> None:
     """Draws each run's hypervolume against the evaluations it used.
 
@@ -63,19 +143,23 @@ def plot_hypervolume(
         histories: run → [(evaluations, hypervolume)].
         path: the PNG to write.
         title: the figure title.
+        aggregate: the aggregated front's [(evaluations per run, hypervolume)], drawn bold in black.
 
     """
     figure, axes = plt.subplots(figsize=(8, 5))
     for run, history in sorted(histories.items()):
         if history:
             evaluations, volumes = zip(*history, strict=True)
-            axes.plot(evaluations, volumes, label=f"run {run}", linewidth=1.2)
-    axes.set_xlabel("evaluations")
+            axes.plot(evaluations, volumes, label=f"run {run}", linewidth=1.2, color=run_colour(run))
+    if aggregate:
+        evaluations, volumes = zip(*aggregate, strict=True)
+        axes.plot(evaluations, volumes, label="all runs (aggregated)", linewidth=2.2, color="black")
+    axes.set_xlabel("evaluations per run" if aggregate else "evaluations")
     axes.set_ylabel("hypervolume (reference 1, 1, 1)")
     axes.grid(alpha=0.3)
-    if 0 < len(histories) <= 12:
+    if 0 < len(histories) <= LEGEND_MAX_RUNS:
         axes.legend(fontsize="small")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=DPI)
     plt.close(figure)

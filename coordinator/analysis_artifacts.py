@@ -1,0 +1,128 @@
+"""The files a results directory offers (results and analyses), named for the API to serve."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+ANALYSIS_DIR = "analysis"
+INDEX_NAME = "analysis.json"
+STAGING_DIR = ".analysis.partial"
+PREVIOUS_DIR = ".analysis.previous"
+MEDIA_TYPES = {
+    "image": "image/png",
+    "table": "application/vnd.apache.parquet",
+    "json": "application/json",
+    "yaml": "application/yaml",
+}
+KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml"}
+RESULT_FILES = (
+    ("config.yaml", "the fully resolved experiment config"),
+    ("summary.json", "hypervolume, evaluation counts, cache hits, wall time, versions"),
+    ("evaluations.parquet", "one row per evaluation"),
+    ("front.parquet", "each run's Pareto front and the aggregated front (run = -1)"),
+    ("front.png", "the 3-D Pareto fronts and their 2-D projections"),
+    ("hypervolume.png", "hypervolume against evaluations, per run"),
+)
+# Artifact names travel in URLs (GET /experiments/{id}/artifacts/{name}): plain file names only.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def artifact(name: str, description: str) -> dict[str, str]:
+    """An index entry of one analysis file: its name, kind (image, table, json, yaml) and description."""
+    return {"name": name, "kind": kind_of(name), "description": description}
+
+
+def kind_of(name: str) -> str:
+    """The kind of a file by its suffix: image, table, json or yaml."""
+    return KINDS_BY_SUFFIX[Path(name).suffix]
+
+
+def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
+    """Every file of a results directory the API may serve, with what it is.
+
+    The experiment's own results come first, then the analyses listed in analysis/analysis.json (written
+    by `evoprune analyze`). Only files that exist are listed.
+
+    Args:
+        results_dir: an experiment's results directory.
+
+    Returns:
+        One dict per file: `name` (unique, a plain file name), `kind` (image, table, json or yaml),
+        `path` (absolute), `media_type` and `description`.
+
+    """
+    results_dir = Path(results_dir)
+    found = []
+    for name, description in RESULT_FILES:
+        path = results_dir / name
+        if path.is_file():
+            found.append(_listed(name, path, description))
+    analysis = results_dir / ANALYSIS_DIR
+    index_path = analysis / INDEX_NAME
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        return found
+    taken = {str(entry["name"]) for entry in found}
+    entries = index.get("artifacts", []) if isinstance(index, dict) else []
+    for entry in entries:
+        listed = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(listed, str) or not SAFE_NAME.match(listed) or listed in taken:
+            continue
+        if Path(listed).suffix not in KINDS_BY_SUFFIX or not (analysis / listed).is_file():
+            continue
+        found.append(_listed(listed, analysis / listed, str(entry.get("description", ""))))
+        taken.add(listed)
+    return found
+
+
+def _listed(name: str, path: Path, description: str) -> dict[str, Any]:
+    kind = kind_of(name)
+    return {
+        "name": name,
+        "kind": kind,
+        "path": str(path.resolve()),
+        "media_type": MEDIA_TYPES[kind],
+        "description": description,
+    }
+
+
+def fresh_staging(results_dir: Path) -> Path:
+    """An empty folder to write a new analysis into; the current one stays untouched until it is done."""
+    staging = results_dir / STAGING_DIR
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an analysis that was interrupted
+    staging.mkdir()
+    return staging
+
+
+def publish(results_dir: Path, staging: Path) -> Path:
+    """Replace results_dir/analysis with the finished staging folder.
+
+    Args:
+        results_dir: the results directory.
+        staging: the folder from `fresh_staging`, complete.
+
+    Returns:
+        The analysis folder.
+
+    """
+    target = results_dir / ANALYSIS_DIR
+    previous = results_dir / PREVIOUS_DIR
+    if previous.exists():
+        shutil.rmtree(previous)
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    if previous.exists():
+        shutil.rmtree(previous)
+    return target
+
+
+def discard(staging: Path) -> None:
+    """Remove an unfinished staging folder (after a failure); the published analysis is kept."""
+    shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,143 @@
+"""Reading a finished results directory for the analyses, refusing anything missing, unfinished or corrupt."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
+from shared.config import ConfigError, ExperimentConfig, parse_config
+from shared.masks import MaskError, decode_mask
+
+FINISHED_STATUS = "succeeded"
+CHECKPOINT_PATH = ("state", "checkpoint.json")
+CHECKPOINT_FINISHED = "finished"
+
+
+class AnalysisError(Exception):
+    """A results directory that cannot be analysed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ResultsInput:
+    """What the analyses read from a finished results directory."""
+
+    results_dir: Path
+    config: ExperimentConfig
+    summary: dict[str, Any]
+    evaluations: list[dict[str, Any]]
+    front: list[dict[str, Any]]  # every run's front and the aggregated one (run = -1)
+    aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
+    masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
+
+    @property
+    def mask_length(self) -> int:
+        return int(self.masks.shape[1])
+
+
+def read_results(results_dir: Path) -> ResultsInput:
+    """Read and check a results directory written by `evoprune run`.
+
+    Args:
+        results_dir: the directory.
+
+    Returns:
+        Its config, summary, evaluations and fronts.
+
+    Raises:
+        AnalysisError: the directory is missing, the experiment has not finished, or a file is corrupt.
+
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise AnalysisError(f"{results_dir} is not a directory; give the results directory of an experiment.")
+    config = _read_config(results_dir)
+    summary = _read_summary(results_dir)
+    _check_finished(results_dir, summary)
+    evaluations = _read_table(results_dir / "evaluations.parquet", EVALUATION_COLUMNS)
+    front = _read_table(results_dir / "front.parquet", FRONT_COLUMNS)
+    aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
+    if not aggregate:
+        raise AnalysisError(
+            f"{results_dir / 'front.parquet'} is corrupt: it holds no aggregated front (rows with run = -1)."
+        )
+    aggregate.sort(key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
+    lengths = {row["mask_length"] for row in aggregate}
+    expected = summary.get("mask_length")
+    if len(lengths) != 1 or (expected is not None and lengths != {expected}):
+        raise AnalysisError(
+            f"{results_dir / 'front.parquet'} is corrupt: mask lengths {sorted(lengths)} disagree with "
+            f"summary.json ({expected})."
+        )
+    length = lengths.pop()
+    try:
+        masks = np.stack([decode_mask(row["mask"], length) for row in aggregate])
+    except MaskError as error:
+        raise AnalysisError(f"{results_dir / 'front.parquet'} is corrupt: {error}.") from None
+    return ResultsInput(results_dir, config, summary, evaluations, front, aggregate, masks)
+
+
+def _read_config(results_dir: Path) -> ExperimentConfig:
+    path = results_dir / "config.yaml"
+    try:
+        return parse_config(yaml.safe_load(path.read_text()), str(path))
+    except FileNotFoundError:
+        raise AnalysisError(
+            f"{results_dir} has no config.yaml: it is not an evoprune results directory."
+        ) from None
+    except (OSError, yaml.YAMLError, ConfigError) as error:
+        raise AnalysisError(f"{results_dir} is corrupt: its config.yaml cannot be read ({error}).") from None
+
+
+def _read_summary(results_dir: Path) -> dict[str, Any]:
+    path = results_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AnalysisError(
+            f"{results_dir} has no summary.json: the experiment has not finished. "
+            f"Continue it with `evoprune resume {results_dir}`."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise AnalysisError(f"{results_dir} is corrupt: its summary.json cannot be read ({error}).") from None
+    if not isinstance(summary, dict):
+        raise AnalysisError(f"{results_dir} is corrupt: its summary.json is not a JSON object.")
+    return summary
+
+
+def _check_finished(results_dir: Path, summary: dict[str, Any]) -> None:
+    status = summary.get("status")
+    checkpoint_path = results_dir.joinpath(*CHECKPOINT_PATH)
+    checkpoint_status = None
+    if checkpoint_path.exists():
+        try:
+            checkpoint_status = json.loads(checkpoint_path.read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            checkpoint_status = "unreadable"
+    if status != FINISHED_STATUS or checkpoint_status not in (None, CHECKPOINT_FINISHED):
+        raise AnalysisError(
+            f"{results_dir} holds an experiment that has not finished (status {status!r}); analyse it once "
+            f"it has: `evoprune resume {results_dir}` continues it."
+        )
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise AnalysisError(f"{path.parent} is corrupt: {path.name} is missing.") from None
+    except (OSError, pa.ArrowException) as error:
+        raise AnalysisError(f"{path} is corrupt and cannot be read ({error}).") from None
+    missing = [name for name in columns if name not in table.column_names]
+    if missing:
+        raise AnalysisError(f"{path} is corrupt: column(s) {', '.join(missing)} missing.")
+    if table.num_rows == 0:
+        raise AnalysisError(f"{path} is corrupt: it holds no rows.")
+    return table.to_pylist()
