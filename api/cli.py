@@ -15,6 +15,8 @@ COMMAND_MODULES = (
     "api.cli_bench",
     "api.cli_validate",
     "api.cli_analyze",
+    "api.cli_serve",
+    "api.cli_submit",
 )
 
 

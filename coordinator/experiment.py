@@ -38,6 +38,8 @@ from shared.masks import encode_mask, fitness_key
 from shared.objectives import Evaluation
 from shared.pareto import ParetoArchive
 
+STOP_POLL_S = 1.0
+
 # the results-directory checks are part of this module's public face for the command line and the service
 __all__ = ["Experiment", "ExperimentError", "check_new_results_dir", "load_resumable"]
 
@@ -127,6 +129,7 @@ class Experiment:
         self._elapsed_before_s = 0.0
         self._started = time.monotonic()
         self._resumed_rows = 0
+        self._wait_slice_s: float | None = None
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
@@ -206,6 +209,9 @@ class Experiment:
 
         """
         self._started = time.monotonic()
+        # with a stop signal, waiting on workers is sliced so a cancel is seen within a second, not after
+        # a whole batch of 600-epoch trainings
+        self._wait_slice_s = STOP_POLL_S if should_stop is not None else None
         try:
             while not all(run.search.done for run in self._runs):
                 if should_stop is not None and should_stop():
@@ -225,7 +231,7 @@ class Experiment:
         if self._complete_ready():
             return
         if self._tickets:
-            self._deliver(self.evaluator.wait())
+            self._deliver(self.evaluator.wait(timeout_s=self._wait_slice_s))
         elif not asked and not self._queued:
             raise RuntimeError("the search stalled: nothing to ask, evaluate or tell")
 

@@ -19,6 +19,14 @@ _VARIABLE_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+# experiments need OoD samples for the AUROC objective; the config itself allows none because benchmarks
+# and tests hand over ready-made feature sets that carry their own
+NO_OOD_MESSAGE = (
+    "ood: no out-of-distribution source is configured, and the AUROC objective needs at least one "
+    "(for example `ood: [{source: sklearn:sample_images}]`)"
+)
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; `problems` holds one field-named message per problem."""
 

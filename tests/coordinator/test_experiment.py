@@ -339,3 +339,43 @@ def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupt
     resumed.restore(checkpoint)
     assert resumed.run()["status"] == "succeeded"
     assert comparable(read_evaluations(out)) == comparable(read_evaluations(tmp_path / "straight"))
+
+
+class SlowEvaluator(InProcessEvaluator):
+    """Batches finish only after `batch_s`: a stand-in for a worker busy with a long training."""
+
+    def __init__(self, batch_s: float) -> None:
+        super().__init__(FakeProblem())
+        self.batch_s = batch_s
+        self.ready_at: dict[int, float] = {}
+        self.results: dict[int, list] = {}
+
+    def submit(self, masks):
+        ticket = self._next_ticket()
+        self.results[ticket] = FakeProblem().evaluate(masks)
+        self.ready_at[ticket] = time.monotonic() + self.batch_s
+        return ticket
+
+    def _wait(self, timeout_s):
+        first = min(self.ready_at.values())
+        now = time.monotonic()
+        pause = first - now if timeout_s is None else min(timeout_s, first - now)
+        time.sleep(max(0.0, pause))
+        done = [t for t, at in self.ready_at.items() if at <= time.monotonic()]
+        for ticket in done:
+            del self.ready_at[ticket]
+        return {ticket: self.results.pop(ticket) for ticket in done}
+
+    def pending(self):
+        return len(self.ready_at)
+
+
+def test_a_cancel_is_seen_within_seconds_while_a_batch_is_still_training(tmp_path):
+    config = parse_config({"name": "slow", "search": SEARCH})
+    experiment = Experiment(config, tmp_path / "out", "fake-features", 64, SlowEvaluator(batch_s=60.0))
+    experiment.start()
+    asked_at = time.monotonic() + 0.5
+    started = time.monotonic()
+    summary = experiment.run(should_stop=lambda: time.monotonic() > asked_at)
+    assert summary["status"] == "cancelled"
+    assert time.monotonic() - started < 5.0, "the cancel waited for the batch in flight"

@@ -1,0 +1,201 @@
+"""The FastAPI application: experiments over HTTP and SSE, the web page, OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import routes_experiments, routes_health, routes_results, web
+from api.response_cache import ResponseCache
+from api.routes_health import service_version
+from api.settings import Settings
+from coordinator.service import Launcher, RayLauncher, recover, restore_lost_records
+from shared.store import Store, StoreError, StoreUnavailableError, open_store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DESCRIPTION = """\
+Multi-objective evolutionary pruning of transfer-learning networks (MO-EvoPruneDeepTL) as a service.
+
+Submit an experiment config with `POST /experiments`, follow it with `GET /experiments/{id}/events`
+(Server-Sent Events), read its Pareto fronts and evaluations, cancel it with `DELETE`. When the server sets
+`EVOPRUNE_API_TOKEN`, every `/experiments` request needs `Authorization: Bearer <token>`.
+"""
+
+
+class BodySizeLimit:
+    """Answers 413 to a request body over `max_bytes`, before the app reads any of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        # a chunked body has no announced length: read it (up to the limit) before the app sees it
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            incoming = await receive()
+            if incoming["type"] != "http.request":
+                return
+            chunks.append(incoming.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            if not incoming.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"the request body is over {self.max_bytes} bytes (EVOPRUNE_MAX_BODY_BYTES)"},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _attempt(what: str, step: Callable[[], T]) -> T | None:
+    try:
+        return step()
+    except Exception:  # the server still serves reads; a later launch joins Ray again
+        log.exception("could not %s at start-up", what)
+        return None
+
+
+def _start_background(app: FastAPI, settings: Settings) -> None:
+    """Join Ray and resume orphaned experiments without holding up the server's start."""
+    launcher: Launcher = app.state.launcher
+    store: Store = app.state.store
+    started = time.time()
+
+    def work() -> None:
+        # each step on its own: Redis being down must not keep Ray from being joined, or the reverse
+        if isinstance(launcher, RayLauncher) and settings.connect_ray_on_start:
+            _attempt("join Ray", launcher.connect)
+        restored = _attempt(
+            "restore lost records", lambda: restore_lost_records(store, settings.store_spec())
+        )
+        if restored:
+            log.warning("restored %d records the store had lost: %s", len(restored), ", ".join(restored))
+        if settings.recover_on_start:
+            resumed = _attempt("resume experiments", lambda: recover(store, launcher, created_before=started))
+            if resumed:
+                log.warning("resumed %d experiments without a runner: %s", len(resumed), ", ".join(resumed))
+
+    threading.Thread(target=work, name="evoprune-startup", daemon=True).start()
+
+
+def create_app(
+    settings: Settings | None = None, store: Store | None = None, launcher: Launcher | None = None
+) -> FastAPI:
+    """Build the application.
+
+    Args:
+        settings: defaults to the environment's.
+        store: defaults to the one the settings select (Redis with REDIS_URL, else local files).
+        launcher: defaults to Ray runners on RAY_ADDRESS or a local Ray.
+
+    Returns:
+        The app; the store and launcher are opened at start-up and closed at shutdown.
+
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        spec = settings.store_spec()
+        app.state.settings = settings
+        app.state.store = store if store is not None else open_store(spec)
+        app.state.launcher = launcher or RayLauncher(
+            spec,
+            address=settings.ray_address,
+            workers=settings.workers_per_experiment,
+            max_mask_length=settings.max_mask_length,
+            worker_actor=settings.worker_actor,
+        )
+        _start_background(app, settings)
+        try:
+            yield
+        finally:
+            if store is None:
+                app.state.store.close()
+            if launcher is None:
+                app.state.launcher.close()
+
+    app = FastAPI(title="evoprune", version=service_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.responses = ResponseCache()
+    # given collaborators serve at once, even where the lifespan is not run (some test transports)
+    if store is not None:
+        app.state.store = store
+    if launcher is not None:
+        app.state.launcher = launcher
+    app.include_router(routes_experiments.router)
+    app.include_router(routes_results.router)
+    app.include_router(routes_health.router)
+    app.include_router(web.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
+        )
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(request: Request, error: StoreUnavailableError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the store is unavailable: {error}; try again shortly"}, status_code=503
+        )
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, error: StoreError) -> JSONResponse:
+        log.error("store error on %s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": f"the store failed: {error}"}, status_code=500)
+
+    return app
+
+
+def app_from_environment() -> Any:
+    """The app for `uvicorn --factory api.app:app_from_environment`."""
+    return create_app()

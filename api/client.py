@@ -1,0 +1,205 @@
+"""A small client of the evoprune HTTP API for scripts (standard library only)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+TIMEOUT_S = 30.0
+# the server sends a keep-alive at least every 15 s; a longer silence means the connection is dead
+STREAM_TIMEOUT_S = 60.0
+RECONNECT_PAUSE_S = 1.0
+MAX_RECONNECTS = 30
+
+
+class ApiError(RuntimeError):
+    """The server answered with an error; `status` is the HTTP status and `detail` its explanation."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"HTTP {status}: {format_detail(detail)}")
+
+
+def format_detail(detail: Any) -> str:
+    """A FastAPI error detail as readable text: one line per field problem."""
+    if isinstance(detail, list):
+        return "\n".join(
+            str(item.get("msg", item)) if isinstance(item, dict) else str(item) for item in detail
+        )
+    return str(detail)
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One Server-Sent Event."""
+
+    event: str
+    data: Any
+    id: str | None
+
+
+class Client:
+    """Talks to one evoprune server.
+
+    Args:
+        url: the server's base URL, e.g. http://127.0.0.1:8000.
+        token: the API token, when the server requires one.
+        timeout_s: per request (not for event streams).
+
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> urllib.request.Request:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        return request
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            with urllib.request.urlopen(self._request(method, path, body), timeout=self.timeout_s) as answer:
+                return json.loads(answer.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raise ApiError(error.code, _detail(error)) from None
+
+    def submit(
+        self, config: dict[str, Any] | None = None, config_yaml: str | None = None, name: str | None = None
+    ) -> str:
+        """Submit an experiment.
+
+        Args:
+            config: the config as a mapping, or
+            config_yaml: the config as YAML text.
+            name: a display name.
+
+        Returns:
+            The new experiment's id.
+
+        Raises:
+            ApiError: invalid config (422, one problem per field), no token (401), ...
+
+        """
+        body: dict[str, Any] = {"config": config} if config is not None else {"config_yaml": config_yaml}
+        if name:
+            body["name"] = name
+        return str(self._call("POST", "/experiments", body)["id"])
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's status and progress (ExperimentPublic)."""
+        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}"))
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """The newest experiments."""
+        return list(self._call("GET", "/experiments")["experiments"])
+
+    def front(self, experiment_id: str) -> dict[str, Any]:
+        """The current fronts and hypervolume history (FrontPublic)."""
+        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/front"))
+
+    def evaluations(self, experiment_id: str, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """A page of evaluations (EvaluationList)."""
+        query = urllib.parse.urlencode({"offset": offset, "limit": limit})
+        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/evaluations?{query}"))
+
+    def cancel(self, experiment_id: str) -> dict[str, Any]:
+        """Ask the experiment to stop."""
+        return dict(self._call("DELETE", f"/experiments/{_quote(experiment_id)}"))
+
+    def events(self, experiment_id: str) -> Iterator[ServerEvent]:
+        """Follow the experiment's events until `done`, reconnecting (with Last-Event-ID) when cut off.
+
+        Args:
+            experiment_id: the experiment.
+
+        Yields:
+            The events: `snapshot` first, then the live ones, `done` last.
+
+        """
+        last_id: str | None = None
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last_id is not None:
+                headers["Last-Event-ID"] = last_id
+            request = self._request("GET", f"/experiments/{_quote(experiment_id)}/events", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=STREAM_TIMEOUT_S) as stream:
+                    failures = 0
+                    for event in parse_events(stream):
+                        if event.id is not None:
+                            last_id = event.id
+                        yield event
+                        if event.event == "done":
+                            return
+            except urllib.error.HTTPError as error:
+                raise ApiError(error.code, _detail(error)) from None
+            except (OSError, TimeoutError):
+                failures += 1
+                if failures > MAX_RECONNECTS:
+                    raise
+            time.sleep(RECONNECT_PAUSE_S)
+
+
+def parse_events(lines: Iterator[bytes] | Any) -> Iterator[ServerEvent]:
+    """Parse a text/event-stream.
+
+    Args:
+        lines: the stream's raw lines (a file-like object works).
+
+    Yields:
+        One ServerEvent per message; comments are skipped.
+
+    """
+    event, event_id = "message", None
+    data: list[str] = []
+    for raw in lines:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                text = "\n".join(data)
+                try:
+                    payload: Any = json.loads(text)
+                except ValueError:
+                    payload = text
+                yield ServerEvent(event=event, data=payload, id=event_id)
+            event, data, event_id = "message", [], None
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
+def _detail(error: urllib.error.HTTPError) -> Any:
+    try:
+        return json.loads(error.read()).get("detail")
+    except (ValueError, AttributeError, OSError):
+        return error.reason

@@ -1,0 +1,114 @@
+"""Turning a POSTed experiment config into a validated one, with 422 details that name each field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from api.schemas import ExperimentCreate
+from api.settings import Settings
+from shared.config import NO_OOD_MESSAGE, ConfigError, ExperimentConfig, parse_config
+
+# a ConfigError problem reads "search.runs: message"; anything else has no field path in front
+_LOCATION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.*)$", re.DOTALL)
+
+
+class ConfigInputError(ValueError):
+    """Problems with a posted config, already in FastAPI's 422 detail form."""
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(item["msg"] for item in detail))
+        self.detail = detail
+
+
+def _path(location: str) -> list[str | int]:
+    return [int(part) if part.isdigit() else part for part in location.split(".")]
+
+
+def problem_detail(problem: str, kind: str = "value_error.config") -> dict[str, Any]:
+    """One ConfigError problem as a 422 detail item located in the body's config.
+
+    Args:
+        problem: "field.path: message", or a message about the whole config.
+        kind: the detail's type.
+
+    Returns:
+        {"loc": ["body", "config", ...], "msg": problem, "type": kind}.
+
+    """
+    match = _LOCATION.match(problem)
+    location = _path(match.group(1)) if match else []
+    return {"loc": ["body", "config", *location], "msg": problem, "type": kind}
+
+
+def _limit(path: str, value: int, limit: int, setting: str) -> dict[str, Any] | None:
+    if value <= limit:
+        return None
+    message = f"{path}: {value} is more than this server allows ({limit}, EVOPRUNE_{setting})"
+    return problem_detail(message, "value_error.limit")
+
+
+def check_limits(config: ExperimentConfig, settings: Settings) -> list[dict[str, Any]]:
+    """The server's bounds on an experiment's size.
+
+    Args:
+        config: a valid config.
+        settings: holds the bounds.
+
+    Returns:
+        One 422 detail item per bound exceeded.
+
+    """
+    search, head = config.search, config.head
+    problems = [
+        _limit("search.runs", search.runs, settings.max_runs, "MAX_RUNS"),
+        _limit("search.population_size", search.population_size, settings.max_population, "MAX_POPULATION"),
+        _limit("search.max_evaluations", search.max_evaluations, settings.max_evaluations, "MAX_EVALUATIONS"),
+        _limit("training.max_epochs", config.training.max_epochs, settings.max_epochs, "MAX_EPOCHS"),
+    ]
+    # the part of the mask that does not depend on the features; the runner checks the whole once it knows
+    known = sum(
+        head.layers[layer] if head.mode == "neurons" else head.layers[layer - 1]
+        for layer in head.masked
+        if head.mode == "neurons" or layer > 0
+    )
+    problems.append(_limit("head.layers", known, settings.max_mask_length, "MAX_MASK_LENGTH"))
+    if not config.ood:
+        # the runner would only fail later, when the features load; say it while the client is listening
+        problems.append(problem_detail(NO_OOD_MESSAGE, "value_error.missing"))
+    return [problem for problem in problems if problem is not None]
+
+
+def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConfig:
+    """Validate the posted config (mapping or YAML) and the server's limits.
+
+    Args:
+        body: the request body.
+        settings: the server's limits.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigInputError: with one detail item per problem.
+
+    """
+    data: Any = body.config
+    if body.config_yaml is not None:
+        try:
+            data = yaml.safe_load(body.config_yaml)
+        except yaml.YAMLError as error:
+            message = " ".join(f"config_yaml: not valid YAML: {error}".split())
+            raise ConfigInputError(
+                [{"loc": ["body", "config_yaml"], "msg": message, "type": "value_error.yaml"}]
+            ) from None
+    try:
+        config = parse_config(data, "the posted config")
+    except ConfigError as error:
+        raise ConfigInputError([problem_detail(problem) for problem in error.problems]) from None
+    problems = check_limits(config, settings)
+    if problems:
+        raise ConfigInputError(problems)
+    return config

@@ -1,0 +1,111 @@
+"""The API's dependencies (settings, store, launcher, auth), declared once and overridden in tests.
+
+They are coroutines on purpose: FastAPI runs a plain function in a worker thread, and on a busy machine
+each hand-off to a thread costs more than the work itself (a record read is a fraction of a millisecond).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.response_cache import ResponseCache
+from api.settings import Settings
+from coordinator.service import Launcher, restore_lost_records
+from shared.store import ExperimentRecord, Store, valid_experiment_id
+
+_bearer = HTTPBearer(auto_error=False, description="EVOPRUNE_API_TOKEN, when the server sets one")
+
+
+async def get_settings(request: Request) -> Settings:
+    """The settings the app was created with."""
+    return request.app.state.settings
+
+
+async def get_store(request: Request) -> Store:
+    """The app's open store."""
+    return request.app.state.store
+
+
+async def get_launcher(request: Request) -> Launcher:
+    """What starts the app's experiments (Ray runners)."""
+    return request.app.state.launcher
+
+
+async def get_responses(request: Request) -> ResponseCache:
+    """The app's cache of serialised experiment responses."""
+    return request.app.state.responses
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ResponsesDep = Annotated[ResponseCache, Depends(get_responses)]
+StoreDep = Annotated[Store, Depends(get_store)]
+LauncherDep = Annotated[Launcher, Depends(get_launcher)]
+
+
+async def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Let the request through when the API is open or it carries the right bearer token.
+
+    Args:
+        settings: holds the token, if any.
+        credentials: the request's `Authorization: Bearer` credentials.
+
+    Raises:
+        HTTPException: 401 without the right token.
+
+    """
+    token = settings.token
+    if token is None:
+        return
+    # compare_digest takes as long whatever the first wrong character, so timing tells nothing
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid bearer token (send `Authorization: Bearer <EVOPRUNE_API_TOKEN>`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Authorized = Depends(require_token)
+# what every protected route may answer besides its own statuses
+PROTECTED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token (when the server sets EVOPRUNE_API_TOKEN)"},
+    503: {"description": "the store (Redis) cannot be reached"},
+}
+
+
+async def get_record(experiment_id: str, store: StoreDep, settings: SettingsDep) -> ExperimentRecord:
+    """The record of the experiment in the path.
+
+    Args:
+        experiment_id: from the path.
+        store: the store.
+        settings: where the results directories are.
+
+    Returns:
+        The record.
+
+    Raises:
+        HTTPException: 404 for an unknown id.
+
+    """
+    record = store.get(experiment_id)
+    # a finished experiment the store lost (Redis restarted empty) is rebuilt from its results directory
+    if (
+        record is None
+        and valid_experiment_id(experiment_id)
+        and restore_lost_records(store, settings.store_spec(), only=experiment_id)
+    ):
+        record = store.get(experiment_id)
+    if record is None:
+        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no experiment {experiment_id!r}")
+    return record
+
+
+RecordDep = Annotated[ExperimentRecord, Depends(get_record)]

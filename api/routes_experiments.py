@@ -1,0 +1,171 @@
+"""Routes of the experiment resource: submit, list, read, cancel."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
+from api.config_input import ConfigInputError, resolve_config
+from api.deps import (
+    PROTECTED_RESPONSES,
+    Authorized,
+    LauncherDep,
+    RecordDep,
+    ResponsesDep,
+    SettingsDep,
+    StoreDep,
+)
+from api.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
+from coordinator.service import Launcher
+from coordinator.service_publish import LiveView
+from shared.store import ExperimentRecord, FrontState, RunProgress, Store
+
+ID_BYTES = 8
+MAX_PAGE = 500
+
+log = logging.getLogger(__name__)
+router = APIRouter(
+    prefix="/experiments", tags=["experiments"], dependencies=[Authorized], responses=PROTECTED_RESPONSES
+)
+
+
+def end_without_runner(
+    store: Store, record: ExperimentRecord, kind: str, message: str = ""
+) -> ExperimentRecord:
+    """Record the end of an experiment whose runner does not exist (it could not start, or is gone).
+
+    Args:
+        store: the store.
+        record: the experiment's current record.
+        kind: "failed" or "cancelled".
+        message: the error, for "failed".
+
+    Returns:
+        The updated record.
+
+    """
+    data: dict[str, Any] = {"type": kind}
+    if kind == "failed":
+        data["message"] = message
+    else:
+        data.update(evaluations=record.evaluations_done, results_dir=record.results_dir)
+    LiveView(record, FrontState()).apply(data)
+    record.last_event_seq += 1
+    store.publish(record.id, [(record.last_event_seq, data)], record)
+    return record
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ExperimentCreated,
+    responses={
+        400: {"description": "the body cannot be parsed (not UTF-8 JSON)"},
+        413: {"description": "the body is over EVOPRUNE_MAX_BODY_BYTES"},
+        422: {"description": "the config is invalid or over the server's limits; each item names the field"},
+        429: {"description": "too many experiments are queued or running"},
+        503: {"description": "the store or the Ray cluster is unavailable"},
+    },
+)
+def create_experiment(
+    body: ExperimentCreate,
+    response: Response,
+    settings: SettingsDep,
+    store: StoreDep,
+    launcher: LauncherDep,
+) -> ExperimentCreated:
+    """Submit an experiment: its config as a mapping (`config`) or as YAML text (`config_yaml`).
+
+    The experiment is queued at once and runs on the Ray cluster; follow it with
+    `GET /experiments/{id}/events`.
+    """
+    try:
+        config = resolve_config(body, settings)
+    except ConfigInputError as error:
+        raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error.detail) from None
+    active = sum(not record.terminal for record in store.records())
+    if active >= settings.max_active_experiments:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{active} experiments are queued or running, the most this server allows "
+            f"(EVOPRUNE_MAX_ACTIVE_EXPERIMENTS={settings.max_active_experiments}); try again later",
+        )
+    experiment_id = secrets.token_hex(ID_BYTES)
+    search = config.search
+    record = ExperimentRecord(
+        id=experiment_id,
+        name=body.name or config.name,
+        config=config.model_dump(mode="json"),
+        results_dir=str((settings.data_dir / "results" / experiment_id).resolve()),
+        evaluations_total=search.runs * search.max_evaluations,
+        runs=[
+            RunProgress(run=run, seed=search.seed + run, evaluations_total=search.max_evaluations)
+            for run in range(search.runs)
+        ],
+    )
+    store.create(record)
+    _launch(store, launcher, record)
+    response.headers["Location"] = f"/experiments/{experiment_id}"
+    return ExperimentCreated(id=experiment_id)
+
+
+def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
+    try:
+        launcher.launch(record)
+    except Exception as error:  # whatever Ray raised, the experiment is marked failed
+        log.exception("experiment %s could not be started", record.id)
+        message = f"the experiment could not be started on Ray: {type(error).__name__}: {error}"
+        end_without_runner(store, record, "failed", message)
+        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
+
+
+@router.get("", response_model=ExperimentList)
+def list_experiments(
+    store: StoreDep,
+    status_filter: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        Query(alias="status", description="only experiments with this status"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ExperimentList:
+    """Experiments, newest first."""
+    records = [r for r in store.records() if status_filter is None or r.status == status_filter]
+    page = records[offset : offset + limit]
+    return ExperimentList(experiments=[ExperimentPublic.of(r) for r in page], total=len(records))
+
+
+@router.get(
+    "/{experiment_id}", response_model=ExperimentPublic, responses={404: {"description": "unknown id"}}
+)
+async def get_experiment(record: RecordDep, responses: ResponsesDep) -> Response:
+    """An experiment's status, progress per run and hypervolume."""
+    return responses.json(record, "experiment", lambda: ExperimentPublic.of(record).model_dump_json())
+
+
+@router.delete(
+    "/{experiment_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExperimentPublic,
+    responses={404: {"description": "unknown id"}, 409: {"description": "the experiment has already ended"}},
+)
+def cancel_experiment(record: RecordDep, store: StoreDep, launcher: LauncherDep) -> ExperimentPublic:
+    """Cancel an experiment: it stops at its next step, keeps its results so far and ends `cancelled`."""
+    if record.terminal:
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"experiment {record.id} has already ended ({record.status}); there is nothing to cancel",
+        )
+    store.request_cancel(record.id)
+    try:
+        alive = launcher.alive(record.id)
+    except Exception:  # Ray unreachable: the flag is raised, the runner will see it
+        alive = True
+    if not alive:
+        current = store.get(record.id)
+        if current is not None and not current.terminal:
+            record = end_without_runner(store, current, "cancelled")
+    return ExperimentPublic.of(record)

@@ -1,0 +1,278 @@
+"""The API's public models: one schema family per resource (create, public, list), and the SSE payloads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.store import ExperimentRecord, FrontState
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+MAX_NAME_LENGTH = 200
+MAX_CONFIG_YAML_CHARS = 1 << 20
+
+
+class ExperimentCreate(BaseModel):
+    """A new experiment: its config as a mapping (`config`) or as YAML text (`config_yaml`), not both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="display name; default: config.name",
+    )
+    config: dict[str, Any] | None = Field(default=None, description="the experiment config, as in YAML")
+    config_yaml: str | None = Field(
+        default=None, max_length=MAX_CONFIG_YAML_CHARS, description="the experiment config as YAML text"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_config(self) -> ExperimentCreate:
+        if (self.config is None) == (self.config_yaml is None):
+            raise ValueError("give exactly one of config (a mapping) or config_yaml (YAML text)")
+        return self
+
+
+class ExperimentCreated(BaseModel):
+    """The id of a new experiment."""
+
+    id: str
+
+
+class RunPublic(BaseModel):
+    """One run's progress."""
+
+    run: int
+    seed: int
+    evaluations_done: int
+    evaluations_total: int
+    hypervolume: float
+    cache_hits: int
+    finished: bool
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
+
+
+class ExperimentPublic(BaseModel):
+    """An experiment as clients see it."""
+
+    id: str
+    name: str
+    status: Status
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    evaluations_done: int
+    evaluations_total: int
+    cache_hits: int
+    hypervolume: float = Field(description="of the aggregated front of all runs")
+    runs: list[RunPublic]
+    mask_length: int | None
+    error: str | None
+    results_dir: str
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: ExperimentRecord) -> ExperimentPublic:
+        """The public view of a stored record."""
+        return cls(
+            id=record.id,
+            name=record.name,
+            status=record.status,  # type: ignore[arg-type]
+            created_at=_time(record.created_at),  # type: ignore[arg-type]
+            started_at=_time(record.started_at),
+            finished_at=_time(record.finished_at),
+            evaluations_done=record.evaluations_done,
+            evaluations_total=record.evaluations_total,
+            cache_hits=record.cache_hits,
+            hypervolume=record.hypervolume,
+            runs=[RunPublic(**vars(run)) for run in record.runs],
+            mask_length=record.mask_length,
+            error=record.error,
+            results_dir=record.results_dir,
+            config=record.config,
+        )
+
+
+class ExperimentList(BaseModel):
+    """A page of experiments, newest first."""
+
+    experiments: list[ExperimentPublic]
+    total: int
+
+
+class FrontPoint(BaseModel):
+    """One non-dominated mask of a run's front (run = -1: the front of all runs together)."""
+
+    run: int
+    mask: str
+    accuracy: float
+    active_fraction: float
+    auroc: float
+
+
+class FrontSummary(BaseModel):
+    """One front's size and hypervolume."""
+
+    run: int
+    hypervolume: float
+    evaluations: int
+    size: int
+
+
+class HypervolumePoint(BaseModel):
+    """The aggregated front's hypervolume after a number of evaluations."""
+
+    evaluations: int
+    hypervolume: float
+
+
+def front_points(run: int, front: dict[str, Any]) -> list[FrontPoint]:
+    """The points of one stored front."""
+    return [
+        FrontPoint(run=run, mask=mask, accuracy=point[0], active_fraction=point[1], auroc=point[2])
+        for point, mask in zip(front["points"], front["masks"], strict=True)
+    ]
+
+
+class FrontPublic(BaseModel):
+    """The current fronts of an experiment and the aggregated front's hypervolume history."""
+
+    experiment_id: str
+    evaluations_done: int
+    hypervolume: float
+    points: list[FrontPoint]
+    runs: list[FrontSummary]
+    hypervolume_history: list[HypervolumePoint]
+
+    @classmethod
+    def of(cls, record: ExperimentRecord, state: FrontState, run: int | None = None) -> FrontPublic:
+        """The public view of stored fronts, optionally of one run only."""
+        fronts = sorted(state.fronts.items())
+        if run is not None:
+            fronts = [(number, front) for number, front in fronts if number == run]
+        return cls(
+            experiment_id=record.id,
+            evaluations_done=record.evaluations_done,
+            hypervolume=record.hypervolume,
+            points=[point for number, front in fronts for point in front_points(number, front)],
+            runs=[
+                FrontSummary(
+                    run=number,
+                    hypervolume=front["hypervolume"],
+                    evaluations=front.get("evaluations", 0),
+                    size=len(front["masks"]),
+                )
+                for number, front in fronts
+            ],
+            hypervolume_history=[
+                HypervolumePoint(evaluations=evaluations, hypervolume=value)
+                for evaluations, value in state.history
+            ],
+        )
+
+
+class EvaluationPublic(BaseModel):
+    """One evaluation of one mask in one run."""
+
+    run: int
+    step: int
+    mask: str
+    mask_length: int | None
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    test_accuracy: float | None = None
+    test_auroc: float | None = None
+
+
+class EvaluationList(BaseModel):
+    """A page of evaluations in (run, step, position) order."""
+
+    evaluations: list[EvaluationPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class Health(BaseModel):
+    """Whether the service and its store answer."""
+
+    status: Literal["ok", "unavailable"]
+    store: str
+    store_ok: bool
+    auth_required: bool
+    version: str
+
+
+# ---- SSE payloads (documented in the OpenAPI description of /experiments/{id}/events) -------------------
+
+
+class SnapshotEvent(BaseModel):
+    """`snapshot`: the state as of the message's id."""
+
+    experiment: ExperimentPublic
+    front: FrontPublic
+
+
+class EvaluationEvent(BaseModel):
+    """`evaluation`: one mask evaluated."""
+
+    run: int
+    step: int
+    mask: str
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    evaluations_done: int
+    evaluations_total: int
+
+
+class FrontEvent(BaseModel):
+    """`front`: a run's whole new front (run = -1: all runs together)."""
+
+    run: int
+    points: list[FrontPoint]
+    hypervolume: float
+    evaluations: int
+
+
+class RunFinishedEvent(BaseModel):
+    """`run-finished`: a run used its budget."""
+
+    run: int
+    hypervolume: float
+    evaluations: int
+    cache_hits: int
+
+
+class StatusEvent(BaseModel):
+    """`status`: the experiment changed status (to running)."""
+
+    status: Status
+    started_at: datetime | None
+    mask_length: int | None = Field(default=None, description="known once the features are loaded")
+
+
+class DoneEvent(BaseModel):
+    """`done`: the experiment ended; always the stream's last message."""
+
+    status: Status
+    hypervolume: float
+    evaluations: int
+    cache_hits: int
+    seconds: float
+    results_dir: str
+    error: str | None

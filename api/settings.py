@@ -1,0 +1,128 @@
+"""Settings of the HTTP service, read from the environment (EVOPRUNE_*, REDIS_URL, RAY_ADDRESS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.store import StoreSpec
+
+MIN_TOKEN_LENGTH = 16
+# tokens copied from examples rather than generated: refusing them beats a server that looks protected
+PLACEHOLDER_TOKENS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "<token>",
+        "token",
+        "secret",
+        "password",
+        "your-token",
+        "your-token-here",
+        "example",
+        "xxx",
+        "test",
+        "dev",
+    }
+)
+MIB = 1 << 20
+
+
+def token_problem(token: str | None) -> str | None:
+    """Say what is wrong with an API token, or None when it will do.
+
+    Args:
+        token: the configured token (None or empty when unset).
+
+    Returns:
+        A message naming EVOPRUNE_API_TOKEN, or None.
+
+    """
+    if not token:
+        return "EVOPRUNE_API_TOKEN is empty but EVOPRUNE_REQUIRE_TOKEN=true"
+    lowered = token.strip().lower()
+    if (
+        lowered in PLACEHOLDER_TOKENS
+        or lowered.strip("<>{}$ ") in PLACEHOLDER_TOKENS
+        or len(set(lowered)) < 4
+    ):
+        return "EVOPRUNE_API_TOKEN is a placeholder; generate one, e.g. `openssl rand -hex 32`"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return (
+            f"EVOPRUNE_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; "
+            "generate one, e.g. `openssl rand -hex 32`"
+        )
+    return None
+
+
+class Settings(BaseSettings):
+    """What a deployment of the API configures; every field is EVOPRUNE_<NAME> unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="EVOPRUNE_", extra="ignore", frozen=True)
+
+    api_token: SecretStr | None = Field(
+        default=None, description="when set, every /experiments request needs `Authorization: Bearer <token>`"
+    )
+    require_token: bool = Field(default=False, description="refuse to start without a proper token")
+    data_dir: Path = Field(
+        default=Path("evoprune-data"), description="results directories, and the local store without Redis"
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "EVOPRUNE_REDIS_URL"),
+        description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
+    )
+    redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
+    ray_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RAY_ADDRESS", "EVOPRUNE_RAY_ADDRESS"),
+        description="the Ray cluster experiments run on (RAY_ADDRESS); unset = a local Ray the API starts",
+    )
+    workers_per_experiment: int | None = Field(default=None, ge=1, le=1024)
+    cors_origins: str = Field(default="", description="comma-separated origins allowed by CORS; empty = off")
+    max_body_bytes: int = Field(default=MIB, ge=1024)
+    max_runs: int = Field(default=20, ge=1)
+    max_population: int = Field(default=1000, ge=2)
+    max_evaluations: int = Field(default=100_000, ge=1, description="per run")
+    max_mask_length: int = Field(default=1 << 20, ge=1, description="bits in one mask")
+    max_epochs: int = Field(default=10_000, ge=1)
+    max_active_experiments: int = Field(default=32, ge=1, description="queued or running at once")
+    connect_ray_on_start: bool = Field(
+        default=True, description="join Ray when the server starts (else at the first submission)"
+    )
+    recover_on_start: bool = Field(
+        default=True, description="resume experiments whose runner is gone when the server starts"
+    )
+    worker_actor: str | None = Field(
+        default=None, description="module:Class of the worker actor (tests); unset = the real evaluator"
+    )
+
+    @model_validator(mode="after")
+    def _token_fits(self) -> Settings:
+        token = self.api_token.get_secret_value() if self.api_token is not None else None
+        if self.require_token or token:
+            problem = token_problem(token)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def token(self) -> str | None:
+        """The API token, or None when the API is open."""
+        value = self.api_token.get_secret_value() if self.api_token is not None else ""
+        return value or None
+
+    def store_spec(self) -> StoreSpec:
+        """Where the store and results live, in the form runners in other processes can open."""
+        return StoreSpec(
+            data_dir=str(self.data_dir.resolve()), redis_url=self.redis_url, redis_prefix=self.redis_prefix
+        )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS origins as a list (empty: CORS stays off)."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

@@ -1,0 +1,253 @@
+"""The Redis store: records in hashes, events in Redis Streams (ids `SEQ-0`), the shared fitness cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+import redis.exceptions
+
+from shared.fitness_cache import FitnessCache
+from shared.fitness_cache_redis import RedisFitnessCache
+from shared.store import (
+    ExperimentRecord,
+    FrontState,
+    Snapshot,
+    Store,
+    StoredEvent,
+    StoreError,
+    StoreUnavailableError,
+    retry,
+    valid_experiment_id,
+)
+
+CONNECT_TIMEOUT_S = 2.0
+# longer than the longest blocking XREAD this store issues, so a blocked read never looks like a dead socket
+SOCKET_TIMEOUT_S = 5.0
+MAX_BLOCK_S = 2.0
+ATTEMPTS = 3
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+T = TypeVar("T")
+
+# Appends the events whose numbers are new, then replaces the record (and front) and indexes the
+# experiment — all in one atomic step, so a reader's (record, front) is always consistent with the stream.
+# KEYS: hash, stream, index. ARGV: expect_existing, record, front ('' keeps it), id, created_at, then
+# (seq, event JSON) pairs.
+PUBLISH_SCRIPT = """
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = 0
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+for i = 6, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
+    last = seq
+  end
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'front', ARGV[3]) end
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+return 1
+"""
+
+
+class RedisStore(Store):
+    """Experiments in Redis, under keys that start with `PREFIX:`.
+
+    `exp:<id>` (hash: record, front), `exp:<id>:events` (stream), `exp:<id>:cancel` (flag), `experiments`
+    (sorted set by creation time), `fitness:<key>` (the fitness cache).
+
+    Event sequence numbers become stream ids `SEQ-0`, so a re-sent event lands on the same id and is
+    skipped, and the SSE ids are the stream ids.
+    """
+
+    kind = "redis"
+
+    def __init__(self, url: str, prefix: str = "evoprune", client: redis.Redis | None = None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client = client or redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        self._publish = self._client.register_script(PUBLISH_SCRIPT)
+
+    def _key(self, experiment_id: str, suffix: str = "") -> str:
+        return f"{self.prefix}:exp:{experiment_id}{suffix}"
+
+    @property
+    def _index_key(self) -> str:
+        return f"{self.prefix}:experiments"
+
+    def _call(self, operation: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+        try:
+            return retry(operation, TRANSIENT, attempts)
+        except TRANSIENT as error:
+            raise StoreUnavailableError(f"Redis at {self._safe_url} cannot be reached: {error}") from None
+        except redis.exceptions.RedisError as error:
+            raise StoreError(f"Redis at {self._safe_url} refused a command: {error}") from None
+
+    @property
+    def _safe_url(self) -> str:
+        # never echo a password into messages or logs
+        scheme, separator, rest = self.url.partition("://")
+        return f"{scheme}{separator}{rest.rpartition('@')[2]}"
+
+    # ---- records ---------------------------------------------------------------------------------------
+
+    def create(self, record: ExperimentRecord) -> None:
+        if not valid_experiment_id(record.id):
+            raise StoreError(f"{record.id!r} is not an experiment id")
+
+        def create() -> int:
+            pipeline = self._client.pipeline(transaction=True)
+            pipeline.hsetnx(self._key(record.id), "record", json.dumps(record.to_dict()))
+            pipeline.zadd(self._index_key, {record.id: record.created_at}, nx=True)
+            return int(pipeline.execute()[0])
+
+        if not self._call(create):
+            raise StoreError(f"an experiment {record.id} already exists")
+
+    @staticmethod
+    def _record(raw: Any) -> ExperimentRecord | None:
+        if raw is None:
+            return None
+        try:
+            return ExperimentRecord.from_dict(json.loads(raw))
+        except ValueError as error:
+            raise StoreError(f"a stored record is corrupt: {error}") from None
+
+    def get(self, experiment_id: str) -> ExperimentRecord | None:
+        if not valid_experiment_id(experiment_id):
+            return None
+        return self._record(self._call(lambda: self._client.hget(self._key(experiment_id), "record")))
+
+    def records(self) -> list[ExperimentRecord]:
+        def fetch() -> list[Any]:
+            ids: Any = self._client.zrevrange(self._index_key, 0, -1)
+            pipeline = self._client.pipeline(transaction=False)
+            for raw_id in ids:
+                pipeline.hget(self._key(raw_id.decode()), "record")
+            return pipeline.execute()
+
+        records = [self._record(raw) for raw in self._call(fetch)]
+        return [record for record in records if record is not None]
+
+    def snapshot(self, experiment_id: str) -> Snapshot | None:
+        if not valid_experiment_id(experiment_id):
+            return None
+        raw_record, raw_front = self._call(
+            lambda: self._client.hmget(self._key(experiment_id), ["record", "front"])
+        )
+        record = self._record(raw_record)
+        if record is None:
+            return None
+        try:
+            front = FrontState.from_dict(json.loads(raw_front)) if raw_front else FrontState()
+        except ValueError as error:
+            raise StoreError(f"a stored front is corrupt: {error}") from None
+        return Snapshot(record=record, front=front)
+
+    def publish(
+        self,
+        experiment_id: str,
+        events: Sequence[StoredEvent],
+        record: ExperimentRecord,
+        front: FrontState | None = None,
+        expect_existing: bool = True,
+    ) -> bool:
+        if not valid_experiment_id(experiment_id):
+            raise StoreError(f"{experiment_id!r} is not an experiment id")
+        arguments: list[Any] = [
+            "1" if expect_existing else "0",
+            json.dumps(record.to_dict()),
+            json.dumps(front.to_dict()) if front is not None else "",
+            experiment_id,
+            record.created_at,
+        ]
+        for seq, data in events:
+            arguments += [seq, json.dumps(data, separators=(",", ":"))]
+        keys = [self._key(experiment_id), self._key(experiment_id, ":events"), self._index_key]
+        # the script skips events already stored, so a retry after a lost reply adds nothing twice
+        return bool(self._call(lambda: self._publish(keys=keys, args=arguments)))
+
+    # ---- events ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _events(entries: Any) -> list[StoredEvent]:
+        events = []
+        for raw_id, fields in entries:
+            seq = int(raw_id.split(b"-")[0])
+            events.append((seq, json.loads(fields[b"e"])))
+        return events
+
+    def read_events(self, experiment_id: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        if not valid_experiment_id(experiment_id) or limit <= 0:
+            return []
+        stream = self._key(experiment_id, ":events")
+        entries: Any = self._call(lambda: self._client.xrange(stream, f"{after + 1}-0", "+", count=limit))
+        return self._events(entries)
+
+    def wait_events(
+        self, experiment_id: str, after: int, timeout_s: float, limit: int = 1000
+    ) -> list[StoredEvent]:
+        if not valid_experiment_id(experiment_id) or limit <= 0:
+            return []
+        stream = self._key(experiment_id, ":events")
+        block_ms = max(1, int(min(timeout_s, MAX_BLOCK_S) * 1000))
+        # XREAD BLOCK holds a pooled connection until an event arrives or the time is up
+        answer: Any = self._call(
+            lambda: self._client.xread({stream: f"{after}-0"}, count=limit, block=block_ms), attempts=1
+        )
+        # one stream asked, so the answer is [[stream, entries]]
+        return self._events(answer[0][1]) if answer else []
+
+    def event_id(self, seq: int) -> str:
+        return f"{seq}-0"
+
+    def parse_event_id(self, text: str) -> int | None:
+        head, _, tail = text.strip().partition("-")
+        if head.isdigit() and len(head) < 19 and tail in ("", "0"):
+            return int(head)
+        return None
+
+    # ---- cancellation ----------------------------------------------------------------------------------
+
+    def request_cancel(self, experiment_id: str) -> None:
+        if not valid_experiment_id(experiment_id):
+            raise StoreError(f"no experiment {experiment_id!r}")
+        self._call(lambda: self._client.set(self._key(experiment_id, ":cancel"), "1"))
+
+    def cancel_requested(self, experiment_id: str) -> bool:
+        if not valid_experiment_id(experiment_id):
+            return False
+        return bool(self._call(lambda: self._client.exists(self._key(experiment_id, ":cancel")), attempts=1))
+
+    # ---- the rest --------------------------------------------------------------------------------------
+
+    def fitness_cache(self) -> FitnessCache:
+        client = redis.Redis.from_url(
+            self.url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        return RedisFitnessCache(self.url, prefix=f"{self.prefix}:fitness:", client=client)
+
+    def ping(self) -> None:
+        self._call(self._client.ping, attempts=1)
+
+    def describe(self) -> str:
+        return f"redis {self._safe_url} (prefix {self.prefix})"
+
+    def delete_all(self) -> int:
+        """Remove every key under this store's prefix (tests and `reset` tooling).
+
+        Returns:
+            How many keys were removed.
+
+        """
+        names = list(self._client.scan_iter(match=f"{self.prefix}:*", count=1000))
+        return int(self._client.delete(*names)) if names else 0
+
+    def close(self) -> None:
+        self._client.close()

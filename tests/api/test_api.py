@@ -1,0 +1,329 @@
+import io
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from api.settings import Settings
+from coordinator.service_publish import StorePublisher
+from shared.events import EvaluationFinished, ExperimentFinished, FrontChanged, RunFinished
+from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
+
+
+def submit(client, config=None, **body):
+    return client.post("/experiments", json={"config": config or TINY_CONFIG, **body})
+
+
+def test_submit_creates_a_queued_experiment_and_launches_it(client):
+    answer = submit(client, name="first")
+    assert answer.status_code == 201
+    experiment_id = answer.json()["id"]
+    assert answer.headers["location"] == f"/experiments/{experiment_id}"
+    assert client.app.state.launcher.launched == [experiment_id]
+    experiment = client.get(f"/experiments/{experiment_id}").json()
+    assert experiment["name"] == "first" and experiment["status"] == "queued"
+    assert experiment["evaluations_total"] == 24 and [r["evaluations_total"] for r in experiment["runs"]] == [
+        12,
+        12,
+    ]
+    assert experiment["results_dir"].endswith(f"results/{experiment_id}")
+    assert experiment["config"]["search"]["population_size"] == 6
+    listed = client.get("/experiments").json()
+    assert listed["total"] == 1 and listed["experiments"][0]["id"] == experiment_id
+    assert client.get("/experiments?status=running").json()["total"] == 0
+
+
+def test_yaml_body_is_accepted(client):
+    answer = client.post("/experiments", json={"config_yaml": yaml.safe_dump(TINY_CONFIG)})
+    assert answer.status_code == 201
+    assert client.get(f"/experiments/{answer.json()['id']}").json()["name"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("body", "location", "words"),
+    [
+        ({"config": {"search": {"runs": 0}}}, ["body", "config", "search", "runs"], "search.runs"),
+        ({"config": {"serch": {}}}, ["body", "config", "serch"], "unknown key"),
+        ({"config": {"ood": [{"source": "nope"}]}}, ["body", "config", "ood", 0, "source"], "ood.0.source"),
+        ({"config_yaml": "search: [1"}, ["body", "config_yaml"], "not valid YAML"),
+        ({"config_yaml": "search:\n  runs: -1\n"}, ["body", "config", "search", "runs"], "search.runs"),
+        ({"config_yaml": "- a list"}, ["body", "config"], "mapping"),
+        ({"config": {}, "config_yaml": ""}, ["body"], "exactly one"),
+        ({}, ["body"], "exactly one"),
+        ({"config": "text"}, ["body", "config"], "dictionary"),
+        ({"config": {}, "colour": 1}, ["body", "colour"], "Extra inputs"),
+        ({"config": {"search": {"runs": 21}}}, ["body", "config", "search", "runs"], "EVOPRUNE_MAX_RUNS"),
+        (
+            {"config": {"search": {"population_size": 2000, "max_evaluations": 2000}}},
+            ["body", "config", "search", "population_size"],
+            "EVOPRUNE_MAX_POPULATION",
+        ),
+        (
+            {"config": {"search": {"max_evaluations": 10**6}}},
+            ["body", "config", "search", "max_evaluations"],
+            "EVOPRUNE_MAX_EVALUATIONS",
+        ),
+        (
+            {"config": {"head": {"mode": "neurons", "layers": [2_000_000]}}},
+            ["body", "config", "head", "layers"],
+            "EVOPRUNE_MAX_MASK_LENGTH",
+        ),
+        ({"config": {"dataset": {"source": "sklearn:digits"}}}, ["body", "config", "ood"], "AUROC"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client, body, location, words):
+    answer = client.post("/experiments", json=body)
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert any(item["loc"] == location and words in item["msg"] for item in detail), detail
+    assert client.app.state.launcher.launched == []
+
+
+def test_malformed_json_and_unknown_ids(client):
+    answer = client.post("/experiments", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    for path in ("/experiments/0123456789abcdef", "/experiments/../../etc", "/experiments/x/front"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/experiments/0123456789abcdef/evaluations").status_code == 404
+    assert client.get("/experiments/0123456789abcdef/events").status_code == 404
+    assert client.delete("/experiments/0123456789abcdef").status_code == 404
+
+
+def test_body_over_the_limit_is_413(client):
+    big = {"config": {**TINY_CONFIG, "name": "x" * (1 << 20)}}
+    assert client.post("/experiments", json=big).status_code == 413
+    chunks = (b"x" * 65536 for _ in range(20))
+    answer = client.post("/experiments", content=chunks, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+
+
+def test_too_many_active_experiments_is_429(tmp_path, local_store):
+    with make_client(tmp_path, local_store, max_active_experiments=2) as client:
+        assert submit(client).status_code == 201
+        assert submit(client).status_code == 201
+        answer = submit(client)
+        assert answer.status_code == 429 and "EVOPRUNE_MAX_ACTIVE_EXPERIMENTS" in answer.json()["detail"]
+
+
+def test_a_launch_failure_marks_the_experiment_failed(tmp_path, local_store):
+    class Broken(RecordingLauncher):
+        def launch(self, record):
+            raise ConnectionError("no cluster at 10.0.0.1:6379")
+
+    with make_client(tmp_path, local_store, Broken()) as client:
+        answer = submit(client)
+        assert answer.status_code == 503 and "no cluster" in answer.json()["detail"]
+        (experiment,) = client.get("/experiments").json()["experiments"]
+        assert experiment["status"] == "failed" and "no cluster" in experiment["error"]
+
+
+def test_auth(tmp_path, local_store):
+    with make_client(tmp_path, local_store, api_token=TOKEN) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health").json()["auth_required"] is True
+        for wrong in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}):
+            assert client.post("/experiments", json={"config": TINY_CONFIG}, headers=wrong).status_code == 401
+            assert client.get("/experiments", headers=wrong).status_code == 401
+            assert client.delete("/experiments/0123456789abcdef", headers=wrong).status_code == 401
+        answer = client.post("/experiments", json={"config": TINY_CONFIG})
+        assert answer.headers["www-authenticate"] == "Bearer"
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        created = client.post("/experiments", json={"config": TINY_CONFIG}, headers=good)
+        assert created.status_code == 201
+        experiment_id = created.json()["id"]
+        for path in ("", "/front", "/evaluations", "/events"):
+            assert client.get(f"/experiments/{experiment_id}{path}").status_code == 401, path
+        assert client.get(f"/experiments/{experiment_id}", headers=good).status_code == 200
+        assert client.delete(f"/experiments/{experiment_id}", headers=good).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "token", ["", "changeme", "change-me", "<token>", "short-token", "aaaaaaaaaaaaaaaaaaaa"]
+)
+def test_settings_refuse_a_placeholder_token_when_one_is_required(token):
+    with pytest.raises(ValueError, match="EVOPRUNE_API_TOKEN"):
+        Settings(api_token=token, require_token=True)
+
+
+def test_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EVOPRUNE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("REDIS_URL", "redis://example:6379/2")
+    monkeypatch.setenv("EVOPRUNE_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("EVOPRUNE_MAX_RUNS", "3")
+    settings = Settings()
+    assert settings.token == TOKEN and settings.redis_url == "redis://example:6379/2"
+    assert settings.cors_origin_list == ["https://a.example", "https://b.example"] and settings.max_runs == 3
+    assert TOKEN not in repr(settings)
+
+
+def test_cors_is_off_unless_configured(tmp_path, local_store):
+    preflight = {"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"}
+    with make_client(tmp_path, local_store) as client:
+        assert "access-control-allow-origin" not in client.options("/experiments", headers=preflight).headers
+    with make_client(tmp_path, local_store, cors_origins="https://ui.example") as client:
+        answer = client.options("/experiments", headers=preflight)
+        assert answer.headers["access-control-allow-origin"] == "https://ui.example"
+
+
+def test_cancel(client):
+    experiment_id = submit(client).json()["id"]
+    answer = client.delete(f"/experiments/{experiment_id}")
+    # the (recorded) runner is alive: the flag is raised and the runner will end the experiment
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert client.app.state.store.cancel_requested(experiment_id)
+    # a runner that is gone cannot see the flag: the API ends the experiment itself
+    client.app.state.launcher.running.clear()
+    assert client.delete(f"/experiments/{experiment_id}").json()["status"] == "cancelled"
+    assert client.delete(f"/experiments/{experiment_id}").status_code == 409
+
+
+def run_fake_experiment(store, experiment_id, steps=3, finish=True):
+    """Publish what a runner of a 1-run experiment would, through the real publisher."""
+    snapshot = store.snapshot(experiment_id)
+    publisher = StorePublisher(store, snapshot.record, snapshot.front)
+    publisher.add({"type": "status", "status": "running", "started_at": 1.0e9, "mask_length": 8})
+    for step in range(steps):
+        for slot in range(2):
+            accuracy = 0.5 + 0.1 * step + 0.01 * slot
+            publisher(EvaluationFinished(0, step, f"{step:x}{slot:x}", (accuracy, 0.5, 0.7), False, 0.1, "w"))
+        points = ((0.5 + 0.1 * step, 0.5, 0.7),)
+        for run in (0, -1):
+            publisher(FrontChanged(run, points, (f"{step:x}0",), 0.1 * (step + 1), 2 * (step + 1)))
+    if finish:
+        publisher(RunFinished(0, 0.3, 2 * steps, 0))
+        publisher(ExperimentFinished(0.3, 2 * steps, 0, 1.5, "/somewhere"))
+    assert publisher.flush()
+
+
+def read_stream(client, path, headers=None, after_first=None):
+    messages = []
+    with client.stream("GET", path, headers=headers or {}) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        current = {}
+        for line in answer.iter_lines():
+            if not line:
+                if current:
+                    messages.append(current)
+                    if len(messages) == 1 and after_first is not None:
+                        after_first()
+                current = {}
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return messages
+
+
+def test_events_snapshot_then_live_then_done_and_resume(client):
+    config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+    experiment_id = submit(client, config).json()["id"]
+    store = client.app.state.store
+    run_fake_experiment(store, experiment_id, steps=3)
+    messages = read_stream(client, f"/experiments/{experiment_id}/events")
+    # the experiment has ended: the snapshot holds everything and `done` follows at once
+    assert [m["event"] for m in messages] == ["snapshot", "done"]
+    snapshot = messages[0]["data"]
+    assert snapshot["experiment"]["status"] == "succeeded"
+    assert snapshot["experiment"]["evaluations_done"] == 6
+    assert {p["run"] for p in snapshot["front"]["points"]} == {0, -1}
+    assert [h["evaluations"] for h in snapshot["front"]["hypervolume_history"]] == [2, 4, 6]
+    assert messages[1]["data"]["status"] == "succeeded"
+    # resuming from any id replays exactly what followed it
+    everything = read_stream(client, f"/experiments/{experiment_id}/events", {"Last-Event-ID": "0"})
+    kinds = [m["event"] for m in everything]
+    assert kinds[0] == "status" and kinds[-1] == "done" and kinds.count("evaluation") == 6
+    store = client.app.state.store
+    assert [store.parse_event_id(m["id"]) for m in everything] == list(range(1, len(everything) + 1))
+    evaluation = next(m["data"] for m in everything if m["event"] == "evaluation")
+    assert evaluation == {
+        "run": 0, "step": 0, "mask": "00", "accuracy": 0.5, "active_fraction": 0.5, "auroc": 0.7,
+        "cached": False, "seconds": 0.1, "worker": "w", "evaluations_done": 1, "evaluations_total": 12,
+    }  # fmt: skip
+    middle = everything[5]["id"]
+    resumed = read_stream(client, f"/experiments/{experiment_id}/events", {"Last-Event-ID": middle})
+    assert [m.get("id") for m in resumed] == [m.get("id") for m in everything[6:]]
+    assert read_stream(client, f"/experiments/{experiment_id}/events?last_event_id={middle}") == resumed
+    bad = client.get(f"/experiments/{experiment_id}/events", headers={"Last-Event-ID": "x-1"})
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
+
+
+def test_events_of_a_running_experiment_arrive_live(client):
+    config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+    experiment_id = submit(client, config).json()["id"]
+    store = client.app.state.store
+    run_fake_experiment(store, experiment_id, steps=1, finish=False)
+
+    def finish():
+        snapshot = store.snapshot(experiment_id)
+        publisher = StorePublisher(store, snapshot.record, snapshot.front)
+        publisher(EvaluationFinished(0, 5, "ff", (0.9, 0.5, 0.8), True, 0.0, ""))
+        publisher(ExperimentFinished(0.5, 3, 1, 2.0, "/x"))
+        publisher.flush()
+
+    # the rest of the experiment happens once the client holds its snapshot
+    messages = read_stream(client, f"/experiments/{experiment_id}/events", after_first=finish)
+    assert [m["event"] for m in messages] == ["snapshot", "evaluation", "done"]
+    assert messages[0]["data"]["experiment"]["status"] == "running"
+    assert (
+        store.parse_event_id(messages[0]["id"]) == messages[0]["data"]["experiment"]["evaluations_done"] + 3
+    )
+    assert messages[1]["data"]["cached"] is True and messages[1]["data"]["evaluations_done"] == 3
+    assert messages[2]["data"]["status"] == "succeeded"
+
+
+def test_front_and_evaluations(client):
+    config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+    experiment_id = submit(client, config).json()["id"]
+    run_fake_experiment(client.app.state.store, experiment_id, steps=3, finish=False)
+    front = client.get(f"/experiments/{experiment_id}/front").json()
+    assert front["evaluations_done"] == 6 and front["hypervolume"] == pytest.approx(0.3)
+    assert front["points"] == [
+        {"run": -1, "mask": "20", "accuracy": 0.7, "active_fraction": 0.5, "auroc": 0.7},
+        {"run": 0, "mask": "20", "accuracy": 0.7, "active_fraction": 0.5, "auroc": 0.7},
+    ]
+    assert client.get(f"/experiments/{experiment_id}/front?run=-1").json()["runs"][0]["run"] == -1
+    page = client.get(f"/experiments/{experiment_id}/evaluations?offset=2&limit=3").json()
+    assert page["total"] == 6 and [e["mask"] for e in page["evaluations"]] == ["10", "11", "20"]
+    assert page["evaluations"][0]["mask_length"] == 8
+    parquet = client.get(
+        f"/experiments/{experiment_id}/evaluations", headers={"Accept": "application/vnd.apache.parquet"}
+    )
+    assert parquet.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert table.num_rows == 6 and table.column_names[:3] == ["run", "step", "mask"]
+    assert client.get(f"/experiments/{experiment_id}/evaluations?format=parquet").content == parquet.content
+    assert client.get(f"/experiments/{experiment_id}/evaluations?limit=0").status_code == 422
+
+
+def test_health_and_docs(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["store"] in ("local", "redis") and health["store_ok"] is True
+    schema = client.get("/openapi.json").json()
+    for path in (
+        "/experiments",
+        "/experiments/{experiment_id}",
+        "/experiments/{experiment_id}/front",
+        "/experiments/{experiment_id}/evaluations",
+        "/experiments/{experiment_id}/events",
+        "/health",
+    ):
+        assert path in schema["paths"], path
+    for name in ("ExperimentCreate", "ExperimentPublic", "FrontPoint", "FrontPublic", "EvaluationPublic"):
+        assert name in schema["components"]["schemas"], name
+    assert client.get("/docs").status_code == 200
+
+
+def test_dependencies_are_overridable(tmp_path, local_store):
+    from api.deps import get_settings, get_store
+    from shared.store import ExperimentRecord
+    from shared.store_local import LocalStore
+
+    other = LocalStore(tmp_path / "other")
+    other.create(ExperimentRecord(id="00000000000000ee", name="elsewhere", config={}, results_dir=""))
+    with make_client(tmp_path, local_store) as client:
+        assert client.get("/experiments").json()["total"] == 0
+        client.app.dependency_overrides[get_store] = lambda: other
+        assert [e["name"] for e in client.get("/experiments").json()["experiments"]] == ["elsewhere"]
+        client.app.dependency_overrides[get_settings] = lambda: Settings(api_token=TOKEN)
+        assert client.get("/experiments").status_code == 401

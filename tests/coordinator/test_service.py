@@ -1,0 +1,266 @@
+import json
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from coordinator.evaluator import InProcessEvaluator
+from coordinator.service import RunnerSpec, restore_lost_records, run_experiment
+from coordinator.service_cache import ResilientFitnessCache
+from coordinator.service_publish import StorePublisher
+from shared.fitness_cache import LocalFitnessCache
+from shared.objectives import Evaluation
+from shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
+from shared.store_local import LocalStore
+from tests.coordinator.fakes import FakeProblem
+
+SEARCH = {"population_size": 8, "max_evaluations": 24, "runs": 2, "seed": 3}
+
+
+class Interrupt(BaseException):
+    """Stands for the runner process dying: not an Exception, so nothing on the way catches it."""
+
+
+class CountingProblem(FakeProblem):
+    def __init__(self, delay_s=0.0, die_after=None):
+        super().__init__(length=64, delay_s=delay_s)
+        self.calls = 0
+        self.die_after = die_after
+
+    def evaluate(self, masks, worker="fake"):
+        self.calls += 1
+        if self.die_after is not None and self.calls > self.die_after:
+            raise Interrupt
+        return super().evaluate(masks, worker)
+
+
+def evaluator_factory(problem):
+    def make(spec, config):
+        return InProcessEvaluator(problem), "fake-features", 64
+
+    return make
+
+
+class FlakyStore(LocalStore):
+    """The local store with an off switch: our own collaborator, to test the publisher's outage path."""
+
+    down = False
+
+    def publish(self, *args, **kwargs):
+        if self.down:
+            raise StoreUnavailableError("switched off by the test")
+        return super().publish(*args, **kwargs)
+
+
+def new_experiment(store, tmp_path, experiment_id="00000000000000aa", **search):
+    search = {**SEARCH, **search}
+    record = ExperimentRecord(
+        id=experiment_id,
+        name="fake",
+        config={"name": "fake", "search": search},
+        results_dir=str(tmp_path / "results" / experiment_id),
+        evaluations_total=search["runs"] * search["max_evaluations"],
+        runs=[
+            RunProgress(run=r, seed=search["seed"] + r, evaluations_total=search["max_evaluations"])
+            for r in range(search["runs"])
+        ],
+    )
+    store.create(record)
+    return RunnerSpec(experiment_id=experiment_id, store=StoreSpec(data_dir=str(tmp_path)))
+
+
+def all_events(store, experiment_id):
+    return store.read_events(experiment_id, 0, limit=100_000)
+
+
+def test_a_runner_publishes_the_whole_experiment(tmp_path):
+    store = LocalStore(tmp_path)
+    spec = new_experiment(store, tmp_path)
+    assert run_experiment(spec, evaluator_factory(CountingProblem()), store) == "succeeded"
+    record = store.get(spec.experiment_id)
+    results = tmp_path / "results" / spec.experiment_id
+    summary = json.loads((results / "summary.json").read_text())
+    assert (
+        record.status == "succeeded" and record.evaluations_done == 48 == summary["aggregate"]["evaluations"]
+    )
+    assert record.hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
+    assert [run.evaluations_done for run in record.runs] == [24, 24] and all(r.finished for r in record.runs)
+    assert record.cache_hits == summary["aggregate"]["cache_hits"] and record.mask_length == 64
+    assert record.started_at is not None and record.finished_at >= record.started_at
+    events = all_events(store, spec.experiment_id)
+    kinds = [data["type"] for _, data in events]
+    assert kinds[0] == "status" and kinds[-1] == "done" and kinds.count("evaluation") == 48
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1)) and record.last_event_seq == len(
+        events
+    )
+    evaluations = [data for _, data in events if data["type"] == "evaluation"]
+    assert [e["evaluations_done"] for e in evaluations] == list(range(1, 49))
+    parquet = pq.read_table(results / "evaluations.parquet").to_pylist()
+    assert sorted((e["run"], e["step"], e["mask"]) for e in evaluations) == sorted(
+        (r["run"], r["step"], r["mask"]) for r in parquet
+    )
+    front = store.snapshot(spec.experiment_id).front
+    assert set(front.fronts) == {-1, 0, 1} and front.history[-1][1] == pytest.approx(record.hypervolume)
+    # the results directory keeps a copy of the final record and fronts, for a store that loses them
+    empty = LocalStore(tmp_path / "empty")
+    assert restore_lost_records(empty, spec.store) == [spec.experiment_id]
+    assert empty.get(spec.experiment_id) == record
+    assert empty.snapshot(spec.experiment_id).front == front
+    assert restore_lost_records(empty, spec.store) == []
+
+
+def test_cancel_stops_at_the_next_step_and_keeps_the_results(tmp_path):
+    store = LocalStore(tmp_path)
+    spec = new_experiment(store, tmp_path, max_evaluations=400, population_size=8)
+    problem = CountingProblem(delay_s=0.02)
+    outcome = {}
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault("status", run_experiment(spec, evaluator_factory(problem), store))
+    )
+    thread.start()
+    while problem.calls < 5:
+        time.sleep(0.01)
+    store.request_cancel(spec.experiment_id)
+    asked = time.monotonic()
+    thread.join(timeout=30)
+    assert outcome["status"] == "cancelled" and time.monotonic() - asked < 5
+    calls_at_stop = problem.calls
+    time.sleep(0.2)
+    assert problem.calls == calls_at_stop
+    record = store.get(spec.experiment_id)
+    assert record.status == "cancelled" and 0 < record.evaluations_done < 800
+    rows = pq.read_table(tmp_path / "results" / spec.experiment_id / "evaluations.parquet").num_rows
+    assert rows == record.evaluations_done
+    assert all_events(store, spec.experiment_id)[-1][1]["type"] == "cancelled"
+
+
+def test_a_restarted_runner_resumes_and_publishes_what_the_store_missed(tmp_path):
+    store = FlakyStore(tmp_path)
+    spec = new_experiment(store, tmp_path)
+    spec = RunnerSpec(experiment_id=spec.experiment_id, store=spec.store, final_publish_deadline_s=0.0)
+    dying = CountingProblem(die_after=6)
+    # the store goes away, then the runner dies: what it computed meanwhile is only in its journal
+
+    def outage_then_death(spec, config):
+        evaluator = InProcessEvaluator(dying)
+        original = evaluator.submit
+
+        def submit(masks):
+            if dying.calls >= 3:
+                store.down = True
+            return original(masks)
+
+        evaluator.submit = submit
+        return evaluator, "fake-features", 64
+
+    with pytest.raises(Interrupt):
+        run_experiment(spec, outage_then_death, store)
+    seen = store.get(spec.experiment_id).evaluations_done
+    checkpoint = json.loads(
+        (tmp_path / "results" / spec.experiment_id / "state" / "checkpoint.json").read_text()
+    )
+    assert seen < checkpoint["rows"]
+    store.down = False
+    assert run_experiment(spec, evaluator_factory(CountingProblem()), store) == "succeeded"
+    events = all_events(store, spec.experiment_id)
+    evaluations = [data for _, data in events if data["type"] == "evaluation"]
+    assert len(evaluations) == 48
+    assert [e["evaluations_done"] for e in evaluations] == list(range(1, 49))
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    parquet = pq.read_table(tmp_path / "results" / spec.experiment_id / "evaluations.parquet").to_pylist()
+    assert sorted((e["run"], e["step"], e["mask"]) for e in evaluations) == sorted(
+        (r["run"], r["step"], r["mask"]) for r in parquet
+    )
+    assert store.get(spec.experiment_id).status == "succeeded"
+
+
+def test_a_failing_experiment_ends_failed_with_its_message(tmp_path):
+    store = LocalStore(tmp_path)
+    spec = new_experiment(store, tmp_path)
+
+    def broken(spec, config):
+        raise ValueError("the dataset cannot be loaded: folder:/nowhere does not exist")
+
+    assert run_experiment(spec, broken, store) == "failed"
+    record = store.get(spec.experiment_id)
+    assert record.status == "failed" and "folder:/nowhere" in record.error
+    assert all_events(store, spec.experiment_id)[-1][1]["type"] == "failed"
+
+
+def test_publisher_keeps_events_through_an_outage(tmp_path):
+    store = FlakyStore(tmp_path)
+    spec = new_experiment(store, tmp_path)
+    snapshot = store.snapshot(spec.experiment_id)
+    publisher = StorePublisher(store, snapshot.record, snapshot.front)
+    publisher.add({"type": "status", "status": "running", "started_at": 1.0})
+    assert publisher.flush()
+    store.down = True
+    publisher.add({"type": "run-finished", "run": 0, "hypervolume": 0.5, "evaluations": 24, "cache_hits": 0})
+    assert not publisher.flush() and publisher.outage_since is not None
+    store.down = False
+    assert publisher.flush() and publisher.outage_since is None
+    assert [data["type"] for _, data in all_events(store, spec.experiment_id)] == ["status", "run-finished"]
+    assert store.get(spec.experiment_id).runs[0].finished
+
+
+def test_resilient_cache_misses_while_down_and_sends_later(tmp_path):
+    class Switchable(LocalFitnessCache):
+        down = False
+
+        def get_many(self, keys):
+            if self.down:
+                raise ConnectionError("down")
+            return super().get_many(keys)
+
+        def put_many(self, entries):
+            if self.down:
+                raise ConnectionError("down")
+            super().put_many(entries)
+
+    inner = Switchable(tmp_path / "c.jsonl")
+    cache = ResilientFitnessCache(inner)
+    value = Evaluation(accuracy=0.9, active_fraction=0.5, auroc=0.8)
+    inner.down = True
+    cache.put_many({"a": value})
+    assert cache.unsent == 1 and cache.get_many(["a", "b"]) == {"a": value}
+    inner.down = False
+    assert cache.get_many(["b"]) == {} and cache.unsent == 0
+    assert inner.get_many(["a"]) == {"a": value}
+
+
+RAY_FROM_A_SHORT_THREAD = """
+import threading, ray
+from coordinator.service import RayLauncher
+launcher = RayLauncher(None)
+thread = threading.Thread(target=launcher.connect)
+thread.start()
+thread.join()
+
+@ray.remote
+def answer():
+    return 42
+
+print("answer", ray.get(answer.remote(), timeout=60))
+launcher.close()
+"""
+
+
+@pytest.mark.ray
+def test_a_local_ray_started_from_a_short_lived_thread_outlives_it(tmp_path):
+    # the server joins Ray from start-up and request threads; Ray's local processes die with the thread
+    # that spawned them unless the launcher keeps that thread alive
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environment = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    completed = subprocess.run(
+        [sys.executable, "-c", RAY_FROM_A_SHORT_THREAD],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert "answer 42" in completed.stdout, completed.stderr[-3000:]
