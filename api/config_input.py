@@ -9,7 +9,13 @@ import yaml
 
 from api.schemas import ExperimentCreate
 from api.settings import Settings
-from shared.config import NO_OOD_MESSAGE, ConfigError, ExperimentConfig, parse_config
+from shared.config import (
+    NO_OOD_MESSAGE,
+    ConfigError,
+    ExperimentConfig,
+    expand_source_variables,
+    parse_config,
+)
 
 # a ConfigError problem reads "search.runs: message"; anything else has no field path in front
 _LOCATION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.*)$", re.DOTALL)
@@ -105,6 +111,9 @@ def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConf
                 [{"loc": ["body", "config_yaml"], "msg": message, "type": "value_error.yaml"}]
             ) from None
     try:
+        # only the variables the server allows (its data root) are expanded; a reference to any other
+        # reads as "not set", so nothing else of the server's environment can leak into an answer
+        data = expand_source_variables(data, settings.config_environment(), "the posted config")
         config = parse_config(data, "the posted config")
     except ConfigError as error:
         raise ConfigInputError([problem_detail(problem) for problem in error.problems]) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -97,6 +98,13 @@ class Settings(BaseSettings):
     recover_on_start: bool = Field(
         default=True, description="resume experiments whose runner is gone when the server starts"
     )
+    config_variables: str = Field(
+        default="EVOPRUNE_DATA",
+        description=(
+            "comma-separated environment variables of the server that posted configs may use in "
+            "dataset/ood sources (`folder:${EVOPRUNE_DATA}/srsmas`); no other variable is ever expanded"
+        ),
+    )
     worker_actor: str | None = Field(
         default=None, description="module:Class of the worker actor (tests); unset = the real evaluator"
     )
@@ -115,6 +123,11 @@ class Settings(BaseSettings):
         """The API token, or None when the API is open."""
         value = self.api_token.get_secret_value() if self.api_token is not None else ""
         return value or None
+
+    def config_environment(self) -> dict[str, str]:
+        """The server's values of the variables posted configs may reference (those that are set)."""
+        names = [name.strip() for name in self.config_variables.split(",") if name.strip()]
+        return {name: os.environ[name] for name in names if name in os.environ}
 
     def store_spec(self) -> StoreSpec:
         """Where the store and results live, in the form runners in other processes can open."""

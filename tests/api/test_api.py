@@ -327,3 +327,19 @@ def test_dependencies_are_overridable(tmp_path, local_store):
         assert [e["name"] for e in client.get("/experiments").json()["experiments"]] == ["elsewhere"]
         client.app.dependency_overrides[get_settings] = lambda: Settings(api_token=TOKEN)
         assert client.get("/experiments").status_code == 401
+
+
+def test_posted_sources_expand_only_the_servers_allowed_variables(client, monkeypatch, tmp_path):
+    monkeypatch.setenv("EVOPRUNE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("SECRET_SOMETHING", "s3cr3t-value")
+    allowed = {**TINY_CONFIG, "dataset": {"source": "folder:${EVOPRUNE_DATA}/srsmas"}}
+    answer = client.post("/experiments", json={"config": allowed})
+    assert answer.status_code == 201, answer.text
+    record = client.app.state.store.get(answer.json()["id"])
+    assert record.config["dataset"]["source"] == f"folder:{tmp_path / 'data'}/srsmas"
+
+    leaking = {**TINY_CONFIG, "dataset": {"source": "folder:${SECRET_SOMETHING}"}}
+    answer = client.post("/experiments", json={"config": leaking})
+    assert answer.status_code == 422
+    assert "s3cr3t-value" not in answer.text
+    assert any(item["loc"] == ["body", "config", "dataset", "source"] for item in answer.json()["detail"])
