@@ -38,7 +38,15 @@ def data_root(tmp_path, monkeypatch) -> Path:
 
 
 def test_configs_folder_holds_the_demo_and_the_six_datasets():
-    assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted([*PAPER, "demo"])
+    assert sorted(path.stem for path in CONFIGS.glob("*.yaml")) == sorted([*PAPER, "demo", "rps-tfds"])
+
+
+def test_rps_tfds_is_rps_with_only_tfds_sources(data_root):
+    # the variant a machine with internet runs unchanged: everything but the OoD set equals configs/rps.yaml
+    paper, tfds_only = load_config(CONFIGS / "rps.yaml"), load_config(CONFIGS / "rps-tfds.yaml")
+    assert [ood.source for ood in tfds_only.ood] == ["tfds:citrus_leaves"]
+    assert all(source.startswith("tfds:") for source in [tfds_only.dataset.source])
+    assert tfds_only.model_copy(update={"name": "rps", "ood": paper.ood}) == paper
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.stem)
