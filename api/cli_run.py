@@ -16,7 +16,7 @@ from typing import Any
 from api.reference_flags import add_reference_arguments, reference_config
 from coordinator.evaluator import EvaluationError, Evaluator
 from coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
-from shared.config import ConfigError, ExperimentConfig, load_config, parse_config
+from shared.config import NO_OOD_MESSAGE, ConfigError, ExperimentConfig, load_config, parse_config
 from shared.events import EvaluationFinished, Event, EventBus, FrontChanged
 from shared.fitness_cache import FitnessCache, open_fitness_cache
 from workers.features import FeatureSet
@@ -37,6 +37,10 @@ class Backend:
 
 def _load_features(config: ExperimentConfig) -> FeatureSet:
     from workers.assemble import load_feature_set
+
+    if not config.ood:
+        # the feature loader allows none (its tests split without OoD); an experiment cannot score AUROC
+        raise ExperimentError(NO_OOD_MESSAGE)
 
     try:
         return load_feature_set(config, progress=True)

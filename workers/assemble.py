@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.config import NO_OOD_MESSAGE, ExperimentConfig
+from shared.config import ExperimentConfig
 from workers.datasets import DatasetError
 from workers.feature_cache import (
     FORMAT_VERSION,
@@ -168,8 +168,6 @@ def _num_classes(table: FeatureTable, config: ExperimentConfig) -> int:
 def _load_tables(
     config: ExperimentConfig, progress: bool
 ) -> tuple[FeatureTable, list[FeatureTable], list[Path]]:
-    if not config.ood:
-        raise DatasetError(NO_OOD_MESSAGE)
     cache_dir = resolve_cache_dir(config.cache_dir)
     image_size = config.dataset.image_size
     table, path = source_features(

@@ -379,3 +379,15 @@ def test_a_cancel_is_seen_within_seconds_while_a_batch_is_still_training(tmp_pat
     summary = experiment.run(should_stop=lambda: time.monotonic() > asked_at)
     assert summary["status"] == "cancelled"
     assert time.monotonic() - started < 5.0, "the cancel waited for the batch in flight"
+
+
+def test_the_real_backend_refuses_a_config_without_ood_sources_by_name(tmp_path, capsys):
+    from api.cli_run import DEFAULT_BACKEND
+
+    config = tmp_path / "no-ood.yaml"
+    config.write_text(
+        yaml.safe_dump({"dataset": {"source": "sklearn:digits"}, "backbone": {"name": "pixels"}})
+    )
+    args = build_parser().parse_args(["run", str(config), "--workers", "0", "--out", str(tmp_path / "out")])
+    assert run_command(args, DEFAULT_BACKEND) == 2
+    assert "ood: no out-of-distribution source" in capsys.readouterr().err

@@ -213,8 +213,3 @@ def test_tfds_dataset_with_a_tfds_ood_source(tmp_path):
     assert (len(fold.train), len(fold.evaluation)) == (6, 6)
     assert fold.ood.shape == (6, 192)
 
-
-def test_a_config_without_ood_sources_is_refused_by_name(tmp_path):
-    config = parse_config({"dataset": {"source": "sklearn:digits"}, "cache_dir": str(tmp_path)})
-    with pytest.raises(DatasetError, match=r"^ood: .*AUROC"):
-        load_feature_set(config, progress=False)
