@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import routes_experiments, routes_health, routes_results, web
+from api import routes_artifacts, routes_experiments, routes_health, routes_results, web
 from api.response_cache import ResponseCache
 from api.routes_health import service_version
 from api.settings import Settings
@@ -171,6 +171,7 @@ def create_app(
         app.state.launcher = launcher
     app.include_router(routes_experiments.router)
     app.include_router(routes_results.router)
+    app.include_router(routes_artifacts.router)
     app.include_router(routes_health.router)
     app.include_router(web.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from coordinator.service_analysis import DEFAULT_SAMPLES, DEFAULT_TOP, MAX_SAMPLES, MAX_TOP, AnalysisState
 from shared.store import ExperimentRecord, FrontState
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -202,6 +203,66 @@ class EvaluationList(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+class AnalysisCreate(BaseModel):
+    """Options of an analysis (`evoprune analyze --top --samples`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(default=DEFAULT_TOP, ge=1, le=MAX_TOP, description="most important neurons to report")
+    samples: int = Field(
+        default=DEFAULT_SAMPLES, ge=1, le=MAX_SAMPLES, description="sample images in the heatmap grid"
+    )
+
+
+class AnalysisPublic(BaseModel):
+    """Where the analysis of an experiment stands."""
+
+    status: Literal["none", "running", "succeeded", "failed"]
+    error: str | None = Field(description="why the last analysis failed")
+    stage: str | None = Field(description="what a running analysis is doing")
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    top: int | None
+    samples: int | None
+
+    @classmethod
+    def of(cls, state: AnalysisState) -> AnalysisPublic:
+        """The public view of an analysis state."""
+        return cls(
+            status=state.status,  # type: ignore[arg-type]
+            error=state.error,
+            stage=state.stage if state.status == "running" else None,
+            requested_at=_time(state.requested_at),
+            started_at=_time(state.started_at),
+            finished_at=_time(state.finished_at),
+            top=state.top,
+            samples=state.samples,
+        )
+
+
+class ArtifactPublic(BaseModel):
+    """One file of an experiment that the API serves: a result or an analysis."""
+
+    name: str = Field(description="a plain file name, unique within the experiment")
+    kind: Literal["image", "table", "json", "yaml"]
+    source: Literal["results", "analysis"] = Field(
+        description="results: written by the experiment; analysis: by its analysis"
+    )
+    media_type: str
+    description: str
+    size_bytes: int
+    url: str = Field(description="where to GET the file (send the bearer token too)")
+
+
+class ArtifactList(BaseModel):
+    """An experiment's files and the state of its analysis."""
+
+    experiment_id: str
+    analysis: AnalysisPublic
+    artifacts: list[ArtifactPublic]
 
 
 class Health(BaseModel):

@@ -45,22 +45,23 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
     """Every file of a results directory the API may serve, with what it is.
 
     The experiment's own results come first, then the analyses listed in analysis/analysis.json (written
-    by `evoprune analyze`). Only files that exist are listed.
+    by `evoprune analyze`). Only plain files that exist are listed (no links).
 
     Args:
         results_dir: an experiment's results directory.
 
     Returns:
         One dict per file: `name` (unique, a plain file name), `kind` (image, table, json or yaml),
-        `path` (absolute), `media_type` and `description`.
+        `source` (results: the experiment's own files; analysis: analysis/), `path` (absolute),
+        `media_type` and `description`.
 
     """
     results_dir = Path(results_dir)
     found = []
     for name, description in RESULT_FILES:
         path = results_dir / name
-        if path.is_file():
-            found.append(_listed(name, path, description))
+        if _plain_file(path):
+            found.append(_listed(name, path, description, "results"))
     analysis = results_dir / ANALYSIS_DIR
     index_path = analysis / INDEX_NAME
     try:
@@ -73,18 +74,24 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
         listed = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(listed, str) or not SAFE_NAME.match(listed) or listed in taken:
             continue
-        if Path(listed).suffix not in KINDS_BY_SUFFIX or not (analysis / listed).is_file():
+        if Path(listed).suffix not in KINDS_BY_SUFFIX or not _plain_file(analysis / listed):
             continue
-        found.append(_listed(listed, analysis / listed, str(entry.get("description", ""))))
+        found.append(_listed(listed, analysis / listed, str(entry.get("description", "")), "analysis"))
         taken.add(listed)
     return found
 
 
-def _listed(name: str, path: Path, description: str) -> dict[str, Any]:
+def _plain_file(path: Path) -> bool:
+    # a link could point anywhere on the server; the analyses and runs write plain files only
+    return path.is_file() and not path.is_symlink()
+
+
+def _listed(name: str, path: Path, description: str, source: str) -> dict[str, Any]:
     kind = kind_of(name)
     return {
         "name": name,
         "kind": kind,
+        "source": source,
         "path": str(path.resolve()),
         "media_type": MEDIA_TYPES[kind],
         "description": description,

@@ -21,6 +21,12 @@ import ray.exceptions
 from coordinator.checkpoint import CheckpointError, read_json
 from coordinator.evaluator import Evaluator
 from coordinator.experiment import Experiment, ExperimentError, load_resumable
+from coordinator.service_analysis import (
+    ANALYSIS_ACTOR,
+    AnalysisBusyError,
+    AnalysisSpec,
+    analysis_actor_name,
+)
 from coordinator.service_cache import ResilientFitnessCache
 from coordinator.service_publish import StorePublisher
 from shared.config import ConfigError, ExperimentConfig, parse_config
@@ -276,6 +282,20 @@ class Launcher(abc.ABC):
     def alive(self, experiment_id: str) -> bool:
         """Whether the experiment's runner exists."""
 
+    def launch_analysis(self, spec: AnalysisSpec) -> None:
+        """Start the analysis of a finished experiment (`evoprune analyze` of its results directory).
+
+        Raises:
+            AnalysisBusyError: an analysis of that experiment is already running.
+            NotImplementedError: this launcher runs experiments only.
+
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run analyses")
+
+    def analysis_alive(self, experiment_id: str) -> bool:
+        """Whether the experiment's analysis actor exists."""
+        return False
+
     def close(self) -> None:
         """Release the connection to the cluster (runners keep going)."""
         return  # nothing to release by default
@@ -359,6 +379,26 @@ class RayLauncher(Launcher):
         self.connect()
         try:
             ray.get_actor(actor_name(experiment_id), namespace=RAY_NAMESPACE)
+        except ValueError:
+            return False
+        return True
+
+    def launch_analysis(self, spec: AnalysisSpec) -> None:
+        self.connect()
+        try:
+            ANALYSIS_ACTOR.options(
+                name=analysis_actor_name(spec.experiment_id), namespace=RAY_NAMESPACE, lifetime="detached"
+            ).remote(spec)
+        except ValueError:
+            # Ray refuses a second actor of the same name: one analysis of an experiment at a time
+            if self.analysis_alive(spec.experiment_id):
+                raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed") from None
+            raise
+
+    def analysis_alive(self, experiment_id: str) -> bool:
+        self.connect()
+        try:
+            ray.get_actor(analysis_actor_name(experiment_id), namespace=RAY_NAMESPACE)
         except ValueError:
             return False
         return True

@@ -25,6 +25,11 @@
     statCache: $("stat-cache"), frontPlot: $("front-plot"), hvPlot: $("hv-plot"),
     runsBody: document.querySelector("#runs-table tbody"),
     frontBody: document.querySelector("#front-table tbody"),
+    analysis: {
+      card: $("analysis-card"), state: $("analysis-state"), form: $("analysis-form"), top: $("analysis-top"),
+      samples: $("analysis-samples"), button: $("analyse-button"), error: $("analysis-error"),
+      gallery: $("analysis-gallery"), files: $("analysis-files"), downloads: $("analysis-downloads"),
+    },
   };
   const demoYaml = el.yaml.value;
 
@@ -62,9 +67,10 @@
   }
 
   // Paths are relative ("experiments", not "/experiments") so the page also works behind a path prefix.
-  async function api(method, path, body) {
+  /** A successful response; asks for the token and retries on 401; throws ApiError otherwise. */
+  async function send(method, path, body, accept) {
     for (;;) {
-      const headers = { Accept: "application/json", ...authHeaders() };
+      const headers = { Accept: accept, ...authHeaders() };
       const init = { method, headers, cache: "no-store" };
       if (body !== undefined) {
         headers["Content-Type"] = "application/json";
@@ -81,10 +87,22 @@
         await needToken(true);
         continue;
       }
-      const payload = response.status === 204 ? null : await response.json().catch(() => null);
-      if (!response.ok) throw new ApiError(response.status, payload?.detail ?? response.statusText);
-      return payload;
+      if (!response.ok) {
+        const payload = await response.json().catch(() => null);
+        throw new ApiError(response.status, payload?.detail ?? response.statusText);
+      }
+      return response;
     }
+  }
+
+  async function api(method, path, body) {
+    const response = await send(method, path, body, "application/json");
+    return response.status === 204 ? null : response.json().catch(() => null);
+  }
+
+  /** A file (an analysis plot or table) as a Blob: fetched with the token, which <img src> cannot send. */
+  async function apiBlob(path) {
+    return (await send("GET", path, undefined, "*/*")).blob();
   }
 
   el.tokenForm.addEventListener("submit", () => {
@@ -131,6 +149,11 @@
   function badge(status) {
     return node("span", { class: `badge ${status}` }, status);
   }
+
+  // the analysis of a succeeded experiment (artifacts.js)
+  const analysisPanel = EvoArtifacts.create({
+    api, blob: apiBlob, authorised: () => Boolean(token), node, el: el.analysis,
+  });
 
   // ---- the config form (its problem list is form.js) ------------------------------------------------
 
@@ -417,6 +440,7 @@
     const problem = record.error ? `Failed: ${record.error}` : view.streamError;
     el.detailError.hidden = !problem;
     el.detailError.textContent = problem ?? "";
+    analysisPanel.update(view.streamError ? null : record);
 
     const aggregate = view.fronts.get(-1) ?? [];
     const best = aggregate.reduce(

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from coordinator.service import Launcher
+from coordinator.service_analysis import AnalysisSpec
 from shared.store import ExperimentRecord
 from shared.store_local import LocalStore
 
@@ -38,6 +39,8 @@ class RecordingLauncher(Launcher):
     def __init__(self) -> None:
         self.launched: list[str] = []
         self.running: set[str] = set()
+        self.analyses: list[AnalysisSpec] = []
+        self.analysing: set[str] = set()
 
     def launch(self, record: ExperimentRecord) -> None:
         self.launched.append(record.id)
@@ -45,6 +48,13 @@ class RecordingLauncher(Launcher):
 
     def alive(self, experiment_id: str) -> bool:
         return experiment_id in self.running
+
+    def launch_analysis(self, spec: AnalysisSpec) -> None:
+        self.analyses.append(spec)
+        self.analysing.add(spec.experiment_id)
+
+    def analysis_alive(self, experiment_id: str) -> bool:
+        return experiment_id in self.analysing
 
 
 @pytest.fixture

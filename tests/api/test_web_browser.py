@@ -1,4 +1,4 @@
-"""The web page in headless Chromium against a real `evoprune serve`: token, form, live Pareto front."""
+"""The web page in headless Chromium against a real `evoprune serve`: token, form, live front, analysis."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ SERVER_START_S = 120
 # Ray, TensorFlow and the runner start on two shared cores before the first evaluation arrives
 FIRST_POINTS_S = 300
 FINISH_S = 300
+# the analysis actor starts, imports TensorFlow, re-trains the front and draws its plots
+ANALYSIS_S = 300
 UI_S = 30
 # set to a path (e.g. docs/web.png) to keep the screenshot of the live page
 SCREENSHOT_ENV = "EVOPRUNE_WEB_SCREENSHOT"
@@ -307,6 +309,60 @@ def test_a_submitted_experiment_grows_its_front_live(signed_in: PageUnderTest, s
     assert page.is_hidden("#cancel-button")
     status = page.inner_text("#experiment-list li button[aria-current=true] .badge")
     assert status == "succeeded"
+    assert signed_in.errors == []
+
+
+def test_the_succeeded_experiment_is_analysed_and_its_plots_shown(
+    signed_in: PageUnderTest, server: Server
+) -> None:
+    page = signed_in.page
+    page.wait_for_selector("#analysis-card:not([hidden])")
+    _wait_in_page(
+        page,
+        server,
+        "() => document.getElementById('analysis-state').textContent === 'not analysed yet'",
+        UI_S,
+        "the analysis state",
+    )
+    # before any analysis the experiment's own files are there to download
+    assert page.locator("#analysis-downloads a", has_text="summary.json").count() == 1
+    assert page.locator("#analysis-gallery img").count() == 0
+    page.fill("#analysis-top", "3")
+    page.fill("#analysis-samples", "2")
+    page.click("#analyse-button")
+    _wait_in_page(
+        page,
+        server,
+        "() => document.getElementById('analysis-state').textContent.startsWith('running')",
+        UI_S,
+        "the analysis to run",
+    )
+    assert page.is_disabled("#analyse-button")
+    # the images come as blob URLs, fetched with the token
+    _wait_in_page(
+        page,
+        server,
+        "() => [...document.querySelectorAll('#analysis-gallery img')]"
+        ".some((image) => image.complete && image.naturalWidth > 0)",
+        ANALYSIS_S,
+        "a plot in the analysis gallery",
+    )
+    _wait_in_page(
+        page,
+        server,
+        "() => document.getElementById('analysis-state').textContent.startsWith('done')",
+        UI_S,
+        "the analysis to be done",
+    )
+    captions = " ".join(page.locator("#analysis-gallery figcaption").all_inner_texts())
+    assert "importance.png" in captions and "ensembles.png" in captions
+    assert (page.get_attribute("#analysis-gallery img >> nth=0", "src") or "").startswith("blob:")
+    assert page.inner_text("#analyse-button") == "Analyse again" and page.is_enabled("#analyse-button")
+    with page.expect_download() as download:
+        page.click("#analysis-downloads a:has-text('analysis.json')")
+    index = json.loads(Path(download.value.path()).read_text())
+    assert index["format"] == "evoprune-analysis" and len(index["top"]) <= 3
+    page.screenshot(path=str(server.root / "analysis.png"), full_page=True)
     assert signed_in.errors == []
 
 

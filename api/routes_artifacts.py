@@ -1,0 +1,208 @@
+"""Routes of an experiment's analysis: start it on Ray, follow it, list and download its files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
+
+import anyio
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import Path as PathParameter
+from fastapi.responses import StreamingResponse
+
+from api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
+from api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
+from coordinator.analysis_artifacts import MEDIA_TYPES, list_artifacts
+from coordinator.analysis_inputs import AnalysisError, read_results
+from coordinator.service import Launcher
+from coordinator.service_analysis import (
+    AnalysisBusyError,
+    AnalysisSpec,
+    AnalysisState,
+    analysis_state,
+    mark_requested,
+    read_status,
+    restore_status,
+    write_status,
+)
+from shared.store import ExperimentRecord
+
+CHUNK_BYTES = 1 << 16
+MAX_NAME_LENGTH = 200
+# shown inline by a browser; the tables are downloads
+INLINE_KINDS = frozenset({"image", "json", "yaml"})
+
+log = logging.getLogger(__name__)
+router = APIRouter(
+    prefix="/experiments", tags=["analysis"], dependencies=[Authorized], responses=PROTECTED_RESPONSES
+)
+# one start at a time in this process, so two requests cannot both find no analysis running
+_starting = threading.Lock()
+
+
+def _state(record: ExperimentRecord, launcher: Launcher) -> AnalysisState:
+    def alive() -> bool:
+        try:
+            return launcher.analysis_alive(record.id)
+        except Exception:  # Ray unreachable: nothing says the actor died, so it is still running
+            return True
+
+    return analysis_state(Path(record.results_dir), alive)
+
+
+def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -> ArtifactPublic:
+    path = Path(entry["path"])
+    url = request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
+    return ArtifactPublic(
+        name=entry["name"],
+        kind=entry["kind"],
+        source=entry["source"],
+        media_type=entry["media_type"],
+        description=entry["description"],
+        size_bytes=path.stat().st_size if path.exists() else 0,
+        url=url,
+    )
+
+
+@router.get(
+    "/{experiment_id}/artifacts", response_model=ArtifactList, responses={404: {"description": "unknown id"}}
+)
+def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) -> ArtifactList:
+    """The files of an experiment (its results, then its analysis) and where its analysis stands.
+
+    The list holds the files that exist now: none while the experiment has written nothing, the results
+    once it has ended, and the analysis files (plots, Parquet tables, analysis.json) once analysed. Poll it
+    while `analysis.status` is `running`.
+    """
+    state = _state(record, launcher)
+    entries = list_artifacts(Path(record.results_dir))
+    return ArtifactList(
+        experiment_id=record.id,
+        analysis=AnalysisPublic.of(state),
+        artifacts=[_public(request, record, entry) for entry in entries],
+    )
+
+
+async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await anyio.to_thread.run_sync(handle.read, CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()
+
+
+@router.get(
+    "/{experiment_id}/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={
+        404: {"description": "unknown id, or no such file (the message names the available ones)"},
+        200: {
+            "description": "the file, with its media type",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}} for media in MEDIA_TYPES.values()
+            },
+        },
+    },
+)
+def get_artifact(
+    record: RecordDep,
+    name: Annotated[str, PathParameter(max_length=MAX_NAME_LENGTH, description="a name from the list")],
+) -> StreamingResponse:
+    """One file of the experiment, by a name that `GET /experiments/{id}/artifacts` lists."""
+    listed = {entry["name"]: entry for entry in list_artifacts(Path(record.results_dir))}
+    entry = listed.get(name)
+    handle = None
+    if entry is not None:
+        try:
+            # opened here: a new analysis may replace the folder meanwhile, and an open file stays readable
+            handle = open(entry["path"], "rb")  # noqa: SIM115 (closed by _chunks)
+        except OSError:
+            entry = None
+    if entry is None or handle is None:
+        available = ", ".join(sorted(listed)) or "none yet"
+        raise HTTPException(
+            status_code=status.HTTP_404_NOT_FOUND,
+            detail=f"experiment {record.id} has no file {name!r}; available: {available}",
+        )
+    disposition = "inline" if entry["kind"] in INLINE_KINDS else "attachment"
+    headers = {
+        "Content-Length": str(os.fstat(handle.fileno()).st_size),
+        "Content-Disposition": f'{disposition}; filename="{name}"',
+        # a new analysis replaces the files under the same names
+        "Cache-Control": "no-cache",
+    }
+    return StreamingResponse(_chunks(handle), media_type=entry["media_type"], headers=headers)
+
+
+@router.post(
+    "/{experiment_id}/analysis",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AnalysisPublic,
+    responses={
+        400: {"description": "the body cannot be parsed (not UTF-8 JSON)"},
+        404: {"description": "unknown id"},
+        409: {"description": "the experiment has not succeeded, cannot be analysed, or is being analysed"},
+        422: {"description": "top or samples out of bounds; the message names the field"},
+        503: {"description": "the store or the Ray cluster is unavailable"},
+    },
+)
+def start_analysis(
+    record: RecordDep, launcher: LauncherDep, response: Response, body: AnalysisCreate | None = None
+) -> AnalysisPublic:
+    """Analyse a succeeded experiment on the Ray cluster, as `evoprune analyze` does.
+
+    Answers at once; follow it with `GET /experiments/{id}/artifacts` (its `analysis.status`). The new
+    files replace the previous analysis only once all of them are written.
+    """
+    options = body or AnalysisCreate()
+    if record.status != "succeeded":
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"experiment {record.id} is {record.status}; only a succeeded experiment can be analysed",
+        )
+    results_dir = Path(record.results_dir)
+    try:
+        read_results(results_dir)  # the checks the analysis starts with, answered now rather than later
+    except AnalysisError as error:
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"experiment {record.id} cannot be analysed: {' '.join(str(error).split())}",
+        ) from None
+    spec = AnalysisSpec(record.id, str(results_dir), top=options.top, samples=options.samples)
+    with _starting:
+        current = _state(record, launcher)
+        if current.status == "running":
+            raise HTTPException(
+                status_code=status.HTTP_409_CONFLICT,
+                detail=f"an analysis of experiment {record.id} is already running; wait for it to end",
+            )
+        previous = read_status(results_dir)
+        try:
+            mark_requested(spec)
+        except OSError as error:
+            raise HTTPException(
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"the results directory of experiment {record.id} cannot be written: {error}",
+            ) from None
+        try:
+            launcher.launch_analysis(spec)
+        except AnalysisBusyError:
+            restore_status(results_dir, previous)
+            raise HTTPException(
+                status_code=status.HTTP_409_CONFLICT,
+                detail=f"an analysis of experiment {record.id} is still running or finishing; try again "
+                "in a few seconds",
+            ) from None
+        except Exception as error:  # whatever Ray raised: the analysis is failed, the client is told
+            log.exception("the analysis of experiment %s could not be started", record.id)
+            message = f"the analysis could not be started on Ray: {type(error).__name__}: {error}"
+            failed = {"status": "failed", "error": message, "finished_at": time.time()}
+            write_status(results_dir, {**(read_status(results_dir) or {}), **failed})
+            raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
+    response.headers["Location"] = f"/experiments/{record.id}/artifacts"
+    return AnalysisPublic.of(_state(record, launcher))
