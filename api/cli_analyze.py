@@ -8,14 +8,9 @@ import sys
 import textwrap
 from typing import Any
 
+from api.cli_types import positive_int
+
 EXIT_BAD_INPUT = 2
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -35,9 +30,9 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("directory", metavar="DIR", help="the experiment's results directory")
-    parser.add_argument("--top", type=_positive, default=10, metavar="K", help="neurons to report (10)")
+    parser.add_argument("--top", type=positive_int, default=10, metavar="K", help="neurons to report (10)")
     parser.add_argument(
-        "--samples", type=_positive, default=4, metavar="N", help="sample images in the heatmap grid (4)"
+        "--samples", type=positive_int, default=4, metavar="N", help="sample images in the heatmap grid (4)"
     )
     parser.set_defaults(handler=analyze_command)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from api.cli_types import positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `bench` sub-command."""
@@ -15,19 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "printed is one JSON object. The backend follows KERAS_BACKEND (tensorflow by default).",
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run: under a minute on 2 CPU cores")
-    parser.add_argument("--masks", type=_positive, default=None, help="masks to evaluate")
-    parser.add_argument("--epochs", type=_positive, default=None, help="fixed epochs per mask")
+    parser.add_argument("--masks", type=positive_int, default=None, help="masks to evaluate")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="fixed epochs per mask")
     parser.set_defaults(handler=_handle)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from api.cli_types import non_negative_int, positive_int
 from api.reference_flags import add_reference_arguments, reference_config
 from coordinator.evaluator import EvaluationError, Evaluator
 from coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
@@ -72,20 +73,6 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("coordinator").joinpath(DEMO_CONFIG)))
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     """Add `run` and `resume` to the `evoprune` parser.
 
@@ -101,8 +88,8 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "config", nargs="?", metavar="CONFIG", help="experiment YAML (default: the embedded demo)"
     )
-    run.add_argument("--runs", type=_positive, help="independent runs with seeds SEED..SEED+N-1")
-    run.add_argument("--max-evaluations", type=_positive, metavar="K", help="evaluations per run")
+    run.add_argument("--runs", type=positive_int, help="independent runs with seeds SEED..SEED+N-1")
+    run.add_argument("--max-evaluations", type=positive_int, metavar="K", help="evaluations per run")
     run.add_argument("--seed", type=int, help="seed of the first run")
     run.add_argument("--out", metavar="DIR", help="results directory (default: results/NAME-TIMESTAMP)")
     _add_runtime_options(run)
@@ -122,7 +109,7 @@ def register(subparsers: Any) -> None:
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
-        type=_non_negative,
+        type=non_negative_int,
         metavar="W",
         help="worker actors (default: one per GPU, else 1); 0 evaluates in this process without Ray",
     )

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from api.cli_types import non_negative_int
 from shared.config import ConfigError, ExperimentConfig
 from shared.reference_csv import load_reference_config
 
 DEFAULT_EXTRACTOR = "resnet50"
 FLAGS = ("--dataset-csv", "--ga-csv", "--run", "--extractor")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +28,7 @@ def add_reference_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ga-csv", metavar="FILE", help="the GA CSV, e.g. configGAFS.csv")
     group.add_argument(
         "--run",
-        type=_non_negative,
+        type=non_negative_int,
         metavar="N",
         help="the execution number: one run with seed SEED+N (SEED: --seed, default 0)",
     )

@@ -15,25 +15,12 @@ from fastapi.responses import StreamingResponse
 from api.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
 from api.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from api.sse import EventStream
+from coordinator.results import COLUMN_TYPES
 from shared.store import ExperimentRecord, Store
 
 PARQUET = "application/vnd.apache.parquet"
 MAX_PAGE = 10_000
 EVENT_BATCH = 5000
-COLUMN_TYPES = {
-    "run": pa.int32(),
-    "step": pa.int32(),
-    "mask": pa.string(),
-    "mask_length": pa.int32(),
-    "accuracy": pa.float64(),
-    "active_fraction": pa.float64(),
-    "auroc": pa.float64(),
-    "cached": pa.bool_(),
-    "seconds": pa.float64(),
-    "worker": pa.string(),
-    "test_accuracy": pa.float64(),
-    "test_auroc": pa.float64(),
-}
 
 router = APIRouter(
     prefix="/experiments", tags=["results"], dependencies=[Authorized], responses=PROTECTED_RESPONSES

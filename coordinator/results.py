@@ -33,7 +33,7 @@ FRONT_COLUMNS = ("run", "mask", "mask_length", "accuracy", "active_fraction", "a
 AGGREGATE_RUN = -1
 VERSIONED_PACKAGES = ("evoprune", "numpy", "deap", "ray", "pyarrow", "tensorflow", "keras", "jax")
 
-_TYPES = {
+COLUMN_TYPES = {
     "run": pa.int32(),
     "step": pa.int32(),
     "mask": pa.string(),
@@ -55,7 +55,9 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
-    return pa.table({name: pa.array([row.get(name) for row in rows], type=_TYPES[name]) for name in columns})
+    return pa.table(
+        {name: pa.array([row.get(name) for row in rows], type=COLUMN_TYPES[name]) for name in columns}
+    )
 
 
 def _minimisation(rows: list[dict[str, Any]]) -> np.ndarray:
