@@ -123,6 +123,26 @@ class Client:
         """Ask the experiment to stop."""
         return dict(self._call("DELETE", f"/experiments/{_quote(experiment_id)}"))
 
+    def analyse(
+        self, experiment_id: str, top: int | None = None, samples: int | None = None
+    ) -> dict[str, Any]:
+        """Start the analysis of a succeeded experiment on the server's Ray (AnalysisPublic)."""
+        body = {name: value for name, value in (("top", top), ("samples", samples)) if value is not None}
+        return dict(self._call("POST", f"/experiments/{_quote(experiment_id)}/analysis", body))
+
+    def artifacts(self, experiment_id: str) -> dict[str, Any]:
+        """The analysis status and every result and analysis file of the experiment (ArtifactList)."""
+        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/artifacts"))
+
+    def artifact(self, experiment_id: str, name: str) -> bytes:
+        """One artifact's bytes (a PNG, a Parquet table, a JSON index...)."""
+        path = f"/experiments/{_quote(experiment_id)}/artifacts/{_quote(name)}"
+        try:
+            with urllib.request.urlopen(self._request("GET", path), timeout=self.timeout_s) as answer:
+                return bytes(answer.read())
+        except urllib.error.HTTPError as error:
+            raise ApiError(error.code, _detail(error)) from None
+
     def events(self, experiment_id: str) -> Iterator[ServerEvent]:
         """Follow the experiment's events until `done`, reconnecting (with Last-Event-ID) when cut off.
 

@@ -7,7 +7,7 @@ import yaml
 
 from api.app import create_app
 from api.cli import build_parser
-from api.client import Client, parse_events
+from api.client import ApiError, Client, parse_events
 from api.settings import Settings
 from coordinator.service import Launcher
 from coordinator.service_publish import StorePublisher
@@ -104,6 +104,15 @@ def test_python_client_example(server):
     assert client.experiment(experiment_id)["status"] == outcome
     assert client.front(experiment_id)["hypervolume_history"]
     assert client.evaluations(experiment_id)["total"] == 3
+    # the scripted runner writes no results directory: the listing is empty and there is nothing to analyse
+    listing = client.artifacts(experiment_id)
+    assert listing["analysis"]["status"] == "none"
+    with pytest.raises(ApiError) as missing:
+        client.artifact(experiment_id, "front.png")
+    assert missing.value.status == 404
+    with pytest.raises(ApiError) as refused:
+        client.analyse(experiment_id, top=5)
+    assert refused.value.status == 409
 
 
 def test_parse_events():
