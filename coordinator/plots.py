@@ -60,7 +60,8 @@ def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Paret
         axes.set_xlabel(AXES[x][1])
         axes.set_ylabel(AXES[y][1])
         axes.grid(alpha=0.3)
-    if len(runs) <= LEGEND_MAX_RUNS:
+    # an experiment cancelled before its first step has no front to label
+    if 0 < len(runs) <= LEGEND_MAX_RUNS:
         flat_axes[0].legend(fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
@@ -87,7 +88,7 @@ def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pa
     axes.set_xlabel(AXES[0][1])
     axes.set_ylabel(AXES[1][1])
     axes.set_zlabel(AXES[2][1])
-    if len(runs) <= LEGEND_MAX_RUNS:
+    if 0 < len(runs) <= LEGEND_MAX_RUNS:
         axes.legend(fontsize="small", loc="upper left")
     axes.set_title(title)
     figure.tight_layout()
@@ -117,7 +118,8 @@ def plot_front_projections(
         axes.set_xlabel(AXES[x][1])
         axes.set_ylabel(AXES[y][1])
         axes.grid(alpha=0.3)
-    if len(runs) <= LEGEND_MAX_RUNS:
+    # an experiment cancelled before its first step has no front to label
+    if 0 < len(runs) <= LEGEND_MAX_RUNS:
         flat_axes[0].legend(fontsize="small")
     figure.suptitle(title)
     figure.tight_layout()
@@ -157,7 +159,7 @@ def plot_hypervolume(
     axes.set_xlabel("evaluations per run" if aggregate else "evaluations")
     axes.set_ylabel("hypervolume (reference 1, 1, 1)")
     axes.grid(alpha=0.3)
-    if 0 < len(histories) <= LEGEND_MAX_RUNS:
+    if 0 < len(histories) <= LEGEND_MAX_RUNS and axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize="small")
     axes.set_title(title)
     figure.tight_layout()
