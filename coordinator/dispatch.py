@@ -122,9 +122,24 @@ def resources_per_worker(cluster: dict[str, float], workers: int) -> dict[str, f
     return request
 
 
-def default_worker_count(cluster: dict[str, float]) -> int:
-    """One worker per GPU, or one when the cluster has none (the evaluator uses every core itself)."""
-    return max(1, int(cluster.get("GPU", 0.0)))
+def default_worker_count(cluster: dict[str, float], cpu_nodes: int = 1) -> int:
+    """One worker per GPU; without GPUs, one per node that offers CPUs (a worker uses every core of its node).
+
+    Args:
+        cluster: `ray.cluster_resources()`.
+        cpu_nodes: alive nodes with CPUs to offer.
+
+    Returns:
+        The pool size `--workers` defaults to.
+
+    """
+    gpus = int(cluster.get("GPU", 0.0))
+    return gpus if gpus > 0 else max(1, cpu_nodes)
+
+
+def cpu_node_count() -> int:
+    """Alive nodes of the connected Ray cluster that offer CPUs (head and API nodes started with 0 do not)."""
+    return sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0)
 
 
 def ensure_ray(address: str | None = None, include_dashboard: bool | None = None) -> tuple[bool, str]:
@@ -209,7 +224,7 @@ class RayEvaluator(Evaluator):
             actor_class = FeatureWorker
         self._started_ray, self.dashboard_url = ensure_ray(address, include_dashboard)
         cluster = ray.cluster_resources()
-        count = workers if workers is not None else default_worker_count(cluster)
+        count = workers if workers is not None else default_worker_count(cluster, cpu_node_count())
         if count <= 0:
             raise ValueError("a Ray evaluator needs at least one worker")
         self._actor_class = actor_class
@@ -231,7 +246,10 @@ class RayEvaluator(Evaluator):
             raise EvaluationError(f"the workers could not start: {error}") from error
 
     def _new_worker(self, index: int, generation: int = 0) -> _Worker:
-        handle = self._actor_class.options(**self._resources).remote(self._feature_ref, self._config_json)
+        # SPREAD: on a CPU cluster the default packing would put every worker on the first node
+        handle = self._actor_class.options(**self._resources, scheduling_strategy="SPREAD").remote(
+            self._feature_ref, self._config_json
+        )
         return _Worker(index=index, handle=handle, prepared=handle.prepare.remote(), generation=generation)
 
     @property

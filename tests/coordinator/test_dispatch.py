@@ -9,6 +9,7 @@ from coordinator.dispatch import (
     RayEvaluator,
     classify_failure,
     decide_on_failure,
+    default_worker_count,
     plan_chunks,
     resources_per_worker,
 )
@@ -56,6 +57,13 @@ def test_resources_fit_the_cluster():
     assert resources_per_worker({"CPU": 16.0, "GPU": 8.0}, 4) == {"num_cpus": 1.0, "num_gpus": 1.0}
     # no compute node has joined yet: the actors must wait for one, not land on the head or API node
     assert resources_per_worker({"CPU": 0.0}, 2) == {"num_cpus": 1.0}
+
+
+def test_default_pool_is_one_worker_per_gpu_or_per_cpu_node():
+    assert default_worker_count({"CPU": 32.0, "GPU": 4.0}, cpu_nodes=2) == 4
+    assert default_worker_count({"CPU": 32.0}, cpu_nodes=2) == 2
+    assert default_worker_count({"CPU": 2.0}) == 1
+    assert default_worker_count({"CPU": 0.0}, cpu_nodes=0) == 1
 
 
 # ---- on a real local Ray ----------------------------------------------------------------------------------
