@@ -33,6 +33,35 @@ def run_style(run: int, runs: int) -> dict[str, Any]:
     return {"color": run_colour(run), "alpha": 0.45 if runs > 2 else 0.6, "s": 14, "label": f"run {run}"}
 
 
+def _run_values(front_rows: list[dict[str, Any]], run: int) -> list[list[float]]:
+    """The run's members as one list per objective, in AXES order."""
+    members = [row for row in front_rows if row["run"] == run]
+    return [[row[name] for row in members] for name, _ in AXES]
+
+
+def _draw_3d(axes: Any, front_rows: list[dict[str, Any]], runs: list[int]) -> None:
+    for run in runs:
+        values = _run_values(front_rows, run)
+        axes.scatter(values[0], values[1], values[2], **run_style(run, len(runs)))
+    axes.set_xlabel(AXES[0][1])
+    axes.set_ylabel(AXES[1][1])
+    axes.set_zlabel(AXES[2][1])
+
+
+def _draw_projections(flat_axes: Any, front_rows: list[dict[str, Any]], runs: list[int]) -> None:
+    for run in runs:
+        values = _run_values(front_rows, run)
+        for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
+            axes.scatter(values[x], values[y], **run_style(run, len(runs)))
+    for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
+        axes.set_xlabel(AXES[x][1])
+        axes.set_ylabel(AXES[y][1])
+        axes.grid(alpha=0.3)
+    # an experiment cancelled before its first step has no front to label
+    if 0 < len(runs) <= LEGEND_MAX_RUNS:
+        flat_axes[0].legend(fontsize="small")
+
+
 def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto front") -> None:
     """Draws every run's front (faint) and the aggregated front (run = -1, bold).
 
@@ -46,23 +75,8 @@ def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Paret
     axes_3d = figure.add_subplot(2, 2, 1, projection="3d")
     flat_axes = [figure.add_subplot(2, 2, index) for index in (2, 3, 4)]
     runs = sorted({row["run"] for row in front_rows})
-    for run in runs:
-        members = [row for row in front_rows if row["run"] == run]
-        values = [[row[name] for row in members] for name, _ in AXES]
-        style = run_style(run, len(runs))
-        axes_3d.scatter(values[0], values[1], values[2], **style)
-        for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
-            axes.scatter(values[x], values[y], **style)
-    axes_3d.set_xlabel(AXES[0][1])
-    axes_3d.set_ylabel(AXES[1][1])
-    axes_3d.set_zlabel(AXES[2][1])
-    for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
-        axes.set_xlabel(AXES[x][1])
-        axes.set_ylabel(AXES[y][1])
-        axes.grid(alpha=0.3)
-    # an experiment cancelled before its first step has no front to label
-    if 0 < len(runs) <= LEGEND_MAX_RUNS:
-        flat_axes[0].legend(fontsize="small")
+    _draw_3d(axes_3d, front_rows, runs)
+    _draw_projections(flat_axes, front_rows, runs)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
@@ -81,13 +95,7 @@ def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pa
     figure = plt.figure(figsize=(9, 8))
     axes = figure.add_subplot(1, 1, 1, projection="3d")
     runs = _runs_aggregate_last(front_rows)
-    for run in runs:
-        members = [row for row in front_rows if row["run"] == run]
-        values = [[row[name] for row in members] for name, _ in AXES]
-        axes.scatter(values[0], values[1], values[2], **run_style(run, len(runs)))
-    axes.set_xlabel(AXES[0][1])
-    axes.set_ylabel(AXES[1][1])
-    axes.set_zlabel(AXES[2][1])
+    _draw_3d(axes, front_rows, runs)
     if 0 < len(runs) <= LEGEND_MAX_RUNS:
         axes.legend(fontsize="small", loc="upper left")
     axes.set_title(title)
@@ -99,7 +107,7 @@ def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pa
 def plot_front_projections(
     front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto fronts, 2-D projections"
 ) -> None:
-    """Draws the three 2-D projections side by side; the aggregated front's points are joined in order.
+    """Draws the three 2-D projections side by side, the aggregated front drawn on top of the runs.
 
     Args:
         front_rows: rows of front.parquet.
@@ -109,18 +117,7 @@ def plot_front_projections(
     """
     figure, flat_axes = plt.subplots(1, 3, figsize=(16, 5))
     runs = _runs_aggregate_last(front_rows)
-    for run in runs:
-        members = [row for row in front_rows if row["run"] == run]
-        values = [[row[name] for row in members] for name, _ in AXES]
-        for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
-            axes.scatter(values[x], values[y], **run_style(run, len(runs)))
-    for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
-        axes.set_xlabel(AXES[x][1])
-        axes.set_ylabel(AXES[y][1])
-        axes.grid(alpha=0.3)
-    # an experiment cancelled before its first step has no front to label
-    if 0 < len(runs) <= LEGEND_MAX_RUNS:
-        flat_axes[0].legend(fontsize="small")
+    _draw_projections(flat_axes, front_rows, runs)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)

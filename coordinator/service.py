@@ -26,6 +26,7 @@ from coordinator.service_analysis import (
     AnalysisBusyError,
     AnalysisSpec,
     analysis_actor_name,
+    end_this_actor,
 )
 from coordinator.service_cache import ResilientFitnessCache
 from coordinator.service_publish import StorePublisher
@@ -258,10 +259,7 @@ class ExperimentRunner:
         try:
             self.status = run_experiment(self.spec)
         finally:
-            try:
-                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-            except Exception:  # leaving the process is the fallback of last resort
-                os._exit(0)
+            end_this_actor()
 
     def ping(self) -> str:
         """Answer whether the experiment thread is still going."""

@@ -229,6 +229,14 @@ def _analyze() -> Callable[..., dict[str, Any]]:
     return analyze
 
 
+def end_this_actor() -> None:
+    """End the calling detached actor for good once its work is done: a detached actor never exits alone."""
+    try:
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+    except Exception:  # leaving the process is the fallback of last resort
+        os._exit(0)
+
+
 class AnalysisRunner:
     """The body of the detached Ray actor that runs one analysis (see `ANALYSIS_ACTOR`).
 
@@ -246,10 +254,7 @@ class AnalysisRunner:
         try:
             self.status = run_analysis(self.spec)
         finally:
-            try:
-                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
-            except Exception:  # leaving the process is the fallback of last resort
-                os._exit(0)
+            end_this_actor()
 
     def ping(self) -> str:
         """Answer whether the analysis is still going."""
