@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
-import pyarrow as pa
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -15,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
 from api.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from api.sse import EventStream
-from coordinator.results import COLUMN_TYPES
+from coordinator.results import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
 from shared.store import ExperimentRecord, Store
 
 PARQUET = "application/vnd.apache.parquet"
@@ -99,12 +98,9 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
 
 
 def _parquet(rows: list[dict[str, Any]]) -> bytes:
-    columns = [name for name in COLUMN_TYPES if name in rows[0]] if rows else list(COLUMN_TYPES)[:10]
-    table = pa.table(
-        {name: pa.array([row.get(name) for row in rows], type=COLUMN_TYPES[name]) for name in columns}
-    )
+    columns = tuple(name for name in COLUMN_TYPES if name in rows[0]) if rows else EVALUATION_COLUMNS
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    pq.write_table(rows_table(rows, columns), buffer)
     return buffer.getvalue()
 
 

@@ -54,7 +54,8 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row["run"], row["step"], row["slot"]))
 
 
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
+def rows_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
+    """The rows as an Arrow table of `columns`, typed as evaluations.parquet types them."""
     return pa.table(
         {name: pa.array([row.get(name) for row in rows], type=COLUMN_TYPES[name]) for name in columns}
     )
@@ -154,7 +155,7 @@ def write_results(
     with_test = config.fitness_split == "validation"
     columns = EVALUATION_COLUMNS + (TEST_COLUMNS if with_test else ())
     ordered = sort_rows(rows)
-    _write_parquet(results_dir / "evaluations.parquet", _table(ordered, columns))
+    _write_parquet(results_dir / "evaluations.parquet", rows_table(ordered, columns))
 
     front_rows: list[dict[str, Any]] = []
     run_summaries = []
@@ -168,7 +169,7 @@ def write_results(
     aggregate = front_of(ordered)
     front_rows.extend({**row, "run": AGGREGATE_RUN} for row in aggregate)
     front_columns = FRONT_COLUMNS + (TEST_COLUMNS if with_test else ())
-    _write_parquet(results_dir / "front.parquet", _table(front_rows, front_columns))
+    _write_parquet(results_dir / "front.parquet", rows_table(front_rows, front_columns))
 
     summary = {
         "experiment": config.name,
