@@ -10,13 +10,13 @@ from collections.abc import Sequence
 # Each module exposes `register(subparsers)`, adding its sub-command with `set_defaults(handler=...)`;
 # a handler takes the parsed namespace and returns the exit status.
 COMMAND_MODULES = (
-    "api.cli_run",
-    "api.cli_extract",
-    "api.cli_bench",
-    "api.cli_validate",
-    "api.cli_analyze",
-    "api.cli_serve",
-    "api.cli_submit",
+    "evoprune.api.cli_run",
+    "evoprune.api.cli_extract",
+    "evoprune.api.cli_bench",
+    "evoprune.api.cli_validate",
+    "evoprune.api.cli_analyze",
+    "evoprune.api.cli_serve",
+    "evoprune.api.cli_submit",
 )
 
 

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from typing import Any
 
-from api.cli_types import positive_int
+from evoprune.api.cli_types import positive_int
 
 EXIT_BAD_INPUT = 2
 
@@ -49,9 +49,9 @@ def analyze_command(args: argparse.Namespace) -> int:
     """
     # TensorFlow's C++ start-up chatter would bury the stage lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from coordinator.analysis import analyze
-    from coordinator.analysis_artifacts import ANALYSIS_DIR
-    from coordinator.analysis_inputs import AnalysisError
+    from evoprune.coordinator.analysis import analyze
+    from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
+    from evoprune.coordinator.analysis_inputs import AnalysisError
 
     try:
         index = analyze(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from api.cli_types import positive_int
+from evoprune.api.cli_types import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from benchmarks.bench_evaluator import main
+    from evoprune.benchmarks.bench_evaluator import main
 
     return main(quick=args.quick, masks=args.masks, epochs=args.epochs)

@@ -19,14 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from shared.config import ConfigError, load_config
+    from evoprune.shared.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from workers.assemble import extract_features
+    from evoprune.workers.assemble import extract_features
 
     try:
         paths = extract_features(config, progress=True)

@@ -9,20 +9,26 @@ import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from api.cli_types import non_negative_int, positive_int
-from api.reference_flags import add_reference_arguments, reference_config
-from coordinator.evaluator import EvaluationError, Evaluator
-from coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
-from shared.config import NO_OOD_MESSAGE, ConfigError, ExperimentConfig, load_config, parse_config
-from shared.events import EvaluationFinished, Event, EventBus, FrontChanged
-from shared.fitness_cache import FitnessCache, open_fitness_cache
-from workers.features import FeatureSet
+from evoprune.api.cli_types import non_negative_int, positive_int
+from evoprune.api.reference_flags import add_reference_arguments, reference_config
+from evoprune.coordinator.evaluator import EvaluationError, Evaluator
+from evoprune.coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
+from evoprune.shared.config import (
+    NO_OOD_MESSAGE,
+    ConfigError,
+    ExperimentConfig,
+    demo_config_path,
+    load_config,
+    parse_config,
+)
+from evoprune.shared.events import EvaluationFinished, Event, EventBus, FrontChanged
+from evoprune.shared.fitness_cache import FitnessCache
+from evoprune.shared.fitness_cache_factory import open_fitness_cache
+from evoprune.workers.features import FeatureSet
 
-DEMO_CONFIG = "demo.yaml"
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -37,7 +43,7 @@ class Backend:
 
 
 def _load_features(config: ExperimentConfig) -> FeatureSet:
-    from workers.assemble import load_feature_set
+    from evoprune.workers.assemble import load_feature_set
 
     if not config.ood:
         # the feature loader allows none (its tests split without OoD); an experiment cannot score AUROC
@@ -54,23 +60,15 @@ def _make_evaluator(
     feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
 ) -> Evaluator:
     if workers == 0:
-        from coordinator.evaluator import InProcessEvaluator
+        from evoprune.coordinator.evaluator import InProcessEvaluator
 
         return InProcessEvaluator.for_feature_set(feature_set, config)
-    from coordinator.dispatch import RayEvaluator
+    from evoprune.coordinator.dispatch import RayEvaluator
 
     return RayEvaluator(feature_set, config, workers=workers, address=address)
 
 
 DEFAULT_BACKEND = Backend(load_features=_load_features, make_evaluator=_make_evaluator)
-
-
-def demo_config_path() -> Path:
-    """Find the embedded demo config: configs/demo.yaml of a checkout, else the packaged copy."""
-    checkout = Path(__file__).resolve().parent.parent / "configs" / DEMO_CONFIG
-    if checkout.exists():
-        return checkout
-    return Path(str(resources.files("coordinator").joinpath(DEMO_CONFIG)))
 
 
 def register(subparsers: Any) -> None:

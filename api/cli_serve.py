@@ -41,9 +41,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     """
     import uvicorn
-
-    from api.app import create_app
-    from api.settings import Settings
+    from evoprune.api.app import create_app
+    from evoprune.api.settings import Settings
 
     try:
         settings = Settings()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api.client import ApiError, Client, format_detail
+from evoprune.api.client import ApiError, Client, format_detail
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 EXIT_FAILED = 1

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from api.cli_run import EXIT_BAD_INPUT, resolve_config
-from api.reference_flags import add_reference_arguments
-from shared.config import ConfigError, ExperimentConfig
+from evoprune.api.cli_run import EXIT_BAD_INPUT, resolve_config
+from evoprune.api.reference_flags import add_reference_arguments
+from evoprune.shared.config import ConfigError, ExperimentConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

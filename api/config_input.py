@@ -6,10 +6,9 @@ import re
 from typing import Any
 
 import yaml
-
-from api.schemas import ExperimentCreate
-from api.settings import Settings
-from shared.config import (
+from evoprune.api.schemas import ExperimentCreate
+from evoprune.api.settings import Settings
+from evoprune.shared.config import (
     NO_OOD_MESSAGE,
     ConfigError,
     ExperimentConfig,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from api.cli_types import non_negative_int
-from shared.config import ConfigError, ExperimentConfig
-from shared.reference_csv import load_reference_config
+from evoprune.api.cli_types import non_negative_int
+from evoprune.shared.config import ConfigError, ExperimentConfig
+from evoprune.shared.reference_csv import load_reference_config
 
 DEFAULT_EXTRACTOR = "resnet50"
 FLAGS = ("--dataset-csv", "--ga-csv", "--run", "--extractor")

@@ -6,9 +6,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from evoprune.shared.store import ExperimentRecord
 from fastapi.responses import Response
-
-from shared.store import ExperimentRecord
 
 ENTRIES = 512
 

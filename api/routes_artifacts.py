@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi import Path as PathParameter
-from fastapi.responses import StreamingResponse
-
-from api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
-from api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
-from coordinator.analysis_artifacts import MEDIA_TYPES, list_artifacts
-from coordinator.analysis_inputs import AnalysisError, read_results
-from coordinator.service import Launcher
-from coordinator.service_analysis import (
+from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
+from evoprune.api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
+from evoprune.coordinator.analysis_artifacts import MEDIA_TYPES, list_artifacts
+from evoprune.coordinator.analysis_inputs import AnalysisError, read_results
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_analysis import (
     AnalysisBusyError,
     AnalysisSpec,
     AnalysisState,
@@ -30,7 +26,10 @@ from coordinator.service_analysis import (
     restore_status,
     write_status,
 )
-from shared.store import ExperimentRecord
+from evoprune.shared.store import ExperimentRecord
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import Path as PathParameter
+from fastapi.responses import StreamingResponse
 
 CHUNK_BYTES = 1 << 16
 MAX_NAME_LENGTH = 200

@@ -6,10 +6,8 @@ import logging
 import secrets
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
-
-from api.config_input import ConfigInputError, resolve_config
-from api.deps import (
+from evoprune.api.config_input import ConfigInputError, resolve_config
+from evoprune.api.deps import (
     PROTECTED_RESPONSES,
     Authorized,
     LauncherDep,
@@ -18,10 +16,11 @@ from api.deps import (
     SettingsDep,
     StoreDep,
 )
-from api.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
-from coordinator.service import Launcher
-from coordinator.service_publish import LiveView
-from shared.store import ExperimentRecord, FrontState, RunProgress, Store
+from evoprune.api.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_publish import LiveView
+from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, Store
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 ID_BYTES = 8
 MAX_PAGE = 500

@@ -5,11 +5,10 @@ from __future__ import annotations
 import functools
 from importlib import metadata
 
+from evoprune.api.deps import SettingsDep, StoreDep
+from evoprune.api.schemas import Health
+from evoprune.shared.store import StoreError
 from fastapi import APIRouter, Response, status
-
-from api.deps import SettingsDep, StoreDep
-from api.schemas import Health
-from shared.store import StoreError
 
 router = APIRouter(tags=["health"])
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from evoprune.coordinator.service_analysis import (
+    DEFAULT_SAMPLES,
+    DEFAULT_TOP,
+    MAX_SAMPLES,
+    MAX_TOP,
+    AnalysisState,
+)
+from evoprune.shared.store import ExperimentRecord, FrontState
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from coordinator.service_analysis import DEFAULT_SAMPLES, DEFAULT_TOP, MAX_SAMPLES, MAX_TOP, AnalysisState
-from shared.store import ExperimentRecord, FrontState
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 MAX_NAME_LENGTH = 200

@@ -11,9 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
-from fastapi import Request
-
-from api.schemas import (
+from evoprune.api.schemas import (
     DoneEvent,
     EvaluationEvent,
     ExperimentPublic,
@@ -23,7 +21,8 @@ from api.schemas import (
     StatusEvent,
     front_points,
 )
-from shared.store import TERMINAL_EVENT_TYPES, ExperimentRecord, Store, StoreError
+from evoprune.shared.store import TERMINAL_EVENT_TYPES, ExperimentRecord, Store, StoreError
+from fastapi import Request
 
 WAIT_S = 1.0
 KEEP_ALIVE_S = 15.0

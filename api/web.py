@@ -47,7 +47,7 @@ def _asset(body: bytes, media_type: str) -> Asset:
 
 
 def _page_file(name: str) -> bytes:
-    return resources.files("api").joinpath("web", name).read_bytes()
+    return resources.files("evoprune.api").joinpath("web", name).read_bytes()
 
 
 @cache

@@ -3,7 +3,7 @@
 The server runs as `evoprune serve` in a subprocess; this process generates the load with a small
 keep-alive HTTP/1.1 client on asyncio (lighter than a general client, so the two share the cores fairly).
 
-    python -m benchmarks.bench_api [--seconds 10] [--rate 500] [--clients 50] [--redis URL]
+    python -m evoprune.benchmarks.bench_api [--seconds 10] [--rate 500] [--clients 50] [--redis URL]
 
 Prints what was compared and the numbers; the last line is one JSON object.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from coordinator.service_publish import StorePublisher
-from shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
-from shared.store import ExperimentRecord, RunProgress, Store, StoreSpec, open_store
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
+from evoprune.shared.store import ExperimentRecord, RunProgress, Store, StoreSpec
+from evoprune.shared.store_factory import open_store
 
 TARGET_RATE = 500.0
 TARGET_P99_MS = 50.0
@@ -231,7 +231,9 @@ def start_server(data_dir: Path, redis_url: str | None, prefix: str) -> tuple[su
         "REDIS_URL": redis_url or "",
     }
     environment.pop("EVOPRUNE_API_TOKEN", None)
-    command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable, "-m", "evoprune.api.cli", "serve", "--port", str(port), "--log-level", "warning"
+    ]  # fmt: skip
     server = subprocess.Popen(command, env=environment)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,6 +1,7 @@
 """Coordinator cost per evaluation through Ray with a no-op evaluator, and dispatch throughput for W workers.
 
-Run: python -m benchmarks.bench_dispatch [--runs 10] [--evaluations 200] [--mask-length 2048] [--quick]
+Run: python -m evoprune.benchmarks.bench_dispatch [--runs 10] [--evaluations 200] [--mask-length 2048]
+     [--quick]
 The last line printed is one JSON object with every number.
 """
 
@@ -18,14 +19,13 @@ from typing import Any
 
 import numpy as np
 import ray
-
-from coordinator.dispatch import RayEvaluator
-from coordinator.evaluator import InProcessEvaluator
-from coordinator.experiment import Experiment
-from shared.config import ExperimentConfig, parse_config
-from shared.events import EventBus
-from shared.objectives import Evaluation
-from workers.features import FeatureSet, Fold, Split
+from evoprune.coordinator.dispatch import RayEvaluator
+from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.shared.config import ExperimentConfig, parse_config
+from evoprune.shared.events import EventBus
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet, Fold, Split
 
 
 def _noop_evaluations(masks: np.ndarray, worker: str) -> list[Evaluation]:

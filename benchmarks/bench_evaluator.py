@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from shared.config import ExperimentConfig
-from workers.features import FeatureSet, Fold, Split
+from evoprune.shared.config import ExperimentConfig
+from evoprune.workers.features import FeatureSet, Fold, Split
 
 # RPS-sized features: ResNet50's 2048 average-pooled features of rock-paper-scissors (2520 / 372 images).
 TRAIN_SAMPLES, TEST_SAMPLES, FEATURES, CLASSES = 2520, 372, 2048, 3
@@ -96,9 +95,9 @@ def run_benchmark(settings: BenchSettings, log=print) -> dict:
     Returns:
         The result record (also the JSON the command prints last).
     """
-    from benchmarks.reference_evaluator import ReferenceEvaluator
-    from workers.backend import backend_name, device_description
-    from workers.evaluator import BatchedEvaluator
+    from evoprune.benchmarks.reference_evaluator import ReferenceEvaluator
+    from evoprune.workers.backend import backend_name, device_description
+    from evoprune.workers.evaluator import BatchedEvaluator
 
     features = synthetic_rps(settings.seed)
     config = ExperimentConfig.model_validate(

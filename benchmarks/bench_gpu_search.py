@@ -5,7 +5,7 @@ All runs share one in-process batched evaluator, so each step trains the offspri
 `--max-epochs` and `--runs` to shrink it. `--time-limit-s` stops the search cleanly (results so far kept)
 and the record then says how far it got, so a capped run still yields a throughput.
 
-Run: KERAS_BACKEND=jax python -m benchmarks.bench_gpu_search [--runs 10] [--max-evaluations 200]
+Run: KERAS_BACKEND=jax python -m evoprune.benchmarks.bench_gpu_search [--runs 10] [--max-evaluations 200]
      [--max-epochs 600] [--time-limit-s 300] [--out DIR]
 The last line printed is one JSON object.
 """
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_evaluator import CLASSES, FEATURES, TEST_SAMPLES, TRAIN_SAMPLES, synthetic_rps
-from coordinator.evaluator import InProcessEvaluator
-from coordinator.experiment import Experiment
-from shared.config import ExperimentConfig
-from shared.events import EvaluationFinished, Event, EventBus
+from evoprune.benchmarks.bench_evaluator import CLASSES, FEATURES, TEST_SAMPLES, TRAIN_SAMPLES, synthetic_rps
+from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.events import EvaluationFinished, Event, EventBus
 
 GPU_SAMPLE_PERIOD_MS = 500
 
@@ -107,8 +107,8 @@ def run(config: ExperimentConfig, out_dir: Path, time_limit_s: float | None, log
         The benchmark record.
 
     """
-    from workers.backend import backend_name, device_description
-    from workers.evaluator import BatchedEvaluator
+    from evoprune.workers.backend import backend_name, device_description
+    from evoprune.workers.evaluator import BatchedEvaluator
 
     features = synthetic_rps(0)
     evaluator = InProcessEvaluator(BatchedEvaluator(features, config))

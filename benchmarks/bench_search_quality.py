@@ -1,6 +1,7 @@
 """Search quality: NSGA-II's hypervolume after the budget against random search, over several seeds.
 
-Run: python -m benchmarks.bench_search_quality [CONFIG] [--seeds 5] [--max-evaluations 200] [--out DIR]
+Run: python -m evoprune.benchmarks.bench_search_quality [CONFIG] [--seeds 5] [--max-evaluations 200]
+     [--out DIR]
 No CONFIG compares on the embedded demo. The last line printed is one JSON object with every number.
 """
 
@@ -15,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.nsga2 import NSGA2
+from evoprune.shared.config import ExperimentConfig, SearchConfig, demo_config_path, load_config
+from evoprune.shared.pareto import hypervolume
 from scipy.stats import mannwhitneyu
-
-from coordinator.evaluator import InProcessEvaluator
-from coordinator.experiment import Experiment
-from coordinator.nsga2 import NSGA2
-from shared.config import ExperimentConfig, SearchConfig, load_config
-from shared.pareto import hypervolume
 
 # random search draws its masks from a seed stream disjoint from NSGA-II's runs
 RANDOM_SEED_OFFSET = 10_000
@@ -55,7 +55,7 @@ def compare(config: ExperimentConfig, seeds: int, out_dir: Path) -> dict[str, An
         Hypervolumes per seed of both methods, wins, the one-sided Mann-Whitney U p-value and timings.
 
     """
-    from workers.assemble import load_feature_set
+    from evoprune.workers.assemble import load_feature_set
 
     feature_set = load_feature_set(config, progress=False)
     mask_length = config.head.mask_length(feature_set.input_dim)
@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep NSGA-II's results directory here")
     args = parser.parse_args(argv)
     if args.config is None:
-        from api.cli_run import demo_config_path
-
         args.config = demo_config_path()
     config = load_config(args.config)
     if args.max_evaluations is not None:

@@ -14,7 +14,7 @@ timeout "${EVALUATOR_TIMEOUT_S:-150}" python3 -c \
   "from benchmarks.bench_evaluator import main; main(masks=${MASKS:-8}, epochs=${EPOCHS:-20})" \
   2>&1 | grep -v -E '^[IWE]0000' | tee "$OUT/evaluator.log"
 # 2. the full experiment: 10 steady-state runs x 200 evaluations, 600 epochs max, capped in time (issue 3)
-timeout "${SEARCH_TIMEOUT_S:-330}" python3 -m benchmarks.bench_gpu_search --runs 10 --max-evaluations 200 \
+timeout "${SEARCH_TIMEOUT_S:-330}" python3 -m evoprune.benchmarks.bench_gpu_search --runs 10 --max-evaluations 200 \
   --time-limit-s "${SEARCH_LIMIT_S:-280}" --out "$OUT/search" 2>&1 | grep -v -E '^[IWE]0000' | tee "$OUT/search.log"
 cp "$OUT/search/summary.json" "$OUT/search_summary.json" 2>/dev/null || true
 rm -rf "$OUT/search"

@@ -6,13 +6,12 @@ import time
 
 import keras
 import numpy as np
-
-from shared.config import ExperimentConfig
-from shared.masks import active_fraction
-from shared.objectives import Evaluation
-from workers.features import FeatureSet, Split
-from workers.head_layout import HeadShape, head_shape, initial_weights
-from workers.odin import auroc, odin_scores
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.masks import active_fraction
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet, Split
+from evoprune.workers.head_layout import HeadShape, head_shape, initial_weights
+from evoprune.workers.odin import auroc, odin_scores
 
 
 class MaskedDense(keras.layers.Dense):

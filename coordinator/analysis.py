@@ -11,16 +11,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from coordinator.analysis_artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
-from coordinator.analysis_heatmaps import draw_heatmaps, head_owners
-from coordinator.analysis_inputs import AnalysisError, ResultsInput, read_results
-from coordinator.checkpoint import write_atomic
-from coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from coordinator.plots_analysis import plot_ensembles, plot_importance
-from coordinator.results import hypervolume_history
-from workers.features import FeatureSet
-from workers.importance import (
+from evoprune.coordinator.analysis_artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
+from evoprune.coordinator.analysis_heatmaps import draw_heatmaps, head_owners
+from evoprune.coordinator.analysis_inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
+from evoprune.coordinator.plots_analysis import plot_ensembles, plot_importance
+from evoprune.coordinator.results import hypervolume_history
+from evoprune.workers.features import FeatureSet
+from evoprune.workers.importance import (
     DEFAULT_TOP,
     BitMeaning,
     bit_frequencies,
@@ -86,7 +85,7 @@ def analyze(
 
 
 def _load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
-    from workers.assemble import load_feature_set
+    from evoprune.workers.assemble import load_feature_set
 
     try:
         return load_feature_set(inputs.config, progress=progress)
@@ -112,7 +111,7 @@ def _check_features(inputs: ResultsInput, features: FeatureSet) -> None:
 def _write_all(
     inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log
 ) -> dict[str, Any]:
-    from workers.retrain import retrain
+    from evoprune.workers.retrain import retrain
 
     config = inputs.config
     artifacts = _front_plots(inputs, out)
@@ -184,7 +183,7 @@ def _with_slots(inputs: ResultsInput) -> list[dict[str, Any]]:
 def _importance(
     inputs: ResultsInput, features: FeatureSet, top: int, out: Path
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[BitMeaning], list[int], np.ndarray]:
-    from workers.head_layout import head_shape
+    from evoprune.workers.head_layout import head_shape
 
     config = inputs.config
     counts, frequencies = bit_frequencies(inputs.masks)
@@ -249,7 +248,7 @@ _ENSEMBLE_SUMMARY_KEYS = (
 
 
 def _ensembles(inputs: ResultsInput, features: FeatureSet, models: list, out: Path) -> list[dict[str, Any]]:
-    from workers.ensembles import window_ensembles
+    from evoprune.workers.ensembles import window_ensembles
 
     config = inputs.config
     with_test = config.fitness_split == "validation"

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from coordinator.analysis_artifacts import artifact
-from coordinator.analysis_inputs import ResultsInput
-from coordinator.plots_analysis import plot_heatmap_grid, plot_pixel_importance
-from workers.importance import BitMeaning, bit_label, solutions_using
+from evoprune.coordinator.analysis_artifacts import artifact
+from evoprune.coordinator.analysis_inputs import ResultsInput
+from evoprune.coordinator.plots_analysis import plot_heatmap_grid, plot_pixel_importance
+from evoprune.workers.importance import BitMeaning, bit_label, solutions_using
 
 if TYPE_CHECKING:  # the re-trainer pulls in Keras; this module stays importable without it
-    from workers.retrain import RetrainedModel
+    from evoprune.workers.retrain import RetrainedModel
 
 HEATMAPS_PNG = "heatmaps.png"
 PIXEL_IMPORTANCE_PNG = "pixel_importance.png"
@@ -52,8 +51,8 @@ def draw_heatmaps(
         and the description says why.
 
     """
-    from workers import gradcam
-    from workers.datasets import DatasetError
+    from evoprune.workers import gradcam
+    from evoprune.workers.datasets import DatasetError
 
     config = inputs.config
     if not top:
@@ -143,7 +142,7 @@ def _owner(inputs: ResultsInput, bit: int) -> int:
 
 
 def _target(inputs: ResultsInput, meaning: BitMeaning, models: list[RetrainedModel]) -> Any:
-    from workers import gradcam
+    from evoprune.workers import gradcam
 
     if meaning.position == 0:
         return gradcam.feature_target(meaning.unit)

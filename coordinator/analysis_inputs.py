@@ -11,10 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-
-from coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
-from shared.config import ConfigError, ExperimentConfig, parse_config
-from shared.masks import MaskError, decode_mask
+from evoprune.coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
+from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.masks import MaskError, decode_mask
 
 FINISHED_STATUS = "succeeded"
 CHECKPOINT_PATH = ("state", "checkpoint.json")

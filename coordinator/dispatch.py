@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import ray
 import ray.exceptions
-
-from coordinator.evaluator import EvaluationError, Evaluator
-from shared.config import ExperimentConfig
-from shared.objectives import Evaluation
-from workers.features import FeatureSet
+from evoprune.coordinator.evaluator import EvaluationError, Evaluator
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet
 
 MAX_ATTEMPTS_PER_BATCH = 4
 MAX_MASKS_PER_CALL = 256
@@ -219,7 +218,9 @@ class RayEvaluator(Evaluator):
     ) -> None:
         super().__init__()
         if actor_class is None:
-            from workers.actor import FeatureWorker  # the default worker: the real masked-head trainer
+            from evoprune.workers.actor import (
+                FeatureWorker,  # the default worker: the real masked-head trainer
+            )
 
             actor_class = FeatureWorker
         self._started_ray, self.dashboard_url = ensure_ray(address, include_dashboard)

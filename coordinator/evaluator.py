@@ -9,10 +9,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
-
-from shared.config import ExperimentConfig
-from shared.objectives import Evaluation
-from workers.features import FeatureSet
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet
 
 
 class EvaluationError(RuntimeError):
@@ -137,7 +136,9 @@ class InProcessEvaluator(Evaluator):
             A ready evaluator.
 
         """
-        from workers.evaluator import BatchedEvaluator  # heavy (TensorFlow/JAX): imported only when used
+        from evoprune.workers.evaluator import (
+            BatchedEvaluator,  # heavy (TensorFlow/JAX): imported only when used
+        )
 
         return cls(BatchedEvaluator(feature_set, config))
 

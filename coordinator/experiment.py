@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
-from coordinator.evaluator import Evaluator
-from coordinator.nsga2 import NSGA2, SearchStateError
-from coordinator.results import write_config, write_results
-from coordinator.results_dir import (
+from evoprune.coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
+from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
+from evoprune.coordinator.results import write_config, write_results
+from evoprune.coordinator.results_dir import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     ExperimentError,
@@ -23,8 +22,8 @@ from coordinator.results_dir import (
     load_resumable,
     state_paths,
 )
-from shared.config import ExperimentConfig
-from shared.events import (
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.events import (
     EvaluationFinished,
     EventBus,
     ExperimentCancelled,
@@ -33,10 +32,10 @@ from shared.events import (
     FrontChanged,
     RunFinished,
 )
-from shared.fitness_cache import FitnessCache, LocalFitnessCache
-from shared.masks import encode_mask, fitness_key
-from shared.objectives import Evaluation
-from shared.pareto import ParetoArchive
+from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
+from evoprune.shared.masks import encode_mask, fitness_key
+from evoprune.shared.objectives import Evaluation
+from evoprune.shared.pareto import ParetoArchive
 
 STOP_POLL_S = 1.0
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
-
-from shared.config import SearchConfig
-from shared.masks import decode_mask, encode_mask
-from shared.objectives import Evaluation
-from shared.pareto import crowding_distance, non_dominated_sort
+from evoprune.shared.config import SearchConfig
+from evoprune.shared.masks import decode_mask, encode_mask
+from evoprune.shared.objectives import Evaluation
+from evoprune.shared.pareto import crowding_distance, non_dominated_sort
 
 STATE_VERSION = 1
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from coordinator.plots import DPI, plt
+from evoprune.coordinator.plots import DPI, plt
 
 HEATMAP_ALPHA = 0.5
 HEATMAP_CELL_INCHES = 1.6

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from coordinator.checkpoint import write_atomic
-from shared.config import ExperimentConfig
-from shared.pareto import ParetoArchive, hypervolume, pareto_mask
+from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
 
 EVALUATION_COLUMNS = (
     "run",
@@ -150,7 +149,7 @@ def write_results(
         The summary written to summary.json.
 
     """
-    from coordinator.plots import plot_front, plot_hypervolume
+    from evoprune.coordinator.plots import plot_front, plot_hypervolume
 
     with_test = config.fitness_split == "validation"
     columns = EVALUATION_COLUMNS + (TEST_COLUMNS if with_test else ())

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from coordinator.checkpoint import CheckpointError, read_json
-from shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.coordinator.checkpoint import CheckpointError, read_json
+from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 
 CHECKPOINT_FORMAT = "evoprune-experiment"
 CHECKPOINT_VERSION = 1

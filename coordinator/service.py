@@ -17,32 +17,31 @@ from typing import Any
 
 import ray
 import ray.exceptions
-
-from coordinator.checkpoint import CheckpointError, read_json
-from coordinator.evaluator import Evaluator
-from coordinator.experiment import Experiment, ExperimentError, load_resumable
-from coordinator.service_analysis import (
+from evoprune.coordinator.checkpoint import CheckpointError, read_json
+from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.experiment import Experiment, ExperimentError, load_resumable
+from evoprune.coordinator.service_analysis import (
     ANALYSIS_ACTOR,
     AnalysisBusyError,
     AnalysisSpec,
     analysis_actor_name,
     end_this_actor,
 )
-from coordinator.service_cache import ResilientFitnessCache
-from coordinator.service_publish import StorePublisher
-from shared.config import ConfigError, ExperimentConfig, parse_config
-from shared.events import EventBus, ExperimentFailed, ExperimentFinished
-from shared.fitness_cache import FitnessCache
-from shared.store import (
+from evoprune.coordinator.service_cache import ResilientFitnessCache
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.events import EventBus, ExperimentFailed, ExperimentFinished
+from evoprune.shared.fitness_cache import FitnessCache
+from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
     Store,
     StoredEvent,
     StoreError,
     StoreSpec,
-    open_store,
     retry,
 )
+from evoprune.shared.store_factory import open_store
 
 RAY_NAMESPACE = "evoprune"
 ACTOR_PREFIX = "evoprune-experiment-"
@@ -80,8 +79,8 @@ def _import(path: str) -> Any:
 
 def _make_evaluator(spec: RunnerSpec, config: ExperimentConfig) -> tuple[Evaluator, str, int]:
     """Load the features and start the worker pool, the way `evoprune run` does."""
-    from coordinator.dispatch import RayEvaluator
-    from workers.assemble import load_feature_set
+    from evoprune.coordinator.dispatch import RayEvaluator
+    from evoprune.workers.assemble import load_feature_set
 
     try:
         feature_set = load_feature_set(config, progress=False)
@@ -346,7 +345,7 @@ class RayLauncher(Launcher):
             self._connected = True
 
     def _hold_ray(self, outcome: dict[str, Any], ready: threading.Event) -> None:
-        from coordinator.dispatch import ensure_ray
+        from evoprune.coordinator.dispatch import ensure_ray
 
         try:
             outcome["started"], _ = ensure_ray(self._address, include_dashboard=None)

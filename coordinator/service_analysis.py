@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-
-from coordinator.analysis_artifacts import ANALYSIS_DIR, INDEX_NAME
-from coordinator.analysis_inputs import AnalysisError
-from coordinator.checkpoint import write_atomic
+from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR, INDEX_NAME
+from evoprune.coordinator.analysis_inputs import AnalysisError
+from evoprune.coordinator.checkpoint import write_atomic
 
 ANALYSIS_ACTOR_PREFIX = "evoprune-analysis-"
 # beside analysis/, not in it: publishing a new analysis swaps that folder whole
@@ -224,7 +223,7 @@ def run_analysis(spec: AnalysisSpec, analyze: Callable[..., dict[str, Any]] | No
 
 def _analyze() -> Callable[..., dict[str, Any]]:
     # imported here: the analyses pull in TensorFlow, which only the actor's process should load
-    from coordinator.analysis import analyze
+    from evoprune.coordinator.analysis import analyze
 
     return analyze
 

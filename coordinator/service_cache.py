@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from shared.fitness_cache import FitnessCache
-from shared.objectives import Evaluation
+from evoprune.shared.fitness_cache import FitnessCache
+from evoprune.shared.objectives import Evaluation
 
 log = logging.getLogger(__name__)
 

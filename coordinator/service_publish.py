@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from shared.events import EvaluationFinished, Event, FrontChanged
-from shared.pareto import ParetoArchive
-from shared.store import (
+from evoprune.shared.events import EvaluationFinished, Event, FrontChanged
+from evoprune.shared.pareto import ParetoArchive
+from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
     Store,

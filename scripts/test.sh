@@ -42,5 +42,11 @@ cleanup() { if [ -n "$started_redis" ] && [ -f "$started_redis" ]; then kill "$(
 trap cleanup EXIT
 
 ruff check .
-mypy api coordinator workers shared benchmarks
+# mypy cannot follow setuptools' editable-install finder, which maps evoprune.api to api/ and so on; a tree
+# of directory links gives it the installed layout (new modules are seen without reinstalling).
+typecheck_root=build/typecheck
+rm -rf "$typecheck_root" && mkdir -p "$typecheck_root/evoprune"
+ln -s "$PWD/evoprune/__init__.py" "$typecheck_root/evoprune/__init__.py"
+for folder in api coordinator workers shared benchmarks configs; do ln -s "$PWD/$folder" "$typecheck_root/evoprune/$folder"; done
+(cd "$typecheck_root" && mypy --config-file ../../pyproject.toml evoprune)
 python -m pytest "$@"

@@ -7,6 +7,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -405,3 +406,11 @@ def expand_source_variables(data: Any, environ: Mapping[str, str], origin: str |
     if problems:
         raise ConfigError(problems, origin)
     return expanded
+
+
+DEMO_CONFIG = "demo.yaml"
+
+
+def demo_config_path() -> Path:
+    """The embedded demo config: configs/demo.yaml, shipped as package data of `evoprune.configs`."""
+    return Path(str(resources.files("evoprune.configs").joinpath(DEMO_CONFIG)))

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from shared.objectives import Evaluation
+from evoprune.shared.objectives import Evaluation
 
 
 class FitnessCache(abc.ABC):
@@ -97,21 +97,3 @@ class LocalFitnessCache(FitnessCache):
 
     def describe(self) -> str:
         return f"local file {self._path}" if self._path else "in memory"
-
-
-def open_fitness_cache(local_path: str | Path | None, redis_url: str | None = None) -> FitnessCache:
-    """Open the cache an experiment should use: Redis when a URL is given, else the local file.
-
-    Args:
-        local_path: the JSON-lines file of the local cache (None keeps it in memory).
-        redis_url: a redis:// URL (usually from REDIS_URL); shares the cache across experiments.
-
-    Returns:
-        An open cache.
-
-    """
-    if redis_url:
-        from shared.fitness_cache_redis import RedisFitnessCache
-
-        return RedisFitnessCache(redis_url)
-    return LocalFitnessCache(local_path)

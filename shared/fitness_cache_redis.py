@@ -6,9 +6,8 @@ import json
 from collections.abc import Iterable, Mapping
 
 import redis
-
-from shared.fitness_cache import FitnessCache
-from shared.objectives import Evaluation
+from evoprune.shared.fitness_cache import FitnessCache
+from evoprune.shared.objectives import Evaluation
 
 DEFAULT_PREFIX = "evoprune:fitness:"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 
 DATASET_COLUMNS = ("name", "train dir", "test dir", "folds", "height", "width", "classes")
 GA_COLUMNS = (

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shared.fitness_cache import FitnessCache
+from evoprune.shared.fitness_cache import FitnessCache
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -301,25 +301,6 @@ class StoreSpec:
     def results_root(self) -> Path:
         """Where experiments write their results directories."""
         return Path(self.data_dir) / "results"
-
-
-def open_store(spec: StoreSpec) -> Store:
-    """Open the store `spec` describes: Redis when it names a URL, else the local files.
-
-    Args:
-        spec: data directory, and optionally a Redis URL and key prefix.
-
-    Returns:
-        An open store.
-
-    """
-    if spec.redis_url:
-        from shared.store_redis import RedisStore
-
-        return RedisStore(spec.redis_url, prefix=spec.redis_prefix)
-    from shared.store_local import LocalStore
-
-    return LocalStore(Path(spec.data_dir))
 
 
 def retry(

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.fitness_cache import FitnessCache, LocalFitnessCache
-from shared.store import (
+from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
+from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
     Snapshot,

@@ -8,10 +8,9 @@ from typing import Any, TypeVar
 
 import redis
 import redis.exceptions
-
-from shared.fitness_cache import FitnessCache
-from shared.fitness_cache_redis import RedisFitnessCache
-from shared.store import (
+from evoprune.shared.fitness_cache import FitnessCache
+from evoprune.shared.fitness_cache_redis import RedisFitnessCache
+from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
     Snapshot,

@@ -1,4 +1,4 @@
-"""Imports point one way: api → coordinator → workers → shared; shared imports nothing of ours."""
+"""Imports point one way: api → coordinator → workers → shared; shared imports nothing of ours; no loops."""
 
 from __future__ import annotations
 
@@ -8,24 +8,39 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("api", "coordinator", "workers", "shared")
+LAYERS = ("api", "coordinator", "workers", "shared", "benchmarks")
 ALLOWED = {
     "api": {"api", "coordinator", "workers", "shared", "benchmarks"},
     "coordinator": {"coordinator", "workers", "shared"},
     "workers": {"workers", "shared"},
     "shared": {"shared"},
+    # benchmarks drive the library; the command line may run them, never the other way round
+    "benchmarks": {"benchmarks", "coordinator", "workers", "shared"},
 }
 
 
-def _imported_packages(path: Path) -> set[str]:
+def _imported_modules(path: Path) -> set[str]:
+    """Every evoprune module a file imports (also inside functions), as dotted names below `evoprune.`."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found & {*LAYERS, "benchmarks"}
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in LAYERS:
+                raise AssertionError(f"{path}: imports {name!r} outside the evoprune namespace")
+            if parts[0] == "evoprune" and len(parts) > 1:
+                found.add(".".join(parts[1:]))
+    return found
+
+
+def _imported_packages(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _imported_modules(path)} & set(LAYERS)
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -37,7 +52,74 @@ def test_layer_imports_only_downwards(layer: str) -> None:
     assert not wrong, "imports pointing the wrong way:\n" + "\n".join(wrong)
 
 
+def _module_graph() -> dict[str, set[str]]:
+    modules = {}
+    for layer in LAYERS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            relative = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(part for part in relative.parts if part != "__init__")
+            modules[name] = path
+    graph = {}
+    for name, path in modules.items():
+        # `from evoprune.x import y` names either module x.y or an attribute y of x: keep what is a module
+        graph[name] = {target for target in _imported_modules(path) if target in modules and target != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_loops() -> None:
+    loops = _cycles(_module_graph())
+    assert not loops, "modules that import each other (also through lazy imports):\n" + "\n".join(
+        " ⇄ ".join(loop) for loop in loops
+    )
+
+
 def test_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
     module = tmp_path / "bad.py"
-    module.write_text("from coordinator import nsga2\nimport api.cli\n")
+    module.write_text("from evoprune.coordinator import nsga2\nimport evoprune.api.cli\n")
     assert _imported_packages(module) == {"coordinator", "api"}
+
+
+def test_checker_refuses_the_old_top_level_names(tmp_path: Path) -> None:
+    module = tmp_path / "old.py"
+    module.write_text("from shared.config import ExperimentConfig\n")
+    with pytest.raises(AssertionError, match="outside the evoprune namespace"):
+        _imported_modules(module)
+
+
+def test_checker_sees_a_loop() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

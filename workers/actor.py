@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 import ray
-
-from shared.config import ExperimentConfig
-from shared.objectives import Evaluation
-from workers.features import FeatureSet
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet
 
 # A lost worker costs a retry, not a run: Ray restarts the actor and re-runs the call in flight.
 MAX_RESTARTS = 4
@@ -34,8 +33,8 @@ class FeatureWorkerImpl:
     def prepare(self) -> dict[str, Any]:
         """Loads the features and compiles nothing yet; returns what this worker is."""
         if self._evaluator is None:
-            from workers.backend import backend_name, device_description
-            from workers.evaluator import BatchedEvaluator
+            from evoprune.workers.backend import backend_name, device_description
+            from evoprune.workers.evaluator import BatchedEvaluator
 
             value = self._feature_set_ref
             feature_set: FeatureSet = ray.get(value) if isinstance(value, ray.ObjectRef) else value

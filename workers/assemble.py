@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from shared.config import ExperimentConfig
-from workers.datasets import DatasetError
-from workers.feature_cache import (
+from evoprune.shared.config import ExperimentConfig
+from evoprune.workers.datasets import DatasetError
+from evoprune.workers.feature_cache import (
     FORMAT_VERSION,
     FeatureTable,
     canonical_hash,
     resolve_cache_dir,
     source_features,
 )
-from workers.features import FeatureSet, Fold, Split
-from workers.ood import sample_ood, seeded_generator
+from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.ood import sample_ood, seeded_generator
 
 # Independent random streams drawn from dataset.split_seed, so that changing one use (say the validation
 # slice) never shifts another (the test holdout or the OoD draw).

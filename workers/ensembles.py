@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from workers.features import FeatureSet, Split
-from workers.odin import auroc, odin_scores
-from workers.retrain import RetrainedModel
+from evoprune.workers.features import FeatureSet, Split
+from evoprune.workers.odin import auroc, odin_scores
+from evoprune.workers.retrain import RetrainedModel
 
 # The paper's windows: (50, 60), (55, 65), ..., (85, 95) percentiles of the front's accuracies.
 WINDOW_FIRST_LOWER = 50

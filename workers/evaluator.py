@@ -7,17 +7,16 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.masks import MaskError, active_fraction
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers import head_core
+from evoprune.workers.backend import backend_name, compile_function, has_accelerator
+from evoprune.workers.early_stopping import EarlyStoppingState, should_compact
+from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
+from evoprune.workers.odin import auroc, odin_scores
 from keras import ops
-
-from shared.config import ExperimentConfig
-from shared.masks import MaskError, active_fraction
-from shared.objectives import Evaluation
-from workers import head_core
-from workers.backend import backend_name, compile_function, has_accelerator
-from workers.early_stopping import EarlyStoppingState, should_compact
-from workers.features import FeatureSet, Fold, Split
-from workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
-from workers.odin import auroc, odin_scores
 
 CPU_GROUP_SIZE = 4
 SCORING_ROWS = 256  # fixed row block for scoring, so scoring shapes never depend on the split's size

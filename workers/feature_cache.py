@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from evoprune.shared.config import BackboneConfig
+from evoprune.workers import backbones
+from evoprune.workers.datasets import SPLITS, DatasetError, ImageSource, open_image_source
 from tqdm import tqdm
-
-from shared.config import BackboneConfig
-from workers import backbones
-from workers.datasets import SPLITS, DatasetError, ImageSource, open_image_source
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"evoprune"

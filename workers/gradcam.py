@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from shared.config import ExperimentConfig
-from workers.backbones import PIXELS, Backbone, build_backbone
-from workers.datasets import open_image_source
+from evoprune.shared.config import ExperimentConfig
+from evoprune.workers.backbones import PIXELS, Backbone, build_backbone
+from evoprune.workers.datasets import open_image_source
 
 Target = Callable[[Any], Any]  # pooled features (n, D) tensor → (n,) tensor
 DEFAULT_SAMPLES = 4

@@ -6,9 +6,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-
-from shared.config import HeadConfig
-from shared.masks import MaskError
+from evoprune.shared.config import HeadConfig
+from evoprune.shared.masks import MaskError
 
 # Compacted reductions are computed in chunks of this many terms so that a model's sums are taken in the
 # same order whatever the padding its batch needs: that keeps every mask's result bitwise independent of

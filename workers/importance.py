@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from workers.head_layout import HeadShape
+from evoprune.workers.head_layout import HeadShape
 
 DEFAULT_TOP = 10
 

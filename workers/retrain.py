@@ -6,13 +6,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from shared.config import ExperimentConfig
-from shared.masks import MaskError, active_fraction
-from shared.objectives import Evaluation
-from workers.evaluator import BatchedEvaluator, _objectives
-from workers.features import FeatureSet, Fold
-from workers.head_layout import active_indices
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.masks import MaskError, active_fraction
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.evaluator import BatchedEvaluator, _objectives
+from evoprune.workers.features import FeatureSet, Fold
+from evoprune.workers.head_layout import active_indices
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,13 @@ import os
 import uuid
 
 import pytest
+from evoprune.api.app import create_app
+from evoprune.api.settings import Settings
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_analysis import AnalysisSpec
+from evoprune.shared.store import ExperimentRecord
+from evoprune.shared.store_local import LocalStore
 from fastapi.testclient import TestClient
-
-from api.app import create_app
-from api.settings import Settings
-from coordinator.service import Launcher
-from coordinator.service_analysis import AnalysisSpec
-from shared.store import ExperimentRecord
-from shared.store_local import LocalStore
 
 TOKEN = "s3cr3t-token-for-tests-0123456789"
 
@@ -64,7 +63,7 @@ def local_store(tmp_path):
 
 @pytest.fixture
 def redis_store():
-    from shared.store_redis import RedisStore
+    from evoprune.shared.store_redis import RedisStore
 
     store = RedisStore(redis_url(), prefix=f"evoprune-test-{uuid.uuid4().hex}")
     try:

@@ -4,10 +4,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from evoprune.api.settings import Settings
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged, RunFinished
 
-from api.settings import Settings
-from coordinator.service_publish import StorePublisher
-from shared.events import EvaluationFinished, ExperimentFinished, FrontChanged, RunFinished
 from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
 
 
@@ -315,9 +315,9 @@ def test_health_and_docs(client):
 
 
 def test_dependencies_are_overridable(tmp_path, local_store):
-    from api.deps import get_settings, get_store
-    from shared.store import ExperimentRecord
-    from shared.store_local import LocalStore
+    from evoprune.api.deps import get_settings, get_store
+    from evoprune.shared.store import ExperimentRecord
+    from evoprune.shared.store_local import LocalStore
 
     other = LocalStore(tmp_path / "other")
     other.create(ExperimentRecord(id="00000000000000ee", name="elsewhere", config={}, results_dir=""))

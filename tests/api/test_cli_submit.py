@@ -4,15 +4,15 @@ import time
 import pytest
 import uvicorn
 import yaml
+from evoprune.api.app import create_app
+from evoprune.api.cli import build_parser
+from evoprune.api.client import ApiError, Client, parse_events
+from evoprune.api.settings import Settings
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentCancelled, ExperimentFinished, FrontChanged
+from evoprune.shared.store_local import LocalStore
 
-from api.app import create_app
-from api.cli import build_parser
-from api.client import ApiError, Client, parse_events
-from api.settings import Settings
-from coordinator.service import Launcher
-from coordinator.service_publish import StorePublisher
-from shared.events import EvaluationFinished, ExperimentCancelled, ExperimentFinished, FrontChanged
-from shared.store_local import LocalStore
 from tests.api.conftest import TINY_CONFIG, TOKEN
 from tests.api.servers import free_port
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from api.cli import main
-from shared.config import load_config, parse_config
-from shared.reference_csv import load_reference_config
+from evoprune.api.cli import main
+from evoprune.shared.config import load_config, parse_config
+from evoprune.shared.reference_csv import load_reference_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

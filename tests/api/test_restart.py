@@ -44,7 +44,7 @@ def test_the_experiment_survives_an_api_restart_and_the_follower_resumes(tmp_pat
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "evoprune.api.cli",
                 "submit",
                 str(tmp_path / "tiny.yaml"),
                 "--url",

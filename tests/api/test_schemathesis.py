@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from evoprune.api.app import create_app
+from evoprune.api.settings import Settings
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
+from evoprune.shared.store import ExperimentRecord, RunProgress
+from evoprune.shared.store_local import LocalStore
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -15,14 +22,6 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from api.app import create_app
-from api.settings import Settings
-from coordinator.service import Launcher
-from coordinator.service_publish import StorePublisher
-from shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
-from shared.store import ExperimentRecord, RunProgress
-from shared.store_local import LocalStore
 
 KNOWN_ID = "00000000000000aa"
 TOKEN = "schemathesis-token-0123456789abcdef"

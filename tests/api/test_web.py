@@ -7,10 +7,9 @@ import re
 from importlib import resources
 
 import pytest
+from evoprune.api import web
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-from api import web
 
 
 @pytest.fixture(scope="module")

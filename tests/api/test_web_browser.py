@@ -171,7 +171,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ray_head: RayHead) -> Itera
         PYTHONUNBUFFERED="1",
     )
     log = root / "server.log"
-    command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "evoprune.api.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from shared.config import (
+from evoprune.shared.config import (
     EarlyStoppingConfig,
     ExperimentConfig,
     RobustnessConfig,
@@ -17,6 +15,7 @@ from shared.config import (
     load_config,
     parse_config,
 )
+from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # name: (source, image size, classes, folds, reported accuracy / active fraction / AUROC)
@@ -147,7 +146,7 @@ def _offline(config: ExperimentConfig, cache: Path) -> ExperimentConfig:
 @pytest.mark.parametrize(("name", "folds"), [("rps", 1), ("leaves", 5)])
 def test_tfds_configs_load_with_mock_data(name, folds, data_root):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from workers.assemble import load_feature_set
+    from evoprune.workers.assemble import load_feature_set
 
     _ood_folders(data_root)
     config = load_config(CONFIGS / f"{name}.yaml")

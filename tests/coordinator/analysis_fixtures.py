@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from coordinator.evaluator import InProcessEvaluator
-from coordinator.experiment import Experiment
-from shared.config import ExperimentConfig, parse_config
-from workers.assemble import load_feature_set
-from workers.features import FeatureSet
+from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.shared.config import ExperimentConfig, parse_config
+from evoprune.workers.assemble import load_feature_set
+from evoprune.workers.features import FeatureSet
 
 DIGITS = {
     "name": "tiny",

@@ -12,15 +12,15 @@ import os
 import sys
 
 import numpy as np
+from evoprune.api.cli import build_parser
+from evoprune.api.cli_run import Backend, resume_command, run_command
+from evoprune.coordinator.evaluator import Evaluator, InProcessEvaluator
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.masks import encode_mask
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet
 
-from api.cli import build_parser
-from api.cli_run import Backend, resume_command, run_command
-from coordinator.evaluator import Evaluator, InProcessEvaluator
-from shared.config import ExperimentConfig
-from shared.masks import encode_mask
-from shared.objectives import Evaluation
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
-from workers.features import FeatureSet
 
 
 class LoggingProblem(FakeProblem):
@@ -40,7 +40,7 @@ class LoggingTrainer:
     """The real batched trainer, with every mask it trains appended to FAKE_LOG."""
 
     def __init__(self, feature_set: FeatureSet, config: ExperimentConfig, log_path: str | None) -> None:
-        from workers.evaluator import BatchedEvaluator
+        from evoprune.workers.evaluator import BatchedEvaluator
 
         self.trainer = BatchedEvaluator(feature_set, config)
         self.log_path = log_path
@@ -55,7 +55,7 @@ class LoggingTrainer:
 
 def load_features(config: ExperimentConfig) -> FeatureSet:
     if os.environ.get("FAKE_REAL"):
-        from api.cli_run import DEFAULT_BACKEND
+        from evoprune.api.cli_run import DEFAULT_BACKEND
 
         return DEFAULT_BACKEND.load_features(config)
     return fake_feature_set(64, key=os.environ.get("FAKE_FEATURE_KEY", "fake-features"))
@@ -69,7 +69,8 @@ def make_evaluator(
     problem = LoggingProblem(os.environ.get("FAKE_LOG"), float(os.environ.get("FAKE_DELAY_S", "0")))
     if not workers:
         return InProcessEvaluator(problem)
-    from coordinator.dispatch import RayEvaluator
+    from evoprune.coordinator.dispatch import RayEvaluator
+
     from tests.coordinator.fakes import FakeWorkerActor
 
     return RayEvaluator(

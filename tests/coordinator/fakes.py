@@ -8,9 +8,8 @@ import time
 import numpy as np
 import pytest
 import ray
-
-from shared.objectives import Evaluation
-from workers.features import FeatureSet, Fold, Split
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.features import FeatureSet, Fold, Split
 
 
 class FakeProblem:

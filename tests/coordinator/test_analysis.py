@@ -6,20 +6,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from evoprune.coordinator.analysis import analyze
+from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
+from evoprune.coordinator.analysis_heatmaps import draw_heatmaps
+from evoprune.coordinator.analysis_inputs import AnalysisError, read_results
+from evoprune.coordinator.results import read_evaluations
+from evoprune.shared.masks import decode_mask
+from evoprune.workers.head_layout import head_shape
+from evoprune.workers.importance import bit_meanings
+from evoprune.workers.retrain import retrain
 from PIL import Image
 from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 
-from coordinator.analysis import analyze
-from coordinator.analysis_artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
-from coordinator.analysis_heatmaps import draw_heatmaps
-from coordinator.analysis_inputs import AnalysisError, read_results
-from coordinator.results import read_evaluations
-from shared.masks import decode_mask
 from tests.coordinator.analysis_fixtures import run_experiment, session_results, tiny_config
-from workers.head_layout import head_shape
-from workers.importance import bit_meanings
-from workers.retrain import retrain
 
 TEMPERATURE = 1000.0
 MIN_PNG_SIDE = 300

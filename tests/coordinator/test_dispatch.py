@@ -4,8 +4,7 @@ import signal
 import numpy as np
 import pytest
 import ray
-
-from coordinator.dispatch import (
+from evoprune.coordinator.dispatch import (
     RayEvaluator,
     classify_failure,
     decide_on_failure,
@@ -13,11 +12,12 @@ from coordinator.dispatch import (
     plan_chunks,
     resources_per_worker,
 )
-from coordinator.evaluator import EvaluationError
-from coordinator.experiment import Experiment
-from coordinator.results import read_evaluations
-from shared.config import parse_config
-from shared.events import EvaluationFinished, EventBus
+from evoprune.coordinator.evaluator import EvaluationError
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.results import read_evaluations
+from evoprune.shared.config import parse_config
+from evoprune.shared.events import EvaluationFinished, EventBus
+
 from tests.coordinator.fakes import (  # noqa: F401 (ray_session is a fixture)
     FakeProblem,
     FakeWorkerActor,
@@ -197,7 +197,7 @@ def test_real_evoprune_run_is_the_same_with_one_and_two_workers(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "api.cli",
+                "evoprune.api.cli",
                 "run",
                 str(config),
                 "--workers",

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from api.cli_run import demo_config_path
-from benchmarks.bench_search_quality import compare
-from shared.config import load_config
+from evoprune.benchmarks.bench_search_quality import compare
+from evoprune.shared.config import demo_config_path, load_config
 
 
 @pytest.mark.slow

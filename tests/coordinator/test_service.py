@@ -4,15 +4,15 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.service import RunnerSpec, restore_lost_records, run_experiment
+from evoprune.coordinator.service_cache import ResilientFitnessCache
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.fitness_cache import LocalFitnessCache
+from evoprune.shared.objectives import Evaluation
+from evoprune.shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
+from evoprune.shared.store_local import LocalStore
 
-from coordinator.evaluator import InProcessEvaluator
-from coordinator.service import RunnerSpec, restore_lost_records, run_experiment
-from coordinator.service_cache import ResilientFitnessCache
-from coordinator.service_publish import StorePublisher
-from shared.fitness_cache import LocalFitnessCache
-from shared.objectives import Evaluation
-from shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
-from shared.store_local import LocalStore
 from tests.coordinator.fakes import FakeProblem
 
 SEARCH = {"population_size": 8, "max_evaluations": 24, "runs": 2, "seed": 3}
@@ -231,7 +231,7 @@ def test_resilient_cache_misses_while_down_and_sends_later(tmp_path):
 
 RAY_FROM_A_SHORT_THREAD = """
 import threading, ray
-from coordinator.service import RayLauncher
+from evoprune.coordinator.service import RayLauncher
 launcher = RayLauncher(None)
 thread = threading.Thread(target=launcher.connect)
 thread.start()

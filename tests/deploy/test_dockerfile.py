@@ -159,10 +159,10 @@ def test_the_build_context_installs_and_its_command_line_runs(tmp_path):
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
     probe = (
-        "import api, api.cli, api.cli_run, sys; "
-        "assert api.__file__.startswith(sys.argv[1]), api.__file__; "
-        "assert api.cli_run.demo_config_path().is_file(); "
-        "api.cli.build_parser().parse_args(['run', '--help'])"
+        "import evoprune.api, evoprune.api.cli, evoprune.shared.config, sys; "
+        "assert evoprune.api.__file__.startswith(sys.argv[1]), evoprune.api.__file__; "
+        "assert evoprune.shared.config.demo_config_path().is_file(); "
+        "evoprune.api.cli.build_parser().parse_args(['run', '--help'])"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(site)],

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from shared.config import ConfigError, expand_source_variables, expand_variables, load_config, parse_config
+from evoprune.shared.config import (
+    ConfigError,
+    expand_source_variables,
+    expand_variables,
+    load_config,
+    parse_config,
+)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,7 @@
 import json
 
 import pytest
-
-from shared.events import (
+from evoprune.shared.events import (
     EvaluationFinished,
     EventBus,
     ExperimentFailed,

@@ -3,10 +3,10 @@ import uuid
 
 import numpy as np
 import pytest
-
-from shared.fitness_cache import LocalFitnessCache, open_fitness_cache
-from shared.masks import fitness_key
-from shared.objectives import Evaluation
+from evoprune.shared.fitness_cache import LocalFitnessCache
+from evoprune.shared.fitness_cache_factory import open_fitness_cache
+from evoprune.shared.masks import fitness_key
+from evoprune.shared.objectives import Evaluation
 
 EVALUATION = Evaluation(accuracy=0.9, active_fraction=0.25, auroc=0.7, epochs=12.0, seconds=3.5, worker="w1")
 OTHER = Evaluation(accuracy=0.8, active_fraction=0.5, auroc=0.6, test_accuracy=0.75, test_auroc=0.65)
@@ -52,7 +52,7 @@ def test_keys_differ_by_protocol_and_features():
 
 @pytest.mark.redis
 def test_redis_cache_round_trip():
-    from shared.fitness_cache_redis import RedisFitnessCache
+    from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = f"evoprune-test:{uuid.uuid4().hex}:"

@@ -2,8 +2,7 @@ import itertools
 
 import numpy as np
 import pytest
-
-from shared.pareto import (
+from evoprune.shared.pareto import (
     crowding_distance,
     dominance_matrix,
     dominates,
@@ -113,7 +112,7 @@ def test_hypervolume_custom_reference():
 
 
 def test_archive_keeps_the_non_dominated_distinct_labels():
-    from shared.pareto import ParetoArchive
+    from evoprune.shared.pareto import ParetoArchive
 
     archive = ParetoArchive()
     assert archive.add(np.array([[0.5, 0.5, 0.5], [0.6, 0.6, 0.6]]), ["a", "b"])
@@ -138,7 +137,7 @@ def test_hypervolume_counts_grid_cells_exactly_on_larger_sets(seed):
 
 
 def test_archive_equals_the_front_of_everything_added():
-    from shared.pareto import ParetoArchive
+    from evoprune.shared.pareto import ParetoArchive
 
     rng = np.random.default_rng(3)
     points = np.round(rng.random((300, 3)), 1)

@@ -6,9 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from shared.config import ConfigError, RobustnessConfig, TrainingConfig
-from shared.reference_csv import (
+from evoprune.shared.config import ConfigError, RobustnessConfig, TrainingConfig
+from evoprune.shared.reference_csv import (
     DATASET_COLUMNS,
     ReferenceCsvError,
     load_reference_config,

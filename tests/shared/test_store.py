@@ -6,9 +6,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from shared.store import ExperimentRecord, FrontState, RunProgress, StoreError, StoreUnavailableError
-from shared.store_local import LocalStore
+from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, StoreError, StoreUnavailableError
+from evoprune.shared.store_local import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +23,7 @@ def store(request, tmp_path):
     if request.param == "local":
         yield LocalStore(tmp_path / "data")
         return
-    from shared.store_redis import RedisStore
+    from evoprune.shared.store_redis import RedisStore
 
     store = RedisStore(redis_url(), prefix=f"evoprune-test-{uuid.uuid4().hex}")
     try:
@@ -120,7 +119,7 @@ def test_wait_events_returns_as_soon_as_one_arrives(store):
 
 
 def test_fitness_cache_is_shared(store):
-    from shared.objectives import Evaluation
+    from evoprune.shared.objectives import Evaluation
 
     first, second = store.fitness_cache(), store.fitness_cache()
     try:
@@ -136,8 +135,8 @@ def test_fitness_cache_is_shared(store):
 
 WRITER = """
 import sys
-from shared.store import ExperimentRecord
-from shared.store_local import LocalStore
+from evoprune.shared.store import ExperimentRecord
+from evoprune.shared.store_local import LocalStore
 store = LocalStore(sys.argv[1])
 for seq in range(1, 301):
     record = ExperimentRecord(id=sys.argv[2], name="t", config={}, results_dir="", last_event_seq=seq)
@@ -163,7 +162,7 @@ def test_local_store_is_read_safely_while_another_process_writes(tmp_path):
 
 
 def test_unreachable_redis_is_a_clear_error():
-    from shared.store_redis import RedisStore
+    from evoprune.shared.store_redis import RedisStore
 
     store = RedisStore("redis://:secret@127.0.0.1:1/0", prefix="x")
     with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1") as caught:

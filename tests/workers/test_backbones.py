@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from workers.backbones import BackboneError, backbone_names, build_backbone, keras_models
+from evoprune.workers.backbones import BackboneError, backbone_names, build_backbone, keras_models
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -90,7 +89,7 @@ IMAGENET_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import h5py, keras, numpy as np
     from keras.src.legacy.saving import legacy_h5_format
-    from workers.backbones import build_backbone, keras_models
+    from evoprune.workers.backbones import build_backbone, keras_models
 
     models = Path(os.environ["KERAS_HOME"]) / "models"
     models.mkdir(parents=True)

@@ -1,18 +1,17 @@
 import numpy as np
 import pytest
-from scipy import special, stats
-from sklearn.metrics import roc_auc_score
-
-from shared.objectives import Evaluation
-from workers.ensembles import (
+from evoprune.shared.objectives import Evaluation
+from evoprune.workers.ensembles import (
     ensemble_objectives,
     majority_vote,
     percentile_windows,
     window_ensembles,
     window_members,
 )
-from workers.features import FeatureSet, Fold, Split
-from workers.retrain import FoldOutputs, RetrainedModel
+from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.retrain import FoldOutputs, RetrainedModel
+from scipy import special, stats
+from sklearn.metrics import roc_auc_score
 
 TEMPERATURE = 1000.0
 CLASSES = 4

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evoprune.benchmarks.reference_evaluator import ReferenceEvaluator
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.masks import MaskError
+from evoprune.workers.evaluator import BatchedEvaluator
 
-from benchmarks.reference_evaluator import ReferenceEvaluator
-from shared.config import ExperimentConfig
-from shared.masks import MaskError
 from tests.workers.conftest import density_masks, digits_feature_set
-from workers.evaluator import BatchedEvaluator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_wide_features_use_several_chunks_and_stay_independent() -> None:
     def widen(x: np.ndarray) -> np.ndarray:
         return np.maximum(x @ projection, 0).astype(np.float32)
 
-    from workers.features import FeatureSet, Fold, Split
+    from evoprune.workers.features import FeatureSet, Fold, Split
 
     wide = FeatureSet(
         "wide",
@@ -130,7 +130,7 @@ def test_folds_are_averaged() -> None:
     config = _config(training={"max_epochs": 3, "batch_size": 1000})
     masks = density_masks(2, 64)
     combined = BatchedEvaluator(features, config).evaluate(masks)
-    from workers.features import FeatureSet
+    from evoprune.workers.features import FeatureSet
 
     per_fold = [
         BatchedEvaluator(FeatureSet(f"f{i}", 10, (fold,)), config).evaluate(masks)
@@ -144,7 +144,7 @@ def test_folds_are_averaged() -> None:
 
 
 def test_validation_fitness_also_scores_test() -> None:
-    from workers.features import FeatureSet, Fold
+    from evoprune.workers.features import FeatureSet, Fold
 
     base = digits_feature_set(samples=400).folds[0]
     fold = Fold(base.train, base.evaluation, base.ood, test=base.evaluation, test_ood=base.ood)
@@ -174,9 +174,9 @@ JAX_SCRIPT = """
 import json, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from shared.config import ExperimentConfig
+from evoprune.shared.config import ExperimentConfig
 from tests.workers.conftest import density_masks, digits_feature_set
-from workers.evaluator import BatchedEvaluator
+from evoprune.workers.evaluator import BatchedEvaluator
 config = ExperimentConfig.model_validate({{"training": {{"max_epochs": 6}}, "head": {{"layers": [64]}}}})
 results = BatchedEvaluator(digits_feature_set(), config).evaluate(density_masks(4, 64, seed=7))
 print(json.dumps([[r.accuracy, r.auroc, r.epochs] for r in results]))

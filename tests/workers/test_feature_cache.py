@@ -8,12 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
-
-from shared.config import BackboneConfig
-from workers import backbones, feature_cache
-from workers.datasets import DatasetError
-from workers.feature_cache import (
+from evoprune.shared.config import BackboneConfig
+from evoprune.workers import backbones, feature_cache
+from evoprune.workers.datasets import DatasetError
+from evoprune.workers.feature_cache import (
     FeatureTable,
     cache_key,
     read_feature_file,
@@ -21,6 +19,7 @@ from workers.feature_cache import (
     source_features,
     write_feature_file,
 )
+from PIL import Image
 
 PIXELS = BackboneConfig(name="pixels", batch_size=256)
 

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from shared.config import HeadConfig
-from workers.head_layout import head_shape
-from workers.importance import bit_frequencies, bit_label, bit_meanings, solutions_using, top_bits
+from evoprune.shared.config import HeadConfig
+from evoprune.workers.head_layout import head_shape
+from evoprune.workers.importance import bit_frequencies, bit_label, bit_meanings, solutions_using, top_bits
 
 
 def test_frequencies_are_a_direct_count():

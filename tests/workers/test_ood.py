@@ -6,8 +6,7 @@ import logging
 
 import numpy as np
 import pytest
-
-from workers.ood import allocate, choose_ood_indices, sample_ood
+from evoprune.workers.ood import allocate, choose_ood_indices, sample_ood
 
 
 @pytest.mark.parametrize(
@@ -80,7 +79,7 @@ def test_choice_is_seeded():
 
 def test_a_small_pool_is_used_whole_with_a_warning(caplog):
     sources = [_labels(3, 2), _labels(4)]
-    with caplog.at_level(logging.WARNING, logger="workers.ood"):
+    with caplog.at_level(logging.WARNING, logger="evoprune.workers.ood"):
         chosen = choose_ood_indices(sources, 50, seed=0)
     assert [indices.tolist() for indices in chosen] == [[0, 1, 2, 3, 4], [0, 1, 2, 3]]
     assert "using all of them" in caplog.text
