@@ -9,6 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.routes_health import service_version
@@ -16,10 +21,6 @@ from evoprune.api.settings import Settings
 from evoprune.coordinator.service import Launcher, RayLauncher, recover, restore_lost_records
 from evoprune.shared.store import Store, StoreError, StoreUnavailableError
 from evoprune.shared.store_factory import open_store
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -41,6 +41,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     """
     import uvicorn
+
     from evoprune.api.app import create_app
     from evoprune.api.settings import Settings
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import yaml
+
 from evoprune.api.schemas import ExperimentCreate
 from evoprune.api.settings import Settings
 from evoprune.shared.config import (

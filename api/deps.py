@@ -9,12 +9,13 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service import Launcher, restore_lost_records
 from evoprune.shared.store import ExperimentRecord, Store, valid_experiment_id
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 _bearer = HTTPBearer(auto_error=False, description="EVOPRUNE_API_TOKEN, when the server sets one")
 

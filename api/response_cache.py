@@ -6,8 +6,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from evoprune.shared.store import ExperimentRecord
 from fastapi.responses import Response
+
+from evoprune.shared.store import ExperimentRecord
 
 ENTRIES = 512
 

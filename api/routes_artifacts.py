@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import anyio
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import Path as PathParameter
+from fastapi.responses import StreamingResponse
+
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
 from evoprune.api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
 from evoprune.coordinator.analysis_artifacts import MEDIA_TYPES, list_artifacts
@@ -27,9 +31,6 @@ from evoprune.coordinator.service_analysis import (
     write_status,
 )
 from evoprune.shared.store import ExperimentRecord
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi import Path as PathParameter
-from fastapi.responses import StreamingResponse
 
 CHUNK_BYTES = 1 << 16
 MAX_NAME_LENGTH = 200

@@ -6,6 +6,8 @@ import logging
 import secrets
 from typing import Annotated, Any, Literal
 
+from fastapi import APIRouter, HTTPException, Query, Response, status
+
 from evoprune.api.config_input import ConfigInputError, resolve_config
 from evoprune.api.deps import (
     PROTECTED_RESPONSES,
@@ -20,7 +22,6 @@ from evoprune.api.schemas import ExperimentCreate, ExperimentCreated, Experiment
 from evoprune.coordinator.service import Launcher
 from evoprune.coordinator.service_publish import LiveView
 from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, Store
-from fastapi import APIRouter, HTTPException, Query, Response, status
 
 ID_BYTES = 8
 MAX_PAGE = 500

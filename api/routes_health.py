@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from importlib import metadata
 
+from fastapi import APIRouter, Response, status
+
 from evoprune.api.deps import SettingsDep, StoreDep
 from evoprune.api.schemas import Health
 from evoprune.shared.store import StoreError
-from fastapi import APIRouter, Response, status
 
 router = APIRouter(tags=["health"])
 

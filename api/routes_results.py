@@ -8,13 +8,14 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import pyarrow.parquet as pq
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
 from evoprune.api.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from evoprune.api.sse import EventStream
 from evoprune.coordinator.results import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
 from evoprune.shared.store import ExperimentRecord, Store
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 
 PARQUET = "application/vnd.apache.parquet"
 MAX_PAGE = 10_000

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from evoprune.coordinator.service_analysis import (
     DEFAULT_SAMPLES,
     DEFAULT_TOP,
@@ -13,7 +15,6 @@ from evoprune.coordinator.service_analysis import (
     AnalysisState,
 )
 from evoprune.shared.store import ExperimentRecord, FrontState
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 MAX_NAME_LENGTH = 200

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evoprune.shared.store import StoreSpec
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from evoprune.shared.store import StoreSpec
 
 MIN_TOKEN_LENGTH = 16
 # tokens copied from examples rather than generated: refusing them beats a server that looks protected

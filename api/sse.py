@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
+from fastapi import Request
+
 from evoprune.api.schemas import (
     DoneEvent,
     EvaluationEvent,
@@ -22,7 +24,6 @@ from evoprune.api.schemas import (
     front_points,
 )
 from evoprune.shared.store import TERMINAL_EVENT_TYPES, ExperimentRecord, Store, StoreError
-from fastapi import Request
 
 WAIT_S = 1.0
 KEEP_ALIVE_S = 15.0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from evoprune.coordinator.service_publish import StorePublisher
 from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
 from evoprune.shared.store import ExperimentRecord, RunProgress, Store, StoreSpec

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import ray
+
 from evoprune.coordinator.dispatch import RayEvaluator
 from evoprune.coordinator.evaluator import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet, Fold, Split
 

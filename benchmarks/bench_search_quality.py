@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import mannwhitneyu
+
 from evoprune.coordinator.evaluator import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.nsga2 import NSGA2
 from evoprune.shared.config import ExperimentConfig, SearchConfig, demo_config_path, load_config
 from evoprune.shared.pareto import hypervolume
-from scipy.stats import mannwhitneyu
 
 # random search draws its masks from a seed stream disjoint from NSGA-II's runs
 RANDOM_SEED_OFFSET = 10_000

@@ -6,6 +6,7 @@ import time
 
 import keras
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import active_fraction
 from evoprune.shared.objectives import Evaluation
@@ -28,6 +29,14 @@ class MaskedDense(keras.layers.Dense):
             # A pruned unit loses its bias too: it is removed, not just disconnected from its inputs.
             outputs = outputs + self.bias * keras.ops.convert_to_tensor(self._unit_mask)
         return self.activation(outputs) if self.activation is not None else outputs
+
+
+class _RestoreWhenStopped(keras.callbacks.EarlyStopping):
+    """Keras 2's EarlyStopping: the best weights come back only when patience ran out, not at max epochs."""
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.stopped_epoch > 0:
+            super().on_train_end(logs)
 
 
 class _SeededBatches(keras.utils.PyDataset):
@@ -148,12 +157,16 @@ class ReferenceEvaluator:
                 stopping = training.early_stopping
                 callbacks = []
                 if stopping.enabled:
+                    callback = (
+                        _RestoreWhenStopped if stopping.restore_best_weights == "when_stopped" else
+                        keras.callbacks.EarlyStopping
+                    )  # fmt: skip
                     callbacks.append(
-                        keras.callbacks.EarlyStopping(
+                        callback(
                             monitor="loss",
                             min_delta=stopping.min_delta,
                             patience=stopping.patience,
-                            restore_best_weights=stopping.restore_best_weights,
+                            restore_best_weights=stopping.restore_best_weights != "never",
                         )
                     )
                 if self.matched:

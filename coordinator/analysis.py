@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from evoprune.coordinator.analysis_artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
 from evoprune.coordinator.analysis_heatmaps import draw_heatmaps, head_owners
 from evoprune.coordinator.analysis_inputs import AnalysisError, ResultsInput, read_results

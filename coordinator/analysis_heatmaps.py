@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from evoprune.coordinator.analysis_artifacts import artifact
 from evoprune.coordinator.analysis_inputs import ResultsInput
 from evoprune.coordinator.plots_analysis import plot_heatmap_grid, plot_pixel_importance

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
 from evoprune.coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.masks import MaskError, decode_mask

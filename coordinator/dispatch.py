@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import ray
 import ray.exceptions
+
 from evoprune.coordinator.evaluator import EvaluationError, Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation

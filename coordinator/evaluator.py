@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from evoprune.coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
 from evoprune.coordinator.evaluator import Evaluator
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
+
 from evoprune.shared.config import SearchConfig
 from evoprune.shared.masks import decode_mask, encode_mask
 from evoprune.shared.objectives import Evaluation

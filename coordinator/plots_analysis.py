@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from evoprune.coordinator.plots import DPI, plt
 
 HEATMAP_ALPHA = 0.5

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from evoprune.coordinator.checkpoint import write_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from evoprune.coordinator.checkpoint import CheckpointError, read_json
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 

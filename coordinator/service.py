@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 import ray.exceptions
+
 from evoprune.coordinator.checkpoint import CheckpointError, read_json
 from evoprune.coordinator.evaluator import Evaluator
 from evoprune.coordinator.experiment import Experiment, ExperimentError, load_resumable

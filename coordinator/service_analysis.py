@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+
 from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR, INDEX_NAME
 from evoprune.coordinator.analysis_inputs import AnalysisError
 from evoprune.coordinator.checkpoint import write_atomic

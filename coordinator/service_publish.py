@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from evoprune.shared.events import EvaluationFinished, Event, FrontChanged
 from evoprune.shared.pareto import ParetoArchive
 from evoprune.shared.store import (

@@ -176,7 +176,21 @@ class EarlyStoppingConfig(_Frozen):
     enabled: bool = True
     min_delta: float = Field(default=1e-5, ge=0.0)
     patience: int = Field(default=10, ge=0)
-    restore_best_weights: bool = True
+    restore_best_weights: Literal["always", "when_stopped", "never"] = Field(
+        default="always",
+        description=(
+            "which weights a model keeps: the best epoch's always (Keras 3), only when early stopping fired "
+            "(Keras 2, the reference), or the last epoch's"
+        ),
+    )
+
+    @field_validator("restore_best_weights", mode="before")
+    @classmethod
+    def _boolean_restore(cls, value: object) -> object:
+        # configs written before the three-way choice said true/false: Keras 3's and Keras's default off
+        if isinstance(value, bool):
+            return "always" if value else "never"
+        return value
 
 
 class TrainingConfig(_Frozen):

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 
 import redis
+
 from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.objectives import Evaluation
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import redis
 import redis.exceptions
+
 from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.shared.store import (

@@ -26,7 +26,8 @@ def _site_packages(environment: Path) -> Path:
 def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+         str(ROOT)],
         capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
@@ -63,7 +64,8 @@ def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
     run = subprocess.run(
         [str(environment / "bin" / "evoprune"), "run", "--runs", "1", "--max-evaluations", "30",
          "--workers", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=work, env=environment_variables,
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=work,
+        env=environment_variables,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())

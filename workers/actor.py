@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import ray
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet

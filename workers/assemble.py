@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.datasets import DatasetError
 from evoprune.workers.feature_cache import (

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from evoprune.workers.features import FeatureSet, Split
 from evoprune.workers.odin import auroc, odin_scores
 from evoprune.workers.retrain import RetrainedModel

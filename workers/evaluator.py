@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+from keras import ops
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError, active_fraction
 from evoprune.shared.objectives import Evaluation
@@ -16,7 +18,6 @@ from evoprune.workers.early_stopping import EarlyStoppingState, should_compact
 from evoprune.workers.features import FeatureSet, Fold, Split
 from evoprune.workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
 from evoprune.workers.odin import auroc, odin_scores
-from keras import ops
 
 CPU_GROUP_SIZE = 4
 SCORING_ROWS = 256  # fixed row block for scoring, so scoring shapes never depend on the split's size
@@ -244,11 +245,13 @@ class BatchedEvaluator:
             stopped = [
                 row for row, state in enumerate(batch.states) if stopping.enabled and state.should_stop(epoch)
             ]
-            last_epoch = epoch == training.max_epochs - 1
-            if last_epoch:
+            # models the rule stopped are collected first: Keras 2 restored their best weights even when
+            # the rule fired on the last epoch; the rest of the batch ends by running out of epochs
+            self._collect(batch, stopped, kept, finished, epoch + 1, early_stopped=True)
+            if epoch == training.max_epochs - 1:
                 stopped = list(range(len(batch.members)))
             if stopped:
-                self._collect(batch, stopped, kept, finished, epoch + 1)
+                self._collect(batch, stopped, kept, finished, epoch + 1, early_stopped=False)
                 remaining = [row for row in range(len(batch.members)) if row not in set(stopped)]
                 if not remaining:
                     break
@@ -261,10 +264,20 @@ class BatchedEvaluator:
         return [finished[m] for m in range(len(kept))]
 
     def _collect(
-        self, batch: _Batch, rows: list[int], kept: list[list[np.ndarray]], finished: dict, epochs: int
+        self,
+        batch: _Batch,
+        rows: list[int],
+        kept: list[list[np.ndarray]],
+        finished: dict,
+        epochs: int,
+        *,
+        early_stopped: bool,
     ) -> None:
+        if not rows:
+            return
         restore = self.config.training.early_stopping.restore_best_weights
-        source = batch.best if restore else batch.params
+        use_best = restore == "always" or (restore == "when_stopped" and early_stopped)
+        source = batch.best if use_best else batch.params
         arrays = [np.asarray(ops.convert_to_numpy(tensor)) for tensor in source]
         for row in rows:
             member = batch.members[row]

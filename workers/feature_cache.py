@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
+
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers import backbones
 from evoprune.workers.datasets import SPLITS, DatasetError, ImageSource, open_image_source
-from tqdm import tqdm
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"evoprune"

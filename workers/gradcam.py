@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.backbones import PIXELS, Backbone, build_backbone
 from evoprune.workers.datasets import open_image_source

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from evoprune.workers.head_layout import REDUCTION_CHUNK
 from keras import ops
+
+from evoprune.workers.head_layout import REDUCTION_CHUNK
 
 Tensor = Any
 

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
 from evoprune.shared.config import HeadConfig
 from evoprune.shared.masks import MaskError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from evoprune.workers.head_layout import HeadShape
 
 DEFAULT_TOP = 10

@@ -6,6 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError, active_fraction
 from evoprune.shared.objectives import Evaluation

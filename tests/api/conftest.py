@@ -6,13 +6,14 @@ import os
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
+
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service import Launcher
 from evoprune.coordinator.service_analysis import AnalysisSpec
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
-from fastapi.testclient import TestClient
 
 TOKEN = "s3cr3t-token-for-tests-0123456789"
 

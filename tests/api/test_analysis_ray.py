@@ -9,15 +9,15 @@ import shutil
 
 import pytest
 import ray
+from fastapi.testclient import TestClient
+from PIL import Image
+
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service import RAY_NAMESPACE
 from evoprune.coordinator.service_analysis import STATUS_FILE, analysis_actor_name
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
-from fastapi.testclient import TestClient
-from PIL import Image
-
 from tests.api.servers import wait_for
 from tests.coordinator.analysis_fixtures import session_results
 

@@ -4,10 +4,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service_publish import StorePublisher
 from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged, RunFinished
-
 from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
 
 

@@ -10,12 +10,12 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from evoprune.coordinator.analysis import analyze
 from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
 from evoprune.coordinator.service_analysis import LOST_AFTER_S, STATUS_FILE, AnalysisBusyError, read_status
 from evoprune.shared.store import ExperimentRecord
-from PIL import Image
-
 from tests.api.conftest import TOKEN, RecordingLauncher, make_client
 from tests.coordinator.analysis_fixtures import session_results
 

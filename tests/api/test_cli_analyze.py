@@ -2,8 +2,8 @@ import json
 import shutil
 
 import pytest
-from evoprune.api.cli import main
 
+from evoprune.api.cli import main
 from tests.coordinator.analysis_fixtures import session_results
 
 

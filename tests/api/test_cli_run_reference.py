@@ -8,12 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
+
 from evoprune.api.cli import build_parser, main
 from evoprune.api.cli_run import DEFAULT_BACKEND, Backend, run_command
 from evoprune.coordinator.evaluator import Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet
-from PIL import Image
 
 SIDE_PX = 8
 # population 6, feature selection over the 8×8×3 pixels, one hidden layer of 16, 10 evaluations

@@ -4,6 +4,7 @@ import time
 import pytest
 import uvicorn
 import yaml
+
 from evoprune.api.app import create_app
 from evoprune.api.cli import build_parser
 from evoprune.api.client import ApiError, Client, parse_events
@@ -12,7 +13,6 @@ from evoprune.coordinator.service import Launcher
 from evoprune.coordinator.service_publish import StorePublisher
 from evoprune.shared.events import EvaluationFinished, ExperimentCancelled, ExperimentFinished, FrontChanged
 from evoprune.shared.store_local import LocalStore
-
 from tests.api.conftest import TINY_CONFIG, TOKEN
 from tests.api.servers import free_port
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from evoprune.api.cli import main
 from evoprune.shared.config import load_config, parse_config
 from evoprune.shared.reference_csv import load_reference_config
@@ -44,7 +45,7 @@ def test_every_default_is_filled_in(tmp_path, capsys):
         "enabled": True,
         "min_delta": 1e-05,
         "patience": 10,
-        "restore_best_weights": True,
+        "restore_best_weights": "always",
     }
     assert printed["search"]["population_size"] == 30 and printed["backbone"]["name"] == "resnet50"
 

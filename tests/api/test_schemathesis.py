@@ -7,13 +7,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from evoprune.api.app import create_app
-from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
-from evoprune.shared.store import ExperimentRecord, RunProgress
-from evoprune.shared.store_local import LocalStore
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
@@ -22,6 +15,14 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from evoprune.api.app import create_app
+from evoprune.api.settings import Settings
+from evoprune.coordinator.service import Launcher
+from evoprune.coordinator.service_publish import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
+from evoprune.shared.store import ExperimentRecord, RunProgress
+from evoprune.shared.store_local import LocalStore
 
 KNOWN_ID = "00000000000000aa"
 TOKEN = "schemathesis-token-0123456789abcdef"

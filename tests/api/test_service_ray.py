@@ -10,12 +10,12 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 import ray
+from fastapi.testclient import TestClient
+
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service import RAY_NAMESPACE, actor_name
 from evoprune.shared.store_redis import RedisStore
-from fastapi.testclient import TestClient
-
 from tests.api.conftest import TINY_CONFIG, redis_url
 from tests.api.servers import PrivateRedis, wait_for
 

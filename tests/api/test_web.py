@@ -7,9 +7,10 @@ import re
 from importlib import resources
 
 import pytest
-from evoprune.api import web
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+
+from evoprune.api import web
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from evoprune.shared.config import (
     EarlyStoppingConfig,
     ExperimentConfig,
@@ -15,7 +17,6 @@ from evoprune.shared.config import (
     load_config,
     parse_config,
 )
-from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # name: (source, image size, classes, folds, reported accuracy / active fraction / AUROC)
@@ -83,7 +84,7 @@ def test_paper_protocol_and_search(name, data_root):
         decay=1e-6,
         batch_size=32,
         max_epochs=600,
-        early_stopping=EarlyStoppingConfig(min_delta=1e-5, patience=10, restore_best_weights=True),
+        early_stopping=EarlyStoppingConfig(min_delta=1e-5, patience=10, restore_best_weights="always"),
         seed=0,
     )
     assert config.robustness == RobustnessConfig(temperature=1000.0)

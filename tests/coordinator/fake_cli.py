@@ -12,6 +12,7 @@ import os
 import sys
 
 import numpy as np
+
 from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import Backend, resume_command, run_command
 from evoprune.coordinator.evaluator import Evaluator, InProcessEvaluator
@@ -19,7 +20,6 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet
-
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
 
@@ -70,7 +70,6 @@ def make_evaluator(
     if not workers:
         return InProcessEvaluator(problem)
     from evoprune.coordinator.dispatch import RayEvaluator
-
     from tests.coordinator.fakes import FakeWorkerActor
 
     return RayEvaluator(

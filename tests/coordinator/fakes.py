@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import ray
+
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet, Fold, Split
 

@@ -6,6 +6,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+from scipy import special, stats
+from sklearn.metrics import roc_auc_score
+
 from evoprune.coordinator.analysis import analyze
 from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
 from evoprune.coordinator.analysis_heatmaps import draw_heatmaps
@@ -15,10 +19,6 @@ from evoprune.shared.masks import decode_mask
 from evoprune.workers.head_layout import head_shape
 from evoprune.workers.importance import bit_meanings
 from evoprune.workers.retrain import retrain
-from PIL import Image
-from scipy import special, stats
-from sklearn.metrics import roc_auc_score
-
 from tests.coordinator.analysis_fixtures import run_experiment, session_results, tiny_config
 
 TEMPERATURE = 1000.0

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from evoprune.coordinator.analysis import analyze
 from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
 from evoprune.shared.config import parse_config
-from PIL import Image
-
 from tests.coordinator.analysis_fixtures import run_experiment
 from tests.workers.generated_images import CLASSES, shapes_config_data
 

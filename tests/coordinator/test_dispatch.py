@@ -4,6 +4,7 @@ import signal
 import numpy as np
 import pytest
 import ray
+
 from evoprune.coordinator.dispatch import (
     RayEvaluator,
     classify_failure,
@@ -17,7 +18,6 @@ from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.config import parse_config
 from evoprune.shared.events import EvaluationFinished, EventBus
-
 from tests.coordinator.fakes import (  # noqa: F401 (ray_session is a fixture)
     FakeProblem,
     FakeWorkerActor,

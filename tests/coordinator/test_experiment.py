@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
 from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import resume_command, run_command
 from evoprune.coordinator.evaluator import InProcessEvaluator
@@ -18,7 +19,6 @@ from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.config import demo_config_path, load_config, parse_config
 from evoprune.shared.events import EventBus
-
 from tests.coordinator.fake_cli import BACKEND
 from tests.coordinator.fakes import FakeProblem
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError, steps_in_flight
 from evoprune.shared.config import SearchConfig
 from evoprune.shared.objectives import minimisation_matrix
 from evoprune.shared.pareto import hypervolume
-
 from tests.coordinator.fakes import FakeProblem
 
 PROBLEM = FakeProblem(length=64)

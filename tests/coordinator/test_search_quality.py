@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from evoprune.benchmarks.bench_search_quality import compare
 from evoprune.shared.config import demo_config_path, load_config
 

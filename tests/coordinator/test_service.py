@@ -4,6 +4,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+
 from evoprune.coordinator.evaluator import InProcessEvaluator
 from evoprune.coordinator.service import RunnerSpec, restore_lost_records, run_experiment
 from evoprune.coordinator.service_cache import ResilientFitnessCache
@@ -12,7 +13,6 @@ from evoprune.shared.fitness_cache import LocalFitnessCache
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
 from evoprune.shared.store_local import LocalStore
-
 from tests.coordinator.fakes import FakeProblem
 
 SEARCH = {"population_size": 8, "max_evaluations": 24, "runs": 2, "seed": 3}

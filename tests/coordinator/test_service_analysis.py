@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from evoprune.coordinator.service_analysis import (
     LOST_AFTER_S,
     STATUS_FILE,

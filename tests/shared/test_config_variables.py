@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from evoprune.shared.config import (
     ConfigError,
     expand_source_variables,

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from evoprune.shared.events import (
     EvaluationFinished,
     EventBus,

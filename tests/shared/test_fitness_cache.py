@@ -3,6 +3,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from evoprune.shared.fitness_cache import LocalFitnessCache
 from evoprune.shared.fitness_cache_factory import open_fitness_cache
 from evoprune.shared.masks import fitness_key

@@ -2,6 +2,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from evoprune.shared.pareto import (
     crowding_distance,
     dominance_matrix,

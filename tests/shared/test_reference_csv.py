@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from evoprune.shared.config import ConfigError, RobustnessConfig, TrainingConfig
 from evoprune.shared.reference_csv import (
     DATASET_COLUMNS,

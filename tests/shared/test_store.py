@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, StoreError, StoreUnavailableError
 from evoprune.shared.store_local import LocalStore
 

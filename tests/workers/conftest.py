@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from evoprune.workers.features import FeatureSet, Fold, Split
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+from evoprune.workers.features import FeatureSet, Fold, Split
 
 
 def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:

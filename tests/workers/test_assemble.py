@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from evoprune.shared.config import parse_config
 from evoprune.workers.assemble import extract_features, load_feature_set, stratified_folds, stratified_holdout
 from evoprune.workers.datasets import DatasetError
 from evoprune.workers.feature_cache import FeatureTable, write_feature_file
-from PIL import Image
 
 
 def config(tmp_path: Path, **overrides):

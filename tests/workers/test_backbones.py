@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from evoprune.workers.backbones import BackboneError, backbone_names, build_backbone, keras_models
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evoprune.workers.datasets import DatasetError, ImageSource, open_image_source, photo_patches
 from PIL import Image
+
+from evoprune.workers.datasets import DatasetError, ImageSource, open_image_source, photo_patches
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (12, 10), suffix: str = ".png") -> Path:

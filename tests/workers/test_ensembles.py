@@ -1,5 +1,8 @@
 import numpy as np
 import pytest
+from scipy import special, stats
+from sklearn.metrics import roc_auc_score
+
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.ensembles import (
     ensemble_objectives,
@@ -10,8 +13,6 @@ from evoprune.workers.ensembles import (
 )
 from evoprune.workers.features import FeatureSet, Fold, Split
 from evoprune.workers.retrain import FoldOutputs, RetrainedModel
-from scipy import special, stats
-from sklearn.metrics import roc_auc_score
 
 TEMPERATURE = 1000.0
 CLASSES = 4

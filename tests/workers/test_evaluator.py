@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from evoprune.benchmarks.reference_evaluator import ReferenceEvaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError
 from evoprune.workers.evaluator import BatchedEvaluator
-
 from tests.workers.conftest import density_masks, digits_feature_set
 
 ROOT = Path(__file__).resolve().parents[2]

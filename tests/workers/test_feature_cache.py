@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
+
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers import backbones, feature_cache
 from evoprune.workers.datasets import DatasetError
@@ -19,7 +21,6 @@ from evoprune.workers.feature_cache import (
     source_features,
     write_feature_file,
 )
-from PIL import Image
 
 PIXELS = BackboneConfig(name="pixels", batch_size=256)
 

@@ -1,10 +1,10 @@
 import keras
 import numpy as np
 import pytest
+
 from evoprune.shared.config import parse_config
 from evoprune.workers import gradcam
 from evoprune.workers.assemble import load_feature_set
-
 from tests.workers.generated_images import CLASSES, shapes_config_data
 
 TEST_PER_CLASS = 8  # generated_images.write_shapes_dataset's default

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from evoprune.shared.config import HeadConfig
 from evoprune.workers.head_layout import head_shape
 from evoprune.workers.importance import bit_frequencies, bit_label, bit_meanings, solutions_using, top_bits

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from evoprune.workers.odin import auroc, odin_scores
 from sklearn.metrics import roc_auc_score
+
+from evoprune.workers.odin import auroc, odin_scores
 
 
 @pytest.mark.parametrize("seed", range(5))

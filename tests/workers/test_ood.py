@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+
 from evoprune.workers.ood import allocate, choose_ood_indices, sample_ood
 
 

@@ -2,14 +2,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from evoprune.shared.config import parse_config
 from evoprune.shared.masks import MaskError
 from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.odin import odin_scores
 from evoprune.workers.retrain import retrain
-from sklearn.metrics import roc_auc_score
-
 from tests.workers.conftest import density_masks, digits_feature_set
 
 TEMPERATURE = 1000.0
