@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
 import venv
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
+COPY_IGNORED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", "results")
 
 
 def _site_packages(environment: Path) -> Path:
@@ -22,12 +22,15 @@ def _site_packages(environment: Path) -> Path:
     return environment / relative
 
 
-@pytest.mark.slow
 def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
+    # a copy of the sources: setuptools would otherwise reuse the checkout's build/ folder, whose stale files
+    # can hide a package-data rule that no longer ships them
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*COPY_IGNORED))
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
-         str(ROOT)],
+         str(source)],
         capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
