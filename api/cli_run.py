@@ -14,7 +14,7 @@ from typing import Any
 
 from evoprune.api.cli_types import non_negative_int, positive_int
 from evoprune.api.reference_flags import add_reference_arguments, reference_config
-from evoprune.coordinator.evaluator import EvaluationError, Evaluator
+from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
 from evoprune.coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
 from evoprune.shared.config import (
     NO_OOD_MESSAGE,
@@ -60,7 +60,7 @@ def _make_evaluator(
     feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
 ) -> Evaluator:
     if workers == 0:
-        from evoprune.coordinator.evaluator import InProcessEvaluator
+        from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 
         return InProcessEvaluator.for_feature_set(feature_set, config)
     from evoprune.coordinator.dispatch import RayEvaluator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import itertools
 import logging
 import math
@@ -15,7 +16,7 @@ import numpy as np
 import ray
 import ray.exceptions
 
-from evoprune.coordinator.evaluator import EvaluationError, Evaluator
+from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet
@@ -50,38 +51,54 @@ def plan_chunks(
     return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-@dataclass(frozen=True)
-class FailureDecision:
+class FailureKind(enum.Enum):
+    """What went wrong with a worker call."""
+
+    WORKER_UNAVAILABLE = "worker_unavailable"  # unreachable for now; the process may still be alive
+    WORKER_LOST = "worker_lost"  # the process died
+    EVALUATION_ERROR = "evaluation_error"  # the evaluator itself raised
+
+
+class FailureAction(enum.Enum):
     """What the controller does about a failed call."""
 
-    action: str  # "retry" (same worker), "replace" (new worker, then retry) or "give_up"
+    RETRY = "retry"  # send the chunk again to the same worker
+    REPLACE = "replace"  # start a new worker in the lost one's place, then send the chunk again
+    GIVE_UP = "give_up"  # fail the batch
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    """The policy's answer to a failed call, and why."""
+
+    action: FailureAction
     reason: str
 
 
-def classify_failure(error: BaseException) -> str:
+def classify_failure(error: BaseException) -> FailureKind:
     """Names the kind of failure of a worker call.
 
     Args:
         error: what `ray.get` raised.
 
     Returns:
-        "worker_unavailable" (restarting), "worker_lost" (the process died) or "evaluation_error".
+        The kind of failure.
 
     """
     if isinstance(error, ray.exceptions.ActorUnavailableError):
-        return "worker_unavailable"
+        return FailureKind.WORKER_UNAVAILABLE
     if isinstance(
         error,
         ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError | ray.exceptions.ObjectLostError,
     ):
-        return "worker_lost"
-    return "evaluation_error"
+        return FailureKind.WORKER_LOST
+    return FailureKind.EVALUATION_ERROR
 
 
 def decide_on_failure(
-    kind: str, attempts: int, max_attempts: int = MAX_ATTEMPTS_PER_BATCH
+    kind: FailureKind, attempts: int, max_attempts: int = MAX_ATTEMPTS_PER_BATCH
 ) -> FailureDecision:
-    """Decide what to do about a failed call (the retry policy).
+    """Decide what to do about a failed call: the one retry policy (Ray's own actor and task retries are off).
 
     Args:
         kind: from `classify_failure`.
@@ -92,13 +109,15 @@ def decide_on_failure(
         The decision. An error raised by the evaluator itself is deterministic, so it is never retried.
 
     """
-    if kind == "evaluation_error":
-        return FailureDecision("give_up", "the evaluator raised an error; retrying would repeat it")
+    if kind is FailureKind.EVALUATION_ERROR:
+        return FailureDecision(
+            FailureAction.GIVE_UP, "the evaluator raised an error; retrying would repeat it"
+        )
     if attempts >= max_attempts:
-        return FailureDecision("give_up", f"the batch failed {attempts} times")
-    if kind == "worker_unavailable":
-        return FailureDecision("retry", "the worker is restarting")
-    return FailureDecision("replace", "the worker process died")
+        return FailureDecision(FailureAction.GIVE_UP, f"the batch failed {attempts} times")
+    if kind is FailureKind.WORKER_UNAVAILABLE:
+        return FailureDecision(FailureAction.RETRY, "the worker is unreachable for now")
+    return FailureDecision(FailureAction.REPLACE, "the worker process died")
 
 
 def resources_per_worker(cluster: dict[str, float], workers: int) -> dict[str, float]:
@@ -335,14 +354,14 @@ class RayEvaluator(Evaluator):
 
     def _handle_failure(self, worker: _Worker, chunk: _Chunk, error: BaseException) -> None:
         decision = decide_on_failure(classify_failure(error), chunk.attempts)
-        if decision.action == "give_up":
+        if decision.action is FailureAction.GIVE_UP:
             raise EvaluationError(
                 f"evaluating {len(chunk.masks)} masks failed ({decision.reason}): {error}"
             ) from error
         log.warning(
             "worker %d: %s; sending its %d masks again", worker.index, decision.reason, len(chunk.masks)
         )
-        if decision.action == "replace":
+        if decision.action is FailureAction.REPLACE:
             with contextlib.suppress(ray.exceptions.RayError):  # it may already be gone
                 ray.kill(worker.handle, no_restart=True)
             self._workers[worker.index] = self._new_worker(worker.index, worker.generation + 1)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from evoprune.coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
-from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
 from evoprune.coordinator.results import write_config, write_results
 from evoprune.coordinator.results_dir import (

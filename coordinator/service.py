@@ -19,7 +19,7 @@ import ray
 import ray.exceptions
 
 from evoprune.coordinator.checkpoint import CheckpointError, read_json
-from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.experiment import Experiment, ExperimentError, load_resumable
 from evoprune.coordinator.service_analysis import (
     ANALYSIS_ACTOR,

@@ -12,7 +12,7 @@ from PIL import Image
 
 from evoprune.api.cli import build_parser, main
 from evoprune.api.cli_run import DEFAULT_BACKEND, Backend, run_command
-from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import Backend, resume_command, run_command
-from evoprune.coordinator.evaluator import Evaluator, InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import Evaluator, InProcessEvaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation

@@ -6,6 +6,8 @@ import pytest
 import ray
 
 from evoprune.coordinator.dispatch import (
+    FailureAction,
+    FailureKind,
     RayEvaluator,
     classify_failure,
     decide_on_failure,
@@ -13,7 +15,7 @@ from evoprune.coordinator.dispatch import (
     plan_chunks,
     resources_per_worker,
 )
-from evoprune.coordinator.evaluator import EvaluationError
+from evoprune.coordinator.evaluator_interface import EvaluationError
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.config import parse_config
@@ -41,13 +43,22 @@ def test_plan_chunks_covers_the_batch_evenly():
 
 
 def test_failure_policy():
-    assert decide_on_failure("worker_lost", attempts=1).action == "replace"
-    assert decide_on_failure("worker_unavailable", attempts=1).action == "retry"
-    assert decide_on_failure("worker_lost", attempts=4, max_attempts=4).action == "give_up"
-    assert decide_on_failure("evaluation_error", attempts=1).action == "give_up"
-    assert classify_failure(ray.exceptions.ActorDiedError()) == "worker_lost"
-    assert classify_failure(ray.exceptions.ActorUnavailableError("restarting", None)) == "worker_unavailable"
-    assert classify_failure(ValueError("bug")) == "evaluation_error"
+    lost, unavailable = FailureKind.WORKER_LOST, FailureKind.WORKER_UNAVAILABLE
+    error = FailureKind.EVALUATION_ERROR
+    assert decide_on_failure(lost, attempts=1).action is FailureAction.REPLACE
+    assert decide_on_failure(unavailable, attempts=1).action is FailureAction.RETRY
+    assert decide_on_failure(lost, attempts=4, max_attempts=4).action is FailureAction.GIVE_UP
+    assert decide_on_failure(error, attempts=1).action is FailureAction.GIVE_UP
+    assert classify_failure(ray.exceptions.ActorDiedError()) is lost
+    assert classify_failure(ray.exceptions.ActorUnavailableError("restarting", None)) is unavailable
+    assert classify_failure(ValueError("bug")) is error
+
+
+def test_ray_does_not_retry_on_top_of_the_policy():
+    from evoprune.workers.actor import FeatureWorker
+
+    options = FeatureWorker._default_options
+    assert options["max_restarts"] == 0 and options["max_task_retries"] == 0
 
 
 def test_resources_fit_the_cluster():

@@ -14,7 +14,7 @@ import yaml
 
 from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import resume_command, run_command
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.config import demo_config_path, load_config, parse_config

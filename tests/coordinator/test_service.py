@@ -5,7 +5,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.service import RunnerSpec, restore_lost_records, run_experiment
 from evoprune.coordinator.service_cache import ResilientFitnessCache
 from evoprune.coordinator.service_publish import StorePublisher
