@@ -8,7 +8,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evoprune.coordinator.assembly import RunSettings
 from evoprune.shared.store import StoreSpec
+from evoprune.shared.store_local import FITNESS_FILE
 
 MIN_TOKEN_LENGTH = 16
 # tokens copied from examples rather than generated: refusing them beats a server that looks protected
@@ -133,6 +135,20 @@ class Settings(BaseSettings):
         """Where the store and results live, in the form runners in other processes can open."""
         return StoreSpec(
             data_dir=str(self.data_dir.resolve()), redis_url=self.redis_url, redis_prefix=self.redis_prefix
+        )
+
+    def run_settings(self) -> RunSettings:
+        """How the service's experiments run: the settings object the command line builds from its flags."""
+        spec = self.store_spec()
+        return RunSettings(
+            workers=self.workers_per_experiment,
+            address=self.ray_address,
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            # without Redis, the service's experiments share the local store's fitness cache
+            local_fitness_cache=None if self.redis_url else str(Path(spec.data_dir) / FITNESS_FILE),
+            max_mask_length=self.max_mask_length,
+            worker_actor=self.worker_actor,
         )
 
     @property

@@ -12,13 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evoprune.coordinator.analysis_artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
-from evoprune.coordinator.analysis_heatmaps import draw_heatmaps, head_owners
-from evoprune.coordinator.analysis_inputs import AnalysisError, ResultsInput, read_results
-from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.coordinator.analysis.artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
+from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
+from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.analysis.plots import plot_ensembles, plot_importance
 from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from evoprune.coordinator.plots_analysis import plot_ensembles, plot_importance
 from evoprune.coordinator.results import hypervolume_history
+from evoprune.shared.atomic_files import write_atomic
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
     DEFAULT_TOP,
