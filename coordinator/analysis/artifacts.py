@@ -8,6 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from evoprune.coordinator.results_dir import ResultsLayout
 
 ANALYSIS_DIR = "analysis"
@@ -136,3 +139,15 @@ def publish(results_dir: Path, staging: Path) -> Path:
 def discard(staging: Path) -> None:
     """Remove an unfinished staging folder (after a failure); the published analysis is kept."""
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """Write an analysis table as Parquet with its declared schema (types stay fixed when rows are few).
+
+    Args:
+        path: the file.
+        rows: one mapping per row.
+        schema: the columns and their types.
+
+    """
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)

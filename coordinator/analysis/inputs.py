@@ -64,9 +64,7 @@ def read_results(results_dir: Path) -> ResultsInput:
     front = _read_table(layout.front, FRONT_COLUMNS)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
     if not aggregate:
-        raise AnalysisError(
-            f"{layout.front} is corrupt: it holds no aggregated front (rows with run = -1)."
-        )
+        raise AnalysisError(f"{layout.front} is corrupt: it holds no aggregated front (rows with run = -1).")
     aggregate.sort(key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
     lengths = {row["mask_length"] for row in aggregate}
     expected = summary.get("mask_length")
