@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from evoprune.api.cli_types import non_negative_int, positive_int
 from evoprune.api.reference_flags import add_reference_arguments, reference_config
+from evoprune.api.settings import SharedCacheEnvironment
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
 from evoprune.coordinator.evaluator_interface import EvaluationError
 from evoprune.coordinator.experiment import Experiment
@@ -145,7 +148,7 @@ def resume_command(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
-    """The run settings of `run` and `resume`: from their flags, and REDIS_URL for the shared fitness cache.
+    """The settings of `run` and `resume`: their flags, and the shared fitness cache as the service reads it.
 
     Args:
         args: the parsed arguments.
@@ -153,11 +156,19 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     Returns:
         The settings.
 
+    Raises:
+        ConfigError: the environment names the cache badly (EVOPRUNE_REDIS_PREFIX).
+
     """
+    try:
+        cache = SharedCacheEnvironment()
+    except ValidationError as error:
+        raise ConfigError([f"environment: {' '.join(str(error).split())}"]) from None
     return RunSettings(
         workers=args.workers,
         address=args.address,
-        redis_url=os.environ.get("REDIS_URL") or None,
+        redis_url=cache.redis_url or None,
+        redis_prefix=cache.redis_prefix,
         show_progress=True,
     )
 
@@ -183,7 +194,8 @@ def _execute(
         bus.subscribe(progress)
 
     try:
-        run_experiment(config, results_dir, run_settings(args), bus, checkpoint, backend, on_ready=ready)
+        settings = run_settings(args)
+        run_experiment(config, results_dir, settings, bus, checkpoint, backend, on_ready=ready)
     except (ConfigError, ExperimentError) as error:
         return _bad_input(str(error))
     except EvaluationError as error:

@@ -62,10 +62,21 @@ def token_problem(token: str | None) -> str | None:
     return None
 
 
-class Settings(BaseSettings):
-    """What a deployment of the API configures; every field is EVOPRUNE_<NAME> unless noted."""
+class SharedCacheEnvironment(BaseSettings):
+    """The shared fitness cache the environment names, read alike by the service and the command line."""
 
     model_config = SettingsConfigDict(env_prefix="EVOPRUNE_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "EVOPRUNE_REDIS_URL"),
+        description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
+    )
+    redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
+
+
+class Settings(SharedCacheEnvironment):
+    """What a deployment of the API configures; every field is EVOPRUNE_<NAME> unless noted."""
 
     api_token: SecretStr | None = Field(
         default=None, description="when set, every /experiments request needs `Authorization: Bearer <token>`"
@@ -74,12 +85,6 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
-    redis_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("REDIS_URL", "EVOPRUNE_REDIS_URL"),
-        description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
-    )
-    redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "EVOPRUNE_RAY_ADDRESS"),
