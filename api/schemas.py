@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
-from evoprune.coordinator.service.analysis_status import AnalysisState
+from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, FrontState
 
@@ -224,7 +224,7 @@ class AnalysisCreate(BaseModel):
 class AnalysisPublic(BaseModel):
     """Where the analysis of an experiment stands."""
 
-    status: Literal["none", "running", "succeeded", "failed"]
+    status: AnalysisStatus
     error: str | None = Field(description="why the last analysis failed")
     stage: str | None = Field(description="what a running analysis is doing")
     requested_at: datetime | None
@@ -237,9 +237,9 @@ class AnalysisPublic(BaseModel):
     def of(cls, state: AnalysisState) -> AnalysisPublic:
         """The public view of an analysis state."""
         return cls(
-            status=state.status,  # type: ignore[arg-type]
+            status=state.status,
             error=state.error,
-            stage=state.stage if state.status == "running" else None,
+            stage=state.stage if state.status == AnalysisStatus.RUNNING else None,
             requested_at=utc_time(state.requested_at),
             started_at=utc_time(state.started_at),
             finished_at=utc_time(state.finished_at),

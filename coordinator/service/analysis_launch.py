@@ -17,7 +17,7 @@ import ray
 from evoprune.coordinator.analysis.inputs import AnalysisError
 from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.coordinator.service.actors import end_this_actor
-from evoprune.coordinator.service.analysis_status import read_status, write_status
+from evoprune.coordinator.service.analysis_status import AnalysisStatus, read_status, write_status
 
 DEFAULT_TOP = 10
 DEFAULT_SAMPLES = 4
@@ -42,7 +42,7 @@ class AnalysisSpec:
     samples: int = DEFAULT_SAMPLES
 
 
-def run_analysis(spec: AnalysisSpec, analyze: Callable[..., dict[str, Any]] | None = None) -> str:
+def run_analysis(spec: AnalysisSpec, analyze: Callable[..., dict[str, Any]] | None = None) -> AnalysisStatus:
     """Analyse one finished experiment, keeping its status file current: stages, then the outcome.
 
     Args:
@@ -69,24 +69,34 @@ def run_analysis(spec: AnalysisSpec, analyze: Callable[..., dict[str, Any]] | No
         except OSError as error:  # the outcome is still in analysis/ (or its absence); say why it is not here
             log.error("cannot write %s: %s", ResultsLayout(results_dir).analysis_status, error)
 
-    report(status="running", stage="starting")
+    report(status=AnalysisStatus.RUNNING.value, stage="starting")
     try:
         work = analyze if analyze is not None else _analyze()
         index = work(
             results_dir,
             top=spec.top,
             samples=spec.samples,
-            log=lambda line: report(status="running", stage=line),
+            log=lambda line: report(status=AnalysisStatus.RUNNING.value, stage=line),
         )
     except AnalysisError as error:
-        report(status="failed", error=" ".join(str(error).split()), finished_at=time.time())
-        return "failed"
+        report(
+            status=AnalysisStatus.FAILED.value, error=" ".join(str(error).split()), finished_at=time.time()
+        )
+        return AnalysisStatus.FAILED
     except Exception as error:
         log.error("analysis of %s failed:\n%s", spec.experiment_id, traceback.format_exc())
-        report(status="failed", error=f"{type(error).__name__}: {error}", finished_at=time.time())
-        return "failed"
-    report(status="succeeded", finished_at=time.time(), artifacts=len(index.get("artifacts", [])))
-    return "succeeded"
+        report(
+            status=AnalysisStatus.FAILED.value,
+            error=f"{type(error).__name__}: {error}",
+            finished_at=time.time(),
+        )
+        return AnalysisStatus.FAILED
+    report(
+        status=AnalysisStatus.SUCCEEDED.value,
+        finished_at=time.time(),
+        artifacts=len(index.get("artifacts", [])),
+    )
+    return AnalysisStatus.SUCCEEDED
 
 
 def _analyze() -> Callable[..., dict[str, Any]]:
@@ -105,7 +115,7 @@ class AnalysisRunner:
 
     def __init__(self, spec: AnalysisSpec) -> None:
         self.spec = spec
-        self.status = "running"
+        self.status = AnalysisStatus.RUNNING
         self._thread = threading.Thread(target=self._run, name=f"analysis-{spec.experiment_id}", daemon=True)
         self._thread.start()
 

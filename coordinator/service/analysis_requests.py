@@ -11,6 +11,7 @@ from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
 from evoprune.coordinator.service.analysis_launch import AnalysisBusyError, AnalysisSpec
 from evoprune.coordinator.service.analysis_status import (
     AnalysisState,
+    AnalysisStatus,
     analysis_state,
     mark_requested,
     read_status,
@@ -88,7 +89,7 @@ def request_analysis(record: ExperimentRecord, launcher: Launcher, top: int, sam
         raise AnalysisRefusedError(f"experiment {record.id} cannot be analysed: {message}") from None
     spec = AnalysisSpec(record.id, str(results_dir), top=top, samples=samples)
     with _starting:
-        if current_analysis(record, launcher).status == "running":
+        if current_analysis(record, launcher).status == AnalysisStatus.RUNNING:
             raise AnalysisRefusedError(
                 f"an analysis of experiment {record.id} is already running; wait for it to end"
             )
@@ -110,7 +111,7 @@ def request_analysis(record: ExperimentRecord, launcher: Launcher, top: int, sam
         except Exception as error:  # whatever Ray raised: the analysis is failed, the client is told
             log.exception("the analysis of experiment %s could not be started", record.id)
             message = f"the analysis could not be started on Ray: {type(error).__name__}: {error}"
-            failed = {"status": "failed", "error": message, "finished_at": time.time()}
+            failed = {"status": AnalysisStatus.FAILED.value, "error": message, "finished_at": time.time()}
             write_status(results_dir, {**(read_status(results_dir) or {}), **failed})
             raise AnalysisUnavailableError(message) from None
     return current_analysis(record, launcher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Callable
@@ -13,18 +14,26 @@ from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR, INDEX_NAME
 from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.shared.atomic_files import write_atomic
 
-STATUSES = ("none", "running", "succeeded", "failed")
 # A "running" status whose actor cannot be found is only declared lost after this long: the API writes the
 # status just before it creates the actor, and a reader may look in between.
 LOST_AFTER_S = 60.0
 WAITING_STAGE = "waiting for a CPU on the Ray cluster"
 
 
+class AnalysisStatus(enum.StrEnum):
+    """The states of an experiment's analysis, as the status file and the API name them."""
+
+    NONE = "none"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class AnalysisState:
     """Where the analysis of an experiment stands, as the API reports it."""
 
-    status: str  # none | running | succeeded | failed
+    status: AnalysisStatus
     error: str | None = None
     stage: str | None = None  # what a running analysis is doing
     requested_at: float | None = None
@@ -40,7 +49,7 @@ def read_status(results_dir: Path) -> dict[str, Any] | None:
         data = json.loads(ResultsLayout(Path(results_dir)).analysis_status.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("status") in STATUSES else None
+    return data if isinstance(data, dict) and data.get("status") in set(AnalysisStatus) else None
 
 
 def write_status(results_dir: Path, state: dict[str, Any]) -> None:
@@ -66,9 +75,9 @@ def analysis_state(results_dir: Path, alive: Callable[[], bool], now: float | No
     data = read_status(results_dir)
     if data is None:
         indexed = (results_dir / ANALYSIS_DIR / INDEX_NAME).is_file()
-        return AnalysisState(status="succeeded" if indexed else "none")
+        return AnalysisState(status=AnalysisStatus.SUCCEEDED if indexed else AnalysisStatus.NONE)
     state = AnalysisState(
-        status=str(data["status"]),
+        status=AnalysisStatus(data["status"]),
         error=_text(data.get("error")),
         stage=_text(data.get("stage")),
         requested_at=_number(data.get("requested_at")),
@@ -77,7 +86,7 @@ def analysis_state(results_dir: Path, alive: Callable[[], bool], now: float | No
         top=_integer(data.get("top")),
         samples=_integer(data.get("samples")),
     )
-    if state.status != "running":
+    if state.status != AnalysisStatus.RUNNING:
         return state
     since = state.requested_at if state.requested_at is not None else state.started_at
     current = time.time() if now is None else now
@@ -86,7 +95,7 @@ def analysis_state(results_dir: Path, alive: Callable[[], bool], now: float | No
     if alive():
         return state
     return AnalysisState(
-        status="failed",
+        status=AnalysisStatus.FAILED,
         error="the analysis stopped without finishing: its Ray actor is gone (the process or its node "
         "died); start it again",
         requested_at=state.requested_at,
@@ -122,7 +131,7 @@ def mark_requested(results_dir: Path, top: int, samples: int, now: float | None 
 
     """
     state = {
-        "status": "running",
+        "status": AnalysisStatus.RUNNING.value,
         "stage": WAITING_STAGE,
         "requested_at": time.time() if now is None else now,
         "top": top,

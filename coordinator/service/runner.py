@@ -78,7 +78,7 @@ def _initial_record(store: Store, spec: RunnerSpec) -> tuple[ExperimentRecord, F
 
 def run_service_experiment(
     spec: RunnerSpec, backend: Backend = DEFAULT_BACKEND, store: Store | None = None
-) -> str:
+) -> ExperimentStatus:
     """Run (or resume) one experiment of the service to its end, publishing it to the store.
 
     Args:
@@ -188,7 +188,7 @@ class ExperimentRunner:
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
-        self.status = "running"
+        self.status = ExperimentStatus.RUNNING
         self._thread = threading.Thread(
             target=self._run, name=f"experiment-{spec.experiment_id}", daemon=True
         )
