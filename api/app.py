@@ -15,10 +15,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
+from evoprune.api.openapi_events import with_event_schemas
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.routes_health import service_version
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher, RayLauncher, recover, restore_lost_records
+from evoprune.coordinator.service.launcher import Launcher, RayLauncher
+from evoprune.coordinator.service.records import restore_lost_records
+from evoprune.coordinator.service.recovery import recover
 from evoprune.shared.store import Store, StoreError, StoreUnavailableError
 from evoprune.shared.store_factory import open_store
 
@@ -146,13 +149,7 @@ def create_app(
         spec = settings.store_spec()
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(spec)
-        app.state.launcher = launcher or RayLauncher(
-            spec,
-            address=settings.ray_address,
-            workers=settings.workers_per_experiment,
-            max_mask_length=settings.max_mask_length,
-            worker_actor=settings.worker_actor,
-        )
+        app.state.launcher = launcher or RayLauncher(spec, settings.run_settings())
         _start_background(app, settings)
         try:
             yield
@@ -175,6 +172,7 @@ def create_app(
     app.include_router(routes_artifacts.router)
     app.include_router(routes_health.router)
     app.include_router(web.router)
+    app.openapi = with_event_schemas(app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origin_list:
         app.add_middleware(

@@ -49,9 +49,9 @@ def analyze_command(args: argparse.Namespace) -> int:
     """
     # TensorFlow's C++ start-up chatter would bury the stage lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from evoprune.coordinator.analysis import analyze
-    from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
-    from evoprune.coordinator.analysis_inputs import AnalysisError
+    from evoprune.coordinator.analysis.analyze import analyze
+    from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
+    from evoprune.coordinator.analysis.inputs import AnalysisError
 
     try:
         index = analyze(

@@ -7,68 +7,31 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from evoprune.api.cli_types import non_negative_int, positive_int
 from evoprune.api.reference_flags import add_reference_arguments, reference_config
-from evoprune.coordinator.evaluator import EvaluationError, Evaluator
-from evoprune.coordinator.experiment import Experiment, ExperimentError, check_new_results_dir, load_resumable
+from evoprune.api.settings import SharedCacheEnvironment
+from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
+from evoprune.coordinator.evaluator_interface import EvaluationError
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.results_dir import ExperimentError, check_new_results_dir, load_resumable
 from evoprune.shared.config import (
-    NO_OOD_MESSAGE,
     ConfigError,
     ExperimentConfig,
     demo_config_path,
     load_config,
     parse_config,
 )
+from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EvaluationFinished, Event, EventBus, FrontChanged
-from evoprune.shared.fitness_cache import FitnessCache
-from evoprune.shared.fitness_cache_factory import open_fitness_cache
-from evoprune.workers.features import FeatureSet
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-
-@dataclass(frozen=True)
-class Backend:
-    """Where features and evaluations come from; the command line's only seam (tests swap in fakes)."""
-
-    load_features: Callable[[ExperimentConfig], FeatureSet]
-    make_evaluator: Callable[[FeatureSet, ExperimentConfig, int | None, str | None], Evaluator]
-
-
-def _load_features(config: ExperimentConfig) -> FeatureSet:
-    from evoprune.workers.assemble import load_feature_set
-
-    if not config.ood:
-        # the feature loader allows none (its tests split without OoD); an experiment cannot score AUROC
-        raise ExperimentError(NO_OOD_MESSAGE)
-
-    try:
-        return load_feature_set(config, progress=True)
-    except (ValueError, OSError) as error:
-        # DatasetError, BackboneError and feature-schema errors are ValueErrors naming the file or field.
-        raise ExperimentError(f"the dataset cannot be loaded: {error}") from None
-
-
-def _make_evaluator(
-    feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
-) -> Evaluator:
-    if workers == 0:
-        from evoprune.coordinator.evaluator import InProcessEvaluator
-
-        return InProcessEvaluator.for_feature_set(feature_set, config)
-    from evoprune.coordinator.dispatch import RayEvaluator
-
-    return RayEvaluator(feature_set, config, workers=workers, address=address)
-
-
-DEFAULT_BACKEND = Backend(load_features=_load_features, make_evaluator=_make_evaluator)
 
 
 def register(subparsers: Any) -> None:
@@ -184,6 +147,32 @@ def resume_command(args: argparse.Namespace, backend: Backend) -> int:
     return _execute(config, results_dir, args, backend, checkpoint=checkpoint)
 
 
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """The settings of `run` and `resume`: their flags, and the shared fitness cache as the service reads it.
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ConfigError: the environment names the cache badly (EVOPRUNE_REDIS_PREFIX).
+
+    """
+    try:
+        cache = SharedCacheEnvironment()
+    except ValidationError as error:
+        raise ConfigError([f"environment: {' '.join(str(error).split())}"]) from None
+    return RunSettings(
+        workers=args.workers,
+        address=args.address,
+        redis_url=cache.redis_url or None,
+        redis_prefix=cache.redis_prefix,
+        show_progress=True,
+    )
+
+
 def _execute(
     config: ExperimentConfig,
     results_dir: Path,
@@ -193,27 +182,20 @@ def _execute(
 ) -> int:
     # TensorFlow's C++ start-up chatter would bury the progress bar (Ray workers' output goes to log files)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    evaluator: Evaluator | None = None
-    cache: FitnessCache | None = None
+    bus = EventBus()
     progress: ProgressBar | None = None
-    try:
-        feature_set = backend.load_features(config)
-        mask_length = config.head.mask_length(feature_set.input_dim)
-        redis_url = os.environ.get("REDIS_URL")
-        cache = open_fitness_cache(None, redis_url) if redis_url else None
-        evaluator = backend.make_evaluator(feature_set, config, args.workers, args.address)
-        bus = EventBus()
-        experiment = Experiment(config, results_dir, feature_set.key, mask_length, evaluator, bus, cache)
-        if checkpoint is None:
-            experiment.start()
-        else:
-            experiment.restore(checkpoint)
-        url = evaluator.describe().get("dashboard_url")
+
+    def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
+        nonlocal progress
+        url = experiment.evaluator.describe().get("dashboard_url")
         if url:
             print(f"Ray dashboard: {url}", file=sys.stderr)
         progress = ProgressBar(experiment.total_evaluations, experiment.evaluations_done)
         bus.subscribe(progress)
-        experiment.run()
+
+    try:
+        settings = run_settings(args)
+        run_experiment(config, results_dir, settings, bus, checkpoint, backend, on_ready=ready)
     except (ConfigError, ExperimentError) as error:
         return _bad_input(str(error))
     except EvaluationError as error:
@@ -226,10 +208,6 @@ def _execute(
     finally:
         if progress is not None:
             progress.close()
-        if evaluator is not None:
-            evaluator.close()
-        if cache is not None:
-            cache.close()
     print(f"Results: {results_dir}", file=sys.stderr)
     print(results_dir)
     return 0

@@ -9,8 +9,8 @@ import yaml
 
 from evoprune.api.schemas import ExperimentCreate
 from evoprune.api.settings import Settings
+from evoprune.coordinator.assembly import mask_length_problem
 from evoprune.shared.config import (
-    NO_OOD_MESSAGE,
     ConfigError,
     ExperimentConfig,
     expand_source_variables,
@@ -67,23 +67,19 @@ def check_limits(config: ExperimentConfig, settings: Settings) -> list[dict[str,
         One 422 detail item per bound exceeded.
 
     """
-    search, head = config.search, config.head
+    search = config.search
     problems = [
         _limit("search.runs", search.runs, settings.max_runs, "MAX_RUNS"),
         _limit("search.population_size", search.population_size, settings.max_population, "MAX_POPULATION"),
         _limit("search.max_evaluations", search.max_evaluations, settings.max_evaluations, "MAX_EVALUATIONS"),
         _limit("training.max_epochs", config.training.max_epochs, settings.max_epochs, "MAX_EPOCHS"),
     ]
-    # the part of the mask that does not depend on the features; the runner checks the whole once it knows
-    known = sum(
-        head.layers[layer] if head.mode == "neurons" else head.layers[layer - 1]
-        for layer in head.masked
-        if head.mode == "neurons" or layer > 0
-    )
-    problems.append(_limit("head.layers", known, settings.max_mask_length, "MAX_MASK_LENGTH"))
-    if not config.ood:
-        # the runner would only fail later, when the features load; say it while the client is listening
-        problems.append(problem_detail(NO_OOD_MESSAGE, "value_error.missing"))
+    # the part of the mask known before the features load; the runner checks the whole once it knows
+    too_long = mask_length_problem(config, settings.max_mask_length, input_dim=None)
+    if too_long is not None:
+        problems.append(problem_detail(too_long, "value_error.limit"))
+    # the runner would only fail later, when the features load; say it while the client is listening
+    problems.extend(problem_detail(problem, "value_error.missing") for problem in config.runnable_problems())
     return [problem for problem in problems if problem is not None]
 
 

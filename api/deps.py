@@ -14,7 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher, restore_lost_records
+from evoprune.coordinator.service.launcher import Launcher
+from evoprune.coordinator.service.records import restore_lost_records
 from evoprune.shared.store import ExperimentRecord, Store, valid_experiment_id
 
 _bearer = HTTPBearer(auto_error=False, description="EVOPRUNE_API_TOKEN, when the server sets one")

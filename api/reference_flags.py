@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from evoprune.api.cli_types import non_negative_int
+from evoprune.api.reference_csv import load_reference_config
 from evoprune.shared.config import ConfigError, ExperimentConfig
-from evoprune.shared.reference_csv import load_reference_config
 
 DEFAULT_EXTRACTOR = "resnet50"
 FLAGS = ("--dataset-csv", "--ga-csv", "--run", "--extractor")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -17,18 +15,12 @@ from fastapi.responses import StreamingResponse
 
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
 from evoprune.api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
-from evoprune.coordinator.analysis_artifacts import MEDIA_TYPES, list_artifacts
-from evoprune.coordinator.analysis_inputs import AnalysisError, read_results
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_analysis import (
-    AnalysisBusyError,
-    AnalysisSpec,
-    AnalysisState,
-    analysis_state,
-    mark_requested,
-    read_status,
-    restore_status,
-    write_status,
+from evoprune.coordinator.analysis.artifacts import MEDIA_TYPES, list_artifacts
+from evoprune.coordinator.service.analysis_requests import (
+    AnalysisRefusedError,
+    AnalysisUnavailableError,
+    current_analysis,
+    request_analysis,
 )
 from evoprune.shared.store import ExperimentRecord
 
@@ -41,18 +33,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/experiments", tags=["analysis"], dependencies=[Authorized], responses=PROTECTED_RESPONSES
 )
-# one start at a time in this process, so two requests cannot both find no analysis running
-_starting = threading.Lock()
-
-
-def _state(record: ExperimentRecord, launcher: Launcher) -> AnalysisState:
-    def alive() -> bool:
-        try:
-            return launcher.analysis_alive(record.id)
-        except Exception:  # Ray unreachable: nothing says the actor died, so it is still running
-            return True
-
-    return analysis_state(Path(record.results_dir), alive)
 
 
 def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -> ArtifactPublic:
@@ -79,7 +59,7 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
     once it has ended, and the analysis files (plots, Parquet tables, analysis.json) once analysed. Poll it
     while `analysis.status` is `running`.
     """
-    state = _state(record, launcher)
+    state = current_analysis(record, launcher)
     entries = list_artifacts(Path(record.results_dir))
     return ArtifactList(
         experiment_id=record.id,
@@ -160,49 +140,11 @@ def start_analysis(
     files replace the previous analysis only once all of them are written.
     """
     options = body or AnalysisCreate()
-    if record.status != "succeeded":
-        raise HTTPException(
-            status_code=status.HTTP_409_CONFLICT,
-            detail=f"experiment {record.id} is {record.status}; only a succeeded experiment can be analysed",
-        )
-    results_dir = Path(record.results_dir)
     try:
-        read_results(results_dir)  # the checks the analysis starts with, answered now rather than later
-    except AnalysisError as error:
-        raise HTTPException(
-            status_code=status.HTTP_409_CONFLICT,
-            detail=f"experiment {record.id} cannot be analysed: {' '.join(str(error).split())}",
-        ) from None
-    spec = AnalysisSpec(record.id, str(results_dir), top=options.top, samples=options.samples)
-    with _starting:
-        current = _state(record, launcher)
-        if current.status == "running":
-            raise HTTPException(
-                status_code=status.HTTP_409_CONFLICT,
-                detail=f"an analysis of experiment {record.id} is already running; wait for it to end",
-            )
-        previous = read_status(results_dir)
-        try:
-            mark_requested(spec)
-        except OSError as error:
-            raise HTTPException(
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail=f"the results directory of experiment {record.id} cannot be written: {error}",
-            ) from None
-        try:
-            launcher.launch_analysis(spec)
-        except AnalysisBusyError:
-            restore_status(results_dir, previous)
-            raise HTTPException(
-                status_code=status.HTTP_409_CONFLICT,
-                detail=f"an analysis of experiment {record.id} is still running or finishing; try again "
-                "in a few seconds",
-            ) from None
-        except Exception as error:  # whatever Ray raised: the analysis is failed, the client is told
-            log.exception("the analysis of experiment %s could not be started", record.id)
-            message = f"the analysis could not be started on Ray: {type(error).__name__}: {error}"
-            failed = {"status": "failed", "error": message, "finished_at": time.time()}
-            write_status(results_dir, {**(read_status(results_dir) or {}), **failed})
-            raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
+        state = request_analysis(record, launcher, top=options.top, samples=options.samples)
+    except AnalysisRefusedError as error:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
+    except AnalysisUnavailableError as error:
+        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
     response.headers["Location"] = f"/experiments/{record.id}/artifacts"
-    return AnalysisPublic.of(_state(record, launcher))
+    return AnalysisPublic.of(state)

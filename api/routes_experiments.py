@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
@@ -19,9 +19,10 @@ from evoprune.api.deps import (
     StoreDep,
 )
 from evoprune.api.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_publish import LiveView
-from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, Store
+from evoprune.coordinator.service.launcher import Launcher
+from evoprune.coordinator.service.records import end_without_runner, new_record
+from evoprune.shared.events import ExperimentStatus
+from evoprune.shared.store import ExperimentRecord, Store
 
 ID_BYTES = 8
 MAX_PAGE = 500
@@ -30,32 +31,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(
     prefix="/experiments", tags=["experiments"], dependencies=[Authorized], responses=PROTECTED_RESPONSES
 )
-
-
-def end_without_runner(
-    store: Store, record: ExperimentRecord, kind: str, message: str = ""
-) -> ExperimentRecord:
-    """Record the end of an experiment whose runner does not exist (it could not start, or is gone).
-
-    Args:
-        store: the store.
-        record: the experiment's current record.
-        kind: "failed" or "cancelled".
-        message: the error, for "failed".
-
-    Returns:
-        The updated record.
-
-    """
-    data: dict[str, Any] = {"type": kind}
-    if kind == "failed":
-        data["message"] = message
-    else:
-        data.update(evaluations=record.evaluations_done, results_dir=record.results_dir)
-    LiveView(record, FrontState()).apply(data)
-    record.last_event_seq += 1
-    store.publish(record.id, [(record.last_event_seq, data)], record)
-    return record
 
 
 @router.post(
@@ -94,18 +69,7 @@ def create_experiment(
             f"(EVOPRUNE_MAX_ACTIVE_EXPERIMENTS={settings.max_active_experiments}); try again later",
         )
     experiment_id = secrets.token_hex(ID_BYTES)
-    search = config.search
-    record = ExperimentRecord(
-        id=experiment_id,
-        name=body.name or config.name,
-        config=config.model_dump(mode="json"),
-        results_dir=str((settings.data_dir / "results" / experiment_id).resolve()),
-        evaluations_total=search.runs * search.max_evaluations,
-        runs=[
-            RunProgress(run=run, seed=search.seed + run, evaluations_total=search.max_evaluations)
-            for run in range(search.runs)
-        ],
-    )
+    record = new_record(experiment_id, config, settings.store_spec().results_root, name=body.name)
     store.create(record)
     _launch(store, launcher, record)
     response.headers["Location"] = f"/experiments/{experiment_id}"
@@ -118,7 +82,7 @@ def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
     except Exception as error:  # whatever Ray raised, the experiment is marked failed
         log.exception("experiment %s could not be started", record.id)
         message = f"the experiment could not be started on Ray: {type(error).__name__}: {error}"
-        end_without_runner(store, record, "failed", message)
+        end_without_runner(store, record, message)
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
 
 
@@ -126,7 +90,7 @@ def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
 def list_experiments(
     store: StoreDep,
     status_filter: Annotated[
-        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        ExperimentStatus | None,
         Query(alias="status", description="only experiments with this status"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -167,5 +131,5 @@ def cancel_experiment(record: RecordDep, store: StoreDep, launcher: LauncherDep)
     if not alive:
         current = store.get(record.id)
         if current is not None and not current.terminal:
-            record = end_without_runner(store, current, "cancelled")
+            record = end_without_runner(store, current)
     return ExperimentPublic.of(record)

@@ -15,6 +15,8 @@ from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, RecordDep, Respon
 from evoprune.api.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from evoprune.api.sse import EventStream
 from evoprune.coordinator.results import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.shared.events import EvaluationFinished, event_from_dict
 from evoprune.shared.store import ExperimentRecord, Store
 
 PARQUET = "application/vnd.apache.parquet"
@@ -59,20 +61,21 @@ def _from_events(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]
     while batch := store.read_events(record.id, after, EVENT_BATCH):
         after = batch[-1][0]
         for _, data in batch:
-            if data.get("type") == "evaluation":
-                accuracy, active_fraction, auroc = data["objectives"]
+            event = event_from_dict(data)
+            if isinstance(event, EvaluationFinished):
+                accuracy, active_fraction, auroc = event.objectives
                 rows.append(
                     {
-                        "run": data["run"],
-                        "step": data["step"],
-                        "mask": data["mask"],
+                        "run": event.run,
+                        "step": event.step,
+                        "mask": event.mask,
                         "mask_length": record.mask_length,
                         "accuracy": accuracy,
                         "active_fraction": active_fraction,
                         "auroc": auroc,
-                        "cached": data["cached"],
-                        "seconds": data["seconds"],
-                        "worker": data["worker"],
+                        "cached": event.cached,
+                        "seconds": event.seconds,
+                        "worker": event.worker,
                     }
                 )
     # events arrive in completion order; a stable sort gives (run, step, position in step)
@@ -91,7 +94,7 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
         truth), from the event stream while it runs.
 
     """
-    path = Path(record.results_dir) / "evaluations.parquet"
+    path = ResultsLayout(Path(record.results_dir)).evaluations
     if record.terminal and path.exists():
         return pq.read_table(path).to_pylist()
     return _from_events(store, record)

@@ -1,4 +1,4 @@
-"""The API's public models: one schema family per resource (create, public, list), and the SSE payloads."""
+"""The API's public models: one schema family per resource (create, public, list)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evoprune.coordinator.service_analysis import (
-    DEFAULT_SAMPLES,
-    DEFAULT_TOP,
-    MAX_SAMPLES,
-    MAX_TOP,
-    AnalysisState,
-)
+from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
+from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
+from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, FrontState
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 MAX_NAME_LENGTH = 200
+# the HTTP bounds of an analysis request (the command line takes any)
+MAX_TOP = 50
+MAX_SAMPLES = 16
 MAX_CONFIG_YAML_CHARS = 1 << 20
 
 
@@ -62,7 +60,8 @@ class RunPublic(BaseModel):
     finished: bool
 
 
-def _time(value: float | None) -> datetime | None:
+def utc_time(value: float | None) -> datetime | None:
+    """A Unix time as an aware UTC datetime (None stays None)."""
     return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
 
 
@@ -71,7 +70,7 @@ class ExperimentPublic(BaseModel):
 
     id: str
     name: str
-    status: Status
+    status: ExperimentStatus
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -91,10 +90,10 @@ class ExperimentPublic(BaseModel):
         return cls(
             id=record.id,
             name=record.name,
-            status=record.status,  # type: ignore[arg-type]
-            created_at=_time(record.created_at),  # type: ignore[arg-type]
-            started_at=_time(record.started_at),
-            finished_at=_time(record.finished_at),
+            status=record.status,
+            created_at=utc_time(record.created_at),  # type: ignore[arg-type]
+            started_at=utc_time(record.started_at),
+            finished_at=utc_time(record.finished_at),
             evaluations_done=record.evaluations_done,
             evaluations_total=record.evaluations_total,
             cache_hits=record.cache_hits,
@@ -225,7 +224,7 @@ class AnalysisCreate(BaseModel):
 class AnalysisPublic(BaseModel):
     """Where the analysis of an experiment stands."""
 
-    status: Literal["none", "running", "succeeded", "failed"]
+    status: AnalysisStatus
     error: str | None = Field(description="why the last analysis failed")
     stage: str | None = Field(description="what a running analysis is doing")
     requested_at: datetime | None
@@ -238,12 +237,12 @@ class AnalysisPublic(BaseModel):
     def of(cls, state: AnalysisState) -> AnalysisPublic:
         """The public view of an analysis state."""
         return cls(
-            status=state.status,  # type: ignore[arg-type]
+            status=state.status,
             error=state.error,
-            stage=state.stage if state.status == "running" else None,
-            requested_at=_time(state.requested_at),
-            started_at=_time(state.started_at),
-            finished_at=_time(state.finished_at),
+            stage=state.stage if state.status == AnalysisStatus.RUNNING else None,
+            requested_at=utc_time(state.requested_at),
+            started_at=utc_time(state.started_at),
+            finished_at=utc_time(state.finished_at),
             top=state.top,
             samples=state.samples,
         )
@@ -279,67 +278,3 @@ class Health(BaseModel):
     store_ok: bool
     auth_required: bool
     version: str
-
-
-# ---- SSE payloads (documented in the OpenAPI description of /experiments/{id}/events) -------------------
-
-
-class SnapshotEvent(BaseModel):
-    """`snapshot`: the state as of the message's id."""
-
-    experiment: ExperimentPublic
-    front: FrontPublic
-
-
-class EvaluationEvent(BaseModel):
-    """`evaluation`: one mask evaluated."""
-
-    run: int
-    step: int
-    mask: str
-    accuracy: float
-    active_fraction: float
-    auroc: float
-    cached: bool
-    seconds: float
-    worker: str
-    evaluations_done: int
-    evaluations_total: int
-
-
-class FrontEvent(BaseModel):
-    """`front`: a run's whole new front (run = -1: all runs together)."""
-
-    run: int
-    points: list[FrontPoint]
-    hypervolume: float
-    evaluations: int
-
-
-class RunFinishedEvent(BaseModel):
-    """`run-finished`: a run used its budget."""
-
-    run: int
-    hypervolume: float
-    evaluations: int
-    cache_hits: int
-
-
-class StatusEvent(BaseModel):
-    """`status`: the experiment changed status (to running)."""
-
-    status: Status
-    started_at: datetime | None
-    mask_length: int | None = Field(default=None, description="known once the features are loaded")
-
-
-class DoneEvent(BaseModel):
-    """`done`: the experiment ended; always the stream's last message."""
-
-    status: Status
-    hypervolume: float
-    evaluations: int
-    cache_hits: int
-    seconds: float
-    results_dir: str
-    error: str | None

@@ -8,7 +8,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evoprune.coordinator.assembly import RunSettings
 from evoprune.shared.store import StoreSpec
+from evoprune.shared.store_local import FITNESS_FILE
 
 MIN_TOKEN_LENGTH = 16
 # tokens copied from examples rather than generated: refusing them beats a server that looks protected
@@ -60,10 +62,21 @@ def token_problem(token: str | None) -> str | None:
     return None
 
 
-class Settings(BaseSettings):
-    """What a deployment of the API configures; every field is EVOPRUNE_<NAME> unless noted."""
+class SharedCacheEnvironment(BaseSettings):
+    """The shared fitness cache the environment names, read alike by the service and the command line."""
 
     model_config = SettingsConfigDict(env_prefix="EVOPRUNE_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "EVOPRUNE_REDIS_URL"),
+        description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
+    )
+    redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
+
+
+class Settings(SharedCacheEnvironment):
+    """What a deployment of the API configures; every field is EVOPRUNE_<NAME> unless noted."""
 
     api_token: SecretStr | None = Field(
         default=None, description="when set, every /experiments request needs `Authorization: Bearer <token>`"
@@ -72,12 +85,6 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
-    redis_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("REDIS_URL", "EVOPRUNE_REDIS_URL"),
-        description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
-    )
-    redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "EVOPRUNE_RAY_ADDRESS"),
@@ -133,6 +140,20 @@ class Settings(BaseSettings):
         """Where the store and results live, in the form runners in other processes can open."""
         return StoreSpec(
             data_dir=str(self.data_dir.resolve()), redis_url=self.redis_url, redis_prefix=self.redis_prefix
+        )
+
+    def run_settings(self) -> RunSettings:
+        """How the service's experiments run: the settings object the command line builds from its flags."""
+        spec = self.store_spec()
+        return RunSettings(
+            workers=self.workers_per_experiment,
+            address=self.ray_address,
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            # without Redis, the service's experiments share the local store's fitness cache
+            local_fitness_cache=None if self.redis_url else str(Path(spec.data_dir) / FITNESS_FILE),
+            max_mask_length=self.max_mask_length,
+            worker_actor=self.worker_actor,
         )
 
     @property

@@ -7,23 +7,24 @@ import json
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
 from fastapi import Request
+from pydantic import BaseModel
 
-from evoprune.api.schemas import (
-    DoneEvent,
-    EvaluationEvent,
-    ExperimentPublic,
-    FrontEvent,
-    FrontPublic,
-    RunFinishedEvent,
-    StatusEvent,
-    front_points,
+from evoprune.api.event_schemas import DoneEvent, EvaluationEvent, FrontEvent, RunFinishedEvent, StatusEvent
+from evoprune.api.schemas import ExperimentPublic, FrontPublic
+from evoprune.shared.events import (
+    EvaluationFinished,
+    Event,
+    ExperimentEnded,
+    FrontChanged,
+    RunFinished,
+    StatusChanged,
+    event_from_dict,
 )
-from evoprune.shared.store import TERMINAL_EVENT_TYPES, ExperimentRecord, Store, StoreError
+from evoprune.shared.store import ExperimentRecord, Store, StoreError
 
 WAIT_S = 1.0
 KEEP_ALIVE_S = 15.0
@@ -51,84 +52,28 @@ def message(event: str, data: str, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
-def _time(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=UTC) if value is not None else None
-
-
-def done_payload(record: ExperimentRecord, data: dict[str, Any] | None = None) -> DoneEvent:
-    """The `done` message of an experiment that ended.
+def public_event(event: Event) -> tuple[str, str] | None:
+    """The SSE name and JSON of a non-terminal event; None for kinds clients are not sent.
 
     Args:
-        record: the experiment's record.
-        data: the terminal event (done, failed or cancelled), when there is one.
-
-    Returns:
-        The payload.
-
-    """
-    data = data or {}
-    kind = data.get("type")
-    status = {"done": "succeeded", "failed": "failed", "cancelled": "cancelled"}.get(str(kind), record.status)
-    seconds = data.get("seconds")
-    if seconds is None and record.started_at is not None and record.finished_at is not None:
-        seconds = record.finished_at - record.started_at
-    return DoneEvent(
-        status=status,  # type: ignore[arg-type]
-        hypervolume=data.get("hypervolume", record.hypervolume),
-        evaluations=data.get("evaluations", record.evaluations_done),
-        cache_hits=data.get("cache_hits", record.cache_hits),
-        seconds=round(float(seconds or 0.0), 3),
-        results_dir=data.get("results_dir") or record.results_dir,
-        error=data.get("message", record.error),
-    )
-
-
-def public_event(data: dict[str, Any]) -> tuple[str, str] | None:
-    """The SSE name and JSON of a stored non-terminal event; None for kinds clients are not sent.
-
-    Args:
-        data: the stored event.
+        event: the stored event.
 
     Returns:
         (event name, JSON) or None.
 
     """
-    kind = data.get("type")
-    if kind == "evaluation":
-        accuracy, active_fraction, auroc = data["objectives"]
-        payload: Any = EvaluationEvent(
-            run=data["run"],
-            step=data["step"],
-            mask=data["mask"],
-            accuracy=accuracy,
-            active_fraction=active_fraction,
-            auroc=auroc,
-            cached=data["cached"],
-            seconds=data["seconds"],
-            worker=data["worker"],
-            evaluations_done=data.get("evaluations_done", 0),
-            evaluations_total=data.get("evaluations_total", 0),
-        )
-    elif kind == "front":
-        payload = FrontEvent(
-            run=data["run"],
-            points=front_points(data["run"], data),
-            hypervolume=data["hypervolume"],
-            evaluations=data.get("evaluations", 0),
-        )
-    elif kind == "run-finished":
-        payload = RunFinishedEvent(
-            **{key: data[key] for key in ("run", "hypervolume", "evaluations", "cache_hits")}
-        )
-    elif kind == "status":
-        payload = StatusEvent(
-            status=data["status"],
-            started_at=_time(data.get("started_at")),
-            mask_length=data.get("mask_length"),
-        )
+    payload: BaseModel
+    if isinstance(event, EvaluationFinished):
+        payload = EvaluationEvent.of(event)
+    elif isinstance(event, FrontChanged):
+        payload = FrontEvent.of(event)
+    elif isinstance(event, RunFinished):
+        payload = RunFinishedEvent.of(event)
+    elif isinstance(event, StatusChanged):
+        payload = StatusEvent.of(event)
     else:
         return None
-    return str(kind), payload.model_dump_json()
+    return event.kind.value, payload.model_dump_json()
 
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
@@ -202,12 +147,13 @@ class EventStream:
                 continue
             for seq, data in events:
                 cursor = seq
-                if data.get("type") in TERMINAL_EVENT_TYPES:
+                event = event_from_dict(data)
+                if isinstance(event, ExperimentEnded):
                     final = await self._final_record()
-                    payload = done_payload(final or record, data)
+                    payload = DoneEvent.of(final or record, event)
                     yield message("done", payload.model_dump_json(), self.store.event_id(seq))
                     return
-                converted = public_event(data)
+                converted = public_event(event)
                 if converted is not None:
                     yield message(converted[0], converted[1], self.store.event_id(seq))
             if events:
@@ -220,7 +166,7 @@ class EventStream:
             except StoreError:
                 continue
             if latest is None or (latest.terminal and cursor >= latest.last_event_seq):
-                yield message("done", done_payload(latest or record).model_dump_json())
+                yield message("done", DoneEvent.of(latest or record).model_dump_json())
                 return
             if time.monotonic() - quiet_since >= KEEP_ALIVE_S:
                 quiet_since = time.monotonic()

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
+from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentSucceeded, FrontChanged
 from evoprune.shared.store import ExperimentRecord, RunProgress, Store, StoreSpec
 from evoprune.shared.store_factory import open_store
 
@@ -204,7 +204,7 @@ async def sse_fan_out(port: int, store: Store, data_dir: Path, clients: int) -> 
         publisher(EvaluationFinished(index % RUNS, index, f"{index:04x}", (0.9, 0.5, 0.8), False, 0.1, "w"))
         published_at[publisher.view.record.last_event_seq] = time.perf_counter()
         await asyncio.sleep(1.0 / SSE_RATE)
-    publisher(ExperimentFinished(0.5, SSE_EVENTS, 0, 1.0, str(data_dir)))
+    publisher(ExperimentSucceeded(0.5, SSE_EVENTS, 0, 1.0, str(data_dir)))
     publisher.stop(deadline_s=10.0)
     statuses = await asyncio.wait_for(asyncio.gather(*readers), timeout=120)
     expected = sorted(published_at)

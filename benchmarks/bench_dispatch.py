@@ -21,7 +21,7 @@ import numpy as np
 import ray
 
 from evoprune.coordinator.dispatch import RayEvaluator
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig, parse_config
 from evoprune.shared.events import EventBus

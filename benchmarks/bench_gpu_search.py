@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.benchmarks.bench_evaluator import CLASSES, FEATURES, TEST_SAMPLES, TRAIN_SAMPLES, synthetic_rps
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import EvaluationFinished, Event, EventBus

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.nsga2 import NSGA2
 from evoprune.shared.config import ExperimentConfig, SearchConfig, demo_config_path, load_config

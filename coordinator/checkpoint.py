@@ -1,4 +1,4 @@
-"""Crash-safe files of an experiment: an atomically replaced JSON checkpoint and an append-only journal."""
+"""Crash-safe files of an experiment: reading its JSON checkpoint and its append-only journal."""
 
 from __future__ import annotations
 
@@ -7,53 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from evoprune.shared.atomic_files import write_atomic
+
 
 class CheckpointError(ValueError):
     """A checkpoint or journal that is missing, unreadable, or inconsistent."""
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        handle = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some filesystems do not allow opening directories; the rename is still atomic
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that readers see either the old or the new content, never a mix.
-
-    Args:
-        path: the target file.
-        text: its new content.
-
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON atomically (see `write_atomic`).
-
-    Args:
-        path: the target file.
-        data: JSON-ready data.
-
-    """
-    write_atomic(path, json.dumps(data, separators=(",", ":")))
-
-
 def read_json(path: Path) -> Any:
-    """Read a JSON file written by `write_json_atomic`.
+    """Read a JSON file (written by `shared.atomic_files.write_json_atomic`).
 
     Args:
         path: the file.

@@ -1,12 +1,10 @@
-"""Ray dispatch: a pool of feature-holding worker actors evaluating mask batches from every run at once."""
+"""Ray dispatch: worker actors holding the features evaluate every run's masks, as the policies decide."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,126 +13,21 @@ import numpy as np
 import ray
 import ray.exceptions
 
-from evoprune.coordinator.evaluator import EvaluationError, Evaluator
+from evoprune.coordinator.dispatch_policy import (
+    MAX_MASKS_PER_CALL,
+    FailureAction,
+    classify_failure,
+    decide_on_failure,
+    default_worker_count,
+    plan_chunks,
+    resources_per_worker,
+)
+from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet
 
-MAX_ATTEMPTS_PER_BATCH = 4
-MAX_MASKS_PER_CALL = 256
-
 log = logging.getLogger(__name__)
-
-
-# ---- policies: small pure functions, tested without a cluster -------------------------------------------
-
-
-def plan_chunks(
-    count: int, idle_workers: int, max_per_call: int = MAX_MASKS_PER_CALL
-) -> list[tuple[int, int]]:
-    """Split a batch of `count` masks into contiguous chunks, one call each.
-
-    Args:
-        count: masks in the batch.
-        idle_workers: workers free to take a chunk now (at least one chunk is made even when none is).
-        max_per_call: the most masks one call may carry.
-
-    Returns:
-        (start, stop) slices covering 0..count in order, as even as possible.
-
-    """
-    if count <= 0:
-        return []
-    pieces = max(1, min(count, idle_workers), math.ceil(count / max_per_call))
-    bounds = np.linspace(0, count, pieces + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-@dataclass(frozen=True)
-class FailureDecision:
-    """What the controller does about a failed call."""
-
-    action: str  # "retry" (same worker), "replace" (new worker, then retry) or "give_up"
-    reason: str
-
-
-def classify_failure(error: BaseException) -> str:
-    """Names the kind of failure of a worker call.
-
-    Args:
-        error: what `ray.get` raised.
-
-    Returns:
-        "worker_unavailable" (restarting), "worker_lost" (the process died) or "evaluation_error".
-
-    """
-    if isinstance(error, ray.exceptions.ActorUnavailableError):
-        return "worker_unavailable"
-    if isinstance(
-        error,
-        ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError | ray.exceptions.ObjectLostError,
-    ):
-        return "worker_lost"
-    return "evaluation_error"
-
-
-def decide_on_failure(
-    kind: str, attempts: int, max_attempts: int = MAX_ATTEMPTS_PER_BATCH
-) -> FailureDecision:
-    """Decide what to do about a failed call (the retry policy).
-
-    Args:
-        kind: from `classify_failure`.
-        attempts: how many times this chunk has been sent, the failed one included.
-        max_attempts: the most sends per chunk.
-
-    Returns:
-        The decision. An error raised by the evaluator itself is deterministic, so it is never retried.
-
-    """
-    if kind == "evaluation_error":
-        return FailureDecision("give_up", "the evaluator raised an error; retrying would repeat it")
-    if attempts >= max_attempts:
-        return FailureDecision("give_up", f"the batch failed {attempts} times")
-    if kind == "worker_unavailable":
-        return FailureDecision("retry", "the worker is restarting")
-    return FailureDecision("replace", "the worker process died")
-
-
-def resources_per_worker(cluster: dict[str, float], workers: int) -> dict[str, float]:
-    """Ray resources each worker actor asks for, so that W workers always fit the cluster.
-
-    Args:
-        cluster: `ray.cluster_resources()`.
-        workers: the pool size.
-
-    Returns:
-        num_cpus, and num_gpus when the cluster has GPUs (a share of one GPU when workers outnumber them).
-
-    """
-    cpus = float(cluster.get("CPU", 1.0))
-    gpus = float(cluster.get("GPU", 0.0))
-    # a cluster whose compute nodes have not joined yet shows 0 CPUs (head and API nodes offer none); asking
-    # for zero would let the actors land on those nodes, so ask for a whole CPU and wait for a worker node
-    request = {"num_cpus": round(min(1.0, cpus / workers), 4) if cpus > 0 else 1.0}
-    if gpus > 0:
-        request["num_gpus"] = round(min(1.0, gpus / workers), 4)
-    return request
-
-
-def default_worker_count(cluster: dict[str, float], cpu_nodes: int = 1) -> int:
-    """One worker per GPU; without GPUs, one per node that offers CPUs (a worker uses every core of its node).
-
-    Args:
-        cluster: `ray.cluster_resources()`.
-        cpu_nodes: alive nodes with CPUs to offer.
-
-    Returns:
-        The pool size `--workers` defaults to.
-
-    """
-    gpus = int(cluster.get("GPU", 0.0))
-    return gpus if gpus > 0 else max(1, cpu_nodes)
 
 
 def cpu_node_count() -> int:
@@ -335,14 +228,14 @@ class RayEvaluator(Evaluator):
 
     def _handle_failure(self, worker: _Worker, chunk: _Chunk, error: BaseException) -> None:
         decision = decide_on_failure(classify_failure(error), chunk.attempts)
-        if decision.action == "give_up":
+        if decision.action is FailureAction.GIVE_UP:
             raise EvaluationError(
                 f"evaluating {len(chunk.masks)} masks failed ({decision.reason}): {error}"
             ) from error
         log.warning(
             "worker %d: %s; sending its %d masks again", worker.index, decision.reason, len(chunk.masks)
         )
-        if decision.action == "replace":
+        if decision.action is FailureAction.REPLACE:
             with contextlib.suppress(ray.exceptions.RayError):  # it may already be gone
                 ray.kill(worker.handle, no_restart=True)
             self._workers[worker.index] = self._new_worker(worker.index, worker.generation + 1)

@@ -10,26 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.coordinator.checkpoint import CheckpointError, Journal, write_json_atomic
-from evoprune.coordinator.evaluator import Evaluator
+from evoprune.coordinator.checkpoint import CheckpointError, Journal
+from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
 from evoprune.coordinator.results import write_config, write_results
 from evoprune.coordinator.results_dir import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     ExperimentError,
-    check_new_results_dir,
+    ResultsLayout,
     experiment_fingerprint,
-    load_resumable,
-    state_paths,
 )
+from evoprune.shared.atomic_files import write_json_atomic
 from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import (
-    EvaluationFinished,
     EventBus,
     ExperimentCancelled,
     ExperimentFailed,
-    ExperimentFinished,
+    ExperimentStatus,
+    ExperimentSucceeded,
     FrontChanged,
     RunFinished,
 )
@@ -39,9 +39,6 @@ from evoprune.shared.objectives import Evaluation
 from evoprune.shared.pareto import ParetoArchive
 
 STOP_POLL_S = 1.0
-
-# the results-directory checks are part of this module's public face for the command line and the service
-__all__ = ["Experiment", "ExperimentError", "check_new_results_dir", "load_resumable"]
 
 
 @dataclass
@@ -74,18 +71,6 @@ class _Run:
     cache_hits: int = 0
 
 
-def _row_evaluation(row: dict[str, Any]) -> Evaluation:
-    return Evaluation(
-        accuracy=row["accuracy"],
-        active_fraction=row["active_fraction"],
-        auroc=row["auroc"],
-        test_accuracy=row.get("test_accuracy"),
-        test_auroc=row.get("test_auroc"),
-        seconds=row["seconds"],
-        worker=row["worker"],
-    )
-
-
 class Experiment:
     """Runs (or resumes) every run of one experiment to completion against one evaluator.
 
@@ -111,13 +96,13 @@ class Experiment:
         self.mask_length = mask_length
         self.evaluator = evaluator
         self.bus = bus or EventBus()
-        self._paths = state_paths(self.results_dir)
+        self.layout = ResultsLayout(self.results_dir)
         self._protocol = config.protocol_fingerprint()
         # the ledger holds what this experiment trained itself; it is what makes a resumed row equal the
         # uninterrupted one (trained, not a cache hit) and guarantees nothing is trained twice
-        self._ledger = LocalFitnessCache(self._paths["ledger"])
+        self._ledger = LocalFitnessCache(self.layout.ledger)
         self._cache = cache if cache is not None else self._ledger
-        self._journal = Journal(self._paths["journal"])
+        self._journal = Journal(self.layout.journal)
         self._aggregate = ParetoArchive()
         self._runs: list[_Run] = []
         self._pending: list[_PendingStep] = []
@@ -152,13 +137,16 @@ class Experiment:
             _Run(index=run, seed=search.seed + run, search=NSGA2(self.mask_length, search, search.seed + run))
             for run in range(search.runs)
         ]
-        self._checkpoint("running")
+        self._checkpoint(ExperimentStatus.RUNNING)
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
+    def restore(self, checkpoint: dict[str, Any]) -> list[EvaluationRow]:
         """Continues from a checkpoint read by `load_resumable`.
 
         Args:
             checkpoint: the saved checkpoint.
+
+        Returns:
+            The journal rows the checkpoint vouches for (read once, here; the service publishes them).
 
         Raises:
             ExperimentError: the checkpoint does not fit these features or is inconsistent.
@@ -171,7 +159,7 @@ class Experiment:
             )
         search = self.config.search
         try:
-            rows = self._journal.load(int(checkpoint["rows"]))
+            rows = [EvaluationRow.from_dict(line) for line in self._journal.load(int(checkpoint["rows"]))]
             self._runs = [
                 _Run(index=run, seed=search.seed + run, search=NSGA2.from_state(state, search))
                 for run, state in enumerate(checkpoint["runs"])
@@ -180,20 +168,21 @@ class Experiment:
             raise ExperimentError(f"{self.results_dir} is corrupt and cannot be resumed: {error}") from None
         self._elapsed_before_s = float(checkpoint.get("elapsed_s", 0.0))
         for row in rows:
-            run = self._runs[row["run"]]
+            run = self._runs[row.run]
             run.evaluations += 1
-            run.cache_hits += bool(row["cached"])
-            self._known.setdefault(row["key"], _row_evaluation(row))
-            self._claimed.add(row["key"])
-            point = np.array([[1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]]])
-            run.archive.add(point, [row["mask"]])
-            self._aggregate.add(point, [row["mask"]])
+            run.cache_hits += bool(row.cached)
+            self._known.setdefault(row.key, row.evaluation())
+            self._claimed.add(row.key)
+            point = np.array([row.minimisation()])
+            run.archive.add(point, [row.mask])
+            self._aggregate.add(point, [row.mask])
         self._resumed_rows = len(rows)
         # steps asked before the interruption are resolved again, in the order they were first asked
         for run in self._runs:
             for step, masks in sorted(run.search.outstanding.items()):
                 self._pending.append(self._new_pending(run.index, step, masks))
         self._resolve(self._pending)
+        return rows
 
     # ---- the loop -------------------------------------------------------------------------------------
 
@@ -205,7 +194,7 @@ class Experiment:
                 results so far, checkpoints as "cancelled" (resumable) and emits `ExperimentCancelled`.
 
         Returns:
-            The summary (as written to summary.json); its "status" is "finished" or "cancelled".
+            The summary (as written to summary.json); its "status" is "succeeded" or "cancelled".
 
         """
         self._started = time.monotonic()
@@ -315,62 +304,53 @@ class Experiment:
             evaluations = [slot.evaluation for slot in pending.slots if slot.evaluation is not None]
             run.search.tell(pending.step, evaluations)
             rows.extend(self._rows(pending))
-        self._journal.append(rows)
-        self._checkpoint("running")
+        self._journal.append([row.to_dict() for row in rows])
+        self._checkpoint(ExperimentStatus.RUNNING)
         self._announce(ready, rows)
         return True
 
-    def _rows(self, pending: _PendingStep) -> list[dict[str, Any]]:
+    def _rows(self, pending: _PendingStep) -> list[EvaluationRow]:
         rows = []
         for slot_index, slot in enumerate(pending.slots):
             evaluation = slot.evaluation
             assert evaluation is not None
             rows.append(
-                {
-                    "run": pending.run,
-                    "step": pending.step,
-                    "slot": slot_index,
-                    "key": slot.key,
-                    "mask": slot.mask,
-                    "mask_length": self.mask_length,
-                    "accuracy": evaluation.accuracy,
-                    "active_fraction": evaluation.active_fraction,
-                    "auroc": evaluation.auroc,
-                    "cached": slot.cached,
-                    "seconds": 0.0 if slot.cached else evaluation.seconds,
-                    "worker": "" if slot.cached else evaluation.worker,
-                    "test_accuracy": evaluation.test_accuracy,
-                    "test_auroc": evaluation.test_auroc,
-                }
+                EvaluationRow(
+                    run=pending.run,
+                    step=pending.step,
+                    slot=slot_index,
+                    key=slot.key,
+                    mask=slot.mask,
+                    mask_length=self.mask_length,
+                    accuracy=evaluation.accuracy,
+                    active_fraction=evaluation.active_fraction,
+                    auroc=evaluation.auroc,
+                    cached=slot.cached,
+                    seconds=0.0 if slot.cached else evaluation.seconds,
+                    worker="" if slot.cached else evaluation.worker,
+                    test_accuracy=evaluation.test_accuracy,
+                    test_auroc=evaluation.test_auroc,
+                )
             )
         return rows
 
-    def _announce(self, ready: list[_PendingStep], rows: list[dict[str, Any]]) -> None:
+    def _announce(self, ready: list[_PendingStep], rows: list[EvaluationRow]) -> None:
         changed_runs = set()
         aggregate_changed = False
         for row in rows:
-            run = self._runs[row["run"]]
+            run = self._runs[row.run]
             run.evaluations += 1
-            run.cache_hits += bool(row["cached"])
-            self.bus.emit(
-                EvaluationFinished(
-                    run=row["run"],
-                    step=row["step"],
-                    mask=row["mask"],
-                    objectives=(row["accuracy"], row["active_fraction"], row["auroc"]),
-                    cached=row["cached"],
-                    seconds=row["seconds"],
-                    worker=row["worker"],
-                )
-            )
-            point = np.array([[1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]]])
-            if run.archive.add(point, [row["mask"]]):
+            run.cache_hits += bool(row.cached)
+            self.bus.emit(row.event())
+            point = np.array([row.minimisation()])
+            if run.archive.add(point, [row.mask]):
                 changed_runs.add(run.index)
-            aggregate_changed |= self._aggregate.add(point, [row["mask"]])
+            aggregate_changed |= self._aggregate.add(point, [row.mask])
         for index in sorted(changed_runs):
-            self.bus.emit(self._front_event(index, self._runs[index].archive, self._runs[index].evaluations))
+            run = self._runs[index]
+            self.bus.emit(FrontChanged.of_archive(index, run.archive, run.evaluations))
         if aggregate_changed:
-            self.bus.emit(self._front_event(-1, self._aggregate, self.evaluations_done))
+            self.bus.emit(FrontChanged.of_archive(-1, self._aggregate, self.evaluations_done))
         for index in sorted({p.run for p in ready}):
             run = self._runs[index]
             if run.search.done:
@@ -383,30 +363,19 @@ class Experiment:
                     )
                 )
 
-    @staticmethod
-    def _front_event(run: int, archive: ParetoArchive, evaluations: int) -> FrontChanged:
-        points = tuple((1.0 - p[0], p[1], 1.0 - p[2]) for p in archive.points.tolist())
-        return FrontChanged(
-            run=run,
-            points=points,
-            masks=tuple(archive.labels),
-            hypervolume=archive.hypervolume,
-            evaluations=evaluations,
-        )
-
     # ---- persistence ----------------------------------------------------------------------------------
 
     def _elapsed_s(self) -> float:
         return self._elapsed_before_s + time.monotonic() - self._started
 
-    def _checkpoint(self, status: str) -> None:
+    def _checkpoint(self, status: ExperimentStatus) -> None:
         write_json_atomic(
-            self._paths["checkpoint"],
+            self.layout.checkpoint,
             {
                 "format": CHECKPOINT_FORMAT,
                 "version": CHECKPOINT_VERSION,
                 "fingerprint": experiment_fingerprint(self.config),
-                "status": status,
+                "status": status.value,
                 "feature_key": self.feature_key,
                 "mask_length": self.mask_length,
                 "rows": self._journal.count,
@@ -418,18 +387,18 @@ class Experiment:
     def _cancel(self) -> dict[str, Any]:
         # work in flight is abandoned, not waited for: what finished is journaled, the rest is re-asked
         # from the checkpoint on resume
-        summary = self._write_results("cancelled")
-        self._checkpoint("cancelled")
+        summary = self._write_results(ExperimentStatus.CANCELLED)
+        self._checkpoint(ExperimentStatus.CANCELLED)
         self.bus.emit(
             ExperimentCancelled(evaluations=self.evaluations_done, results_dir=str(self.results_dir))
         )
         return summary
 
     def _finish(self) -> dict[str, Any]:
-        summary = self._write_results("succeeded")
-        self._checkpoint("finished")
+        summary = self._write_results(ExperimentStatus.SUCCEEDED)
+        self._checkpoint(ExperimentStatus.SUCCEEDED)
         self.bus.emit(
-            ExperimentFinished(
+            ExperimentSucceeded(
                 hypervolume=summary["aggregate"]["hypervolume"],
                 evaluations=summary["aggregate"]["evaluations"],
                 cache_hits=summary["aggregate"]["cache_hits"],
@@ -439,7 +408,7 @@ class Experiment:
         )
         return summary
 
-    def _write_results(self, status: str) -> dict[str, Any]:
+    def _write_results(self, status: ExperimentStatus) -> dict[str, Any]:
         rows = self._journal.load(self._journal.count)
         return write_results(
             self.results_dir,
@@ -454,6 +423,6 @@ class Experiment:
                 "fingerprint": experiment_fingerprint(self.config),
                 "evaluator": self.evaluator.describe(),
                 "fitness_cache": self._cache.describe(),
-                "status": status,
+                "status": status.value,
             },
         )

@@ -12,8 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.shared.atomic_files import atomic_file, write_atomic
 from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.objectives import minimisation_of
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
 
 EVALUATION_COLUMNS = (
@@ -63,7 +65,7 @@ def rows_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table
 
 def _minimisation(rows: list[dict[str, Any]]) -> np.ndarray:
     return np.array(
-        [(1.0 - r["accuracy"], r["active_fraction"], 1.0 - r["auroc"]) for r in rows], dtype=np.float64
+        [minimisation_of((r["accuracy"], r["active_fraction"], r["auroc"])) for r in rows], dtype=np.float64
     ).reshape(-1, 3)
 
 
@@ -129,7 +131,7 @@ def write_config(results_dir: Path, config: ExperimentConfig) -> None:
         config: the resolved config.
 
     """
-    write_atomic(results_dir / "config.yaml", config.to_yaml())
+    write_atomic(ResultsLayout(results_dir).config, config.to_yaml())
 
 
 def write_results(
@@ -155,7 +157,8 @@ def write_results(
     with_test = config.fitness_split == "validation"
     columns = EVALUATION_COLUMNS + (TEST_COLUMNS if with_test else ())
     ordered = sort_rows(rows)
-    _write_parquet(results_dir / "evaluations.parquet", rows_table(ordered, columns))
+    layout = ResultsLayout(results_dir)
+    _write_parquet(layout.evaluations, rows_table(ordered, columns))
 
     front_rows: list[dict[str, Any]] = []
     run_summaries = []
@@ -169,7 +172,7 @@ def write_results(
     aggregate = front_of(ordered)
     front_rows.extend({**row, "run": AGGREGATE_RUN} for row in aggregate)
     front_columns = FRONT_COLUMNS + (TEST_COLUMNS if with_test else ())
-    _write_parquet(results_dir / "front.parquet", rows_table(front_rows, front_columns))
+    _write_parquet(layout.front, rows_table(front_rows, front_columns))
 
     summary = {
         "experiment": config.name,
@@ -186,9 +189,9 @@ def write_results(
         **extra_summary,
         "versions": versions(),
     }
-    write_atomic(results_dir / "summary.json", json.dumps(summary, indent=2))
-    plot_front(front_rows, results_dir / "front.png", title=f"{config.name}: Pareto fronts")
-    plot_hypervolume(histories, results_dir / "hypervolume.png", title=f"{config.name}: hypervolume")
+    write_atomic(layout.summary, json.dumps(summary, indent=2))
+    plot_front(front_rows, layout.front_plot, title=f"{config.name}: Pareto fronts")
+    plot_hypervolume(histories, layout.hypervolume_plot, title=f"{config.name}: hypervolume")
     return summary
 
 
@@ -206,9 +209,8 @@ def _run_summary(run: int, seed: int, rows: list[dict[str, Any]], front: list[di
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary)
-    temporary.replace(path)
+    with atomic_file(path) as handle:
+        pq.write_table(table, handle)
 
 
 def read_evaluations(results_dir: Path) -> list[dict[str, Any]]:
@@ -221,4 +223,4 @@ def read_evaluations(results_dir: Path) -> list[dict[str, Any]]:
         One mapping per row.
 
     """
-    return pq.read_table(results_dir / "evaluations.parquet").to_pylist()
+    return pq.read_table(ResultsLayout(results_dir).evaluations).to_pylist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,10 @@ import yaml
 
 from evoprune.coordinator.checkpoint import CheckpointError, read_json
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.events import ExperimentStatus
 
 CHECKPOINT_FORMAT = "evoprune-experiment"
 CHECKPOINT_VERSION = 1
-STATE_DIR = "state"
 
 
 class ExperimentError(Exception):
@@ -27,14 +28,72 @@ def experiment_fingerprint(config: ExperimentConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def state_paths(results_dir: Path) -> dict[str, Path]:
-    state = results_dir / STATE_DIR
-    return {
-        "config": results_dir / "config.yaml",
-        "checkpoint": state / "checkpoint.json",
-        "journal": state / "journal.jsonl",
-        "ledger": state / "trained.jsonl",
-    }
+@dataclass(frozen=True)
+class ResultsLayout:
+    """Where each file of a results directory lives: the one place that names them.
+
+    The analysis folder's own files are named by `coordinator.analysis.artifacts`, which writes them.
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """The fully resolved config (YAML)."""
+        return self.root / "config.yaml"
+
+    @property
+    def evaluations(self) -> Path:
+        """One row per evaluation (Parquet)."""
+        return self.root / "evaluations.parquet"
+
+    @property
+    def front(self) -> Path:
+        """Per-run and aggregated fronts (Parquet)."""
+        return self.root / "front.parquet"
+
+    @property
+    def summary(self) -> Path:
+        """Hypervolumes, counts, wall time, versions (JSON)."""
+        return self.root / "summary.json"
+
+    @property
+    def front_plot(self) -> Path:
+        """The 3-D fronts and their projections (PNG)."""
+        return self.root / "front.png"
+
+    @property
+    def hypervolume_plot(self) -> Path:
+        """Hypervolume against evaluations (PNG)."""
+        return self.root / "hypervolume.png"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The search state after the last completed step (JSON, replaced atomically)."""
+        return self.root / "state" / "checkpoint.json"
+
+    @property
+    def journal(self) -> Path:
+        """Every completed step's rows, appended (JSON lines); the checkpoint says how many are valid."""
+        return self.root / "state" / "journal.jsonl"
+
+    @property
+    def ledger(self) -> Path:
+        """What this experiment trained itself (JSON lines), so a resume never trains a mask twice."""
+        return self.root / "state" / "trained.jsonl"
+
+    @property
+    def record_copy(self) -> Path:
+        """The service's final record and fronts, for a store that lost them (JSON)."""
+        return self.root / "service-state.json"
+
+    @property
+    def analysis_status(self) -> Path:
+        """Where the service's analysis of the experiment stands (JSON).
+
+        Beside the analysis folder, not in it: publishing a new analysis swaps that folder whole.
+        """
+        return self.root / "analysis-status.json"
 
 
 def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
@@ -54,14 +113,14 @@ def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
         raise ExperimentError(f"{results_dir} exists and is not a directory; choose another --out.")
     if not any(results_dir.iterdir()):
         return
-    paths = state_paths(results_dir)
-    if not paths["config"].exists() and not paths["checkpoint"].exists():
+    layout = ResultsLayout(results_dir)
+    if not layout.config.exists() and not layout.checkpoint.exists():
         raise ExperimentError(
             f"{results_dir} is not empty and is not an evoprune results directory; "
             "choose an empty or new directory with --out."
         )
     try:
-        checkpoint = read_json(paths["checkpoint"])
+        checkpoint = read_json(layout.checkpoint)
     except CheckpointError:
         checkpoint = None
     if checkpoint is None or checkpoint.get("fingerprint") != experiment_fingerprint(config):
@@ -69,7 +128,7 @@ def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
             f"{results_dir} belongs to another experiment (its config.yaml differs from this one); "
             "nothing was overwritten. Choose another --out."
         )
-    if checkpoint.get("status") == "finished":
+    if checkpoint.get("status") == ExperimentStatus.SUCCEEDED:
         raise ExperimentError(
             f"{results_dir} already holds the finished results of this experiment; nothing was overwritten. "
             "Choose another --out to run it again."
@@ -93,13 +152,13 @@ def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]
         ExperimentError: missing, finished, or corrupt; nothing is touched.
 
     """
-    paths = state_paths(results_dir)
+    layout = ResultsLayout(results_dir)
     if not results_dir.is_dir():
         raise ExperimentError(
             f"{results_dir} is not a directory; give the results directory of an experiment."
         )
     try:
-        config = parse_config(yaml.safe_load(paths["config"].read_text()), str(paths["config"]))
+        config = parse_config(yaml.safe_load(layout.config.read_text()), str(layout.config))
     except FileNotFoundError:
         raise ExperimentError(
             f"{results_dir} has no config.yaml: it is not an evoprune results directory."
@@ -109,7 +168,7 @@ def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]
             f"{results_dir} is corrupt: its config.yaml cannot be read ({error})."
         ) from None
     try:
-        checkpoint = read_json(paths["checkpoint"])
+        checkpoint = read_json(layout.checkpoint)
         if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError("not a checkpoint of this evoprune version")
         if checkpoint.get("fingerprint") != experiment_fingerprint(config):
@@ -119,6 +178,6 @@ def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]
                 raise CheckpointError(f"the checkpoint lacks {name!r}")
     except CheckpointError as error:
         raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
-    if checkpoint["status"] == "finished":
+    if checkpoint["status"] == ExperimentStatus.SUCCEEDED:
         raise ExperimentError(f"{results_dir} is already finished; there is nothing to resume.")
     return config, checkpoint

@@ -169,6 +169,27 @@ class HeadConfig(_Frozen):
         """Total bits in a mask for a head on `input_dim` features."""
         return sum(length for _, length in self.mask_segments(input_dim))
 
+    def mask_length_problem(
+        self, limit: int, input_dim: int | None = None, limit_name: str = "the limit"
+    ) -> str | None:
+        """The mask-length limit: what is wrong when a mask would be longer than `limit` bits.
+
+        Args:
+            limit: the most bits a mask may have.
+            input_dim: the number of features; None checks the part known before the features are
+                loaded (a lower bound, so a config can be refused while its sender is listening).
+            limit_name: where the limit is set, for the message.
+
+        Returns:
+            A message naming the field, or None when the mask fits.
+
+        """
+        length = self.mask_length(input_dim if input_dim is not None else 0)
+        if length <= limit:
+            return None
+        at_least = "" if input_dim is not None else "at least "
+        return f"head.layers: the mask would have {at_least}{length} bits, more than {limit_name} ({limit})"
+
 
 class EarlyStoppingConfig(_Frozen):
     """Early stopping on the training loss, as Keras's EarlyStopping(monitor='loss')."""
@@ -266,6 +287,15 @@ class ExperimentConfig(_Frozen):
         }
         text = json.dumps(relevant, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def runnable_problems(self) -> list[str]:
+        """What keeps a valid config from running as an experiment, one field-named message each.
+
+        Returns:
+            Empty when it can run; today the one rule is an OoD source for the AUROC objective.
+
+        """
+        return [] if self.ood else [NO_OOD_MESSAGE]
 
     def to_yaml(self) -> str:
         """The fully resolved config as YAML."""

@@ -1,29 +1,60 @@
-"""Typed events of an experiment, their dict form (for SSE and Redis Streams) and a synchronous bus."""
+"""Typed events of an experiment, the states they lead to, their wire form, and a synchronous bus."""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-Objectives = tuple[float, float, float]
+import numpy as np
+
+from evoprune.shared.objectives import Objectives, objectives_of
+from evoprune.shared.pareto import ParetoArchive
+
+
+class ExperimentStatus(enum.StrEnum):
+    """The states of an experiment: one name each, the same in records, events, checkpoints and HTTP."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the experiment has ended in this state."""
+        return self in (ExperimentStatus.SUCCEEDED, ExperimentStatus.FAILED, ExperimentStatus.CANCELLED)
+
+
+class EventKind(enum.StrEnum):
+    """The name of each kind of event on the wire (the "type" of its dict form)."""
+
+    EVALUATION = "evaluation"
+    FRONT = "front"
+    RUN_FINISHED = "run-finished"
+    STATUS = "status"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
 class Event:
     """Base of every event; `kind` names it on the wire."""
 
-    kind: ClassVar[str] = "event"
+    kind: ClassVar[EventKind]
 
     def to_dict(self) -> dict[str, Any]:
         """Convert to a JSON-ready mapping with the event's kind under "type".
 
         Returns:
-            Field values (tuples become lists) plus "type".
+            Field values (tuples become lists, enums their values) plus "type".
 
         """
-        data: dict[str, Any] = {"type": self.kind}
+        data: dict[str, Any] = {"type": self.kind.value}
         for item in dataclasses.fields(self):
             data[item.name] = _plain(getattr(self, item.name))
         return data
@@ -32,6 +63,8 @@ class Event:
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -43,9 +76,12 @@ def _tuples(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class EvaluationFinished(Event):
-    """One mask of one run has its objectives (accuracy, active_fraction, auroc)."""
+    """One mask of one run has its objectives (accuracy, active_fraction, auroc).
 
-    kind: ClassVar[str] = "evaluation"
+    The counts are the experiment's after this evaluation; the publisher's live view fills them in.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.EVALUATION
 
     run: int
     step: int
@@ -54,13 +90,15 @@ class EvaluationFinished(Event):
     cached: bool
     seconds: float
     worker: str
+    evaluations_done: int = 0
+    evaluations_total: int = 0
 
 
 @dataclass(frozen=True)
 class FrontChanged(Event):
     """A run's Pareto front (run = -1: all runs together) gained or lost points."""
 
-    kind: ClassVar[str] = "front"
+    kind: ClassVar[EventKind] = EventKind.FRONT
 
     run: int
     points: tuple[Objectives, ...]
@@ -68,12 +106,34 @@ class FrontChanged(Event):
     hypervolume: float
     evaluations: int = 0
 
+    @classmethod
+    def of_archive(cls, run: int, archive: ParetoArchive, evaluations: int) -> FrontChanged:
+        """The event of an archive's current front.
+
+        Args:
+            run: the run (-1: all runs together).
+            archive: its non-dominated points (minimisation space) labelled by mask.
+            evaluations: evaluations behind it.
+
+        Returns:
+            The event, with points as (accuracy, active_fraction, auroc).
+
+        """
+        points = tuple(objectives_of(point) for point in np.asarray(archive.points).tolist())
+        return cls(
+            run=run,
+            points=points,
+            masks=tuple(archive.labels),
+            hypervolume=archive.hypervolume,
+            evaluations=evaluations,
+        )
+
 
 @dataclass(frozen=True)
 class RunFinished(Event):
     """A run used its whole budget."""
 
-    kind: ClassVar[str] = "run-finished"
+    kind: ClassVar[EventKind] = EventKind.RUN_FINISHED
 
     run: int
     hypervolume: float
@@ -82,10 +142,33 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True)
-class ExperimentFinished(Event):
+class StatusChanged(Event):
+    """The service's runner took the experiment up (again), or learnt its mask length."""
+
+    kind: ClassVar[EventKind] = EventKind.STATUS
+
+    status: ExperimentStatus
+    started_at: float | None = None
+    mask_length: int | None = None
+
+    def __post_init__(self) -> None:
+        # the wire form carries the status's value; the event always holds the enum
+        object.__setattr__(self, "status", ExperimentStatus(self.status))
+
+
+@dataclass(frozen=True)
+class ExperimentEnded(Event):
+    """Base of the events that end an experiment; `status` is the state it ends in."""
+
+    status: ClassVar[ExperimentStatus]
+
+
+@dataclass(frozen=True)
+class ExperimentSucceeded(ExperimentEnded):
     """Every run finished and the results are written."""
 
-    kind: ClassVar[str] = "done"
+    kind: ClassVar[EventKind] = EventKind.SUCCEEDED
+    status: ClassVar[ExperimentStatus] = ExperimentStatus.SUCCEEDED
 
     hypervolume: float
     evaluations: int
@@ -95,31 +178,34 @@ class ExperimentFinished(Event):
 
 
 @dataclass(frozen=True)
-class ExperimentFailed(Event):
+class ExperimentFailed(ExperimentEnded):
     """The experiment stopped on an error; what is already checkpointed can be resumed."""
 
-    kind: ClassVar[str] = "failed"
+    kind: ClassVar[EventKind] = EventKind.FAILED
+    status: ClassVar[ExperimentStatus] = ExperimentStatus.FAILED
 
     message: str
 
 
 @dataclass(frozen=True)
-class ExperimentCancelled(Event):
+class ExperimentCancelled(ExperimentEnded):
     """The experiment was stopped on request; results so far are written and it can be resumed."""
 
-    kind: ClassVar[str] = "cancelled"
+    kind: ClassVar[EventKind] = EventKind.CANCELLED
+    status: ClassVar[ExperimentStatus] = ExperimentStatus.CANCELLED
 
     evaluations: int
     results_dir: str = ""
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls
+    cls.kind.value: cls
     for cls in (
         EvaluationFinished,
         FrontChanged,
         RunFinished,
-        ExperimentFinished,
+        StatusChanged,
+        ExperimentSucceeded,
         ExperimentFailed,
         ExperimentCancelled,
     )

@@ -6,6 +6,36 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+Objectives = tuple[float, float, float]
+"""(accuracy, active_fraction, auroc): how results are stored and shown."""
+
+
+def minimisation_of(objectives: Objectives) -> tuple[float, float, float]:
+    """(1 - accuracy, active_fraction, 1 - auroc): the space NSGA-II and hypervolume work in.
+
+    Args:
+        objectives: (accuracy, active_fraction, auroc).
+
+    Returns:
+        The minimisation vector.
+
+    """
+    accuracy, active_fraction, auroc = objectives
+    return (1.0 - accuracy, active_fraction, 1.0 - auroc)
+
+
+def objectives_of(minimisation: tuple[float, ...] | list[float]) -> Objectives:
+    """The inverse of `minimisation_of`.
+
+    Args:
+        minimisation: (1 - accuracy, active_fraction, 1 - auroc).
+
+    Returns:
+        (accuracy, active_fraction, auroc).
+
+    """
+    return (1.0 - minimisation[0], minimisation[1], 1.0 - minimisation[2])
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -26,7 +56,7 @@ class Evaluation:
 
     def minimisation(self) -> tuple[float, float, float]:
         """(1 - accuracy, active_fraction, 1 - auroc): the space NSGA-II and hypervolume work in."""
-        return (1.0 - self.accuracy, self.active_fraction, 1.0 - self.auroc)
+        return minimisation_of((self.accuracy, self.active_fraction, self.auroc))
 
     def to_dict(self) -> dict[str, float | str | None]:
         return asdict(self)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import fcntl
-import itertools
 import json
 import os
 import threading
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.store import (
     ExperimentRecord,
@@ -41,15 +41,9 @@ class _EventIndex:
     offsets: list[int] = field(default_factory=list)
 
 
-_temporary_names = itertools.count()
-
-
 def _write_atomic(path: Path, text: str) -> None:
-    # readers in other processes see the old or the new file, never half of one; the name is unique per
-    # process and call because the API and a runner may both write
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{next(_temporary_names)}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    # rewritten every publish interval and rebuilt from the results directory if lost: not worth an fsync
+    write_atomic(path, text, durable=False)
 
 
 class LocalStore(Store):

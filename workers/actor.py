@@ -13,16 +13,12 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet
 
-# A lost worker costs a retry, not a run: Ray restarts the actor and re-runs the call in flight.
-MAX_RESTARTS = 4
-MAX_TASK_RETRIES = 4
-
 
 class FeatureWorkerImpl:
     """Keeps the feature arrays in memory (on the accelerator when there is one) across calls.
 
     The features come from the object store as one reference, put there once by the coordinator; they
-    are loaded lazily in `prepare`, so a restarted actor rebuilds itself from the same reference.
+    are loaded lazily in `prepare`, so a replacement actor rebuilds itself from the same reference.
     """
 
     def __init__(self, feature_set_ref: Any, config_json: str) -> None:
@@ -55,7 +51,7 @@ class FeatureWorkerImpl:
         return [_with_worker(result, self.name) for result in results]
 
     def pid(self) -> int:
-        """The worker process id (tests kill it to prove restarts work)."""
+        """The worker process id (tests kill it to prove a lost worker is replaced)."""
         return os.getpid()
 
 
@@ -63,19 +59,8 @@ def _with_worker(result: Evaluation, worker: str) -> Evaluation:
     return Evaluation(**{**result.to_dict(), "worker": worker})  # type: ignore[arg-type]
 
 
-FeatureWorker = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)(FeatureWorkerImpl)
+# Retries are decided in one place, the dispatcher's failure policy (coordinator/dispatch.py), which
+# replaces a lost worker with a fresh actor and sends its chunk again; Ray restarting the actor or re-running
+# the call as well would multiply the sends of one chunk, so both are off.
+FeatureWorker = ray.remote(max_restarts=0, max_task_retries=0)(FeatureWorkerImpl)
 
-
-def worker_options(cluster_gpus: float, workers: int) -> dict[str, Any]:
-    """Resources each worker asks for: a GPU share when the cluster has GPUs, one CPU otherwise.
-
-    Args:
-        cluster_gpus: GPUs the cluster reports.
-        workers: how many workers will share them.
-
-    Returns:
-        Keyword arguments for `FeatureWorker.options`.
-    """
-    if cluster_gpus > 0:
-        return {"num_gpus": min(1.0, cluster_gpus / max(workers, 1)), "num_cpus": 1}
-    return {"num_cpus": 1}

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from evoprune.shared.atomic_files import atomic_file
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers import backbones
 from evoprune.workers.datasets import SPLITS, DatasetError, ImageSource, open_image_source
@@ -220,34 +220,9 @@ def write_feature_file(path: Path, table: FeatureTable, metadata: dict[str, Any]
     }
     recorded = metadata | {"class_names": list(table.class_names)}
     arrow = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(recorded).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0600); a cache is meant to be shared like any other file.
-        os.fchmod(descriptor, CACHE_FILE_MODE)
-        with os.fdopen(descriptor, "wb") as handle:
-            pq.write_table(arrow, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; skipped where a folder cannot be opened."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    # a cache is meant to be shared like any other file, whatever the writer's umask
+    with atomic_file(path, mode=CACHE_FILE_MODE) as handle:
+        pq.write_table(arrow, handle)
 
 
 def _extract(source: ImageSource, backbone: BackboneConfig, progress: bool) -> FeatureTable:

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_analysis import AnalysisSpec
+from evoprune.coordinator.service.analysis_launch import AnalysisSpec
+from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
 

@@ -14,12 +14,12 @@ from PIL import Image
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import RAY_NAMESPACE
-from evoprune.coordinator.service_analysis import STATUS_FILE, analysis_actor_name
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.service.actors import RAY_NAMESPACE, analysis_actor_name
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
 from tests.api.servers import wait_for
-from tests.coordinator.analysis_fixtures import session_results
+from tests.coordinator.analysis.fixtures import session_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 # the actor's process starts, imports TensorFlow, re-trains the front and draws, on two shared cores
@@ -84,5 +84,5 @@ def test_an_analysis_runs_on_ray_and_its_files_are_listed(tmp_path_factory, tmp_
         assert len(index["top"]) == 3 and index["heatmaps"]["images"] == 2
         # the actor removes itself once it has written its outcome
         wait_for(lambda: not _actor_exists(experiment_id), 60, "the analysis actor to exit")
-        assert json.loads((results_dir / STATUS_FILE).read_text())["status"] == "succeeded"
+        assert json.loads(ResultsLayout(results_dir).analysis_status.read_text())["status"] == "succeeded"
         assert client.get(f"{base}/artifacts").json()["analysis"]["status"] == "succeeded"

@@ -6,8 +6,15 @@ import pytest
 import yaml
 
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged, RunFinished
+from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.shared.events import (
+    EvaluationFinished,
+    ExperimentStatus,
+    ExperimentSucceeded,
+    FrontChanged,
+    RunFinished,
+    StatusChanged,
+)
 from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
 
 
@@ -182,7 +189,7 @@ def run_fake_experiment(store, experiment_id, steps=3, finish=True):
     """Publish what a runner of a 1-run experiment would, through the real publisher."""
     snapshot = store.snapshot(experiment_id)
     publisher = StorePublisher(store, snapshot.record, snapshot.front)
-    publisher.add({"type": "status", "status": "running", "started_at": 1.0e9, "mask_length": 8})
+    publisher(StatusChanged(status=ExperimentStatus.RUNNING, started_at=1.0e9, mask_length=8))
     for step in range(steps):
         for slot in range(2):
             accuracy = 0.5 + 0.1 * step + 0.01 * slot
@@ -192,7 +199,7 @@ def run_fake_experiment(store, experiment_id, steps=3, finish=True):
             publisher(FrontChanged(run, points, (f"{step:x}0",), 0.1 * (step + 1), 2 * (step + 1)))
     if finish:
         publisher(RunFinished(0, 0.3, 2 * steps, 0))
-        publisher(ExperimentFinished(0.3, 2 * steps, 0, 1.5, "/somewhere"))
+        publisher(ExperimentSucceeded(0.3, 2 * steps, 0, 1.5, "/somewhere"))
     assert publisher.flush()
 
 
@@ -258,7 +265,7 @@ def test_events_of_a_running_experiment_arrive_live(client):
         snapshot = store.snapshot(experiment_id)
         publisher = StorePublisher(store, snapshot.record, snapshot.front)
         publisher(EvaluationFinished(0, 5, "ff", (0.9, 0.5, 0.8), True, 0.0, ""))
-        publisher(ExperimentFinished(0.5, 3, 1, 2.0, "/x"))
+        publisher(ExperimentSucceeded(0.5, 3, 1, 2.0, "/x"))
         publisher.flush()
 
     # the rest of the experiment happens once the client holds its snapshot
@@ -311,6 +318,15 @@ def test_health_and_docs(client):
         assert path in schema["paths"], path
     for name in ("ExperimentCreate", "ExperimentPublic", "FrontPoint", "FrontPublic", "EvaluationPublic"):
         assert name in schema["components"]["schemas"], name
+    # the SSE payloads come from the same typed events and are documented like the JSON answers
+    payloads = schema["paths"]["/experiments/{experiment_id}/events"]["get"]["responses"]["200"][
+        "x-event-payloads"
+    ]
+    assert set(payloads) == {"snapshot", "status", "evaluation", "front", "run-finished", "done"}
+    for reference in payloads.values():
+        assert reference["$ref"].rsplit("/", 1)[-1] in schema["components"]["schemas"]
+    statuses = schema["components"]["schemas"]["ExperimentStatus"]["enum"]
+    assert statuses == ["queued", "running", "succeeded", "failed", "cancelled"]
     assert client.get("/docs").status_code == 200
 
 

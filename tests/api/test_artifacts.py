@@ -12,12 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from evoprune.coordinator.analysis import analyze
-from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
-from evoprune.coordinator.service_analysis import LOST_AFTER_S, STATUS_FILE, AnalysisBusyError, read_status
+from evoprune.coordinator.analysis.analyze import analyze
+from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.service.analysis_launch import AnalysisBusyError
+from evoprune.coordinator.service.analysis_status import LOST_AFTER_S, read_status
 from evoprune.shared.store import ExperimentRecord
 from tests.api.conftest import TOKEN, RecordingLauncher, make_client
-from tests.coordinator.analysis_fixtures import session_results
+from tests.coordinator.analysis.fixtures import session_results
 
 RESULT_NAMES = {
     "config.yaml",
@@ -38,7 +40,7 @@ def finished(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, finished):
-    """The same experiment analysed once by the real `coordinator.analysis`."""
+    """The same experiment analysed once by the real `coordinator.analysis.analyze`."""
     source, features = finished
     results_dir = tmp_path_factory.mktemp("api-analysis") / "results"
     shutil.copytree(source, results_dir)
@@ -218,7 +220,7 @@ def test_a_started_analysis_runs_alone_and_reports_its_state(app_client, finishe
     assert len(launcher.analyses) == 1
     # the actor reports its end in the status file
     status = read_status(results_dir)
-    (results_dir / STATUS_FILE).write_text(
+    ResultsLayout(results_dir).analysis_status.write_text(
         json.dumps({**status, "status": "failed", "error": "boom", "finished_at": time.time()})
     )
     launcher.analysing.clear()
@@ -239,7 +241,7 @@ def test_a_running_analysis_whose_actor_is_gone_is_reported_failed(app_client, f
     assert app_client.get(f"{base}/artifacts").json()["analysis"]["status"] == "running"
     status = read_status(results_dir)
     status["requested_at"] -= LOST_AFTER_S + 1
-    (results_dir / STATUS_FILE).write_text(json.dumps(status))
+    ResultsLayout(results_dir).analysis_status.write_text(json.dumps(status))
     analysis = app_client.get(f"{base}/artifacts").json()["analysis"]
     assert analysis["status"] == "failed" and "actor is gone" in analysis["error"]
     assert app_client.post(f"{base}/analysis").status_code == 202
@@ -266,5 +268,5 @@ def test_launch_failures_are_reported(tmp_path, local_store, finished):
         answer = client.post(f"/experiments/{experiment_id}/analysis")
         assert answer.status_code == 409 and "try again" in answer.json()["detail"]
         # the status is as before the request
-        assert not (results_dir / STATUS_FILE).exists()
+        assert not ResultsLayout(results_dir).analysis_status.exists()
         assert client.get(f"/experiments/{experiment_id}/artifacts").json()["analysis"]["status"] == "none"

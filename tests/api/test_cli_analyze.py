@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from evoprune.api.cli import main
-from tests.coordinator.analysis_fixtures import session_results
+from tests.coordinator.analysis.fixtures import session_results
 
 
 @pytest.fixture(scope="module")

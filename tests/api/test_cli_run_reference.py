@@ -11,8 +11,9 @@ import yaml
 from PIL import Image
 
 from evoprune.api.cli import build_parser, main
-from evoprune.api.cli_run import DEFAULT_BACKEND, Backend, run_command
-from evoprune.coordinator.evaluator import Evaluator
+from evoprune.api.cli_run import run_command
+from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings
+from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet
 
@@ -80,11 +81,11 @@ def reference_argv(tmp_path, monkeypatch) -> list[str]:
 
 
 def _short_training_evaluator(
-    feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
+    feature_set: FeatureSet, config: ExperimentConfig, settings: RunSettings
 ) -> Evaluator:
     """The real evaluator, trained for 5 epochs instead of the reference's 600 (the quick tier's budget)."""
     shorter = config.model_copy(update={"training": config.training.model_copy(update={"max_epochs": 5})})
-    return DEFAULT_BACKEND.make_evaluator(feature_set, shorter, workers, address)
+    return DEFAULT_BACKEND.make_evaluator(feature_set, shorter, settings)
 
 
 def test_reference_command_line_with_short_training(reference_argv, tmp_path, capsys):

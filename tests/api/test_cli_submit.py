@@ -9,9 +9,16 @@ from evoprune.api.app import create_app
 from evoprune.api.cli import build_parser
 from evoprune.api.client import ApiError, Client, parse_events
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.events import EvaluationFinished, ExperimentCancelled, ExperimentFinished, FrontChanged
+from evoprune.coordinator.service.launcher import Launcher
+from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.shared.events import (
+    EvaluationFinished,
+    ExperimentCancelled,
+    ExperimentStatus,
+    ExperimentSucceeded,
+    FrontChanged,
+    StatusChanged,
+)
 from evoprune.shared.store_local import LocalStore
 from tests.api.conftest import TINY_CONFIG, TOKEN
 from tests.api.servers import free_port
@@ -29,14 +36,14 @@ class ScriptedLauncher(Launcher):
             time.sleep(0.3)
             snapshot = self.store.snapshot(record.id)
             publisher = StorePublisher(self.store, snapshot.record, snapshot.front)
-            publisher.add({"type": "status", "status": "running", "started_at": time.time()})
+            publisher(StatusChanged(status=ExperimentStatus.RUNNING, started_at=time.time()))
             for step in range(3):
                 publisher(EvaluationFinished(0, step, f"{step:02x}", (0.5, 0.5, 0.5), False, 0.1, "w"))
                 publisher(FrontChanged(-1, ((0.5, 0.5, 0.5),), ("00",), 0.1, step + 1))
                 publisher.flush()
                 time.sleep(0.1)
             if self.outcome == "succeeded":
-                publisher(ExperimentFinished(0.1, 3, 0, 0.5, record.results_dir))
+                publisher(ExperimentSucceeded(0.1, 3, 0, 0.5, record.results_dir))
             else:
                 publisher(ExperimentCancelled(3, record.results_dir))
             publisher.flush()

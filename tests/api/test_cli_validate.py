@@ -8,12 +8,12 @@ import pytest
 import yaml
 
 from evoprune.api.cli import main
+from evoprune.api.reference_csv import load_reference_config
 from evoprune.shared.config import load_config, parse_config
-from evoprune.shared.reference_csv import load_reference_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-COPIES = REPO / "tests" / "shared" / "reference_csv"
+COPIES = REPO / "tests" / "api" / "reference_csv"
 
 
 @pytest.fixture(autouse=True)

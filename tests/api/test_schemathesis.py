@@ -18,9 +18,9 @@ from schemathesis.checks import (
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import Launcher
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.events import EvaluationFinished, ExperimentFinished, FrontChanged
+from evoprune.coordinator.service.launcher import Launcher
+from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.shared.events import EvaluationFinished, ExperimentSucceeded, FrontChanged
 from evoprune.shared.store import ExperimentRecord, RunProgress
 from evoprune.shared.store_local import LocalStore
 
@@ -48,7 +48,7 @@ class EndingLauncher(Launcher):
         assert self.store is not None
         snapshot = self.store.snapshot(record.id)
         publisher = StorePublisher(self.store, snapshot.record, snapshot.front)
-        publisher(ExperimentFinished(hypervolume=0.0, evaluations=0, cache_hits=0))
+        publisher(ExperimentSucceeded(hypervolume=0.0, evaluations=0, cache_hits=0))
         publisher.flush()
 
     def alive(self, experiment_id: str) -> bool:
@@ -71,7 +71,7 @@ def build_app(tmp_dir):
     publisher = StorePublisher(store, record, store.snapshot(KNOWN_ID).front)
     publisher(EvaluationFinished(0, 0, "0f", (0.9, 0.5, 0.8), False, 0.1, "w"))
     publisher(FrontChanged(-1, ((0.9, 0.5, 0.8),), ("0f",), 0.2, 1))
-    publisher(ExperimentFinished(hypervolume=0.2, evaluations=1, cache_hits=0))
+    publisher(ExperimentSucceeded(hypervolume=0.2, evaluations=1, cache_hits=0))
     publisher.flush()
     settings = Settings(data_dir=tmp_dir, recover_on_start=False, api_token=TOKEN)
     return create_app(settings, store, launcher)

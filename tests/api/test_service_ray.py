@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
-from evoprune.coordinator.service import RAY_NAMESPACE, actor_name
+from evoprune.coordinator.service.actors import RAY_NAMESPACE, actor_name
 from evoprune.shared.store_redis import RedisStore
 from tests.api.conftest import TINY_CONFIG, redis_url
 from tests.api.servers import PrivateRedis, wait_for

@@ -307,8 +307,15 @@ def test_a_submitted_experiment_grows_its_front_live(signed_in: PageUnderTest, s
     assert page.inner_text("#detail-progress-label").startswith("16 / 16 evaluations")
     assert page.locator("#runs-table tbody tr").count() == 2
     assert page.is_hidden("#cancel-button")
-    status = page.inner_text("#experiment-list li button[aria-current=true] .badge")
-    assert status == "succeeded"
+    # the list is polled (every 4 s), not pushed: it may still say running for a moment
+    _wait_in_page(
+        page,
+        server,
+        "() => document.querySelector('#experiment-list li button[aria-current=true] .badge')"
+        "?.textContent === 'succeeded'",
+        UI_S,
+        "succeeded badge in the list",
+    )
     assert signed_in.errors == []
 
 

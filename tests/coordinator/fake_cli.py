@@ -14,8 +14,9 @@ import sys
 import numpy as np
 
 from evoprune.api.cli import build_parser
-from evoprune.api.cli_run import Backend, resume_command, run_command
-from evoprune.coordinator.evaluator import Evaluator, InProcessEvaluator
+from evoprune.api.cli_run import resume_command, run_command
+from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings
+from evoprune.coordinator.evaluator_interface import Evaluator, InProcessEvaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
@@ -53,21 +54,17 @@ class LoggingTrainer:
         return results
 
 
-def load_features(config: ExperimentConfig) -> FeatureSet:
+def load_features(config: ExperimentConfig, settings: RunSettings) -> FeatureSet:
     if os.environ.get("FAKE_REAL"):
-        from evoprune.api.cli_run import DEFAULT_BACKEND
-
-        return DEFAULT_BACKEND.load_features(config)
+        return DEFAULT_BACKEND.load_features(config, settings)
     return fake_feature_set(64, key=os.environ.get("FAKE_FEATURE_KEY", "fake-features"))
 
 
-def make_evaluator(
-    feature_set: FeatureSet, config: ExperimentConfig, workers: int | None, address: str | None
-) -> Evaluator:
+def make_evaluator(feature_set: FeatureSet, config: ExperimentConfig, settings: RunSettings) -> Evaluator:
     if os.environ.get("FAKE_REAL"):
         return InProcessEvaluator(LoggingTrainer(feature_set, config, os.environ.get("FAKE_LOG")))
     problem = LoggingProblem(os.environ.get("FAKE_LOG"), float(os.environ.get("FAKE_DELAY_S", "0")))
-    if not workers:
+    if not settings.workers:
         return InProcessEvaluator(problem)
     from evoprune.coordinator.dispatch import RayEvaluator
     from tests.coordinator.fakes import FakeWorkerActor
@@ -75,8 +72,8 @@ def make_evaluator(
     return RayEvaluator(
         feature_set,
         config,
-        workers=workers,
-        address=address,
+        workers=settings.workers,
+        address=settings.address,
         actor_class=FakeWorkerActor,
         include_dashboard=False,
     )

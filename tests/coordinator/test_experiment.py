@@ -14,7 +14,7 @@ import yaml
 
 from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import resume_command, run_command
-from evoprune.coordinator.evaluator import InProcessEvaluator
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.config import demo_config_path, load_config, parse_config
@@ -285,7 +285,7 @@ def test_events_report_every_evaluation_and_the_end(tmp_path):
     summary = experiment.run()
     kinds = [event.kind for event in seen]
     assert kinds.count("evaluation") == 120
-    assert kinds.count("run-finished") == 2 and kinds[-1] == "done"
+    assert kinds.count("run-finished") == 2 and kinds[-1] == "succeeded"
     fronts = [event for event in seen if event.kind == "front" and event.run == -1]
     assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
     assert np.all(np.diff([event.hypervolume for event in fronts]) >= -1e-12)
@@ -311,7 +311,7 @@ def test_with_redis_a_second_experiment_on_the_same_features_trains_nothing(tmp_
 
 
 def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupted_result(tmp_path):
-    from evoprune.coordinator.experiment import load_resumable
+    from evoprune.coordinator.results_dir import load_resumable
 
     config = parse_config({"name": "cancel", "search": SEARCH})
     straight = Experiment(
@@ -381,7 +381,7 @@ def test_a_cancel_is_seen_within_seconds_while_a_batch_is_still_training(tmp_pat
 
 
 def test_the_real_backend_refuses_a_config_without_ood_sources_by_name(tmp_path, capsys):
-    from evoprune.api.cli_run import DEFAULT_BACKEND
+    from evoprune.coordinator.assembly import DEFAULT_BACKEND
 
     config = tmp_path / "no-ood.yaml"
     config.write_text(

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from evoprune.shared.fitness_cache import LocalFitnessCache
-from evoprune.shared.fitness_cache_factory import open_fitness_cache
 from evoprune.shared.masks import fitness_key
 from evoprune.shared.objectives import Evaluation
 
@@ -69,14 +68,3 @@ def test_redis_cache_round_trip():
     finally:
         assert cache.delete_all() == 2
         cache.close()
-
-
-@pytest.mark.redis
-def test_open_fitness_cache_selects_redis(tmp_path):
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    cache = open_fitness_cache(tmp_path / "unused.jsonl", redis_url=url)
-    try:
-        assert cache.describe().startswith("redis")
-    finally:
-        cache.close()
-    assert isinstance(open_fitness_cache(tmp_path / "c.jsonl"), LocalFitnessCache)

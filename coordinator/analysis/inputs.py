@@ -13,12 +13,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from evoprune.coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
+from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
-
-FINISHED_STATUS = "succeeded"
-CHECKPOINT_PATH = ("state", "checkpoint.json")
-CHECKPOINT_FINISHED = "finished"
 
 
 class AnalysisError(Exception):
@@ -61,31 +59,30 @@ def read_results(results_dir: Path) -> ResultsInput:
     config = _read_config(results_dir)
     summary = _read_summary(results_dir)
     _check_finished(results_dir, summary)
-    evaluations = _read_table(results_dir / "evaluations.parquet", EVALUATION_COLUMNS)
-    front = _read_table(results_dir / "front.parquet", FRONT_COLUMNS)
+    layout = ResultsLayout(results_dir)
+    evaluations = _read_table(layout.evaluations, EVALUATION_COLUMNS)
+    front = _read_table(layout.front, FRONT_COLUMNS)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
     if not aggregate:
-        raise AnalysisError(
-            f"{results_dir / 'front.parquet'} is corrupt: it holds no aggregated front (rows with run = -1)."
-        )
+        raise AnalysisError(f"{layout.front} is corrupt: it holds no aggregated front (rows with run = -1).")
     aggregate.sort(key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
     lengths = {row["mask_length"] for row in aggregate}
     expected = summary.get("mask_length")
     if len(lengths) != 1 or (expected is not None and lengths != {expected}):
         raise AnalysisError(
-            f"{results_dir / 'front.parquet'} is corrupt: mask lengths {sorted(lengths)} disagree with "
+            f"{layout.front} is corrupt: mask lengths {sorted(lengths)} disagree with "
             f"summary.json ({expected})."
         )
     length = lengths.pop()
     try:
         masks = np.stack([decode_mask(row["mask"], length) for row in aggregate])
     except MaskError as error:
-        raise AnalysisError(f"{results_dir / 'front.parquet'} is corrupt: {error}.") from None
+        raise AnalysisError(f"{layout.front} is corrupt: {error}.") from None
     return ResultsInput(results_dir, config, summary, evaluations, front, aggregate, masks)
 
 
 def _read_config(results_dir: Path) -> ExperimentConfig:
-    path = results_dir / "config.yaml"
+    path = ResultsLayout(results_dir).config
     try:
         return parse_config(yaml.safe_load(path.read_text()), str(path))
     except FileNotFoundError:
@@ -97,7 +94,7 @@ def _read_config(results_dir: Path) -> ExperimentConfig:
 
 
 def _read_summary(results_dir: Path) -> dict[str, Any]:
-    path = results_dir / "summary.json"
+    path = ResultsLayout(results_dir).summary
     try:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
@@ -114,14 +111,14 @@ def _read_summary(results_dir: Path) -> dict[str, Any]:
 
 def _check_finished(results_dir: Path, summary: dict[str, Any]) -> None:
     status = summary.get("status")
-    checkpoint_path = results_dir.joinpath(*CHECKPOINT_PATH)
+    checkpoint_path = ResultsLayout(results_dir).checkpoint
     checkpoint_status = None
     if checkpoint_path.exists():
         try:
             checkpoint_status = json.loads(checkpoint_path.read_text()).get("status")
         except (OSError, ValueError, AttributeError):
             checkpoint_status = "unreadable"
-    if status != FINISHED_STATUS or checkpoint_status not in (None, CHECKPOINT_FINISHED):
+    if status != ExperimentStatus.SUCCEEDED or checkpoint_status not in (None, ExperimentStatus.SUCCEEDED):
         raise AnalysisError(
             f"{results_dir} holds an experiment that has not finished (status {status!r}); analyse it once "
             f"it has: `evoprune resume {results_dir}` continues it."

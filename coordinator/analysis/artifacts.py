@@ -8,6 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evoprune.coordinator.results_dir import ResultsLayout
+
 ANALYSIS_DIR = "analysis"
 INDEX_NAME = "analysis.json"
 STAGING_DIR = ".analysis.partial"
@@ -19,13 +24,14 @@ MEDIA_TYPES = {
     "yaml": "application/yaml",
 }
 KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml"}
+_NAMES = ResultsLayout(Path())
 RESULT_FILES = (
-    ("config.yaml", "the fully resolved experiment config"),
-    ("summary.json", "hypervolume, evaluation counts, cache hits, wall time, versions"),
-    ("evaluations.parquet", "one row per evaluation"),
-    ("front.parquet", "each run's Pareto front and the aggregated front (run = -1)"),
-    ("front.png", "the 3-D Pareto fronts and their 2-D projections"),
-    ("hypervolume.png", "hypervolume against evaluations, per run"),
+    (_NAMES.config.name, "the fully resolved experiment config"),
+    (_NAMES.summary.name, "hypervolume, evaluation counts, cache hits, wall time, versions"),
+    (_NAMES.evaluations.name, "one row per evaluation"),
+    (_NAMES.front.name, "each run's Pareto front and the aggregated front (run = -1)"),
+    (_NAMES.front_plot.name, "the 3-D Pareto fronts and their 2-D projections"),
+    (_NAMES.hypervolume_plot.name, "hypervolume against evaluations, per run"),
 )
 # Artifact names travel in URLs (GET /experiments/{id}/artifacts/{name}): plain file names only.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -133,3 +139,15 @@ def publish(results_dir: Path, staging: Path) -> Path:
 def discard(staging: Path) -> None:
     """Remove an unfinished staging folder (after a failure); the published analysis is kept."""
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    """Write an analysis table as Parquet with its declared schema (types stay fixed when rows are few).
+
+    Args:
+        path: the file.
+        rows: one mapping per row.
+        schema: the columns and their types.
+
+    """
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)

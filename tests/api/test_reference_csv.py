@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from evoprune.shared.config import ConfigError, RobustnessConfig, TrainingConfig
-from evoprune.shared.reference_csv import (
+from evoprune.api.reference_csv import (
     DATASET_COLUMNS,
     ReferenceCsvError,
     load_reference_config,
     ood_csv_files,
     read_csv_lines,
 )
+from evoprune.shared.config import ConfigError, RobustnessConfig, TrainingConfig
 
 COPIES = Path(__file__).parent / "reference_csv"
 PAPER_GA = "30,first,2048,512,-1,200,0,1,1,0\n"

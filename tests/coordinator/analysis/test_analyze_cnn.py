@@ -5,10 +5,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from evoprune.coordinator.analysis import analyze
-from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR
+from evoprune.coordinator.analysis.analyze import analyze
+from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
 from evoprune.shared.config import parse_config
-from tests.coordinator.analysis_fixtures import run_experiment
+from tests.coordinator.analysis.fixtures import run_experiment
 from tests.workers.generated_images import CLASSES, shapes_config_data
 
 SAMPLES = 3

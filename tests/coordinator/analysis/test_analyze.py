@@ -10,16 +10,16 @@ from PIL import Image
 from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 
-from evoprune.coordinator.analysis import analyze
-from evoprune.coordinator.analysis_artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
-from evoprune.coordinator.analysis_heatmaps import draw_heatmaps
-from evoprune.coordinator.analysis_inputs import AnalysisError, read_results
+from evoprune.coordinator.analysis.analyze import analyze
+from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
+from evoprune.coordinator.analysis.heatmaps import draw_heatmaps
+from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
 from evoprune.coordinator.results import read_evaluations
 from evoprune.shared.masks import decode_mask
 from evoprune.workers.head_layout import head_shape
 from evoprune.workers.importance import bit_meanings
 from evoprune.workers.retrain import retrain
-from tests.coordinator.analysis_fixtures import run_experiment, session_results, tiny_config
+from tests.coordinator.analysis.fixtures import run_experiment, session_results, tiny_config
 
 TEMPERATURE = 1000.0
 MIN_PNG_SIDE = 300

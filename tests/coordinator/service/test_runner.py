@@ -5,15 +5,13 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from evoprune.coordinator.evaluator import InProcessEvaluator
-from evoprune.coordinator.service import RunnerSpec, restore_lost_records, run_experiment
-from evoprune.coordinator.service_cache import ResilientFitnessCache
-from evoprune.coordinator.service_publish import StorePublisher
-from evoprune.shared.fitness_cache import LocalFitnessCache
-from evoprune.shared.objectives import Evaluation
+from evoprune.coordinator.assembly import Backend
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
+from evoprune.coordinator.service.records import restore_lost_records
+from evoprune.coordinator.service.runner import RunnerSpec, run_service_experiment
 from evoprune.shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
 from evoprune.shared.store_local import LocalStore
-from tests.coordinator.fakes import FakeProblem
+from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
 SEARCH = {"population_size": 8, "max_evaluations": 24, "runs": 2, "seed": 3}
 
@@ -35,11 +33,15 @@ class CountingProblem(FakeProblem):
         return super().evaluate(masks, worker)
 
 
-def evaluator_factory(problem):
-    def make(spec, config):
-        return InProcessEvaluator(problem), "fake-features", 64
+def fake_features(config, settings):
+    return fake_feature_set(64)
 
-    return make
+
+def backend_for(problem):
+    return Backend(
+        load_features=fake_features,
+        make_evaluator=lambda feature_set, config, settings: InProcessEvaluator(problem),
+    )
 
 
 class FlakyStore(LocalStore):
@@ -77,7 +79,7 @@ def all_events(store, experiment_id):
 def test_a_runner_publishes_the_whole_experiment(tmp_path):
     store = LocalStore(tmp_path)
     spec = new_experiment(store, tmp_path)
-    assert run_experiment(spec, evaluator_factory(CountingProblem()), store) == "succeeded"
+    assert run_service_experiment(spec, backend_for(CountingProblem()), store) == "succeeded"
     record = store.get(spec.experiment_id)
     results = tmp_path / "results" / spec.experiment_id
     summary = json.loads((results / "summary.json").read_text())
@@ -90,7 +92,7 @@ def test_a_runner_publishes_the_whole_experiment(tmp_path):
     assert record.started_at is not None and record.finished_at >= record.started_at
     events = all_events(store, spec.experiment_id)
     kinds = [data["type"] for _, data in events]
-    assert kinds[0] == "status" and kinds[-1] == "done" and kinds.count("evaluation") == 48
+    assert kinds[0] == "status" and kinds[-1] == "succeeded" and kinds.count("evaluation") == 48
     assert [seq for seq, _ in events] == list(range(1, len(events) + 1)) and record.last_event_seq == len(
         events
     )
@@ -116,7 +118,7 @@ def test_cancel_stops_at_the_next_step_and_keeps_the_results(tmp_path):
     problem = CountingProblem(delay_s=0.02)
     outcome = {}
     thread = threading.Thread(
-        target=lambda: outcome.setdefault("status", run_experiment(spec, evaluator_factory(problem), store))
+        target=lambda: outcome.setdefault("status", run_service_experiment(spec, backend_for(problem), store))
     )
     thread.start()
     while problem.calls < 5:
@@ -142,7 +144,7 @@ def test_a_restarted_runner_resumes_and_publishes_what_the_store_missed(tmp_path
     dying = CountingProblem(die_after=6)
     # the store goes away, then the runner dies: what it computed meanwhile is only in its journal
 
-    def outage_then_death(spec, config):
+    def outage_then_death(feature_set, config, settings):
         evaluator = InProcessEvaluator(dying)
         original = evaluator.submit
 
@@ -152,17 +154,17 @@ def test_a_restarted_runner_resumes_and_publishes_what_the_store_missed(tmp_path
             return original(masks)
 
         evaluator.submit = submit
-        return evaluator, "fake-features", 64
+        return evaluator
 
     with pytest.raises(Interrupt):
-        run_experiment(spec, outage_then_death, store)
+        run_service_experiment(spec, Backend(fake_features, outage_then_death), store)
     seen = store.get(spec.experiment_id).evaluations_done
     checkpoint = json.loads(
         (tmp_path / "results" / spec.experiment_id / "state" / "checkpoint.json").read_text()
     )
     assert seen < checkpoint["rows"]
     store.down = False
-    assert run_experiment(spec, evaluator_factory(CountingProblem()), store) == "succeeded"
+    assert run_service_experiment(spec, backend_for(CountingProblem()), store) == "succeeded"
     events = all_events(store, spec.experiment_id)
     evaluations = [data for _, data in events if data["type"] == "evaluation"]
     assert len(evaluations) == 48
@@ -179,88 +181,10 @@ def test_a_failing_experiment_ends_failed_with_its_message(tmp_path):
     store = LocalStore(tmp_path)
     spec = new_experiment(store, tmp_path)
 
-    def broken(spec, config):
+    def broken(config, settings):
         raise ValueError("the dataset cannot be loaded: folder:/nowhere does not exist")
 
-    assert run_experiment(spec, broken, store) == "failed"
+    assert run_service_experiment(spec, Backend(broken, backend_for(None).make_evaluator), store) == "failed"
     record = store.get(spec.experiment_id)
     assert record.status == "failed" and "folder:/nowhere" in record.error
     assert all_events(store, spec.experiment_id)[-1][1]["type"] == "failed"
-
-
-def test_publisher_keeps_events_through_an_outage(tmp_path):
-    store = FlakyStore(tmp_path)
-    spec = new_experiment(store, tmp_path)
-    snapshot = store.snapshot(spec.experiment_id)
-    publisher = StorePublisher(store, snapshot.record, snapshot.front)
-    publisher.add({"type": "status", "status": "running", "started_at": 1.0})
-    assert publisher.flush()
-    store.down = True
-    publisher.add({"type": "run-finished", "run": 0, "hypervolume": 0.5, "evaluations": 24, "cache_hits": 0})
-    assert not publisher.flush() and publisher.outage_since is not None
-    store.down = False
-    assert publisher.flush() and publisher.outage_since is None
-    assert [data["type"] for _, data in all_events(store, spec.experiment_id)] == ["status", "run-finished"]
-    assert store.get(spec.experiment_id).runs[0].finished
-
-
-def test_resilient_cache_misses_while_down_and_sends_later(tmp_path):
-    class Switchable(LocalFitnessCache):
-        down = False
-
-        def get_many(self, keys):
-            if self.down:
-                raise ConnectionError("down")
-            return super().get_many(keys)
-
-        def put_many(self, entries):
-            if self.down:
-                raise ConnectionError("down")
-            super().put_many(entries)
-
-    inner = Switchable(tmp_path / "c.jsonl")
-    cache = ResilientFitnessCache(inner)
-    value = Evaluation(accuracy=0.9, active_fraction=0.5, auroc=0.8)
-    inner.down = True
-    cache.put_many({"a": value})
-    assert cache.unsent == 1 and cache.get_many(["a", "b"]) == {"a": value}
-    inner.down = False
-    assert cache.get_many(["b"]) == {} and cache.unsent == 0
-    assert inner.get_many(["a"]) == {"a": value}
-
-
-RAY_FROM_A_SHORT_THREAD = """
-import threading, ray
-from evoprune.coordinator.service import RayLauncher
-launcher = RayLauncher(None)
-thread = threading.Thread(target=launcher.connect)
-thread.start()
-thread.join()
-
-@ray.remote
-def answer():
-    return 42
-
-print("answer", ray.get(answer.remote(), timeout=60))
-launcher.close()
-"""
-
-
-@pytest.mark.ray
-def test_a_local_ray_started_from_a_short_lived_thread_outlives_it(tmp_path):
-    # the server joins Ray from start-up and request threads; Ray's local processes die with the thread
-    # that spawned them unless the launcher keeps that thread alive
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    environment = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    completed = subprocess.run(
-        [sys.executable, "-c", RAY_FROM_A_SHORT_THREAD],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=150,
-    )
-    assert "answer 42" in completed.stdout, completed.stderr[-3000:]

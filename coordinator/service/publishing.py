@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from evoprune.shared.events import EvaluationFinished, Event, FrontChanged
+from evoprune.coordinator.service.live_view import LiveView
+from evoprune.shared.evaluation_row import EvaluationRow
+from evoprune.shared.events import Event, FrontChanged
 from evoprune.shared.pareto import ParetoArchive
 from evoprune.shared.store import (
     ExperimentRecord,
@@ -30,79 +30,11 @@ RETRY_PAUSE_MAX_S = 5.0
 log = logging.getLogger(__name__)
 
 
-def _now() -> float:
-    return time.time()
-
-
-class LiveView:
-    """An experiment's record and fronts, kept current by applying its events in order."""
-
-    def __init__(self, record: ExperimentRecord, front: FrontState) -> None:
-        self.record = record
-        self.front = front
-
-    def apply(self, data: dict[str, Any]) -> None:
-        """Update the view with one event (in `Event.to_dict` form, or a service `status` event).
-
-        Args:
-            data: the event; evaluation events get `evaluations_done`/`evaluations_total` added.
-
-        """
-        record = self.record
-        kind = data.get("type")
-        if kind == "status":
-            record.status = data["status"]
-            record.started_at = data.get("started_at") or record.started_at
-            record.mask_length = data.get("mask_length", record.mask_length)
-            data.update(started_at=record.started_at, mask_length=record.mask_length)
-        elif kind == "evaluation":
-            run = record.runs[data["run"]]
-            run.evaluations_done += 1
-            run.cache_hits += bool(data["cached"])
-            record.evaluations_done += 1
-            record.cache_hits += bool(data["cached"])
-            data["evaluations_done"] = record.evaluations_done
-            data["evaluations_total"] = record.evaluations_total
-        elif kind == "front":
-            front = {
-                "points": data["points"],
-                "masks": data["masks"],
-                "hypervolume": data["hypervolume"],
-                "evaluations": data["evaluations"],
-            }
-            self.front.fronts[int(data["run"])] = front
-            if data["run"] == -1:
-                record.hypervolume = data["hypervolume"]
-                history = self.front.history
-                if history and history[-1][0] == data["evaluations"]:
-                    history.pop()
-                history.append((int(data["evaluations"]), float(data["hypervolume"])))
-            else:
-                record.runs[data["run"]].hypervolume = data["hypervolume"]
-        elif kind == "run-finished":
-            run = record.runs[data["run"]]
-            run.finished = True
-            run.hypervolume = data["hypervolume"]
-        elif kind in ("done", "failed", "cancelled"):
-            record.status = {"done": "succeeded", "failed": "failed", "cancelled": "cancelled"}[kind]
-            record.finished_at = _now()
-            if kind == "done":
-                record.hypervolume = data["hypervolume"]
-                record.cache_hits = data["cache_hits"]
-            if kind == "failed":
-                record.error = data["message"]
-
-    def copies(self) -> tuple[ExperimentRecord, FrontState]:
-        """Independent copies, safe to serialise on another thread."""
-        front = FrontState(fronts=dict(self.front.fronts), history=list(self.front.history))
-        return copy.deepcopy(self.record), front
-
-
-def front_events(rows: Sequence[dict[str, Any]], runs: int) -> list[FrontChanged]:
+def front_events(rows: Sequence[EvaluationRow], runs: int) -> list[FrontChanged]:
     """The fronts of every run and of all runs together after `rows`, as front events.
 
     Args:
-        rows: journal rows (run, mask, accuracy, active_fraction, auroc), in journal order.
+        rows: journal rows, in journal order.
         runs: the number of runs.
 
     Returns:
@@ -112,24 +44,13 @@ def front_events(rows: Sequence[dict[str, Any]], runs: int) -> list[FrontChanged
     archives = {run: ParetoArchive() for run in [*range(runs), -1]}
     counts = dict.fromkeys(archives, 0)
     for row in rows:
-        point = np.array([[1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]]])
-        for run in (row["run"], -1):
-            archives[run].add(point, [row["mask"]])
+        point = np.array([row.minimisation()])
+        for run in (row.run, -1):
+            archives[run].add(point, [row.mask])
             counts[run] += 1
-    events = []
-    for run, archive in archives.items():
-        if counts[run]:
-            points = tuple((1.0 - p[0], p[1], 1.0 - p[2]) for p in archive.points.tolist())
-            events.append(
-                FrontChanged(
-                    run=run,
-                    points=points,
-                    masks=tuple(archive.labels),
-                    hypervolume=archive.hypervolume,
-                    evaluations=counts[run],
-                )
-            )
-    return events
+    return [
+        FrontChanged.of_archive(run, archive, counts[run]) for run, archive in archives.items() if counts[run]
+    ]
 
 
 class StorePublisher:
@@ -176,23 +97,20 @@ class StorePublisher:
     # ---- the bus side ----------------------------------------------------------------------------------
 
     def __call__(self, event: Event) -> None:
-        self.add(event.to_dict())
-
-    def add(self, data: dict[str, Any]) -> None:
-        """Record one event (an `Event.to_dict()` or a service `status` event) for publishing.
+        """Record one event for publishing (the bus's subscriber).
 
         Args:
-            data: the event mapping.
+            event: the experiment's next event.
 
         """
         with self._lock:
-            self.view.apply(data)
+            published = self.view.apply(event)
             self._seq += 1
             self.view.record.last_event_seq = self._seq
-            self._pending.append((self._seq, data))
-            self._front_dirty |= data.get("type") == "front"
+            self._pending.append((self._seq, published.to_dict()))
+            self._front_dirty |= isinstance(event, FrontChanged)
 
-    def catch_up(self, rows: Sequence[dict[str, Any]], runs: int) -> None:
+    def catch_up(self, rows: Sequence[EvaluationRow], runs: int) -> None:
         """After a restart: publish the evaluations the journal holds beyond what the store has seen.
 
         Args:
@@ -202,17 +120,7 @@ class StorePublisher:
         """
         done = self.view.record.evaluations_done
         for row in rows[done:]:
-            self(
-                EvaluationFinished(
-                    run=row["run"],
-                    step=row["step"],
-                    mask=row["mask"],
-                    objectives=(row["accuracy"], row["active_fraction"], row["auroc"]),
-                    cached=row["cached"],
-                    seconds=row["seconds"],
-                    worker=row["worker"],
-                )
-            )
+            self(row.event())
         if len(rows) > done or not self.view.front.fronts:
             for event in front_events(rows, runs):
                 self(event)

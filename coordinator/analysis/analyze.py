@@ -8,32 +8,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from evoprune.coordinator.analysis_artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
-from evoprune.coordinator.analysis_heatmaps import draw_heatmaps, head_owners
-from evoprune.coordinator.analysis_inputs import AnalysisError, ResultsInput, read_results
-from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.coordinator.analysis.artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
+from evoprune.coordinator.analysis.ensembles import ENSEMBLE_SUMMARY_KEYS, ensemble_table
+from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
+from evoprune.coordinator.analysis.importance import neuron_importance
+from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
 from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from evoprune.coordinator.plots_analysis import plot_ensembles, plot_importance
 from evoprune.coordinator.results import hypervolume_history
+from evoprune.shared.atomic_files import write_atomic
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
     DEFAULT_TOP,
-    BitMeaning,
-    bit_frequencies,
-    bit_label,
-    bit_meanings,
-    solutions_using,
-    top_bits,
 )
 
 ANALYSIS_FORMAT = "evoprune-analysis"
 ANALYSIS_VERSION = 1
 DEFAULT_SAMPLES = 4
-OBJECTIVES = ("accuracy", "active_fraction", "auroc")
 Log = Callable[[str], None]
 
 
@@ -117,7 +107,7 @@ def _write_all(
     config = inputs.config
     artifacts = _front_plots(inputs, out)
     say("counting neuron importance")
-    importance, top_rows, meanings, order, frequencies = _importance(inputs, features, top, out)
+    importance, top_rows, meanings, order, frequencies = neuron_importance(inputs, features, top, out)
     artifacts += importance
     say(f"re-training the {len(inputs.masks)} models of the aggregated front")
     # only the heads the heatmaps draw on keep their weights; logits are all the ensembles need
@@ -127,7 +117,7 @@ def _write_all(
     heatmap_artifacts, heatmaps = draw_heatmaps(inputs, meanings, order, frequencies, models, out, samples)
     artifacts += heatmap_artifacts
     say("building ensembles")
-    ensemble_rows = _ensembles(inputs, features, models, out)
+    ensemble_rows = ensemble_table(inputs, features, models, out)
     artifacts += [
         artifact(
             "ensembles.parquet", "majority-vote ensembles per percentile window of the front's accuracy"
@@ -150,7 +140,7 @@ def _write_all(
         ],
         "heatmaps": heatmaps,
         "ensembles": [
-            {key: row[key] for key in _ENSEMBLE_SUMMARY_KEYS if key in row} for row in ensemble_rows
+            {key: row[key] for key in ENSEMBLE_SUMMARY_KEYS if key in row} for row in ensemble_rows
         ],
         "artifacts": artifacts,
     }
@@ -181,109 +171,6 @@ def _with_slots(inputs: ResultsInput) -> list[dict[str, Any]]:
     return [{**row, "slot": index} for index, row in enumerate(inputs.evaluations)]
 
 
-def _importance(
-    inputs: ResultsInput, features: FeatureSet, top: int, out: Path
-) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[BitMeaning], list[int], np.ndarray]:
-    from evoprune.workers.head_layout import head_shape
-
-    config = inputs.config
-    counts, frequencies = bit_frequencies(inputs.masks)
-    order = [int(bit) for bit in top_bits(counts, top)]
-    rank_of = {bit: rank for rank, bit in enumerate(order, start=1)}
-    shape = head_shape(config.head, features.input_dim, features.num_classes)
-    meanings = bit_meanings(shape)
-    rows = []
-    for meaning in meanings:
-        users = [inputs.aggregate[i] for i in solutions_using(inputs.masks, meaning.bit)]
-        row: dict[str, Any] = {
-            "bit": meaning.bit,
-            "segment": meaning.segment,
-            "position": meaning.position,
-            "unit": meaning.unit,
-            "label": bit_label(meaning),
-            "count": int(counts[meaning.bit]),
-            "frequency": float(frequencies[meaning.bit]),
-            "rank": rank_of.get(meaning.bit),
-        }
-        for name in OBJECTIVES:
-            row[f"mean_{name}"] = float(np.mean([u[name] for u in users])) if users else None
-        row["best_accuracy"] = max((u["accuracy"] for u in users), default=None)
-        rows.append(row)
-    _write_table(out / "importance.parquet", rows, IMPORTANCE_SCHEMA)
-    solutions = [
-        {"rank": rank_of[bit], "bit": bit, "label": rows[bit]["label"]}
-        | {key: inputs.aggregate[i].get(key) for key in ("mask", *OBJECTIVES, *_test_columns(inputs))}
-        for bit in order
-        for i in solutions_using(inputs.masks, bit)
-    ]
-    _write_table(out / "importance_solutions.parquet", solutions, _solutions_schema(inputs))
-    top_rows = [rows[bit] for bit in order]
-    plot_importance(
-        top_rows, out / "importance.png", f"{config.name}: the {len(order)} most frequent neurons"
-    )
-    written = [
-        artifact("importance.parquet", "frequency of every mask bit in the aggregated front, top ranks"),
-        artifact("importance_solutions.parquet", "objectives of the front members that use each top neuron"),
-        artifact(
-            "importance.png", "bar plot of the top neurons' frequency, with their solutions' objectives"
-        ),
-    ]
-    return written, top_rows, meanings, order, frequencies
-
-
-def _test_columns(inputs: ResultsInput) -> tuple[str, ...]:
-    return ("test_accuracy", "test_auroc") if inputs.config.fitness_split == "validation" else ()
-
-
-_ENSEMBLE_SUMMARY_KEYS = (
-    "window_lower",
-    "window_upper",
-    "members",
-    "accuracy",
-    "auroc",
-    "best_accuracy",
-    "best_auroc",
-    "test_accuracy",
-    "test_auroc",
-)
-
-
-def _ensembles(inputs: ResultsInput, features: FeatureSet, models: list, out: Path) -> list[dict[str, Any]]:
-    from evoprune.workers.ensembles import window_ensembles
-
-    config = inputs.config
-    with_test = config.fitness_split == "validation"
-    rows = []
-    for result in window_ensembles(models, features, config.robustness.temperature):
-        members = [models[m] for m in result.members]
-        row: dict[str, Any] = {
-            "window_lower": result.window[0],
-            "window_upper": result.window[1],
-            "accuracy_low": result.accuracy_range[0],
-            "accuracy_high": result.accuracy_range[1],
-            "members": len(result.members),
-            "member_masks": [inputs.aggregate[m]["mask"] for m in result.members],
-            "member_accuracies": [model.evaluation.accuracy for model in members],
-            "member_aurocs": [model.evaluation.auroc for model in members],
-            "accuracy": result.accuracy,
-            "auroc": result.auroc,
-            "best_mask": None if result.best_member is None else inputs.aggregate[result.best_member]["mask"],
-            "best_accuracy": result.best_accuracy,
-            "best_auroc": result.best_auroc,
-        }
-        if with_test:
-            row |= {
-                "test_accuracy": result.test_accuracy,
-                "test_auroc": result.test_auroc,
-                "best_test_accuracy": result.best_test_accuracy,
-                "best_test_auroc": result.best_test_auroc,
-            }
-        rows.append(row)
-    _write_table(out / "ensembles.parquet", rows, _ensembles_schema(with_test))
-    plot_ensembles(rows, out / "ensembles.png", f"{config.name}: ensembles of the aggregated front")
-    return rows
-
-
 def _reproduction(front: list[dict[str, Any]], models: list) -> dict[str, Any]:
     """How closely the re-trained models reproduce the recorded objectives (exactly, on the same stack)."""
     accuracy_gaps = [
@@ -299,56 +186,3 @@ def _reproduction(front: list[dict[str, Any]], models: list) -> dict[str, Any]:
         "max_accuracy_difference": max(accuracy_gaps),
         "max_auroc_difference": max(auroc_gaps),
     }
-
-
-def _write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    pq.write_table(table, path)
-
-
-_FLOAT = pa.float64()
-IMPORTANCE_SCHEMA = pa.schema(
-    [
-        ("bit", pa.int32()),
-        ("segment", pa.int32()),
-        ("position", pa.int32()),
-        ("unit", pa.int32()),
-        ("label", pa.string()),
-        ("count", pa.int32()),
-        ("frequency", _FLOAT),
-        ("rank", pa.int32()),
-        ("mean_accuracy", _FLOAT),
-        ("mean_active_fraction", _FLOAT),
-        ("mean_auroc", _FLOAT),
-        ("best_accuracy", _FLOAT),
-    ]
-)
-
-
-def _solutions_schema(inputs: ResultsInput) -> pa.Schema:
-    fields = [("rank", pa.int32()), ("bit", pa.int32()), ("label", pa.string()), ("mask", pa.string())]
-    return pa.schema(fields + [(name, _FLOAT) for name in (*OBJECTIVES, *_test_columns(inputs))])
-
-
-def _ensembles_schema(with_test: bool) -> pa.Schema:
-    fields = [
-        ("window_lower", pa.int32()),
-        ("window_upper", pa.int32()),
-        ("accuracy_low", _FLOAT),
-        ("accuracy_high", _FLOAT),
-        ("members", pa.int32()),
-        ("member_masks", pa.list_(pa.string())),
-        ("member_accuracies", pa.list_(_FLOAT)),
-        ("member_aurocs", pa.list_(_FLOAT)),
-        ("accuracy", _FLOAT),
-        ("auroc", _FLOAT),
-        ("best_mask", pa.string()),
-        ("best_accuracy", _FLOAT),
-        ("best_auroc", _FLOAT),
-    ]
-    if with_test:
-        fields += [
-            (name, _FLOAT)
-            for name in ("test_accuracy", "test_auroc", "best_test_accuracy", "best_test_auroc")
-        ]
-    return pa.schema(fields)

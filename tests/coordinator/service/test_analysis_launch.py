@@ -6,15 +6,14 @@ import json
 
 import pytest
 
-from evoprune.coordinator.service_analysis import (
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.service.analysis_launch import AnalysisSpec, run_analysis
+from evoprune.coordinator.service.analysis_status import (
     LOST_AFTER_S,
-    STATUS_FILE,
-    AnalysisSpec,
     analysis_state,
     mark_requested,
     read_status,
     restore_status,
-    run_analysis,
 )
 
 NOW = 1_000_000.0
@@ -32,14 +31,14 @@ def test_without_a_status_file_the_analysis_folder_decides(tmp_path):
     assert analysis_state(tmp_path, never_asked).status == "succeeded"
     # an unreadable or foreign status file is no status file
     for text in ("{not json", '["running"]', '{"status": "dancing"}'):
-        (tmp_path / STATUS_FILE).write_text(text)
+        ResultsLayout(tmp_path).analysis_status.write_text(text)
         assert read_status(tmp_path) is None
         assert analysis_state(tmp_path, never_asked).status == "succeeded"
 
 
 def test_a_running_analysis_is_lost_only_when_its_actor_is_gone_after_the_grace_period(tmp_path):
     spec = AnalysisSpec("00000000000000aa", str(tmp_path), top=3, samples=2)
-    mark_requested(spec, now=NOW)
+    mark_requested(tmp_path, spec.top, spec.samples, now=NOW)
     state = analysis_state(tmp_path, never_asked, now=NOW + LOST_AFTER_S - 1)
     assert (state.status, state.top, state.samples, state.requested_at) == ("running", 3, 2, NOW)
     assert state.stage
@@ -52,19 +51,19 @@ def test_a_running_analysis_is_lost_only_when_its_actor_is_gone_after_the_grace_
 
 def test_restore_puts_back_the_previous_status(tmp_path):
     spec = AnalysisSpec("00000000000000aa", str(tmp_path))
-    mark_requested(spec)
+    mark_requested(tmp_path, spec.top, spec.samples)
     restore_status(tmp_path, None)
-    assert not (tmp_path / STATUS_FILE).exists()
+    assert not ResultsLayout(tmp_path).analysis_status.exists()
     previous = {"status": "failed", "error": "boom", "finished_at": NOW}
-    (tmp_path / STATUS_FILE).write_text(json.dumps(previous))
-    mark_requested(spec)
+    ResultsLayout(tmp_path).analysis_status.write_text(json.dumps(previous))
+    mark_requested(tmp_path, spec.top, spec.samples)
     restore_status(tmp_path, previous)
     assert read_status(tmp_path) == previous
 
 
 def test_a_run_reports_its_stages_then_success(tmp_path):
     spec = AnalysisSpec("00000000000000aa", str(tmp_path), top=4, samples=1)
-    mark_requested(spec, now=NOW)
+    mark_requested(tmp_path, spec.top, spec.samples, now=NOW)
     seen = []
 
     def analyze(results_dir, *, top, samples, log):

@@ -1,0 +1,220 @@
+"""One experiment assembled and run the same way for every way in (the command line and the service)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from evoprune.coordinator.evaluator_interface import Evaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.resilient_cache import ResilientFitnessCache
+from evoprune.coordinator.results_dir import ExperimentError
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.evaluation_row import EvaluationRow
+from evoprune.shared.events import EventBus
+from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
+from evoprune.shared.fitness_cache_redis import RedisFitnessCache
+from evoprune.shared.store_redis import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
+from evoprune.workers.features import FeatureSet
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How an experiment runs, whichever way it came in; picklable, so a service runner carries it to Ray.
+
+    The command line builds it from its flags and environment, the service from its own settings.
+    """
+
+    # worker actors; None: one per GPU, else one per CPU node; 0: evaluate in this process without Ray
+    workers: int | None = None
+    # the Ray cluster to join; None: RAY_ADDRESS, else a local Ray
+    address: str | None = None
+    # the shared fitness cache in Redis (REDIS_URL), its keys under "<redis_prefix>:fitness:"
+    redis_url: str | None = None
+    redis_prefix: str = "evoprune"
+    # without Redis: a JSON-lines fitness cache shared by experiments (None: each experiment's own only)
+    local_fitness_cache: str | None = None
+    # the most bits a mask may have (a server's bound); None: no bound
+    max_mask_length: int | None = None
+    # "module:attribute" of a Ray actor class with the FeatureWorker interface; None: the real worker
+    worker_actor: str | None = None
+    # a progress bar while features are extracted (the terminal has one; a service runner has no terminal)
+    show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where features and evaluations come from: the one seam of the assembly (tests swap in fakes)."""
+
+    load_features: Callable[[ExperimentConfig, RunSettings], FeatureSet]
+    make_evaluator: Callable[[FeatureSet, ExperimentConfig, RunSettings], Evaluator]
+
+
+def load_features(config: ExperimentConfig, settings: RunSettings) -> FeatureSet:
+    """Load (or extract and cache) an experiment's features.
+
+    Args:
+        config: the experiment.
+        settings: whether to show extraction progress.
+
+    Returns:
+        The feature set.
+
+    Raises:
+        ExperimentError: the config cannot run, or its dataset cannot be loaded; the message says why.
+
+    """
+    from evoprune.workers.assemble import load_feature_set  # TensorFlow and datasets: loaded when used
+
+    problems = config.runnable_problems()
+    if problems:
+        raise ExperimentError("; ".join(problems))
+    try:
+        return load_feature_set(config, progress=settings.show_progress)
+    except (ValueError, OSError) as error:
+        # DatasetError, BackboneError and feature-schema errors are ValueErrors naming the file or field.
+        raise ExperimentError(f"the dataset cannot be loaded: {error}") from None
+
+
+def make_evaluator(feature_set: FeatureSet, config: ExperimentConfig, settings: RunSettings) -> Evaluator:
+    """Start the evaluator the settings ask for: in this process (0 workers) or a Ray worker pool.
+
+    Args:
+        feature_set: the features the workers hold.
+        config: the experiment (its training protocol).
+        settings: workers, cluster address and worker actor class.
+
+    Returns:
+        A ready evaluator; the caller closes it.
+
+    """
+    if settings.workers == 0:
+        from evoprune.coordinator.evaluator_interface import InProcessEvaluator
+
+        return InProcessEvaluator.for_feature_set(feature_set, config)
+    from evoprune.coordinator.dispatch import RayEvaluator
+
+    actor_class = _import(settings.worker_actor) if settings.worker_actor else None
+    return RayEvaluator(
+        feature_set, config, workers=settings.workers, address=settings.address, actor_class=actor_class
+    )
+
+
+DEFAULT_BACKEND = Backend(load_features=load_features, make_evaluator=make_evaluator)
+
+
+def _import(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def open_fitness_cache(settings: RunSettings) -> FitnessCache | None:
+    """The fitness cache shared across experiments that the settings name, riding out its outages.
+
+    Args:
+        settings: the Redis URL and prefix, or the local cache file.
+
+    Returns:
+        The open cache, or None when experiments share none (each keeps its own ledger regardless).
+
+    """
+    inner: FitnessCache
+    if settings.redis_url:
+        # the store's timeouts: an unreachable Redis makes lookups miss instead of hanging the search
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        inner = RedisFitnessCache(
+            settings.redis_url, prefix=f"{settings.redis_prefix}:fitness:", client=client
+        )
+    elif settings.local_fitness_cache:
+        inner = LocalFitnessCache(settings.local_fitness_cache)
+    else:
+        return None
+    return ResilientFitnessCache(inner)
+
+
+def mask_length_problem(config: ExperimentConfig, limit: int | None, input_dim: int | None) -> str | None:
+    """A server's mask-length bound, checked at submission (input_dim None) and once the features load.
+
+    Args:
+        config: the experiment.
+        limit: the server's bound (EVOPRUNE_MAX_MASK_LENGTH); None: no bound.
+        input_dim: the number of features; None checks the part known before they load.
+
+    Returns:
+        A message naming the field and the setting, or None when the mask fits.
+
+    """
+    if limit is None:
+        return None
+    problem = config.head.mask_length_problem(limit, input_dim, limit_name="this server allows")
+    return None if problem is None else f"{problem}; EVOPRUNE_MAX_MASK_LENGTH sets the bound"
+
+
+ReadyHook = Callable[[Experiment, list[EvaluationRow]], None]
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    results_dir: Path,
+    settings: RunSettings,
+    bus: EventBus,
+    checkpoint: dict[str, Any] | None = None,
+    backend: Backend = DEFAULT_BACKEND,
+    on_ready: ReadyHook | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Assemble an experiment, start or resume it, run it to its end and release what it used.
+
+    Features are loaded, the mask length checked, the fitness cache opened and the evaluator started;
+    then the experiment starts afresh (no checkpoint) or continues from `checkpoint`, runs, and the
+    evaluator and cache are closed whatever happened.
+
+    Args:
+        config: the experiment.
+        results_dir: where it writes (and, resuming, what it continues).
+        settings: how it runs.
+        bus: receives the experiment's events.
+        checkpoint: from `results_dir.load_resumable` to resume; None starts afresh.
+        backend: where features and evaluations come from.
+        on_ready: called once the experiment is started or restored, before it runs, with the
+            experiment and the journal rows a resume restored (empty for a fresh start).
+        should_stop: polled between steps; True cancels (see `Experiment.run`).
+
+    Returns:
+        The summary, as in summary.json.
+
+    Raises:
+        ExperimentError: the config, features or results directory do not allow it to run.
+        EvaluationError: evaluations failed beyond what the evaluator retries.
+
+    """
+    feature_set = backend.load_features(config, settings)
+    mask_length = config.head.mask_length(feature_set.input_dim)
+    problem = mask_length_problem(config, settings.max_mask_length, feature_set.input_dim)
+    if problem is not None:
+        raise ExperimentError(problem)
+    cache = open_fitness_cache(settings)
+    evaluator: Evaluator | None = None
+    try:
+        evaluator = backend.make_evaluator(feature_set, config, settings)
+        experiment = Experiment(config, results_dir, feature_set.key, mask_length, evaluator, bus, cache)
+        if checkpoint is None:
+            experiment.start()
+            restored: list[EvaluationRow] = []
+        else:
+            restored = experiment.restore(checkpoint)
+        if on_ready is not None:
+            on_ready(experiment, restored)
+        return experiment.run(should_stop)
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+        if cache is not None:
+            cache.close()

@@ -1,0 +1,121 @@
+"""Experiment records of the service: made at submission, ended without a runner, copied, restored."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.service.live_view import LiveView
+from evoprune.shared.atomic_files import write_json_atomic
+from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.events import Event, ExperimentCancelled, ExperimentFailed
+from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, Store, StoreError, StoreSpec
+
+log = logging.getLogger(__name__)
+
+
+def new_record(
+    experiment_id: str, config: ExperimentConfig, results_root: Path, name: str | None = None
+) -> ExperimentRecord:
+    """The record of an experiment just submitted: queued, nothing evaluated yet.
+
+    Args:
+        experiment_id: its new id.
+        config: its validated config.
+        results_root: the folder that holds the service's results directories.
+        name: a display name; None: the config's name.
+
+    Returns:
+        The record, not yet stored.
+
+    """
+    search = config.search
+    return ExperimentRecord(
+        id=experiment_id,
+        name=name or config.name,
+        config=config.model_dump(mode="json"),
+        results_dir=str((results_root / experiment_id).resolve()),
+        evaluations_total=search.runs * search.max_evaluations,
+        runs=[
+            RunProgress(run=run, seed=search.seed + run, evaluations_total=search.max_evaluations)
+            for run in range(search.runs)
+        ],
+    )
+
+
+def end_without_runner(
+    store: Store, record: ExperimentRecord, message: str | None = None
+) -> ExperimentRecord:
+    """Record the end of an experiment whose runner does not exist (it could not start, or is gone).
+
+    Args:
+        store: the store.
+        record: the experiment's current record.
+        message: the error when it failed; None: it was cancelled.
+
+    Returns:
+        The updated record.
+
+    """
+    event: Event = (
+        ExperimentCancelled(evaluations=record.evaluations_done, results_dir=record.results_dir)
+        if message is None
+        else ExperimentFailed(message=message)
+    )
+    event = LiveView(record, FrontState()).apply(event)
+    record.last_event_seq += 1
+    store.publish(record.id, [(record.last_event_seq, event.to_dict())], record)
+    return record
+
+
+def write_record_copy(layout: ResultsLayout, record: ExperimentRecord, front: FrontState) -> None:
+    """Keep the final record and fronts in the results directory: the API rebuilds a lost record from it.
+
+    Args:
+        layout: the experiment's results directory.
+        record: its record.
+        front: its fronts.
+
+    """
+    try:
+        write_json_atomic(layout.record_copy, {"record": record.to_dict(), "front": front.to_dict()})
+    except OSError as error:
+        log.error("cannot write %s: %s", layout.record_copy, error)
+
+
+def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None) -> list[str]:
+    """Put back records the store lost, from the copies in the results directories.
+
+    That happens when Redis restarts without persistence after the experiments' runners had ended.
+
+    Args:
+        store: the store.
+        spec: the store's spec (its data directory holds the results directories).
+        only: restore this experiment only (None: every results directory).
+
+    Returns:
+        The ids restored.
+
+    """
+    root = spec.results_root
+    folders = [root / only] if only is not None else (sorted(root.iterdir()) if root.is_dir() else [])
+    restored = []
+    for folder in folders:
+        path = ResultsLayout(folder).record_copy
+        if not path.is_file() or store.get(folder.name) is not None:
+            continue
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            record = ExperimentRecord.from_dict(state["record"])
+            front = FrontState.from_dict(state["front"])
+        except (OSError, ValueError, KeyError, StoreError) as error:
+            log.error("cannot restore %s: %s", path, error)
+            continue
+        if record.id != folder.name:
+            continue
+        # no events: the stream of a restored experiment is its snapshot and `done`
+        store.publish(record.id, [], record, front, expect_existing=False)
+        restored.append(record.id)
+    return restored

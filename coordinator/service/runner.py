@@ -1,0 +1,208 @@
+"""The service's experiment runner: a detached Ray actor that runs one experiment and publishes it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
+from evoprune.coordinator.checkpoint import CheckpointError, read_json
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.results_dir import ExperimentError, ResultsLayout, load_resumable
+from evoprune.coordinator.service.actors import end_this_actor
+from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.coordinator.service.records import write_record_copy
+from evoprune.shared.config import ConfigError, parse_config
+from evoprune.shared.evaluation_row import EvaluationRow
+from evoprune.shared.events import (
+    EventBus,
+    ExperimentFailed,
+    ExperimentStatus,
+    ExperimentSucceeded,
+    StatusChanged,
+)
+from evoprune.shared.store import (
+    ExperimentRecord,
+    FrontState,
+    Store,
+    StoredEvent,
+    StoreError,
+    StoreSpec,
+    retry,
+)
+from evoprune.shared.store_factory import open_store
+
+# a runner whose process dies (out of memory, a lost node) is restarted by Ray and resumes from its
+# checkpoint: the experiment-level recovery, unrelated to the dispatcher's retries of worker calls
+RUNNER_RESTARTS = 3
+STORE_ATTEMPTS_AT_START = 8
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """All a runner needs, picklable: Ray keeps it to restart the runner after a crash."""
+
+    experiment_id: str
+    store: StoreSpec
+    run: RunSettings = field(default_factory=RunSettings)
+    final_publish_deadline_s: float = 600.0
+
+
+def _initial_record(store: Store, spec: RunnerSpec) -> tuple[ExperimentRecord, FrontState, list[StoredEvent]]:
+    """The record, fronts and events the store holds (retrying while it is unreachable)."""
+
+    def load() -> tuple[ExperimentRecord, FrontState, list[StoredEvent]]:
+        snapshot = store.snapshot(spec.experiment_id)
+        if snapshot is None:
+            raise StoreError(f"the store has no experiment {spec.experiment_id}")
+        events: list[StoredEvent] = []
+        after = 0
+        while batch := store.read_events(spec.experiment_id, after, limit=5000):
+            events.extend(batch)
+            after = batch[-1][0]
+        return snapshot.record, snapshot.front, events
+
+    return retry(load, (StoreError,), STORE_ATTEMPTS_AT_START, first_delay_s=0.25, max_delay_s=4.0)
+
+
+def run_service_experiment(
+    spec: RunnerSpec, backend: Backend = DEFAULT_BACKEND, store: Store | None = None
+) -> ExperimentStatus:
+    """Run (or resume) one experiment of the service to its end, publishing it to the store.
+
+    Args:
+        spec: which experiment, where its store is, and how it runs.
+        backend: where features and evaluations come from (tests swap in fakes).
+        store: the store to publish to; None opens the one `spec.store` names (and closes it at the end).
+
+    Returns:
+        The final status: succeeded, failed or cancelled.
+
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    own_store = store is None
+    store = open_store(spec.store) if store is None else store
+    record, front, history = _initial_record(store, spec)
+    layout = ResultsLayout(Path(record.results_dir))
+    if record.terminal:
+        return record.status  # a restarted runner of an experiment that already ended
+    publisher = StorePublisher(store, record, front, history)
+    publisher.start()
+    bus = EventBus()
+    bus.subscribe(publisher)
+    started_at = record.started_at or time.time()  # a resumed experiment keeps its first start
+    publisher(StatusChanged(status=ExperimentStatus.RUNNING, started_at=started_at))
+    try:
+        config = parse_config(record.config, f"experiment {record.id}")
+        checkpoint = _checkpoint(layout)
+        if checkpoint is not None and checkpoint.get("status") == ExperimentStatus.SUCCEEDED:
+            _publish_finished(publisher, layout, checkpoint, config.search.runs)
+        else:
+            if checkpoint is not None:
+                config, checkpoint = load_resumable(layout.root)
+
+            def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
+                # running still, now with the mask length the features decided
+                publisher(StatusChanged(status=ExperimentStatus.RUNNING, mask_length=experiment.mask_length))
+                if checkpoint is not None:
+                    publisher.catch_up(restored, config.search.runs)
+
+            run_experiment(
+                config,
+                layout.root,
+                spec.run,
+                bus,
+                checkpoint,
+                backend,
+                on_ready=ready,
+                should_stop=lambda: _cancel_requested(store, spec.experiment_id),
+            )
+    except (ConfigError, ExperimentError) as error:
+        publisher(ExperimentFailed(message=str(error)))
+    except Exception as error:
+        log.error("experiment %s failed:\n%s", spec.experiment_id, traceback.format_exc())
+        if not publisher.terminal:  # Experiment.run has already said so when the error came from there
+            publisher(ExperimentFailed(message=f"{type(error).__name__}: {error}"))
+    finally:
+        published = publisher.stop(spec.final_publish_deadline_s)
+        write_record_copy(layout, *publisher.view.copies())
+        if own_store:
+            store.close()
+        if not published:
+            log.error("experiment %s: the store missed its final state", spec.experiment_id)
+    return publisher.view.record.status
+
+
+def _checkpoint(layout: ResultsLayout) -> dict[str, Any] | None:
+    if not layout.checkpoint.exists():
+        return None
+    try:
+        return dict(read_json(layout.checkpoint))
+    except CheckpointError:
+        return None
+
+
+def _publish_finished(
+    publisher: StorePublisher, layout: ResultsLayout, checkpoint: dict[str, Any], runs: int
+) -> None:
+    """The runner died after the experiment finished but before the store heard: publish the end."""
+    lines = layout.journal.read_text(encoding="utf-8").splitlines()[: int(checkpoint["rows"])]
+    publisher.catch_up([EvaluationRow.from_dict(json.loads(line)) for line in lines], runs)
+    summary = read_json(layout.summary)
+    publisher(
+        ExperimentSucceeded(
+            hypervolume=summary["aggregate"]["hypervolume"],
+            evaluations=summary["aggregate"]["evaluations"],
+            cache_hits=summary["aggregate"]["cache_hits"],
+            seconds=summary.get("wall_time_s", 0.0),
+            results_dir=str(layout.root),
+        )
+    )
+
+
+def _cancel_requested(store: Store, experiment_id: str) -> bool:
+    try:
+        return store.cancel_requested(experiment_id)
+    except StoreError:
+        return False  # the store is down: keep going; the request is seen once it is back
+
+
+class ExperimentRunner:
+    """The body of the detached Ray actor that owns one experiment (see `RUNNER_ACTOR`).
+
+    The experiment runs on a thread started by the constructor, so it belongs to the actor alone: the API
+    process that created it may stop and start again meanwhile. When Ray restarts a crashed runner, the
+    constructor runs again and the experiment resumes from its checkpoint. A finished runner removes itself.
+    """
+
+    def __init__(self, spec: RunnerSpec) -> None:
+        self.spec = spec
+        self.status = ExperimentStatus.RUNNING
+        self._thread = threading.Thread(
+            target=self._run, name=f"experiment-{spec.experiment_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.status = run_service_experiment(self.spec)
+        finally:
+            end_this_actor()
+
+    def ping(self) -> str:
+        """Answer whether the experiment thread is still going."""
+        return self.status
+
+
+RUNNER_ACTOR = ray.remote(num_cpus=0, max_restarts=RUNNER_RESTARTS, max_task_retries=0)(ExperimentRunner)

@@ -1,0 +1,80 @@
+"""One row of an experiment's evaluations: as journaled, written to Parquet, and announced as an event."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from evoprune.shared.events import EvaluationFinished
+from evoprune.shared.objectives import Evaluation, Objectives, minimisation_of
+
+
+@dataclass(frozen=True)
+class EvaluationRow:
+    """One mask of one run's step, with its objectives and what it cost (nothing for a cache hit)."""
+
+    run: int
+    step: int
+    slot: int
+    key: str
+    mask: str
+    mask_length: int
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    test_accuracy: float | None = None
+    test_auroc: float | None = None
+
+    @property
+    def objectives(self) -> Objectives:
+        """(accuracy, active_fraction, auroc)."""
+        return (self.accuracy, self.active_fraction, self.auroc)
+
+    def minimisation(self) -> tuple[float, float, float]:
+        """(1 - accuracy, active_fraction, 1 - auroc): the space fronts and hypervolume work in."""
+        return minimisation_of(self.objectives)
+
+    def evaluation(self) -> Evaluation:
+        """The mask's evaluation, as the fitness cache and the search know it."""
+        return Evaluation(
+            accuracy=self.accuracy,
+            active_fraction=self.active_fraction,
+            auroc=self.auroc,
+            test_accuracy=self.test_accuracy,
+            test_auroc=self.test_auroc,
+            seconds=self.seconds,
+            worker=self.worker,
+        )
+
+    def event(self) -> EvaluationFinished:
+        """The event that announces this row."""
+        return EvaluationFinished(
+            run=self.run,
+            step=self.step,
+            mask=self.mask,
+            objectives=self.objectives,
+            cached=self.cached,
+            seconds=self.seconds,
+            worker=self.worker,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form kept in the journal (and turned into evaluations.parquet)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationRow:
+        """Read a row back from its `to_dict` form.
+
+        Args:
+            data: a journal line.
+
+        Returns:
+            The row.
+
+        """
+        return cls(**{item.name: data[item.name] for item in dataclasses.fields(cls) if item.name in data})
