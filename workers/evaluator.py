@@ -12,9 +12,9 @@ from keras import ops
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError, active_fraction
 from evoprune.shared.objectives import Evaluation
-from evoprune.workers import head_core
+from evoprune.workers import fused, head_core
 from evoprune.workers.backend import backend_name, compile_function, has_accelerator
-from evoprune.workers.early_stopping import EarlyStoppingState, should_compact
+from evoprune.workers.early_stopping import EarlyStoppingState, mean_epoch_loss, should_compact
 from evoprune.workers.features import FeatureSet, Fold, Split
 from evoprune.workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
 from evoprune.workers.odin import auroc, odin_scores
@@ -59,6 +59,7 @@ class BatchedEvaluator:
         *,
         group_size: int | None = None,
         xla: bool | None = None,
+        epochs_per_call: int | None = None,
     ) -> None:
         """Prepares the evaluator; features go to the backend's device once.
 
@@ -69,6 +70,7 @@ class BatchedEvaluator:
                 model's weights and momenta in cache, which measured faster than one large batch whose
                 optimizer update streams through memory; an accelerator takes every mask at once.
             xla: compile with XLA under TensorFlow (measured fastest for small groups on CPU).
+            epochs_per_call: overrides `training.epochs_per_call` (the benchmark times both paths).
         """
         accelerator = has_accelerator()
         self.group_size = group_size or (1024 if accelerator else CPU_GROUP_SIZE)
@@ -93,6 +95,13 @@ class BatchedEvaluator:
         self._train_epoch = compile_function(partial(head_core.train_epoch, self._spec), xla=self.xla)
         self._logits = compile_function(partial(head_core.logits_for, self._spec), xla=self.xla)
         self._select = compile_function(head_core.select_models)
+        stopping = training.early_stopping
+        stopping_spec = fused.StoppingSpec(stopping.enabled, stopping.min_delta, stopping.patience)
+        self._train_epochs = compile_function(
+            partial(fused.train_epochs, self._spec, stopping_spec), xla=self.xla
+        )
+        per_call = training.epochs_per_call if epochs_per_call is None else epochs_per_call
+        self.epochs_per_call = min(per_call or training.max_epochs, training.max_epochs)
         self._folds = [self._device_fold(fold) for fold in feature_set.folds]
 
     @property
@@ -215,6 +224,12 @@ class BatchedEvaluator:
         return order.reshape(batch_count, batch_size), weights.reshape(batch_count, batch_size)
 
     def _train(self, fold_index: int, kept: list[list[np.ndarray]]) -> list[_Trained]:
+        if self.epochs_per_call == 1:
+            return self._train_per_epoch(fold_index, kept)
+        return self._train_fused(fold_index, kept)
+
+    def _train_per_epoch(self, fold_index: int, kept: list[list[np.ndarray]]) -> list[_Trained]:
+        """The reference path: one compiled call per epoch, early stopping decided on the host."""
         training = self.config.training
         stopping = training.early_stopping
         data = self._folds[fold_index]
@@ -236,7 +251,8 @@ class BatchedEvaluator:
                 ops.convert_to_tensor(np.int32(epoch * batch_count)),
             )
             batch.params, batch.momenta = params, momenta
-            epoch_losses = np.asarray(ops.convert_to_numpy(loss_total), dtype=np.float64) / size
+            totals = np.asarray(ops.convert_to_numpy(loss_total))
+            epoch_losses = [mean_epoch_loss(total, size) for total in totals]
             improved = np.array(
                 [state.observe(loss) for state, loss in zip(batch.states, epoch_losses, strict=True)]
             )
@@ -263,6 +279,51 @@ class BatchedEvaluator:
                         batch.states[row].retire()
         return [finished[m] for m in range(len(kept))]
 
+    def _train_fused(self, fold_index: int, kept: list[list[np.ndarray]]) -> list[_Trained]:
+        """`epochs_per_call` epochs per compiled call, early stopping on the device (workers/fused.py)."""
+        max_epochs = self.config.training.max_epochs
+        data = self._folds[fold_index]
+        size = data["size"]
+        batch = self._batch_for(list(range(len(kept))), kept)
+        state = fused.StoppingTensors.initial(len(kept))
+        weights = ops.convert_to_tensor(self._epoch_order(fold_index, 0, size)[1])
+        finished: dict[int, _Trained] = {}
+        epoch = 0
+        while True:
+            orders = fused.epoch_orders(
+                lambda e: self._epoch_order(fold_index, e, size)[0], epoch, self.epochs_per_call, max_epochs
+            )
+            batch.params, batch.momenta, batch.best, state_tensors = self._train_epochs(
+                batch.params,
+                batch.momenta,
+                batch.best,
+                state.as_tuple(),
+                data["features"],
+                data["targets"],
+                ops.convert_to_tensor(orders),
+                weights,
+                batch.input_indices,
+                ops.convert_to_tensor(np.float32(size)),
+                ops.convert_to_tensor(np.int32(epoch)),
+                ops.convert_to_tensor(np.int32(max_epochs)),
+            )
+            state = fused.StoppingTensors(*state_tensors)
+            epoch = min(epoch + self.epochs_per_call, max_epochs)
+            stopped = np.asarray(ops.convert_to_numpy(state.stopped))
+            stop_epochs = np.asarray(ops.convert_to_numpy(state.stop_epoch))
+            for stop_epoch in sorted({int(stop_epochs[row]) for row in np.flatnonzero(stopped)}):
+                rows = [int(row) for row in np.flatnonzero(stopped & (stop_epochs == stop_epoch))]
+                self._collect(batch, rows, kept, finished, stop_epoch + 1, early_stopped=True)
+            remaining = [int(row) for row in np.flatnonzero(~stopped)]
+            if epoch >= max_epochs:
+                self._collect(batch, remaining, kept, finished, max_epochs, early_stopped=False)
+            if epoch >= max_epochs or not remaining:
+                break
+            if should_compact(len(remaining), len(batch.members), _backend_prefers_fixed_shapes()):
+                batch = self._compact(batch, remaining, kept)
+                state = state.take(np.asarray(remaining, dtype=np.int32))
+        return [finished[m] for m in range(len(kept))]
+
     def _collect(
         self,
         batch: _Batch,
@@ -275,8 +336,10 @@ class BatchedEvaluator:
     ) -> None:
         if not rows:
             return
-        restore = self.config.training.early_stopping.restore_best_weights
-        use_best = restore == "always" or (restore == "when_stopped" and early_stopped)
+        stopping = self.config.training.early_stopping
+        restore = stopping.restore_best_weights
+        # without early stopping there is no callback to restore anything (as in model.fit)
+        use_best = stopping.enabled and (restore == "always" or (restore == "when_stopped" and early_stopped))
         source = batch.best if use_best else batch.params
         arrays = [np.asarray(ops.convert_to_numpy(tensor)) for tensor in source]
         for row in rows:
