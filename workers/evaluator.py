@@ -16,6 +16,13 @@ from evoprune.workers import fused, head_core
 from evoprune.workers.backend import backend_name, compile_function, has_accelerator
 from evoprune.workers.early_stopping import EarlyStoppingState, mean_epoch_loss, should_compact
 from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.grouping import (
+    ACCELERATOR_MIN_GROUP,
+    ACCELERATOR_PADDING_WASTE,
+    CallFlops,
+    GroupPolicy,
+    group_masks,
+)
 from evoprune.workers.head_layout import HeadShape, active_indices, head_shape, initial_weights, padded_width
 from evoprune.workers.odin import auroc, odin_scores
 
@@ -60,6 +67,7 @@ class BatchedEvaluator:
         group_size: int | None = None,
         xla: bool | None = None,
         epochs_per_call: int | None = None,
+        padding_waste: float | None = None,
     ) -> None:
         """Prepares the evaluator; features go to the backend's device once.
 
@@ -71,11 +79,20 @@ class BatchedEvaluator:
                 optimizer update streams through memory; an accelerator takes every mask at once.
             xla: compile with XLA under TensorFlow (measured fastest for small groups on CPU).
             epochs_per_call: overrides `training.epochs_per_call` (the benchmark times both paths).
+            padding_waste: split masks into groups whose padding FLOPs stay under this fraction (groups of
+                at least ACCELERATOR_MIN_GROUP on an accelerator); the default on an accelerator is
+                ACCELERATOR_PADDING_WASTE, on a CPU fixed groups of `group_size` masks sorted by width.
         """
         accelerator = has_accelerator()
         self.group_size = group_size or (1024 if accelerator else CPU_GROUP_SIZE)
         if self.group_size < 1:
             raise ValueError("group_size must be >= 1")
+        if accelerator:
+            waste = ACCELERATOR_PADDING_WASTE if padding_waste is None else padding_waste
+            self.group_policy = GroupPolicy(self.group_size, waste, ACCELERATOR_MIN_GROUP)
+        else:
+            self.group_policy = GroupPolicy(self.group_size, padding_waste)
+        self.last_flops = CallFlops()  # the arithmetic of the latest evaluate() call's training
         self.xla = (not accelerator) if xla is None else xla
         self.feature_set = feature_set
         self.config = config
@@ -140,20 +157,30 @@ class BatchedEvaluator:
             return []
         started = time.perf_counter()
         kept = [active_indices(self.shape, mask) for mask in masks]
+        widths = [tuple(len(indices) for indices in model) for model in kept]
         # Masks of similar widths train together so that little padding is computed.
-        by_width = sorted(range(len(kept)), key=lambda m: tuple(len(indices) for indices in kept[m]))
-        groups = [
-            by_width[start : start + self.group_size] for start in range(0, len(by_width), self.group_size)
-        ]
+        groups = group_masks(widths, self._spec.pruned, self.shape.num_classes, self.group_policy)
+        flops = CallFlops()
+        batch_size = self.config.training.batch_size
         per_fold = []
         for fold_index, fold in enumerate(self.feature_set.folds):
             fold_scores: list[dict] = [{} for _ in kept]
+            size = self._folds[fold_index]["size"]
             for group in groups:
                 group_kept = [kept[m] for m in group]
                 trained = self._train(fold_index, group_kept)
+                flops.add_group(
+                    [widths[m] for m in group],
+                    [model.epochs for model in trained],
+                    self._spec.pruned,
+                    self.shape.num_classes,
+                    -(-size // batch_size) * batch_size,
+                    size,
+                )
                 for member, score in zip(group, self._score(fold, group_kept, trained), strict=True):
                     fold_scores[member] = score
             per_fold.append(fold_scores)
+        self.last_flops = flops
         seconds = (time.perf_counter() - started) / len(masks)
         results = []
         for model, mask in enumerate(masks):
@@ -372,7 +399,7 @@ class BatchedEvaluator:
             shrink(batch.momenta),
             shrink(batch.best),
             ops.take(batch.input_indices, rows, axis=0)[:, : widths[0]],
-            [batch.states[row] for row in remaining],
+            [batch.states[row] for row in remaining] if batch.states else [],
         )
         return compacted
 

@@ -25,6 +25,22 @@ def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:
     return FeatureSet(f"digits-{samples}-{folds}", 10, tuple(built))
 
 
+def wide_digits(width: int, samples: int = 300) -> FeatureSet:
+    """Digits through a fixed random ReLU projection to `width` features (wider than one 128-term chunk)."""
+    projection = np.random.default_rng(3).standard_normal((64, width)).astype(np.float32) / 8
+    fold = digits_feature_set(samples=samples).folds[0]
+
+    def widen(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ projection, 0).astype(np.float32)
+
+    wide = Fold(
+        Split(widen(fold.train.features), fold.train.labels),
+        Split(widen(fold.evaluation.features), fold.evaluation.labels),
+        widen(fold.ood),
+    )
+    return FeatureSet(f"wide-digits-{width}-{samples}", 10, (wide,))
+
+
 @pytest.fixture(scope="session")
 def digits_features() -> FeatureSet:
     return digits_feature_set()
