@@ -7,7 +7,10 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet, Fold, Split
+
+MAX_EPOCHS = 24  # of `stopping_config`
 
 
 def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:
@@ -51,3 +54,17 @@ def density_masks(count: int, length: int, seed: int = 0) -> np.ndarray:
     generator = np.random.default_rng(seed)
     densities = np.linspace(0.1, 0.95, count)
     return generator.random((count, length)) < densities[:, None]
+
+
+def stopping_config(head: dict, restore: str = "always") -> ExperimentConfig:
+    """A protocol under which, on digits, some masks stop early (epochs 16, 21) and the others run out."""
+    return ExperimentConfig.model_validate(
+        {
+            "head": head,
+            "training": {
+                "learning_rate": 0.02,
+                "max_epochs": MAX_EPOCHS,
+                "early_stopping": {"min_delta": 0.01, "patience": 2, "restore_best_weights": restore},
+            },
+        }
+    )

@@ -14,29 +14,14 @@ import pytest
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
-from tests.workers.conftest import density_masks, digits_feature_set
+from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_EPOCHS = 24
 HEADS = {
     "features": {"layers": [32]},
     "neurons": {"mode": "neurons", "layers": [32]},
     "two-layers-both-bias": {"layers": [24, 16], "masked": [0, 1], "hidden_bias": True},
 }
-
-
-def stopping_config(head: dict, restore: str = "always") -> ExperimentConfig:
-    """A protocol under which, on digits, some masks stop early (epochs 16, 21) and the others run out."""
-    return ExperimentConfig.model_validate(
-        {
-            "head": head,
-            "training": {
-                "learning_rate": 0.02,
-                "max_epochs": MAX_EPOCHS,
-                "early_stopping": {"min_delta": 0.01, "patience": 2, "restore_best_weights": restore},
-            },
-        }
-    )
 
 
 def objectives(features: FeatureSet, config: ExperimentConfig, masks: np.ndarray, **options: object) -> list:
@@ -114,7 +99,8 @@ def test_fused_results_do_not_depend_on_batch_company(digits_features) -> None:
 JAX_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from tests.workers.test_fused import HEADS, masks_for, objectives, stopping_config
+from tests.workers.test_fused import HEADS, masks_for, objectives
+from tests.workers.conftest import stopping_config
 from tests.workers.conftest import digits_feature_set
 cases = [("features", "always", 1), ("features", "when_stopped", 1), ("features", "never", 1),
          ("neurons", "always", 1), ("two-layers-both-bias", "always", 1), ("features", "when_stopped", 2)]
