@@ -73,7 +73,13 @@ class HeadTrainer:
         self._train_epoch = compile_function(partial(head_core.train_epoch, spec), xla=xla)
         self._select = compile_function(head_core.select_models)
         stopping = training.early_stopping
-        stopping_spec = fused.StoppingSpec(stopping.enabled, stopping.min_delta, stopping.patience)
+        stopping_spec = fused.StoppingSpec(
+            stopping.enabled,
+            stopping.min_delta,
+            stopping.patience,
+            keeps_best=stopping.enabled and stopping.restore_best_weights != "never",
+            freezes_stopped=stopping.enabled and stopping.restore_best_weights == "never",
+        )
         self._train_epochs = compile_function(partial(fused.train_epochs, spec, stopping_spec), xla=xla)
         per_call = training.epochs_per_call if epochs_per_call is None else epochs_per_call
         self.epochs_per_call = min(per_call or training.max_epochs, training.max_epochs)
