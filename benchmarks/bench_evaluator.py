@@ -180,8 +180,15 @@ def run_benchmark(settings: BenchSettings, log=print, peak_tflops: float | None 
         f"{flops.groups} group(s), {flops.executed / batched_s / 1e9:.1f} GFLOP/s executed"
     )
     per_epoch_s, per_epoch_results = _timed(per_epoch, masks)
+    # the two paths alternate twice and each keeps its faster run: other load on a shared machine then
+    # biases neither side
+    fused_best_s = min(batched_s, _timed(batched, masks)[0])
+    per_epoch_s = min(per_epoch_s, _timed(per_epoch, masks)[0])
     fused_identical = _objectives(per_epoch_results) == _objectives(batched_results)
-    log(f"per-epoch: {per_epoch_s:.2f} s (one call per epoch); identical objectives: {fused_identical}")
+    log(
+        f"fused vs per-epoch, best of two alternating runs: {fused_best_s:.2f} s vs {per_epoch_s:.2f} s; "
+        f"identical objectives: {fused_identical}"
+    )
     reference = ReferenceEvaluator(features, config, matched=False)
     started = time.perf_counter()
     reference_results = reference.evaluate(masks)
@@ -209,7 +216,8 @@ def run_benchmark(settings: BenchSettings, log=print, peak_tflops: float | None 
         "speedup": round(reference_s / batched_s, 2),
         "speedup_including_compile": round(reference_s / compile_and_first_s, 2),
         "per_epoch_s": round(per_epoch_s, 3),
-        "fused_speedup": round(per_epoch_s / batched_s, 3),
+        "fused_best_s": round(fused_best_s, 3),
+        "fused_speedup": round(per_epoch_s / fused_best_s, 3),
         "fused_identical": fused_identical,
         "epochs_per_call": batched.epochs_per_call,
         "groups": flops.groups,
