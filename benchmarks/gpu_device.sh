@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of BENCHMARKS.md in one short script, for a one-GPU machine with JAX + CUDA and no
 # TensorFlow. Keras, DEAP and pydantic travel as wheels in .whl/ (Python 3.12, x86_64) when the machine
-# lacks them; results go to $OUT. About 8 minutes on an H200 with the defaults below.
+# lacks them; results go to $OUT. At most about 11 minutes (its timeouts: 150 + 2 x 90 + 330 s) plus start.
 # Tiny rehearsal on a CPU (under a minute):
 #   KERAS_BACKEND=jax JAX_PLATFORMS=cpu MASKS=2 EPOCHS=2 ROUND_MASKS=2 ROUND_EPOCHS=2 RUNS=2 \
 #   MAX_EVALUATIONS=8 POPULATION=4 MAX_EPOCHS=3 FEATURES=256 PEAK_TFLOPS= bash benchmarks/gpu_device.sh

@@ -96,6 +96,15 @@ def test_fused_results_do_not_depend_on_batch_company(digits_features) -> None:
     assert [together[m] for m in (0, 3, 5)] == alone
 
 
+def test_epochs_per_call_is_not_part_of_the_protocol() -> None:
+    # it changes no result, so configs that differ only in it share fitness-cache entries
+    default = stopping_config(HEADS["features"])
+    chunked = default.model_copy(
+        update={"training": default.training.model_copy(update={"epochs_per_call": 7})}
+    )
+    assert chunked.protocol_fingerprint() == default.protocol_fingerprint()
+
+
 JAX_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
