@@ -48,21 +48,28 @@ class _SeededBatches(keras.utils.PyDataset):
         self._targets = keras.utils.to_categorical(split.labels, num_classes).astype(np.float32)
         self._order_for_epoch = order_for_epoch
         self._batch_size = batch_size
-        self._epoch = -1
+        self._completed = 0  # full passes fetched so far: the index of the epoch that begins next
+        self._fetched = 0
         self._order = order_for_epoch(0)
 
     def __len__(self) -> int:
         return -(-len(self._features) // self._batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        self._fetched += 1
         rows = self._order[index * self._batch_size : (index + 1) * self._batch_size]
         return self._features[rows], self._targets[rows]
 
     def on_epoch_begin(self) -> None:
-        # Keras peeks at two batches and calls on_epoch_end before the first epoch, so epochs are counted
-        # at their beginning.
-        self._epoch += 1
-        self._order = self._order_for_epoch(self._epoch)
+        self._order = self._order_for_epoch(self._completed)
+        self._fetched = 0
+
+    def on_epoch_end(self) -> None:
+        # Keras peeks at a batch or two before training, inside an epoch of its own under JAX (begin, one
+        # batch, end) and outside any under TensorFlow; only a full pass counts as an epoch, so both
+        # backends see the epochs' orders in sequence.
+        if self._fetched >= len(self):
+            self._completed += 1
 
 
 def _kernel_masks(shape: HeadShape, mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -227,6 +227,16 @@ class TrainingConfig(_Frozen):
     seed: int = Field(
         default=0, description="evaluation seed: initial weights and shuffle order, same for every mask"
     )
+    epochs_per_call: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "epochs trained per compiled call, early stopping included (unit: epochs); None or 0 = all "
+            "max_epochs in one call, 1 = one epoch per call with early stopping decided on the host (the "
+            "reference path). Results are identical for every value; it only trades host round trips "
+            "against how soon stopped models leave the batch. Not part of the protocol fingerprint"
+        ),
+    )
 
 
 class RobustnessConfig(_Frozen):
@@ -280,7 +290,8 @@ class ExperimentConfig(_Frozen):
         """A hash of everything besides the features that decides a mask's fitness."""
         relevant = {
             "head": self.head.model_dump(mode="json"),
-            "training": self.training.model_dump(mode="json"),
+            # how many epochs a compiled call runs changes no result, so it must not split the fitness cache
+            "training": self.training.model_dump(mode="json", exclude={"epochs_per_call"}),
             "robustness": self.robustness.model_dump(mode="json"),
             "fitness_split": self.fitness_split,
             "validation": [self.dataset.validation_fraction, self.dataset.split_seed],

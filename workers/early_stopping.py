@@ -4,35 +4,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+
+def mean_epoch_loss(loss_total: float | np.floating, size: int) -> np.float32:
+    """The epoch's mean training loss as early stopping compares it: float32(total) / float32(size).
+
+    Float32, not float64: the fused path (workers/fused.py) decides on the device, where float64 needs x64
+    mode; IEEE float32 division and addition give the same bits in numpy and in every backend, so the host
+    and the device stop at the same epoch.
+    """
+    return np.float32(loss_total) / np.float32(size)
+
 
 @dataclass
 class EarlyStoppingState:
-    """One model's Keras EarlyStopping(monitor="loss") bookkeeping.
+    """One model's Keras EarlyStopping(monitor="loss") bookkeeping, in float32.
 
-    Keras counts an improvement when loss < best - min_delta, remembers the weights of that epoch, and
-    stops once `patience` epochs in a row brought none (never at epoch 0).
+    Keras counts an improvement when loss + min_delta < best (the first epoch always improves), remembers
+    the weights of that epoch, and stops after an epoch without improvement once `patience` epochs in a
+    row brought none (never at epoch 0). `workers/fused.py` implements the same rule in tensors.
     """
 
     min_delta: float
     patience: int
-    best: float | None = None
+    best: np.float32 | None = None
     wait: int = 0
     retired: bool = False
+    improved_last: bool = False
 
-    def observe(self, loss: float) -> bool:
-        """Records an epoch's loss; True when this epoch's weights become the best ones."""
+    def observe(self, loss: np.float32) -> bool:
+        """Records an epoch's mean loss (from `mean_epoch_loss`); True when its weights become the best."""
         if self.retired:
             return False
         self.wait += 1
-        if self.best is None or loss < self.best - self.min_delta:
-            self.best = float(loss)
+        loss = np.float32(loss)
+        self.improved_last = self.best is None or bool(loss + np.float32(self.min_delta) < self.best)
+        if self.improved_last:
+            self.best = loss
             self.wait = 0
-            return True
-        return False
+        return self.improved_last
 
     def should_stop(self, epoch: int) -> bool:
-        """Whether training stops after `epoch` (0-based)."""
-        return not self.retired and self.wait >= self.patience and epoch > 0
+        """Whether training stops after `epoch` (0-based): Keras checks patience only when not improved."""
+        return not self.retired and not self.improved_last and self.wait >= self.patience and epoch > 0
 
     def retire(self) -> None:
         """Marks a model whose result is taken but which still rides along in the batch."""

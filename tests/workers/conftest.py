@@ -7,7 +7,10 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet, Fold, Split
+
+MAX_EPOCHS = 24  # of `stopping_config`
 
 
 def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:
@@ -25,6 +28,22 @@ def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:
     return FeatureSet(f"digits-{samples}-{folds}", 10, tuple(built))
 
 
+def wide_digits(width: int, samples: int = 300) -> FeatureSet:
+    """Digits through a fixed random ReLU projection to `width` features (wider than one 128-term chunk)."""
+    projection = np.random.default_rng(3).standard_normal((64, width)).astype(np.float32) / 8
+    fold = digits_feature_set(samples=samples).folds[0]
+
+    def widen(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x @ projection, 0).astype(np.float32)
+
+    wide = Fold(
+        Split(widen(fold.train.features), fold.train.labels),
+        Split(widen(fold.evaluation.features), fold.evaluation.labels),
+        widen(fold.ood),
+    )
+    return FeatureSet(f"wide-digits-{width}-{samples}", 10, (wide,))
+
+
 @pytest.fixture(scope="session")
 def digits_features() -> FeatureSet:
     return digits_feature_set()
@@ -35,3 +54,17 @@ def density_masks(count: int, length: int, seed: int = 0) -> np.ndarray:
     generator = np.random.default_rng(seed)
     densities = np.linspace(0.1, 0.95, count)
     return generator.random((count, length)) < densities[:, None]
+
+
+def stopping_config(head: dict, restore: str = "always") -> ExperimentConfig:
+    """A protocol under which, on digits, some masks stop early (epochs 16, 21) and the others run out."""
+    return ExperimentConfig.model_validate(
+        {
+            "head": head,
+            "training": {
+                "learning_rate": 0.02,
+                "max_epochs": MAX_EPOCHS,
+                "early_stopping": {"min_delta": 0.01, "patience": 2, "restore_best_weights": restore},
+            },
+        }
+    )

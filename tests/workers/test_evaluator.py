@@ -15,7 +15,8 @@ from evoprune.benchmarks.reference_evaluator import ReferenceEvaluator
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError
 from evoprune.workers.evaluator import BatchedEvaluator
-from tests.workers.conftest import density_masks, digits_feature_set
+from evoprune.workers.features import FeatureSet
+from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,17 +73,36 @@ def test_wide_features_use_several_chunks_and_stay_independent() -> None:
     assert _objectives(together) == _objectives(alone)
 
 
+# Same initial weights and batch order: the batched evaluator and one Keras model per mask differ only by
+# float32 rounding (their sums run in different orders). Measured: accuracies and stopping epochs equal in
+# every case, AUROC equal in all but one mask, where rounding-level logit differences swapped the order of
+# two near-tied (in-distribution, OoD) score pairs. A drift of the optimizer changes accuracies by ≥ 1/150.
+ACCURACY_TOLERANCE = 1e-6
+
+
+def _auroc_tolerance(features: FeatureSet) -> float:
+    """Two swapped (in-distribution, OoD) pairs of the smallest fold: what float32 rounding can flip."""
+    return max(2.0 / (len(fold.evaluation) * len(fold.ood)) for fold in features.folds) + 1e-12
+
+
+def _assert_agree(batched: list, reference: list, features: FeatureSet) -> None:
+    assert [a.epochs for a in batched] == [b.epochs for b in reference]
+    for ours, theirs in zip(batched, reference, strict=True):
+        assert abs(ours.accuracy - theirs.accuracy) <= ACCURACY_TOLERANCE, (ours, theirs)
+        assert abs(ours.auroc - theirs.auroc) <= _auroc_tolerance(features), (ours, theirs)
+        assert ours.active_fraction == theirs.active_fraction
+    assert len({round(result.accuracy, 6) for result in batched}) > 1  # masks that score differently
+
+
 def test_agrees_with_one_keras_model_per_mask(digits_features) -> None:
-    """At least 8 masks of different densities, same initial weights and batch order: within 0.02."""
+    """8 masks of different densities, the default protocol for 20 epochs: the same to every digit."""
     config = ExperimentConfig.model_validate({"training": {"max_epochs": 20}})
     masks = density_masks(8, 64, seed=2)
     batched = BatchedEvaluator(digits_features, config).evaluate(masks)
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
-    accuracy_gap = np.mean([abs(a.accuracy - b.accuracy) for a, b in zip(batched, reference, strict=True)])
-    auroc_gap = np.mean([abs(a.auroc - b.auroc) for a, b in zip(batched, reference, strict=True)])
-    assert accuracy_gap <= 0.005, accuracy_gap
-    assert auroc_gap <= 0.005, auroc_gap
-    assert [a.epochs for a in batched] == [b.epochs for b in reference]
+    for ours, theirs in zip(batched, reference, strict=True):
+        assert abs(ours.auroc - theirs.auroc) <= 1e-6
+    _assert_agree(batched, reference, digits_features)
 
 
 @pytest.mark.parametrize(
@@ -96,32 +116,32 @@ def test_agrees_with_one_keras_model_per_mask(digits_features) -> None:
     ids=["neurons", "two-layers-second-masked", "neurons-both", "features-both-bias"],
 )
 def test_head_variants_match_the_reference(digits_features, head: dict) -> None:
-    config = ExperimentConfig.model_validate({"head": head, "training": {"max_epochs": 4}})
+    config = stopping_config(head)
     evaluator = BatchedEvaluator(digits_features, config)
     masks = density_masks(3, evaluator.mask_length, seed=4)
     batched = evaluator.evaluate(masks)
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
-    for ours, theirs in zip(batched, reference, strict=True):
-        assert abs(ours.accuracy - theirs.accuracy) <= 0.01
-        assert abs(ours.auroc - theirs.auroc) <= 0.01
-        assert ours.active_fraction == theirs.active_fraction
+    _assert_agree(batched, reference, digits_features)
 
 
-def test_early_stopping_matches_keras_epoch_count(digits_features) -> None:
-    # A large min_delta makes improvements rare, so models stop at different epochs.
-    config = ExperimentConfig.model_validate(
-        {
-            "head": {"layers": [32]},
-            "training": {"max_epochs": 40, "early_stopping": {"min_delta": 0.05, "patience": 2}},
-        }
-    )
-    masks = density_masks(3, 64, seed=5)
+@pytest.mark.parametrize("restore", ["always", "when_stopped", "never"])
+def test_early_stopping_matches_keras(digits_features, restore: str) -> None:
+    # masks that stop at epochs 16 and 21 and masks that run all 24; Keras 2's restore for when_stopped
+    config = stopping_config({"layers": [32]}, restore)
+    masks = density_masks(6, 64, seed=5)
     batched = BatchedEvaluator(digits_features, config).evaluate(masks)
     reference = ReferenceEvaluator(digits_features, config, matched=True).evaluate(masks)
-    assert any(a.epochs < 40 for a in batched)
-    for ours, theirs in zip(batched, reference, strict=True):
-        assert ours.epochs == theirs.epochs
-        assert abs(ours.accuracy - theirs.accuracy) <= 0.01
+    assert any(a.epochs < MAX_EPOCHS for a in batched) and any(a.epochs == MAX_EPOCHS for a in batched)
+    _assert_agree(batched, reference, digits_features)
+
+
+def test_folds_match_the_reference() -> None:
+    features = digits_feature_set(folds=2)
+    config = stopping_config({"layers": [32]}, "when_stopped")
+    masks = density_masks(3, 64, seed=5)
+    batched = BatchedEvaluator(features, config).evaluate(masks)
+    reference = ReferenceEvaluator(features, config, matched=True).evaluate(masks)
+    _assert_agree(batched, reference, features)
 
 
 def test_folds_are_averaged() -> None:
@@ -175,7 +195,8 @@ import json, sys
 import numpy as np
 sys.path.insert(0, {root!r})
 from evoprune.shared.config import ExperimentConfig
-from tests.workers.conftest import density_masks, digits_feature_set
+from evoprune.workers.features import FeatureSet
+from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
 from evoprune.workers.evaluator import BatchedEvaluator
 config = ExperimentConfig.model_validate({{"training": {{"max_epochs": 6}}, "head": {{"layers": [64]}}}})
 results = BatchedEvaluator(digits_feature_set(), config).evaluate(density_masks(4, 64, seed=7))
@@ -199,7 +220,8 @@ def test_same_core_runs_under_jax(digits_features) -> None:
     jax_results = json.loads(completed.stdout.strip().splitlines()[-1])
     config = ExperimentConfig.model_validate({"training": {"max_epochs": 6}, "head": {"layers": [64]}})
     tf_results = BatchedEvaluator(digits_features, config).evaluate(density_masks(4, 64, seed=7))
+    # the same float32 program under two compilers: measured equal to the last digit
     for (accuracy, auroc, epochs), ours in zip(jax_results, tf_results, strict=True):
-        assert abs(accuracy - ours.accuracy) <= 0.01
-        assert abs(auroc - ours.auroc) <= 0.01
+        assert abs(accuracy - ours.accuracy) <= ACCURACY_TOLERANCE
+        assert abs(auroc - ours.auroc) <= _auroc_tolerance(digits_features)
         assert epochs == ours.epochs

@@ -1,0 +1,96 @@
+"""The numerical core against a hand-computed Keras-2 SGD/Nesterov step with inverse-time decay."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from evoprune.workers import head_core
+
+LEARNING_RATE, MOMENTUM, DECAY = 0.1, 0.9, 1e-6
+STEP = 1_000_000  # decay 1e-6 at iteration 10^6 halves the rate: a dropped decay doubles every update
+BATCH, INPUTS, HIDDEN, CLASSES = 4, 6, 5, 3
+
+
+def _problem() -> dict[str, np.ndarray]:
+    generator = np.random.default_rng(11)
+    features = generator.standard_normal((BATCH, INPUTS)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    return {
+        "features": features,
+        "targets": np.eye(CLASSES, dtype=np.float32)[labels],
+        "kernel_0": (generator.standard_normal((INPUTS, HIDDEN)) / 2).astype(np.float32),
+        "kernel_1": (generator.standard_normal((HIDDEN, CLASSES)) / 2).astype(np.float32),
+        "bias": (generator.standard_normal(CLASSES) / 10).astype(np.float32),
+        # non-zero velocities, so Nesterov's look-ahead and plain momentum give different steps
+        "velocities": [
+            (generator.standard_normal(shape) / 100).astype(np.float32)
+            for shape in ((INPUTS, HIDDEN), (HIDDEN, CLASSES), (CLASSES,))
+        ],
+    }
+
+
+def _keras2_step(problem: dict[str, np.ndarray], real: int) -> list[np.ndarray]:
+    """Keras 2's SGD(lr, momentum, decay, nesterov=True) on the mean loss of the first `real` samples.
+
+    lr_t = lr / (1 + decay · iterations); v = μv − lr_t·g; w += μv − lr_t·g. In float64.
+    """
+    x = problem["features"][:real].astype(np.float64)
+    y = problem["targets"][:real].astype(np.float64)
+    kernel_0, kernel_1 = problem["kernel_0"].astype(np.float64), problem["kernel_1"].astype(np.float64)
+    bias = problem["bias"].astype(np.float64)
+    pre_activation = x @ kernel_0
+    hidden = np.maximum(pre_activation, 0.0)
+    logits = hidden @ kernel_1 + bias
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    logit_gradient = (probabilities - y) / real  # gradient of the batch's mean cross-entropy
+    hidden_gradient = (logit_gradient @ kernel_1.T) * (pre_activation > 0)
+    gradients = [x.T @ hidden_gradient, hidden.T @ logit_gradient, logit_gradient.sum(axis=0)]
+    rate = LEARNING_RATE / (1.0 + DECAY * STEP)
+    updated = []
+    for weight, velocity, gradient in zip(
+        (kernel_0, kernel_1, bias), problem["velocities"], gradients, strict=True
+    ):
+        velocity = MOMENTUM * velocity.astype(np.float64) - rate * gradient
+        updated.append(weight + MOMENTUM * velocity - rate * gradient)
+    return updated
+
+
+def test_one_step_at_a_large_iteration_matches_keras2_nesterov_with_decay() -> None:
+    problem = _problem()
+    real = 3  # the last, short batch: one padded slot with weight 0 must not dilute the mean
+    spec = head_core.CoreSpec(
+        pruned=(False, False),
+        hidden_bias=False,
+        learning_rate=LEARNING_RATE,
+        momentum=MOMENTUM,
+        nesterov=True,
+        decay=DECAY,
+    )
+    # the padding row and column the evaluator appends; the batch's fourth slot points at the zero row
+    features = np.zeros((BATCH + 1, INPUTS + 1), dtype=np.float32)
+    features[:BATCH, :INPUTS] = problem["features"]
+    targets = np.zeros((BATCH + 1, CLASSES), dtype=np.float32)
+    targets[:BATCH] = problem["targets"]
+    order = np.array([[0, 1, 2, BATCH]], dtype=np.int32)
+    weights = np.array([[1.0, 1.0, 1.0, 0.0]], dtype=np.float32)
+    params = tuple(ops.convert_to_tensor(problem[name][None]) for name in ("kernel_0", "kernel_1", "bias"))
+    momenta = tuple(ops.convert_to_tensor(velocity[None]) for velocity in problem["velocities"])
+    new_params, _, _ = head_core.train_epoch(
+        spec,
+        params,
+        momenta,
+        ops.convert_to_tensor(features),
+        ops.convert_to_tensor(targets),
+        ops.convert_to_tensor(order),
+        ops.convert_to_tensor(weights),
+        ops.convert_to_tensor(np.zeros((1, 0), dtype=np.int32)),
+        ops.convert_to_tensor(np.int32(STEP)),
+    )
+    expected = _keras2_step(problem, real)
+    before = [problem["kernel_0"], problem["kernel_1"], problem["bias"]]
+    for ours, theirs, old in zip(new_params, expected, before, strict=True):
+        ours = np.asarray(ops.convert_to_numpy(ours))[0].astype(np.float64)
+        # compare the updates themselves: a wrong rate, momentum rule or batch mean changes them by ≥ 10 %
+        np.testing.assert_allclose(ours - old, theirs - old, rtol=1e-4, atol=1e-7)
