@@ -143,7 +143,7 @@ def run(config: ExperimentConfig, out_dir: Path, time_limit_s: float | None, log
         "wall_s": round(wall_s, 1),
         "evaluations_per_s": round(evaluations / wall_s, 3),
         "projected_full_s": round(wall_s * total / max(evaluations, 1), 1),
-        "aggregate_hypervolume": summary["aggregate"]["hypervolume"],
+        "aggregate_hypervolume_archive": summary["aggregate"]["hypervolume_archive"],
         "best_accuracy": summary["aggregate"]["best_accuracy"],
         "backend": backend_name(),
         "device": device_description(),

@@ -430,7 +430,8 @@ class Experiment:
         self._checkpoint("finished")
         self.bus.emit(
             ExperimentFinished(
-                hypervolume=summary["aggregate"]["hypervolume"],
+                # the live events follow the archive fronts, so the last one carries the archive's volume
+                hypervolume=summary["aggregate"]["hypervolume_archive"],
                 evaluations=summary["aggregate"]["evaluations"],
                 cache_hits=summary["aggregate"]["cache_hits"],
                 seconds=summary["wall_time_s"],
@@ -456,4 +457,5 @@ class Experiment:
                 "fitness_cache": self._cache.describe(),
                 "status": status,
             },
+            {run.index: [encode_mask(mask) for mask in run.search.population()[0]] for run in self._runs},
         )

@@ -210,7 +210,7 @@ def _publish_finished(publisher: StorePublisher, results_dir: Path, checkpoint: 
     summary = read_json(results_dir / "summary.json")
     publisher(
         ExperimentFinished(
-            hypervolume=summary["aggregate"]["hypervolume"],
+            hypervolume=summary["aggregate"]["hypervolume_archive"],
             evaluations=summary["aggregate"]["evaluations"],
             cache_hits=summary["aggregate"]["cache_hits"],
             seconds=summary.get("wall_time_s", 0.0),
