@@ -209,9 +209,23 @@ class TrainingConfig(_Frozen):
 
 
 class RobustnessConfig(_Frozen):
-    """ODIN-style OoD scoring."""
+    """ODIN-style OoD scoring: the temperature, the AUROC estimator and which OoD samples are scored."""
 
     temperature: float = Field(default=1000.0, gt=0.0)
+    auroc_estimator: Literal["exact", "reference"] = Field(
+        default="exact",
+        description=(
+            "exact: the rank statistic, ties counted half (equals sklearn's roc_auc_score); reference: the "
+            "reference implementation's 100 in-distribution-quantile thresholds and trapezoid rule"
+        ),
+    )
+    ood_sampling: Literal["random", "first_n"] = Field(
+        default="random",
+        description=(
+            "random: a seeded draw per class, per fold; first_n: the first images of each class of each "
+            "OoD source, one set shared by every fold (the reference)"
+        ),
+    )
 
 
 class SearchConfig(_Frozen):

@@ -59,7 +59,9 @@ def test_pareto_mask_keeps_duplicates_and_matches_a_pairwise_table_on_a_larger_s
     rng = np.random.default_rng(7)
     points = np.round(rng.random((600, 3)), 1)
     points[1] = points[0]  # an exact duplicate: both or neither are on the front
-    pairwise = np.all(points[:, None] <= points[None], axis=2) & np.any(points[:, None] < points[None], axis=2)
+    pairwise = np.all(points[:, None] <= points[None], axis=2) & np.any(
+        points[:, None] < points[None], axis=2
+    )
     expected = ~pairwise.any(axis=0)
     assert np.array_equal(pareto_mask(points), expected)
     assert pareto_mask(points)[0] == pareto_mask(points)[1]
