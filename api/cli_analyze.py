@@ -26,13 +26,21 @@ def register(subparsers: Any) -> None:
         description=(
             "Writes DIR/analysis/: the aggregated ('super Pareto') front plots, the most important neurons "
             "with Grad-CAM heatmaps, and majority-vote ensembles of the front, with analysis.json listing "
-            "every file. The front's models are re-trained from their masks (fitness is deterministic)."
+            "every file. The front's models are re-trained from their masks (fitness is deterministic). "
+            "The fronts are the paper's (each run's final population's non-dominated members) unless "
+            "--front archive selects the non-dominated sets of all evaluations."
         ),
     )
     parser.add_argument("directory", metavar="DIR", help="the experiment's results directory")
     parser.add_argument("--top", type=positive_int, default=10, metavar="K", help="neurons to report (10)")
     parser.add_argument(
         "--samples", type=positive_int, default=4, metavar="N", help="sample images in the heatmap grid (4)"
+    )
+    parser.add_argument(
+        "--front",
+        choices=("population", "archive"),
+        default="population",
+        help="the fronts to analyse: population (the paper's, default) or archive (all evaluations)",
     )
     parser.set_defaults(handler=analyze_command)
 
@@ -58,6 +66,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             args.directory,
             top=args.top,
             samples=args.samples,
+            front=args.front,
             log=lambda line: print(f"evoprune analyze: {line}", file=sys.stderr),
         )
     except AnalysisError as error:

@@ -110,9 +110,9 @@ class Client:
         """The newest experiments."""
         return list(self._call("GET", "/experiments")["experiments"])
 
-    def front(self, experiment_id: str) -> dict[str, Any]:
-        """The current fronts and hypervolume history (FrontPublic)."""
-        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/front"))
+    def front(self, experiment_id: str, kind: str = "population") -> dict[str, Any]:
+        """The current fronts of one kind, "population" (the paper's) or "archive", and the HV history."""
+        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/front?kind={_quote(kind)}"))
 
     def evaluations(self, experiment_id: str, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
         """A page of evaluations (EvaluationList)."""

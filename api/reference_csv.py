@@ -409,6 +409,8 @@ def _map(
             str(ga_path),
         )
     data = {
+        # the reference's own files ask for the reference's run: its estimator, OoD sample and restore rule
+        "protocol": "reference",
         "name": f"{dataset['name']}-run{run}",
         "dataset": dataset,
         "ood": ood,

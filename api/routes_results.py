@@ -35,24 +35,35 @@ async def get_front(
     store: StoreDep,
     responses: ResponsesDep,
     run: Annotated[int | None, Query(ge=-1, le=1_000_000, description="one run only; -1 = all runs")] = None,
+    kind: Annotated[
+        Literal["population", "archive"],
+        Query(
+            description=(
+                "population: the non-dominated members of each run's current (at the end: final) population, "
+                "the paper's fronts; archive: the non-dominated set of all of a run's evaluations"
+            )
+        ),
+    ] = "population",
 ) -> Response:
-    """The current Pareto fronts: each run's and the aggregated one (run = -1).
+    """The current Pareto fronts: each run's and the aggregated one (run = -1), of one kind.
 
-    With the aggregated front's hypervolume history, for drawing its curve.
+    With the aggregated archive front's hypervolume history, for drawing its curve.
     """
 
     def build() -> str:
         snapshot = store.snapshot(record.id)
         if snapshot is None:
             raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no experiment {record.id!r}")
-        # the record read first names the version; the snapshot's front is at least as new
-        return FrontPublic.of(record, snapshot.front, run).model_dump_json()
+        if kind == "archive":
+            # the record read first names the version; the snapshot's front is at least as new
+            return FrontPublic.of(record, snapshot.front, run).model_dump_json()
+        return FrontPublic.of_population(record, snapshot.front.history, run).model_dump_json()
 
-    cached = responses.cached(record, ("front", run))
+    cached = responses.cached(record, ("front", run, kind))
     if cached is not None:
         return cached
     # building a front is milliseconds of parsing and validation: off the event loop
-    return responses.json(record, ("front", run), await anyio.to_thread.run_sync(build))
+    return responses.json(record, ("front", run, kind), await anyio.to_thread.run_sync(build))
 
 
 def _from_events(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:

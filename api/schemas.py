@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evoprune.coordinator.population import population_fronts
 from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
 from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
+from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, FrontState
 
@@ -148,18 +151,41 @@ def front_points(run: int, front: dict[str, Any]) -> list[FrontPoint]:
 
 
 class FrontPublic(BaseModel):
-    """The current fronts of an experiment and the aggregated front's hypervolume history."""
+    """The current fronts of an experiment, of one kind, and the aggregated archive's hypervolume history."""
 
     experiment_id: str
+    kind: Literal["population", "archive"] = Field(
+        default="archive",
+        description=(
+            "population: each run's population's non-dominated members (the paper's fronts); archive: the "
+            "non-dominated set of all evaluations"
+        ),
+    )
     evaluations_done: int
-    hypervolume: float
+    hypervolume: float = Field(description="the aggregated front's (run = -1) hypervolume, of this kind")
     points: list[FrontPoint]
     runs: list[FrontSummary]
-    hypervolume_history: list[HypervolumePoint]
+    hypervolume_history: list[HypervolumePoint] = Field(
+        description="the aggregated archive front's hypervolume after each change (whatever the kind)"
+    )
+
+    @classmethod
+    def of_population(
+        cls, record: ExperimentRecord, history: list[tuple[int, float]], run: int | None = None
+    ) -> FrontPublic:
+        """The population fronts, read from the experiment's checkpoint (none before its first step)."""
+        try:
+            search = ExperimentConfig.model_validate(record.config).search
+        except ValidationError:
+            search = None  # a record from a version whose configs no longer validate: no population to read
+        fronts = population_fronts(Path(record.results_dir), search) if search is not None else {}
+        aggregate = fronts.get(-1, {}).get("hypervolume", 0.0)
+        state = FrontState(fronts=fronts, history=history)
+        return cls.of(record, state, run).model_copy(update={"kind": "population", "hypervolume": aggregate})
 
     @classmethod
     def of(cls, record: ExperimentRecord, state: FrontState, run: int | None = None) -> FrontPublic:
-        """The public view of stored fronts, optionally of one run only."""
+        """The public view of stored (archive) fronts, optionally of one run only."""
         fronts = sorted(state.fronts.items())
         if run is not None:
             fronts = [(number, front) for number, front in fronts if number == run]

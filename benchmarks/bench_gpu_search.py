@@ -259,7 +259,7 @@ def run(
         "epochs_per_call": timed.evaluator.epochs_per_call,
         "calls": len(timed.calls),
         **projection(config, timed.calls, peak_tflops),
-        "aggregate_hypervolume": summary["aggregate"]["hypervolume"],
+        "aggregate_hypervolume_archive": summary["aggregate"]["hypervolume_archive"],
         "best_accuracy": summary["aggregate"]["best_accuracy"],
         "backend": backend_name(),
         "device": device_description(),

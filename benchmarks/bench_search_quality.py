@@ -69,7 +69,8 @@ def compare(config: ExperimentConfig, seeds: int, out_dir: Path) -> dict[str, An
     experiment.start()
     summary = experiment.run()
     nsga_s = time.perf_counter() - started
-    nsga = [float(run["hypervolume"]) for run in summary["runs"]]
+    # both sides are archive fronts: random search keeps no population
+    nsga = [float(run["hypervolume_archive"]) for run in summary["runs"]]
 
     started = time.perf_counter()
     seed_list = [config.search.seed + RANDOM_SEED_OFFSET + index for index in range(seeds)]

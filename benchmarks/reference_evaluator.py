@@ -12,7 +12,7 @@ from evoprune.shared.masks import active_fraction
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet, Split
 from evoprune.workers.head_layout import HeadShape, head_shape, initial_weights
-from evoprune.workers.odin import auroc, odin_scores
+from evoprune.workers.odin import ood_auroc
 
 
 class MaskedDense(keras.layers.Dense):
@@ -199,13 +199,11 @@ class ReferenceEvaluator:
                         verbose=0,
                     )
                 epochs.append(len(history.history["loss"]))
-                temperature = self.config.robustness.temperature
+                scoring = self.config.robustness
                 logits = logits_model.predict(fold.evaluation.features, batch_size=256, verbose=0)
                 ood_logits = logits_model.predict(fold.ood, batch_size=256, verbose=0)
                 accuracies.append(float(np.mean(np.argmax(logits, axis=-1) == fold.evaluation.labels)))
-                robustness.append(
-                    auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature))
-                )
+                robustness.append(ood_auroc(logits, ood_logits, scoring.temperature, scoring.auroc_estimator))
             results.append(
                 Evaluation(
                     accuracy=float(np.mean(accuracies)),

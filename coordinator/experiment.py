@@ -399,7 +399,8 @@ class Experiment:
         self._checkpoint(ExperimentStatus.SUCCEEDED)
         self.bus.emit(
             ExperimentSucceeded(
-                hypervolume=summary["aggregate"]["hypervolume"],
+                # the live events follow the archive fronts, so the last one carries the archive's volume
+                hypervolume=summary["aggregate"]["hypervolume_archive"],
                 evaluations=summary["aggregate"]["evaluations"],
                 cache_hits=summary["aggregate"]["cache_hits"],
                 seconds=summary["wall_time_s"],
@@ -425,4 +426,5 @@ class Experiment:
                 "fitness_cache": self._cache.describe(),
                 "status": status.value,
             },
+            {run.index: [encode_mask(mask) for mask in run.search.population()[0]] for run in self._runs},
         )

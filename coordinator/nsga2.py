@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,14 +186,22 @@ class NSGA2:
         self._received[step] = (masks, objectives)
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return the current population with every told step applied.
+        """Return the population as it stands with every told step applied; the run itself is not changed.
+
+        Asynchronous search applies a step only when an ask needs it; applying it here, to the run itself,
+        would let the next ask see a newer population than an uninterrupted run would (and a checkpoint
+        written afterwards would carry that difference into a resume), so the steps are applied to a copy.
 
         Returns:
             (masks (P, L) bool, minimisation objectives (P, 3)).
 
         """
-        self._apply_through(self._available_through())
-        return self._population.copy(), self._objectives.copy()
+        available = self._available_through()
+        if available == self._applied_through:
+            return self._population.copy(), self._objectives.copy()
+        preview = copy.deepcopy(self)
+        preview._apply_through(available)
+        return preview._population, preview._objectives
 
     # ---- operators ------------------------------------------------------------------------------------
 

@@ -31,12 +31,18 @@ EVALUATION_COLUMNS = (
     "worker",
 )
 TEST_COLUMNS = ("test_accuracy", "test_auroc")
-FRONT_COLUMNS = ("run", "mask", "mask_length", "accuracy", "active_fraction", "auroc")
+FRONT_COLUMNS = ("run", "kind", "mask", "mask_length", "accuracy", "active_fraction", "auroc")
 AGGREGATE_RUN = -1
+# the paper's front: the non-dominated members of a run's final population (at most population_size points)
+POPULATION_FRONT = "population"
+# the non-dominated set of every evaluation a run made (usually larger, never worse)
+ARCHIVE_FRONT = "archive"
+FRONT_KINDS = (POPULATION_FRONT, ARCHIVE_FRONT)
 VERSIONED_PACKAGES = ("evoprune", "numpy", "deap", "ray", "pyarrow", "tensorflow", "keras", "jax")
 
 COLUMN_TYPES = {
     "run": pa.int32(),
+    "kind": pa.string(),
     "step": pa.int32(),
     "mask": pa.string(),
     "mask_length": pa.int32(),
@@ -90,8 +96,31 @@ def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
 
 
+def population_front(rows: list[dict[str, Any]], population: list[str]) -> list[dict[str, Any]]:
+    """Select the paper's front of one run: the non-dominated members of its final population.
+
+    Args:
+        rows: the run's evaluation rows.
+        population: the hex masks of the run's final population (duplicates allowed).
+
+    Returns:
+        The non-dominated members, one row per distinct mask, best accuracy first.
+
+    Raises:
+        ValueError: a population member has no evaluation row.
+
+    """
+    by_mask: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_mask.setdefault(row["mask"], row)
+    missing = [mask for mask in population if mask not in by_mask]
+    if missing:
+        raise ValueError(f"{len(missing)} population member(s) have no evaluation, e.g. {missing[0]}")
+    return front_of([by_mask[mask] for mask in population])
+
+
 def hypervolume_history(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    """Hypervolume of a run's archive after each of its steps.
+    """Hypervolume of a run's archive front after each of its steps.
 
     Args:
         rows: one run's rows.
@@ -139,14 +168,21 @@ def write_results(
     config: ExperimentConfig,
     rows: list[dict[str, Any]],
     extra_summary: dict[str, Any],
+    populations: dict[int, list[str]],
 ) -> dict[str, Any]:
     """Write evaluations.parquet, front.parquet, summary.json and the plots.
+
+    front.parquet holds two fronts per run and two aggregated ones (run = -1), told apart by `kind`:
+    `population` (the paper's: the non-dominated members of each run's final population; aggregated, the
+    non-dominated union of those, the paper's "super Pareto front") and `archive` (the non-dominated set of
+    all of a run's evaluations; aggregated, of all runs' evaluations).
 
     Args:
         results_dir: the experiment's results directory.
         config: the resolved config.
         rows: every evaluation row of every run.
         extra_summary: fields added to summary.json (wall time, evaluator, feature set...).
+        populations: run → hex masks of its final population (the population so far when cancelled).
 
     Returns:
         The summary written to summary.json.
@@ -160,17 +196,37 @@ def write_results(
     layout = ResultsLayout(results_dir)
     _write_parquet(layout.evaluations, rows_table(ordered, columns))
 
-    front_rows: list[dict[str, Any]] = []
+    runs_rows: dict[int, list[dict[str, Any]]] = {run: [] for run in range(config.search.runs)}
+    for row in ordered:
+        runs_rows[row["run"]].append(row)
+    population_rows: list[dict[str, Any]] = []
+    archive_rows: list[dict[str, Any]] = []
     run_summaries = []
     histories = {}
-    for run in range(config.search.runs):
-        run_rows = [row for row in ordered if row["run"] == run]
-        front = front_of(run_rows)
-        front_rows.extend({**row, "run": run} for row in front)
+    for run, run_rows in runs_rows.items():
+        fronts = {
+            POPULATION_FRONT: population_front(run_rows, populations.get(run, [])),
+            ARCHIVE_FRONT: front_of(run_rows),
+        }
+        population_rows.extend(
+            {**row, "run": run, "kind": POPULATION_FRONT} for row in fronts[POPULATION_FRONT]
+        )
+        archive_rows.extend({**row, "run": run, "kind": ARCHIVE_FRONT} for row in fronts[ARCHIVE_FRONT])
         histories[run] = hypervolume_history(run_rows)
-        run_summaries.append(_run_summary(run, config.search.seed + run, run_rows, front))
-    aggregate = front_of(ordered)
-    front_rows.extend({**row, "run": AGGREGATE_RUN} for row in aggregate)
+        run_summaries.append(
+            {"run": run, "seed": config.search.seed + run, **_front_summary(run_rows, fronts)}
+        )
+    aggregates = {
+        # the non-dominated union of the runs' fronts of each kind (for archives: of all evaluations)
+        POPULATION_FRONT: front_of(population_rows),
+        ARCHIVE_FRONT: front_of(ordered),
+    }
+    front_rows = [
+        *population_rows,
+        *({**row, "run": AGGREGATE_RUN, "kind": POPULATION_FRONT} for row in aggregates[POPULATION_FRONT]),
+        *archive_rows,
+        *({**row, "run": AGGREGATE_RUN, "kind": ARCHIVE_FRONT} for row in aggregates[ARCHIVE_FRONT]),
+    ]
     front_columns = FRONT_COLUMNS + (TEST_COLUMNS if with_test else ())
     _write_parquet(layout.front, rows_table(front_rows, front_columns))
 
@@ -178,32 +234,33 @@ def write_results(
         "experiment": config.name,
         "status": "succeeded",
         "runs": run_summaries,
-        "aggregate": {
-            "hypervolume": hypervolume(_minimisation(aggregate)),
-            "evaluations": len(ordered),
-            "trained": sum(not row["cached"] for row in ordered),
-            "cache_hits": sum(bool(row["cached"]) for row in ordered),
-            "front_size": len(aggregate),
-            "best_accuracy": max((row["accuracy"] for row in ordered), default=None),
-        },
+        "aggregate": _front_summary(ordered, aggregates),
         **extra_summary,
         "versions": versions(),
     }
     write_atomic(layout.summary, json.dumps(summary, indent=2))
-    plot_front(front_rows, layout.front_plot, title=f"{config.name}: Pareto fronts")
-    plot_hypervolume(histories, layout.hypervolume_plot, title=f"{config.name}: hypervolume")
+    population_plot = [row for row in front_rows if row["kind"] == POPULATION_FRONT]
+    plot_front(
+        population_plot,
+        layout.front_plot,
+        title=f"{config.name}: Pareto fronts of the final populations",
+    )
+    plot_hypervolume(
+        histories, layout.hypervolume_plot, title=f"{config.name}: hypervolume of the archive fronts"
+    )
     return summary
 
 
-def _run_summary(run: int, seed: int, rows: list[dict[str, Any]], front: list[dict[str, Any]]) -> dict:
+def _front_summary(rows: list[dict[str, Any]], fronts: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Counts of `rows` and both fronts' hypervolumes and sizes, each key naming its front."""
     return {
-        "run": run,
-        "seed": seed,
-        "hypervolume": hypervolume(_minimisation(front)),
+        "hypervolume_population": hypervolume(_minimisation(fronts[POPULATION_FRONT])),
+        "hypervolume_archive": hypervolume(_minimisation(fronts[ARCHIVE_FRONT])),
         "evaluations": len(rows),
         "trained": sum(not row["cached"] for row in rows),
         "cache_hits": sum(bool(row["cached"]) for row in rows),
-        "front_size": len(front),
+        "front_size_population": len(fronts[POPULATION_FRONT]),
+        "front_size_archive": len(fronts[ARCHIVE_FRONT]),
         "best_accuracy": max((row["accuracy"] for row in rows), default=None),
     }
 

@@ -240,9 +240,23 @@ class TrainingConfig(_Frozen):
 
 
 class RobustnessConfig(_Frozen):
-    """ODIN-style OoD scoring."""
+    """ODIN-style OoD scoring: the temperature, the AUROC estimator and which OoD samples are scored."""
 
     temperature: float = Field(default=1000.0, gt=0.0)
+    auroc_estimator: Literal["exact", "reference"] = Field(
+        default="exact",
+        description=(
+            "exact: the rank statistic, ties counted half (equals sklearn's roc_auc_score); reference: the "
+            "reference implementation's 100 in-distribution-quantile thresholds and trapezoid rule"
+        ),
+    )
+    ood_sampling: Literal["random", "first_n"] = Field(
+        default="random",
+        description=(
+            "random: a seeded draw per class, per fold; first_n: the first images of each class of each "
+            "OoD source, one set shared by every fold (the reference)"
+        ),
+    )
 
 
 class SearchConfig(_Frozen):
@@ -272,9 +286,48 @@ class SearchConfig(_Frozen):
         return self
 
 
+# What `protocol: reference` selects: every point where this project's default differs from the reference
+# implementation (docs/PROTOCOL.md tables them with their measured effect). Paths are (section, ..., field).
+REFERENCE_PROTOCOL: dict[tuple[str, ...], Any] = {
+    ("robustness", "auroc_estimator"): "reference",
+    ("robustness", "ood_sampling"): "first_n",
+    ("training", "early_stopping", "restore_best_weights"): "when_stopped",
+}
+
+
+def _explicit(section: Any) -> Any:
+    """A section as a mapping of the fields its author set (a model keeps only those it was given)."""
+    if isinstance(section, BaseModel):
+        return {name: _explicit(getattr(section, name)) for name in section.model_fields_set}
+    return section
+
+
+def _with_preset(data: dict[str, Any], preset: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """`data` with each preset field filled in where the config does not set it; set fields are kept."""
+    resolved = dict(data)
+    for path, value in preset.items():
+        level = resolved
+        for key in path[:-1]:
+            section = _explicit(level.get(key, {}))
+            if not isinstance(section, dict):
+                break  # not a mapping: left for validation to report by name
+            level[key] = section = dict(section)
+            level = section
+        else:
+            level.setdefault(path[-1], value)
+    return resolved
+
+
 class ExperimentConfig(_Frozen):
     """One experiment: data, backbone, head, training protocol, robustness and search."""
 
+    protocol: Literal["default", "reference"] = Field(
+        default="default",
+        description=(
+            "reference: every reference-implementation behaviour (AUROC estimator, OoD sampling, best-weight "
+            "restore) for the fields the config leaves unset; fields set explicitly keep their value"
+        ),
+    )
     name: str = "experiment"
     dataset: DatasetConfig = DatasetConfig()
     ood: tuple[OodSource, ...] = ()
@@ -285,6 +338,14 @@ class ExperimentConfig(_Frozen):
     fitness_split: Literal["test", "validation"] = "test"
     search: SearchConfig = SearchConfig()
     cache_dir: str | None = Field(default=None, description="feature cache folder; None = ~/.cache/evoprune")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_protocol_preset(cls, data: Any) -> Any:
+        # explicit fields win over the preset, so one point can be studied against the reference on its own
+        if isinstance(data, dict) and data.get("protocol") == "reference":
+            return _with_preset(data, REFERENCE_PROTOCOL)
+        return data
 
     def protocol_fingerprint(self) -> str:
         """A hash of everything besides the features that decides a mask's fitness."""

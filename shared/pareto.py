@@ -1,9 +1,12 @@
-"""Pareto maths in minimisation space: dominance, non-dominated sorting, crowding, exact 3-D hypervolume."""
+"""Pareto maths in minimisation space: dominance, non-dominated sorting, crowding, exact 3-D hypervolume.
+
+Sorting and hypervolume are moocore's (C implementations: O(n log n) non-dominated sorting in 3-D, where a
+table of every pair of points took 3.3 s and 350 MB for 8,000 points).
+"""
 
 from __future__ import annotations
 
-import bisect
-
+import moocore
 import numpy as np
 
 REFERENCE_POINT = (1.0, 1.0, 1.0)
@@ -32,24 +35,26 @@ def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.all(a <= b) and np.any(a < b))
 
 
-def dominance_matrix(points: np.ndarray) -> np.ndarray:
-    """All pairwise dominance relations at once.
+def ranks(points: np.ndarray) -> np.ndarray:
+    """Compute the front index of every point (0 = non-dominated).
 
     Args:
         points: (n, m) objective vectors, minimised.
 
     Returns:
-        (n, n) bools, entry [i, j] true when point i dominates point j.
+        (n,) integer ranks; identical points share a rank.
 
     """
     array = _as_points(points)
-    no_worse = np.all(array[:, None, :] <= array[None, :, :], axis=2)
-    better = np.any(array[:, None, :] < array[None, :, :], axis=2)
-    return no_worse & better
+    if len(array) == 0:
+        return np.zeros(0, dtype=np.int64)
+    rank = np.asarray(moocore.pareto_rank(array), dtype=np.int64)
+    # moocore has numbered fronts from 1 in some releases and from 0 in others; the best front is the minimum
+    return rank - rank.min()
 
 
 def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
-    """Split points into successive non-dominated fronts (Deb's fast non-dominated sort).
+    """Split points into successive non-dominated fronts.
 
     Args:
         points: (n, m) objective vectors, minimised.
@@ -59,21 +64,10 @@ def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
         Identical points share a front.
 
     """
-    array = _as_points(points)
-    count = len(array)
-    if count == 0:
+    rank = ranks(points)
+    if len(rank) == 0:
         return []
-    dominated_by = dominance_matrix(array)
-    remaining_dominators = dominated_by.sum(axis=0)
-    fronts = []
-    current = np.flatnonzero(remaining_dominators == 0)
-    assigned = np.zeros(count, dtype=bool)
-    while current.size:
-        fronts.append(current)
-        assigned[current] = True
-        remaining_dominators = remaining_dominators - dominated_by[current].sum(axis=0)
-        current = np.flatnonzero((remaining_dominators == 0) & ~assigned)
-    return fronts
+    return [np.flatnonzero(rank == front) for front in range(int(rank.max()) + 1)]
 
 
 def pareto_mask(points: np.ndarray) -> np.ndarray:
@@ -89,23 +83,7 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     array = _as_points(points)
     if len(array) == 0:
         return np.zeros(0, dtype=bool)
-    return np.asarray(~dominance_matrix(array).any(axis=0), dtype=bool)
-
-
-def ranks(points: np.ndarray) -> np.ndarray:
-    """Compute the front index of every point (0 = non-dominated).
-
-    Args:
-        points: (n, m) objective vectors, minimised.
-
-    Returns:
-        (n,) integer ranks.
-
-    """
-    result = np.zeros(len(_as_points(points)), dtype=np.int64)
-    for rank, front in enumerate(non_dominated_sort(points)):
-        result[front] = rank
-    return result
+    return np.asarray(moocore.is_nondominated(array, keep_weakly=True), dtype=bool)
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:
@@ -135,41 +113,11 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     return distance
 
 
-class _Staircase:
-    """The 2-D non-dominated points seen so far (x ascending, y descending) and the area they dominate."""
-
-    def __init__(self, reference: tuple[float, float]) -> None:
-        self.reference = reference
-        self.xs: list[float] = []
-        self.ys: list[float] = []
-        self.area = 0.0
-
-    def insert(self, x: float, y: float) -> None:
-        xs, ys = self.xs, self.ys
-        left = bisect.bisect_left(xs, x)
-        right_of_equal = bisect.bisect_right(xs, x)
-        if right_of_equal > 0 and ys[right_of_equal - 1] <= y:
-            return  # dominated (or equalled) by a point with x' <= x
-        # the points the new one dominates form a run starting at `left`
-        stop = left
-        while stop < len(xs) and ys[stop] >= y:
-            stop += 1
-        # strips between consecutive x's gain the height between the old cover and y
-        cover = ys[left - 1] if left > 0 else self.reference[1]
-        edges = [x, *xs[left:stop], xs[stop] if stop < len(xs) else self.reference[0]]
-        heights = [cover, *ys[left:stop]]
-        for index, height in enumerate(heights):
-            self.area += (edges[index + 1] - edges[index]) * (height - y)
-        xs[left:stop] = [x]
-        ys[left:stop] = [y]
-
-
 def hypervolume(points: np.ndarray, reference: tuple[float, float, float] = REFERENCE_POINT) -> float:
-    """Exact hypervolume dominated by 3-D points, bounded by a reference point.
+    """Exact hypervolume dominated by 3-D points, bounded by a reference point (moocore's).
 
-    Sweeps the third objective upwards, keeping the 2-D staircase of the points seen so far and its area;
-    between consecutive z values the dominated region is a prism on that area. O(n log n) plus the
-    staircase updates: a front of a thousand points takes milliseconds.
+    moocore's exact 3-D algorithm measured 4× (30 points) to 30× (300 points) faster than the sweep over a
+    2-D staircase this module held before (benchmarks/bench_results.py); both agree to 1e-15.
 
     Args:
         points: (n, 3) objective vectors, minimised.
@@ -188,14 +136,7 @@ def hypervolume(points: np.ndarray, reference: tuple[float, float, float] = REFE
     array = array[np.all(array < bound, axis=1)]
     if len(array) == 0:
         return 0.0
-    array = array[np.argsort(array[:, 2], kind="stable")]
-    staircase = _Staircase((float(bound[0]), float(bound[1])))
-    z_values = [*array[:, 2].tolist(), float(bound[2])]
-    volume = 0.0
-    for index, (x, y) in enumerate(array[:, :2].tolist()):
-        staircase.insert(x, y)
-        volume += staircase.area * (z_values[index + 1] - z_values[index])
-    return volume
+    return float(moocore.hypervolume(array, ref=bound))
 
 
 class ParetoArchive:

@@ -235,13 +235,21 @@ def load_feature_set(config: ExperimentConfig, *, progress: bool = True) -> Feat
     pools = [ood_table.features for ood_table in ood_tables]
     pool_labels = [ood_table.labels for ood_table in ood_tables]
 
+    sampling = config.robustness.ood_sampling
+    rounds = _rounds(table, config)
+
     def draw(total: int, stream: int, index: int) -> np.ndarray:
         if not pools:
             return np.empty((0, table.features.shape[1]), np.float32)
-        return sample_ood(pools, pool_labels, total, [seed, stream, index])
+        if sampling == "first_n":
+            # the reference's one OoD set for every fold: sized by the first fold's split, so a fold whose
+            # split is a sample or two larger or smaller scores the same OoD images
+            first = rounds[0].test if stream == STREAM_TEST_OOD else rounds[0].evaluation
+            total = len(first) if first is not None else total
+        return sample_ood(pools, pool_labels, total, [seed, stream, index], sampling)
 
     folds = []
-    for index, round_ in enumerate(_rounds(table, config)):
+    for index, round_ in enumerate(rounds):
         evaluation = _split(table, round_.evaluation, config.fitness_split)
         test = _split(table, round_.test, "test") if round_.test is not None else None
         folds.append(
@@ -265,6 +273,9 @@ def load_feature_set(config: ExperimentConfig, *, progress: bool = True) -> Feat
             "split_seed": seed,
             "folds": dataset.folds,
             "num_classes": num_classes,
+            # named only when not the default, so feature sets (and the fitness keys on them) made before
+            # the option existed keep their keys
+            **({"ood_sampling": sampling} if sampling != "random" else {}),
         }
     )
     logger.info(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evoprune.workers.features import FeatureSet, Split
-from evoprune.workers.odin import auroc, odin_scores
+from evoprune.workers.odin import AUROC_ESTIMATORS, odin_scores
 from evoprune.workers.retrain import RetrainedModel
 
 # The paper's windows: (50, 60), (55, 65), ..., (85, 95) percentiles of the front's accuracies.
@@ -84,6 +84,7 @@ def ensemble_objectives(
     split: Split,
     num_classes: int,
     temperature: float,
+    estimator: str = "exact",
 ) -> tuple[float, float]:
     """Accuracy of the majority vote and AUROC of the members' mean ODIN score, on one split.
 
@@ -93,6 +94,7 @@ def ensemble_objectives(
         split: the in-distribution split (its labels).
         num_classes: C.
         temperature: the ODIN temperature.
+        estimator: the AUROC estimator ("exact" or "reference", as `robustness.auroc_estimator`).
 
     Returns:
         (accuracy, AUROC).
@@ -102,7 +104,7 @@ def ensemble_objectives(
     accuracy = float(np.mean(votes == split.labels))
     inside = np.mean([odin_scores(member, temperature) for member in logits], axis=0)
     outside = np.mean([odin_scores(member, temperature) for member in ood_logits], axis=0)
-    return accuracy, auroc(inside, outside)
+    return accuracy, AUROC_ESTIMATORS[estimator](inside, outside)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class WindowEnsemble:
 
 
 def _mean_over_folds(
-    models: list[RetrainedModel], feature_set: FeatureSet, temperature: float, test: bool
+    models: list[RetrainedModel], feature_set: FeatureSet, temperature: float, test: bool, estimator: str
 ) -> tuple[float, float] | None:
     """The ensemble's (accuracy, AUROC) averaged over folds; None for test when there is no test split."""
     scores = []
@@ -140,7 +142,9 @@ def _mean_over_folds(
             if fold.test is None or len(test_logits) != len(outputs) or len(test_ood) != len(outputs):
                 return None
             logits, ood, split = test_logits, test_ood, fold.test
-        scores.append(ensemble_objectives(logits, ood, split, feature_set.num_classes, temperature))
+        scores.append(
+            ensemble_objectives(logits, ood, split, feature_set.num_classes, temperature, estimator)
+        )
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
@@ -149,6 +153,7 @@ def window_ensembles(
     feature_set: FeatureSet,
     temperature: float,
     windows: Sequence[tuple[int, int]] | None = None,
+    estimator: str = "exact",
 ) -> list[WindowEnsemble]:
     """Build the ensemble of every percentile window and score it like a single model.
 
@@ -159,6 +164,7 @@ def window_ensembles(
         feature_set: the features they were trained on.
         temperature: the ODIN temperature.
         windows: percentile windows; the paper's eight when None.
+        estimator: the AUROC estimator, as the experiment's `robustness.auroc_estimator`.
 
     Returns:
         One WindowEnsemble per window, in window order.
@@ -177,9 +183,9 @@ def window_ensembles(
             continue
         chosen = [models[m] for m in members]
         best = max(members, key=lambda m: (models[m].evaluation.accuracy, models[m].evaluation.auroc, -m))
-        scores = _mean_over_folds(chosen, feature_set, temperature, test=False)
+        scores = _mean_over_folds(chosen, feature_set, temperature, test=False, estimator=estimator)
         assert scores is not None
-        test_scores = _mean_over_folds(chosen, feature_set, temperature, test=True)
+        test_scores = _mean_over_folds(chosen, feature_set, temperature, test=True, estimator=estimator)
         best_evaluation = models[best].evaluation
         results.append(
             WindowEnsemble(

@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 from keras import ops
 
-from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.config import ExperimentConfig, RobustnessConfig
 from evoprune.shared.masks import MaskError, active_fraction
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers import head_core
@@ -22,7 +22,7 @@ from evoprune.workers.grouping import (
     group_masks,
 )
 from evoprune.workers.head_layout import HeadShape, active_indices, head_shape
-from evoprune.workers.odin import auroc, odin_scores
+from evoprune.workers.odin import ood_auroc
 from evoprune.workers.trainer import HeadTrainer, Trained, extend_features
 
 CPU_GROUP_SIZE = 4
@@ -184,16 +184,16 @@ class BatchedEvaluator:
         if fold.test is not None and fold.test_ood is not None:
             test_logits = self._all_logits(params, index_tensor, fold.test.features)
             test_ood_logits = self._all_logits(params, index_tensor, fold.test_ood)
-        temperature = self.config.robustness.temperature
+        scoring = self.config.robustness
         scores = []
         for model in members:
             accuracy, robustness = _objectives(
-                evaluation_logits[model], ood_logits[model], fold.evaluation, temperature
+                evaluation_logits[model], ood_logits[model], fold.evaluation, scoring
             )
             test_accuracy = test_robustness = None
             if test_logits is not None and test_ood_logits is not None and fold.test is not None:
                 test_accuracy, test_robustness = _objectives(
-                    test_logits[model], test_ood_logits[model], fold.test, temperature
+                    test_logits[model], test_ood_logits[model], fold.test, scoring
                 )
             scores.append(
                 {
@@ -237,10 +237,10 @@ class BatchedEvaluator:
 
 
 def _objectives(
-    logits: np.ndarray, ood_logits: np.ndarray, split: Split, temperature: float
+    logits: np.ndarray, ood_logits: np.ndarray, split: Split, scoring: RobustnessConfig
 ) -> tuple[float, float]:
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == split.labels))
-    robustness = auroc(odin_scores(logits, temperature), odin_scores(ood_logits, temperature))
+    robustness = ood_auroc(logits, ood_logits, scoring.temperature, scoring.auroc_estimator)
     return accuracy, robustness
 
 

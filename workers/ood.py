@@ -59,21 +59,31 @@ def allocate(total: int, capacities: Sequence[int]) -> list[int]:
     return counts
 
 
+OOD_SAMPLINGS = ("random", "first_n")
+
+
 def choose_ood_indices(
-    labels_per_source: Sequence[np.ndarray], total: int, seed: int | Sequence[int]
+    labels_per_source: Sequence[np.ndarray],
+    total: int,
+    seed: int | Sequence[int],
+    sampling: str = "random",
 ) -> list[np.ndarray]:
     """Pick which OoD samples to use: `total` split evenly over sources, then over each source's classes.
 
     Args:
         labels_per_source: for each OoD source, the class label of every sample in its pool.
         total: the number of OoD samples wanted (the evaluation split's size).
-        seed: seeds the choice of samples within each class.
+        seed: seeds the choice of samples within each class (random sampling only).
+        sampling: "random" draws each class's share at random; "first_n" takes each class's first
+            samples in the source's own order, as the reference did with its curated OoD folders.
 
     Returns:
         For each source, the sorted indices into its pool that were chosen. If the pools hold fewer than
         `total` samples together, all of them are chosen and a warning is logged.
 
     """
+    if sampling not in OOD_SAMPLINGS:
+        raise ValueError(f"unknown OoD sampling {sampling!r}; known: {', '.join(OOD_SAMPLINGS)}")
     pool_size = sum(len(labels) for labels in labels_per_source)
     if total > pool_size:
         logger.warning("OoD pool holds %d samples but %d are needed: using all of them", pool_size, total)
@@ -84,7 +94,9 @@ def choose_ood_indices(
         classes, sizes = np.unique(labels, return_counts=True)
         per_class = allocate(wanted, sizes.tolist())
         picks = [
-            rng.choice(np.flatnonzero(labels == label), size=count, replace=False)
+            np.flatnonzero(labels == label)[:count]
+            if sampling == "first_n"
+            else rng.choice(np.flatnonzero(labels == label), size=count, replace=False)
             for label, count in zip(classes, per_class, strict=True)
         ]
         chosen.append(np.sort(np.concatenate(picks)) if picks else np.empty(0, np.int64))
@@ -96,6 +108,7 @@ def sample_ood(
     labels_per_source: Sequence[np.ndarray],
     total: int,
     seed: int | Sequence[int],
+    sampling: str = "random",
 ) -> np.ndarray:
     """Draw the OoD features for one evaluation split.
 
@@ -104,6 +117,7 @@ def sample_ood(
         labels_per_source: each source's (N_s,) class labels, used only to spread the draw over classes.
         total: samples wanted.
         seed: seeds the draw.
+        sampling: "random" or "first_n" (see `choose_ood_indices`).
 
     Returns:
         (min(total, pool size), D) float32 features, grouped by source in the given order.
@@ -111,6 +125,6 @@ def sample_ood(
     """
     if not features_per_source:
         raise ValueError("no OoD sources to sample from")
-    chosen = choose_ood_indices(labels_per_source, total, seed)
+    chosen = choose_ood_indices(labels_per_source, total, seed, sampling)
     parts = [features[indices] for features, indices in zip(features_per_source, chosen, strict=True)]
     return np.concatenate(parts).astype(np.float32, copy=False)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.config import ExperimentConfig, RobustnessConfig
 from evoprune.shared.masks import MaskError, active_fraction
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.evaluator import BatchedEvaluator, _objectives
@@ -125,9 +125,8 @@ def retrain(
                 group, evaluator.fold_outputs(fold_index, [kept[m] for m in group]), strict=True
             ):
                 outputs[member].append(result if _keeps(keep_weights, member) else replace(result, params=()))
-    temperature = config.robustness.temperature
     return [
-        RetrainedModel(mask, tuple(folds), _evaluation(mask, folds, feature_set, temperature))
+        RetrainedModel(mask, tuple(folds), _evaluation(mask, folds, feature_set, config.robustness))
         for mask, folds in zip(masks, outputs, strict=True)
     ]
 
@@ -137,16 +136,14 @@ def _keeps(keep_weights: bool | Collection[int], member: int) -> bool:
 
 
 def _evaluation(
-    mask: np.ndarray, folds: list[FoldOutputs], feature_set: FeatureSet, temperature: float
+    mask: np.ndarray, folds: list[FoldOutputs], feature_set: FeatureSet, scoring: RobustnessConfig
 ) -> Evaluation:
     scores = []
     tests = []
     for outputs, fold in zip(folds, feature_set.folds, strict=True):
-        scores.append(
-            _objectives(outputs.evaluation_logits, outputs.ood_logits, fold.evaluation, temperature)
-        )
+        scores.append(_objectives(outputs.evaluation_logits, outputs.ood_logits, fold.evaluation, scoring))
         if outputs.test_logits is not None and outputs.test_ood_logits is not None and fold.test is not None:
-            tests.append(_objectives(outputs.test_logits, outputs.test_ood_logits, fold.test, temperature))
+            tests.append(_objectives(outputs.test_logits, outputs.test_ood_logits, fold.test, scoring))
     return Evaluation(
         accuracy=float(np.mean([accuracy for accuracy, _ in scores])),
         active_fraction=active_fraction(mask),

@@ -5,6 +5,7 @@
   const TOKEN_KEY = "evoprune.apiToken";
   const LIST_POLL_MS = 4000;
   const RENDER_DELAY_MS = 250; // events arrive in bursts; one redraw per burst keeps the 3-D plot smooth
+  const POPULATION_DELAY_MS = 2000; // population fronts are fetched, not streamed: at most one request per 2 s
   const EVALUATIONS_PAGE = 1000;
   const EVALUATIONS_CAP = 20000; // the grey cloud of all evaluations is context; more only slows the plot
   const ACTIVE = new Set(["queued", "running"]);
@@ -23,6 +24,7 @@
     detailError: $("detail-error"), statHv: $("stat-hv"), statFront: $("stat-front"),
     statBest: $("stat-best"),
     statCache: $("stat-cache"), frontPlot: $("front-plot"), hvPlot: $("hv-plot"),
+    frontKind: $("front-kind"),
     runsBody: document.querySelector("#runs-table tbody"),
     frontBody: document.querySelector("#front-table tbody"),
     analysis: {
@@ -237,7 +239,10 @@
       // a copy: events update it in place, the list keeps its own until the next poll
       record: JSON.parse(JSON.stringify(
         experiments.find((item) => item.id === id) ?? { id, name: id, status: "queued", runs: [] })),
-      fronts: new Map(), // run -> [{accuracy, active_fraction, auroc, mask}], run -1 = all runs
+      fronts: new Map(), // run -> [{accuracy, active_fraction, auroc, mask}], run -1 = all runs (archive)
+      // the population fronts (the paper's), fetched from /front rather than streamed: they change only
+      // when a step is applied, and a front event announces that
+      population: { fronts: new Map(), timer: null, loaded: false, again: false },
       hypervolume: new Map(), // run -> [{evaluations, hypervolume}] ascending
       evaluations: [], // every evaluated mask's objectives (the grey cloud)
       evaluationKeys: new Set(),
@@ -310,6 +315,38 @@
     }
   }
 
+  /** Fetches the population fronts, at most once per POPULATION_DELAY_MS while events keep coming. */
+  function loadPopulation(view) {
+    const population = view.population;
+    if (population.timer) {
+      population.again = true; // a fetch already under way may have read the state before this event
+      return;
+    }
+    population.again = false;
+    population.timer = setTimeout(async () => {
+      try {
+        const front = await api("GET", `experiments/${encodeURIComponent(view.id)}/front?kind=population`);
+        const fronts = new Map();
+        for (const point of front.points) {
+          if (!fronts.has(point.run)) fronts.set(point.run, []);
+          fronts.get(point.run).push(point);
+        }
+        Object.assign(population, { fronts, loaded: true });
+        if (current === view) scheduleRender();
+      } catch (error) {
+        console.warn("evoprune: population fronts not loaded", error);
+      } finally {
+        population.timer = null;
+        if (population.again && current === view) loadPopulation(view);
+      }
+    }, population.loaded ? POPULATION_DELAY_MS : 0);
+  }
+
+  /** The fronts the selector shows: the populations' (default) or the archives'. */
+  function shownFronts(view) {
+    return el.frontKind.value === "archive" ? view.fronts : view.population.fronts;
+  }
+
   const HANDLERS = {
     snapshot(view, data) {
       view.record = data.experiment;
@@ -317,6 +354,7 @@
       if (!ACTIVE.has(view.record.status)) view.finished = true;
       applyFront(view, data.front);
       loadEvaluations(view);
+      loadPopulation(view);
     },
     status(view, data) {
       Object.assign(view.record, data);
@@ -335,6 +373,7 @@
       addHypervolume(view, data.run, x, data.hypervolume);
       if (data.run < 0) view.record.hypervolume = data.hypervolume;
       else runRecord(view, data.run).hypervolume = data.hypervolume;
+      loadPopulation(view);
     },
     "run-finished"(view, data) {
       Object.assign(runRecord(view, data.run), {
@@ -343,6 +382,7 @@
     },
     done(view, data) {
       view.finished = true;
+      loadPopulation(view);
       Object.assign(view.record, {
         status: data.status, error: data.error, hypervolume: data.hypervolume, cache_hits: data.cache_hits,
       });
@@ -442,9 +482,11 @@
     el.detailError.textContent = problem ?? "";
     analysisPanel.update(view.streamError ? null : record);
 
-    const aggregate = view.fronts.get(-1) ?? [];
+    const fronts = shownFronts(view);
+    const aggregate = fronts.get(-1) ?? [];
     const best = aggregate.reduce(
       (top, point) => (!top || point.accuracy > top.accuracy ? point : top), null);
+    // the record's hypervolume is the aggregated archive's: the one the live events carry
     el.statHv.textContent = fixed(record.hypervolume);
     el.statFront.textContent = `${aggregate.length} masks`;
     el.statBest.textContent = best
@@ -459,7 +501,7 @@
       node("td", {}, node("progress", { max: run.evaluations_total || 1, value: run.evaluations_done || 0,
         "aria-label": `run ${run.run} progress` })),
       node("td", { class: "num" }, `${run.evaluations_done ?? 0} / ${run.evaluations_total ?? "?"}`),
-      node("td", { class: "num" }, String((view.fronts.get(run.run) ?? []).length)),
+      node("td", { class: "num" }, String((fronts.get(run.run) ?? []).length)),
       node("td", { class: "num" }, fixed(run.hypervolume)))));
 
     const rows = [...aggregate].sort(
@@ -471,10 +513,14 @@
       node("td", { class: "mask", title: point.mask }, point.mask))));
 
     if (window.Plotly) {
-      EvoPlots.drawFront(el.frontPlot, view);
+      EvoPlots.drawFront(el.frontPlot, { ...view, fronts });
       EvoPlots.drawHypervolume(el.hvPlot, view);
     }
   }
+
+  el.frontKind.addEventListener("change", () => {
+    if (current) renderDetail();
+  });
 
   el.cancel.addEventListener("click", async () => {
     const view = current;

@@ -14,7 +14,7 @@ from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
 from evoprune.coordinator.analysis.importance import neuron_importance
 from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
 from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from evoprune.coordinator.results import hypervolume_history
+from evoprune.coordinator.results import POPULATION_FRONT, hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
@@ -34,6 +34,7 @@ def analyze(
     samples: int = DEFAULT_SAMPLES,
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
+    front: str = POPULATION_FRONT,
 ) -> dict[str, Any]:
     """Run every analysis of a finished experiment and write them to results_dir/analysis/.
 
@@ -46,6 +47,9 @@ def analyze(
         samples: sample images of the heatmap grid.
         feature_set: the experiment's features, if already loaded (else loaded from the feature cache).
         log: called with a line per stage (the command line prints them).
+        front: which fronts to analyse: "population" (the paper's: the non-dominated members of each run's
+            final population, aggregated into the super Pareto front) or "archive" (the non-dominated
+            set of all evaluations).
 
     Returns:
         The index written to analysis/analysis.json.
@@ -58,7 +62,7 @@ def analyze(
     if top < 1 or samples < 1:
         raise AnalysisError(f"top ({top}) and samples ({samples}) must be at least 1")
     started = time.perf_counter()
-    inputs = read_results(Path(results_dir))
+    inputs = read_results(Path(results_dir), front)
     if feature_set is None:
         say("loading the experiment's features (extracted again if the feature cache lost them)")
     features = feature_set if feature_set is not None else _load_features(inputs, progress=log is not None)
@@ -132,6 +136,7 @@ def _write_all(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "mode": config.head.mode,
         "backbone": config.backbone.name,
+        "front": inputs.front_kind,
         "front_size": len(inputs.aggregate),
         "mask_length": inputs.mask_length,
         "reproduced": reproduced,
@@ -149,19 +154,24 @@ def _write_all(
 def _front_plots(inputs: ResultsInput, out: Path) -> list[dict[str, str]]:
     config = inputs.config
     name = config.name
-    plot_front_3d(inputs.front, out / "front_3d.png", title=f"{name}: Pareto fronts (black: all runs)")
-    plot_front_projections(inputs.front, out / "front_2d.png", title=f"{name}: 2-D projections of the fronts")
+    which = f"{inputs.front_kind} fronts"
+    plot_front_3d(inputs.front, out / "front_3d.png", title=f"{name}: {which} (black: all runs)")
+    plot_front_projections(
+        inputs.front, out / "front_2d.png", title=f"{name}: 2-D projections of the {which}"
+    )
     rows = _with_slots(inputs)
     runs = sorted({row["run"] for row in rows})
     histories = {run: hypervolume_history([row for row in rows if row["run"] == run]) for run in runs}
     # the aggregated archive after each synchronous round, on the same per-run evaluation axis
     aggregate = [(done / len(runs), volume) for done, volume in hypervolume_history(rows)]
-    plot_hypervolume(histories, out / "hypervolume_all.png", f"{name}: hypervolume of every run", aggregate)
+    title = f"{name}: hypervolume of every run's archive front"
+    plot_hypervolume(histories, out / "hypervolume_all.png", title, aggregate)
     return [
         artifact("front_3d.png", "3-D Pareto fronts, one colour per run, the aggregated front in black"),
         artifact("front_2d.png", "2-D projections of the fronts, one colour per run, aggregated in black"),
         artifact(
-            "hypervolume_all.png", "hypervolume against evaluations of every run and of all runs together"
+            "hypervolume_all.png",
+            "archive-front hypervolume against evaluations of every run and of all runs together",
         ),
     ]
 

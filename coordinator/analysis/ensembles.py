@@ -46,7 +46,10 @@ def ensemble_table(
     config = inputs.config
     with_test = config.fitness_split == "validation"
     rows = []
-    for result in window_ensembles(models, features, config.robustness.temperature):
+    robustness = config.robustness
+    for result in window_ensembles(
+        models, features, robustness.temperature, estimator=robustness.auroc_estimator
+    ):
         members = [models[m] for m in result.members]
         row: dict[str, Any] = {
             "window_lower": result.window[0],

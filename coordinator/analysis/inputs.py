@@ -12,7 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from evoprune.coordinator.results import AGGREGATE_RUN, EVALUATION_COLUMNS, FRONT_COLUMNS
+from evoprune.coordinator.results import (
+    AGGREGATE_RUN,
+    ARCHIVE_FRONT,
+    EVALUATION_COLUMNS,
+    FRONT_COLUMNS,
+    FRONT_KINDS,
+    POPULATION_FRONT,
+)
 from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
@@ -31,20 +38,23 @@ class ResultsInput:
     config: ExperimentConfig
     summary: dict[str, Any]
     evaluations: list[dict[str, Any]]
-    front: list[dict[str, Any]]  # every run's front and the aggregated one (run = -1)
+    front: list[dict[str, Any]]  # every run's front of `front_kind` and the aggregated one (run = -1)
     aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
     masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
+    front_kind: str = POPULATION_FRONT  # "population" (the paper's fronts) or "archive"
 
     @property
     def mask_length(self) -> int:
         return int(self.masks.shape[1])
 
 
-def read_results(results_dir: Path) -> ResultsInput:
+def read_results(results_dir: Path, front_kind: str = POPULATION_FRONT) -> ResultsInput:
     """Read and check a results directory written by `evoprune run`.
 
     Args:
         results_dir: the directory.
+        front_kind: the fronts to read: "population" (each run's final population's non-dominated
+            members, the paper's) or "archive" (the non-dominated set of all evaluations).
 
     Returns:
         Its config, summary, evaluations and fronts.
@@ -54,6 +64,8 @@ def read_results(results_dir: Path) -> ResultsInput:
 
     """
     results_dir = Path(results_dir)
+    if front_kind not in FRONT_KINDS:
+        raise AnalysisError(f"front: {front_kind!r} is not one of {', '.join(FRONT_KINDS)}")
     if not results_dir.is_dir():
         raise AnalysisError(f"{results_dir} is not a directory; give the results directory of an experiment.")
     config = _read_config(results_dir)
@@ -61,10 +73,12 @@ def read_results(results_dir: Path) -> ResultsInput:
     _check_finished(results_dir, summary)
     layout = ResultsLayout(results_dir)
     evaluations = _read_table(layout.evaluations, EVALUATION_COLUMNS)
-    front = _read_table(layout.front, FRONT_COLUMNS)
+    front = _read_fronts(layout.front, front_kind)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
     if not aggregate:
-        raise AnalysisError(f"{layout.front} is corrupt: it holds no aggregated front (rows with run = -1).")
+        raise AnalysisError(
+            f"{layout.front} is corrupt: it holds no aggregated {front_kind} front (rows with run = -1)."
+        )
     aggregate.sort(key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
     lengths = {row["mask_length"] for row in aggregate}
     expected = summary.get("mask_length")
@@ -78,7 +92,21 @@ def read_results(results_dir: Path) -> ResultsInput:
         masks = np.stack([decode_mask(row["mask"], length) for row in aggregate])
     except MaskError as error:
         raise AnalysisError(f"{layout.front} is corrupt: {error}.") from None
-    return ResultsInput(results_dir, config, summary, evaluations, front, aggregate, masks)
+    return ResultsInput(results_dir, config, summary, evaluations, front, aggregate, masks, front_kind)
+
+
+def _read_fronts(path: Path, front_kind: str) -> list[dict[str, Any]]:
+    """The rows of one kind of front; a front.parquet from before fronts had kinds holds archives only."""
+    legacy = tuple(name for name in FRONT_COLUMNS if name != "kind")
+    rows = _read_table(path, legacy)
+    if rows and "kind" not in rows[0]:
+        if front_kind != ARCHIVE_FRONT:
+            raise AnalysisError(
+                f"{path} was written before population fronts were kept: it holds archive fronts only; "
+                "analyse those with --front archive."
+            )
+        return rows
+    return [row for row in rows if row["kind"] == front_kind]
 
 
 def _read_config(results_dir: Path) -> ExperimentConfig:

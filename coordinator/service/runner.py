@@ -162,7 +162,7 @@ def _publish_finished(
     summary = read_json(layout.summary)
     publisher(
         ExperimentSucceeded(
-            hypervolume=summary["aggregate"]["hypervolume"],
+            hypervolume=summary["aggregate"]["hypervolume_archive"],
             evaluations=summary["aggregate"]["evaluations"],
             cache_hits=summary["aggregate"]["cache_hits"],
             seconds=summary.get("wall_time_s", 0.0),

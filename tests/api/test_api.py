@@ -1,5 +1,6 @@
 import io
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -283,13 +284,22 @@ def test_front_and_evaluations(client):
     config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
     experiment_id = submit(client, config).json()["id"]
     run_fake_experiment(client.app.state.store, experiment_id, steps=3, finish=False)
-    front = client.get(f"/experiments/{experiment_id}/front").json()
+    front = client.get(f"/experiments/{experiment_id}/front?kind=archive").json()
+    assert front["kind"] == "archive"
     assert front["evaluations_done"] == 6 and front["hypervolume"] == pytest.approx(0.3)
     assert front["points"] == [
         {"run": -1, "mask": "20", "accuracy": 0.7, "active_fraction": 0.5, "auroc": 0.7},
         {"run": 0, "mask": "20", "accuracy": 0.7, "active_fraction": 0.5, "auroc": 0.7},
     ]
-    assert client.get(f"/experiments/{experiment_id}/front?run=-1").json()["runs"][0]["run"] == -1
+    assert (
+        client.get(f"/experiments/{experiment_id}/front?run=-1&kind=archive").json()["runs"][0]["run"] == -1
+    )
+    # the default view, the population fronts, is read from the checkpoint: this runner wrote none
+    population = client.get(f"/experiments/{experiment_id}/front").json()
+    assert (
+        population["kind"] == "population" and population["points"] == [] and population["hypervolume"] == 0
+    )
+    assert client.get(f"/experiments/{experiment_id}/front?kind=best").status_code == 422
     page = client.get(f"/experiments/{experiment_id}/evaluations?offset=2&limit=3").json()
     assert page["total"] == 6 and [e["mask"] for e in page["evaluations"]] == ["10", "11", "20"]
     assert page["evaluations"][0]["mask_length"] == 8
@@ -301,6 +311,30 @@ def test_front_and_evaluations(client):
     assert table.num_rows == 6 and table.column_names[:3] == ["run", "step", "mask"]
     assert client.get(f"/experiments/{experiment_id}/evaluations?format=parquet").content == parquet.content
     assert client.get(f"/experiments/{experiment_id}/evaluations?limit=0").status_code == 422
+
+
+def test_the_population_front_is_read_from_the_experiments_checkpoint(client):
+    from evoprune.coordinator.evaluator_interface import InProcessEvaluator
+    from evoprune.coordinator.experiment import Experiment
+    from evoprune.shared.config import parse_config
+    from tests.coordinator.fakes import FakeProblem
+
+    config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "max_evaluations": 20}}
+    experiment_id = submit(client, config).json()["id"]
+    record = client.app.state.store.get(experiment_id)
+    experiment = Experiment(
+        parse_config(config), Path(record.results_dir), "fake", 64, InProcessEvaluator(FakeProblem())
+    )
+    experiment.start()
+    experiment.run()
+    written = pq.read_table(Path(record.results_dir) / "front.parquet").to_pylist()
+    front = client.get(f"/experiments/{experiment_id}/front").json()
+    assert front["kind"] == "population"
+    for run in (-1, 0, 1):
+        expected = {r["mask"] for r in written if r["run"] == run and r["kind"] == "population"}
+        assert expected and {p["mask"] for p in front["points"] if p["run"] == run} == expected
+    summary = json.loads((Path(record.results_dir) / "summary.json").read_text())
+    assert front["hypervolume"] == pytest.approx(summary["aggregate"]["hypervolume_population"], abs=1e-12)
 
 
 def test_health_and_docs(client):

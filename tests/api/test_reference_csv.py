@@ -14,7 +14,7 @@ from evoprune.api.reference_csv import (
     ood_csv_files,
     read_csv_lines,
 )
-from evoprune.shared.config import ConfigError, RobustnessConfig, TrainingConfig
+from evoprune.shared.config import ConfigError, EarlyStoppingConfig, RobustnessConfig, TrainingConfig
 
 COPIES = Path(__file__).parent / "reference_csv"
 PAPER_GA = "30,first,2048,512,-1,200,0,1,1,0\n"
@@ -85,8 +85,12 @@ def test_each_paper_dataset_file_maps_field_by_field(file, name, source, folds, 
     # the protocol the reference hard-codes
     assert config.backbone.name == "resnet50" and config.backbone.weights == "imagenet"
     assert config.fitness_split == "test"
-    assert config.training == TrainingConfig()
-    assert config.robustness == RobustnessConfig()
+    # and its AUROC estimator, OoD sample and restore rule, through protocol: reference
+    assert config.protocol == "reference"
+    assert config.training == TrainingConfig(
+        early_stopping=EarlyStoppingConfig(restore_best_weights="when_stopped")
+    )
+    assert config.robustness == RobustnessConfig(auroc_estimator="reference", ood_sampling="first_n")
 
 
 def test_run_number_and_base_seed_make_the_seed():

@@ -71,3 +71,13 @@ def test_static_files_answer_head_requests(client: TestClient) -> None:
     response = client.head("/static/app.js")
     assert response.status_code == 200
     assert response.headers["content-type"] == web.PAGE_FILES["app.js"]
+
+
+def test_the_page_shows_the_population_fronts_by_default_and_offers_the_archives(client: TestClient) -> None:
+    html = client.get("/").text
+    selector = re.search(r'<select id="front-kind"[^>]*>(.*?)</select>', html, re.S)
+    assert selector is not None
+    options = re.findall(r'<option value="(\w+)"( selected)?', selector.group(1))
+    assert options == [("population", " selected"), ("archive", "")]
+    script = client.get("/static/app.js").text
+    assert "front?kind=population" in script

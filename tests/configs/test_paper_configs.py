@@ -84,14 +84,26 @@ def test_paper_protocol_and_search(name, data_root):
         decay=1e-6,
         batch_size=32,
         max_epochs=600,
-        early_stopping=EarlyStoppingConfig(min_delta=1e-5, patience=10, restore_best_weights="always"),
+        early_stopping=EarlyStoppingConfig(min_delta=1e-5, patience=10, restore_best_weights="when_stopped"),
         seed=0,
     )
-    assert config.robustness == RobustnessConfig(temperature=1000.0)
+    # protocol: reference selects the reference's estimator, OoD sample and restore rule
+    assert config.protocol == "reference"
+    assert config.robustness == RobustnessConfig(
+        temperature=1000.0, auroc_estimator="reference", ood_sampling="first_n"
+    )
     assert config.fitness_split == "test"
     search = config.search
     assert (search.population_size, search.max_evaluations, search.runs, search.seed) == (30, 200, 10, 0)
     assert (search.offspring_per_step, search.asynchronous, search.mutation_probability) == (2, False, None)
+
+
+def test_the_demo_and_the_defaults_keep_the_exact_auroc_and_random_ood(data_root):
+    for config in (load_config(CONFIGS / "demo.yaml"), parse_config({})):
+        assert config.protocol == "default"
+        assert (config.robustness.auroc_estimator, config.robustness.ood_sampling) == ("exact", "random")
+        assert config.training.early_stopping.restore_best_weights == "always"
+    assert load_config(CONFIGS / "rps-tfds.yaml").protocol == "reference"
 
 
 @pytest.mark.parametrize("name", PAPER)

@@ -77,11 +77,22 @@ def test_run_writes_the_results_directory(tmp_path, capsys):
     rows = evaluations.to_pylist()
     assert sorted((r["run"], r["step"]) for r in rows) == [(r["run"], r["step"]) for r in rows]
     front = pq.read_table(out / "front.parquet").to_pylist()
-    assert {r["run"] for r in front} == {-1, 0, 1}
+    assert {(r["run"], r["kind"]) for r in front} == {
+        (run, kind) for run in (-1, 0, 1) for kind in ("population", "archive")
+    }
     summary = json.loads((out / "summary.json").read_text())
     assert [run["seed"] for run in summary["runs"]] == [7, 8]
     assert summary["aggregate"]["evaluations"] == 120
-    assert summary["aggregate"]["hypervolume"] >= max(run["hypervolume"] for run in summary["runs"])
+    for kind in ("population", "archive"):
+        volume = f"hypervolume_{kind}"
+        assert summary["aggregate"][volume] >= max(run[volume] for run in summary["runs"])
+        for run in (-1, 0, 1):
+            part = summary["aggregate"] if run == -1 else summary["runs"][run]
+            assert part[f"front_size_{kind}"] == sum(r["run"] == run and r["kind"] == kind for r in front)
+    for run in summary["runs"]:
+        # the final population is a subset of the run's evaluations, and holds at most population_size masks
+        assert run["hypervolume_population"] <= run["hypervolume_archive"]
+        assert run["front_size_population"] <= SEARCH["population_size"]
     assert summary["aggregate"]["cache_hits"] == sum(r["cached"] for r in rows)
     assert "numpy" in summary["versions"]
     assert load_config(out / "config.yaml").search.seed == 7
@@ -236,11 +247,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_p
     if asynchronous:
         # which duplicate counts as the cache hit may depend on timing; masks and objectives may not
         assert [r[:6] for r in comparable(rows)] == [r[:6] for r in comparable(expected)]
-        assert pq.read_table(out / "front.parquet").equals(
-            pq.read_table(tmp_path / "straight" / "front.parquet")
-        )
     else:
         assert comparable(rows) == comparable(expected)
+    # both kinds of front, the final populations' included, come out as without the interruption
+    assert pq.read_table(out / "front.parquet").equals(pq.read_table(tmp_path / "straight" / "front.parquet"))
     trained = log.read_text().split()
     assert len(trained) == len(set(trained)), "a mask was trained twice"
     assert len(trained) == sum(not r["cached"] for r in rows)
@@ -287,7 +297,8 @@ def test_events_report_every_evaluation_and_the_end(tmp_path):
     assert kinds.count("evaluation") == 120
     assert kinds.count("run-finished") == 2 and kinds[-1] == "succeeded"
     fronts = [event for event in seen if event.kind == "front" and event.run == -1]
-    assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
+    # live front events follow the archive fronts
+    assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume_archive"])
     assert np.all(np.diff([event.hypervolume for event in fronts]) >= -1e-12)
 
 
@@ -338,6 +349,42 @@ def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupt
     resumed.restore(checkpoint)
     assert resumed.run()["status"] == "succeeded"
     assert comparable(read_evaluations(out)) == comparable(read_evaluations(tmp_path / "straight"))
+    assert pq.read_table(out / "front.parquet").equals(pq.read_table(tmp_path / "straight" / "front.parquet"))
+
+
+def test_the_population_front_is_the_final_populations_non_dominated_members(tmp_path):
+    from evoprune.shared.masks import encode_mask
+    from evoprune.shared.pareto import pareto_mask
+
+    config = parse_config({"name": "fronts", "search": {**SEARCH, "population_size": 6}})
+    experiment = Experiment(config, tmp_path / "out", "fake-features", 64, InProcessEvaluator(FakeProblem()))
+    experiment.start()
+    experiment.run()
+    front = pq.read_table(tmp_path / "out" / "front.parquet").to_pylist()
+    evaluated = read_evaluations(tmp_path / "out")
+    union = []
+    for run in range(2):
+        masks, objectives = experiment._runs[run].search.population()
+        distinct = {encode_mask(mask): tuple(point) for mask, point in zip(masks, objectives, strict=True)}
+        points = np.array(list(distinct.values()))
+        expected = {mask for mask, kept in zip(distinct, pareto_mask(points), strict=True) if kept}
+        population = {r["mask"] for r in front if r["run"] == run and r["kind"] == "population"}
+        assert population == expected
+        union += [(mask, distinct[mask]) for mask in sorted(expected)]
+        archive_rows = [r for r in evaluated if r["run"] == run]
+        archive_points = np.array(
+            [(1 - r["accuracy"], r["active_fraction"], 1 - r["auroc"]) for r in archive_rows]
+        )
+        archive = {
+            r["mask"] for r, kept in zip(archive_rows, pareto_mask(archive_points), strict=True) if kept
+        }
+        assert {r["mask"] for r in front if r["run"] == run and r["kind"] == "archive"} == archive
+    # the super Pareto front: the non-dominated union of the runs' population fronts
+    by_mask = dict(union)
+    kept = pareto_mask(np.array(list(by_mask.values())))
+    assert {r["mask"] for r in front if r["run"] == -1 and r["kind"] == "population"} == {
+        mask for mask, keep in zip(by_mask, kept, strict=True) if keep
+    }
 
 
 class SlowEvaluator(InProcessEvaluator):

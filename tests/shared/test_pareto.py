@@ -5,7 +5,6 @@ import pytest
 
 from evoprune.shared.pareto import (
     crowding_distance,
-    dominance_matrix,
     dominates,
     hypervolume,
     non_dominated_sort,
@@ -56,9 +55,17 @@ def test_non_dominated_sort_matches_brute_force(seed):
     assert np.array_equal(ranks(points), expected_ranks)
 
 
-def test_dominance_matrix_diagonal_is_false():
-    points = np.random.default_rng(0).random((10, 3))
-    assert not dominance_matrix(points).diagonal().any()
+def test_pareto_mask_keeps_duplicates_and_matches_a_pairwise_table_on_a_larger_set():
+    rng = np.random.default_rng(7)
+    points = np.round(rng.random((600, 3)), 1)
+    points[1] = points[0]  # an exact duplicate: both or neither are on the front
+    pairwise = np.all(points[:, None] <= points[None], axis=2) & np.any(
+        points[:, None] < points[None], axis=2
+    )
+    expected = ~pairwise.any(axis=0)
+    assert np.array_equal(pareto_mask(points), expected)
+    assert pareto_mask(points)[0] == pareto_mask(points)[1]
+    assert ranks(np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5], [0.6, 0.6, 0.6]])).tolist() == [0, 0, 1]
 
 
 def test_empty_inputs():

@@ -213,3 +213,19 @@ def test_tfds_dataset_with_a_tfds_ood_source(tmp_path):
     assert (len(fold.train), len(fold.evaluation)) == (6, 6)
     assert fold.ood.shape == (6, 192)
 
+
+def test_first_n_ood_is_one_set_for_every_fold_and_changes_the_key(tmp_path):
+    randomly = load_feature_set(config(tmp_path, dataset={"folds": 3}), progress=False)
+    first = load_feature_set(
+        config(tmp_path, dataset={"folds": 3}, robustness={"ood_sampling": "first_n"}), progress=False
+    )
+    assert first.key != randomly.key
+    assert all(np.array_equal(fold.ood, first.folds[0].ood) for fold in first.folds)
+    assert not all(np.array_equal(fold.ood, randomly.folds[0].ood) for fold in randomly.folds)
+    assert len(first.folds[0].ood) == len(first.folds[0].evaluation)
+    # the same images whatever the seed: the first ones of each class
+    reseeded = load_feature_set(
+        config(tmp_path, dataset={"folds": 3, "split_seed": 5}, robustness={"ood_sampling": "first_n"}),
+        progress=False,
+    )
+    assert np.array_equal(reseeded.folds[0].ood, first.folds[0].ood)

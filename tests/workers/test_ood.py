@@ -110,3 +110,24 @@ def test_negative_seeds_are_accepted_and_distinct():
     positive = choose_ood_indices(sources, 10, seed=[1, 4, 0])
     assert len(negative[0]) == 10
     assert not np.array_equal(negative[0], positive[0])
+
+
+def test_first_n_takes_each_class_first_samples_in_the_source_order():
+    # classes interleaved, so "first of each class" differs from "first rows of the pool"
+    sources = [np.array([0, 1, 0, 1, 0, 1, 0, 1]), _labels(3, 6)]
+    chosen = choose_ood_indices(sources, 8, seed=0, sampling="first_n")
+    # 4 per source; source 0: two of each class, its first two; source 1: two of class 0, two of class 1
+    assert chosen[0].tolist() == [0, 1, 2, 3]
+    assert chosen[1].tolist() == [0, 1, 3, 4]
+    # no randomness: any seed gives the same set, and a larger total only adds samples
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(chosen, choose_ood_indices(sources, 8, seed=99, sampling="first_n"), strict=True)
+    )
+    larger = choose_ood_indices(sources, 12, seed=0, sampling="first_n")
+    assert all(set(a) <= set(b) for a, b in zip(chosen, larger, strict=True))
+
+
+def test_unknown_sampling_is_refused():
+    with pytest.raises(ValueError, match="unknown OoD sampling"):
+        choose_ood_indices([_labels(3)], 2, seed=0, sampling="last_n")

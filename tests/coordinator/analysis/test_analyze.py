@@ -4,6 +4,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -53,8 +55,12 @@ def assert_png(path, min_side=MIN_PNG_SIDE):
     assert pixels.std() > 5, f"{path.name} looks blank"
 
 
-def aggregated_front(results_dir):
-    rows = [row for row in pq.read_table(results_dir / "front.parquet").to_pylist() if row["run"] == -1]
+def aggregated_front(results_dir, kind="population"):
+    rows = [
+        row
+        for row in pq.read_table(results_dir / "front.parquet").to_pylist()
+        if row["run"] == -1 and row["kind"] == kind
+    ]
     masks = np.stack([decode_mask(row["mask"], row["mask_length"]) for row in rows])
     return rows, masks
 
@@ -258,6 +264,28 @@ def test_validation_fitness_split_adds_test_scores(tmp_path):
     front = {row["mask"]: row for row in pq.read_table(tmp_path / "results" / "front.parquet").to_pylist()}
     for row in solutions.to_pylist():
         assert row["test_accuracy"] == front[row["mask"]]["test_accuracy"]
+
+
+def test_the_analyses_read_the_population_fronts_unless_told_to_read_the_archives(analysed, tmp_path):
+    results_dir, _, _, index = analysed
+    assert index["front"] == "population" and index["front_size"] == len(aggregated_front(results_dir)[0])
+    for kind in ("population", "archive"):
+        inputs = read_results(results_dir, kind)
+        assert inputs.front_kind == kind and {row["kind"] for row in inputs.front} == {kind}
+        assert sorted(row["mask"] for row in inputs.aggregate) == sorted(
+            row["mask"] for row in aggregated_front(results_dir, kind)[0]
+        )
+    # a front.parquet from before fronts had kinds holds archive fronts only
+    legacy = tmp_path / "legacy"
+    shutil.copytree(results_dir, legacy)
+    table = pq.read_table(legacy / "front.parquet")
+    archive = table.filter(pa.compute.equal(table["kind"], "archive")).drop_columns(["kind"])
+    pq.write_table(archive, legacy / "front.parquet")
+    assert len(read_results(legacy, "archive").aggregate) == len(aggregated_front(results_dir, "archive")[0])
+    with pytest.raises(AnalysisError, match="--front archive"):
+        read_results(legacy)
+    with pytest.raises(AnalysisError, match="front: 'best'"):
+        read_results(results_dir, "best")
 
 
 def test_features_other_than_the_experiments_are_refused(analysed, tmp_path):

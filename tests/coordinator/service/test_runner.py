@@ -86,7 +86,7 @@ def test_a_runner_publishes_the_whole_experiment(tmp_path):
     assert (
         record.status == "succeeded" and record.evaluations_done == 48 == summary["aggregate"]["evaluations"]
     )
-    assert record.hypervolume == pytest.approx(summary["aggregate"]["hypervolume"])
+    assert record.hypervolume == pytest.approx(summary["aggregate"]["hypervolume_archive"])
     assert [run.evaluations_done for run in record.runs] == [24, 24] and all(r.finished for r in record.runs)
     assert record.cache_hits == summary["aggregate"]["cache_hits"] and record.mask_length == 64
     assert record.started_at is not None and record.finished_at >= record.started_at
