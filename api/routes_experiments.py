@@ -99,7 +99,7 @@ def create_experiment(
         id=experiment_id,
         name=body.name or config.name,
         config=config.model_dump(mode="json"),
-        results_dir=str((settings.data_dir / "results" / experiment_id).resolve()),
+        results_dir=str(settings.store_spec().results_root / experiment_id),
         evaluations_total=search.runs * search.max_evaluations,
         runs=[
             RunProgress(run=run, seed=search.seed + run, evaluations_total=search.max_evaluations)
