@@ -1,14 +1,24 @@
-"""deploy/healthcheck.py, the containers' HEALTHCHECK: healthy on a 2xx from the API, unhealthy otherwise."""
+"""deploy/healthcheck.py, the containers' HEALTHCHECK: one public HTTP endpoint per role, healthy on a 2xx."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 
+import psutil
 import pytest
 
 from tests.deploy.tools import ROOT
@@ -23,6 +33,7 @@ def _load_healthcheck() -> ModuleType:
 
 
 healthcheck = _load_healthcheck()
+RAY_START_TIMEOUT_S = 120
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -71,5 +82,57 @@ def test_no_answer_is_unhealthy(capsys):
     assert "did not answer" in capsys.readouterr().err
 
 
-def test_the_default_url_is_the_apis_health_endpoint():
-    assert healthcheck.DEFAULT_API_URL == "http://127.0.0.1:8000/health"
+def test_each_role_has_its_own_endpoint_and_the_api_is_the_default():
+    assert healthcheck.role_url(None) == healthcheck.role_url("api") == "http://127.0.0.1:8000/health"
+    assert healthcheck.role_url("ray-head").endswith(":8265/api/gcs_healthz")
+    assert healthcheck.role_url("ray-worker").endswith(":52365/api/local_raylet_healthz")
+
+
+def test_the_role_comes_from_the_environment(server, monkeypatch):
+    monkeypatch.setitem(healthcheck.ROLE_URLS, "ray-worker", f"{server}/health")
+    monkeypatch.setitem(healthcheck.ROLE_URLS, "ray-head", f"{server}/down")
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-worker")
+    assert healthcheck.main(["role"]) == 0
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-head")
+    assert healthcheck.main(["role"]) == 1
+    assert healthcheck.main(["role", "--role", "ray-worker"]) == 0
+
+
+def test_an_unknown_role_is_unhealthy_and_says_so(monkeypatch, capsys):
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-wroker")
+    assert healthcheck.main(["role"]) == 1
+    assert "unknown EVOPRUNE_ROLE 'ray-wroker'" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_ray_endpoints_answer_for_a_live_node_and_not_for_a_stopped_one(tmp_path):
+    # a head of our own (private temp folder, own process group): never `ray stop`, which ends every Ray here
+    gcs, dashboard, agent = _closed_port(), _closed_port(), _closed_port()
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ephc-", dir="/tmp"))  # socket paths must stay short
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=0",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--dashboard-agent-listen-port={agent}", f"--temp-dir={ray_tmp}", "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    head_url = healthcheck.role_url("ray-head").replace(":8265/", f":{dashboard}/")
+    node_url = healthcheck.role_url("ray-worker").replace(":52365/", f":{agent}/")
+    try:
+        deadline = time.monotonic() + RAY_START_TIMEOUT_S
+        while healthcheck.main(["http", head_url]) or healthcheck.main(["http", node_url]):
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, "the Ray head never became healthy"
+            time.sleep(2)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+        for process in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("RAY_TMPDIR") == str(ray_tmp):
+                    process.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert healthcheck.main(["http", head_url]) == 1
+    assert healthcheck.main(["http", node_url]) == 1

@@ -21,6 +21,8 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RAY_CLUSTER = ROOT / "deploy" / "ray-cluster.yaml"
 KUBERAY = ROOT / "deploy" / "kuberay-raycluster.yaml"
+CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
+LOCK_SCRIPT = ROOT / "deploy" / "lock.sh"
 COMPOSE_TIMEOUT_S = 60
 EVOPRUNE_SERVICES = ("ray-head", "ray-worker", "api")  # the services that run the evoprune image
 # a token the API accepts (long, not a placeholder); only ever used for `config` and local test servers
