@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 
-import psutil
 import pytest
 
-from tests.deploy.tools import ROOT
+from tests.deploy.tools import ROOT, private_ray_head
 
 
 def _load_healthcheck() -> ModuleType:
@@ -106,33 +97,13 @@ def test_an_unknown_role_is_unhealthy_and_says_so(monkeypatch, capsys):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_ray_endpoints_answer_for_a_live_node_and_not_for_a_stopped_one(tmp_path):
-    # a head of our own (private temp folder, own process group): never `ray stop`, which ends every Ray here
-    gcs, dashboard, agent = _closed_port(), _closed_port(), _closed_port()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ephc-", dir="/tmp"))  # socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=0",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-         f"--dashboard-agent-listen-port={agent}", f"--temp-dir={ray_tmp}", "--block"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    head_url = healthcheck.role_url("ray-head").replace(":8265/", f":{dashboard}/")
-    node_url = healthcheck.role_url("ray-worker").replace(":52365/", f":{agent}/")
-    try:
+def test_the_ray_endpoints_answer_for_a_live_node_and_not_for_a_stopped_one():
+    with private_ray_head({}, "--num-cpus=0") as ports:
+        head_url = healthcheck.role_url("ray-head").replace(":8265/", f":{ports['dashboard']}/")
+        node_url = healthcheck.role_url("ray-worker").replace(":52365/", f":{ports['agent']}/")
         deadline = time.monotonic() + RAY_START_TIMEOUT_S
         while healthcheck.main(["http", head_url]) or healthcheck.main(["http", node_url]):
-            assert head.poll() is None, "ray start --head exited"
             assert time.monotonic() < deadline, "the Ray head never became healthy"
             time.sleep(2)
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
-        for process in psutil.process_iter(["pid"]):
-            with contextlib.suppress(psutil.Error):
-                if process.environ().get("RAY_TMPDIR") == str(ray_tmp):
-                    process.kill()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert healthcheck.main(["http", head_url]) == 1
     assert healthcheck.main(["http", node_url]) == 1
