@@ -39,7 +39,8 @@ def check_http(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             status = int(response.status)
-    except urllib.error.HTTPError as error:  # 503: the API runs but Redis is away, or Ray's GCS/raylet is down
+    # a 503: the API runs but Redis is away, or Ray's GCS or this node's raylet is down
+    except urllib.error.HTTPError as error:
         return f"{url} answered {error.code}"
     except (urllib.error.URLError, OSError) as error:
         return f"{url} did not answer: {error}"

@@ -27,7 +27,8 @@ from evoprune.workers.assemble import load_feature_set
 
 config = parse_config({
     "name": "split", "dataset": {"source": "sklearn:digits"}, "ood": [{"source": "sklearn:sample_images"}],
-    "backbone": {"name": "pixels", "weights": None}, "head": {"mode": "features", "layers": [8], "masked": [0]},
+    "backbone": {"name": "pixels", "weights": None},
+    "head": {"mode": "features", "layers": [8], "masked": [0]},
     "training": {"max_epochs": 2}, "search": {"population_size": 4, "max_evaluations": 4},
 })
 features = load_feature_set(config)

@@ -148,7 +148,9 @@ def test_kuberay_the_launcher_and_the_installed_ray_agree_with_the_constraints(l
         assert f"!= '{ray_version}'" in guard and f"needs {ray_version}" in guard
         assert commands.index(guard) < next(i for i, c in enumerate(commands) if "ray start" in c)
     assert f"ray[default]=={ray_version}" in RAY_CLUSTER.read_text()  # what to install locally for `ray up`
-    assert ray.__version__ == ray_version, "this environment's Ray is not the image's (deploy/constraints.txt)"
+    assert ray.__version__ == ray_version, (
+        "this environment's Ray is not the image's (deploy/constraints.txt)"
+    )
 
 
 def _kuberay_env(container) -> dict[str, str]:
@@ -156,7 +158,9 @@ def _kuberay_env(container) -> dict[str, str]:
 
 
 def _launcher_env(options: list[str]) -> dict[str, str]:
-    return dict(option.removeprefix("--env ").split("=", 1) for option in options if option.startswith("--env "))
+    return dict(
+        option.removeprefix("--env ").split("=", 1) for option in options if option.startswith("--env ")
+    )
 
 
 def test_workers_evaluate_under_jax_and_drivers_extract_under_tensorflow_everywhere(launcher, raycluster):
@@ -172,7 +176,9 @@ def test_workers_evaluate_under_jax_and_drivers_extract_under_tensorflow_everywh
     drivers = [compose["api"]["environment"], launcher_head, _kuberay_env(kuberay["head"])]
     assert {env["KERAS_BACKEND"] for env in drivers} == {"tensorflow"}
     # the GPU image carries what the workers' backend needs: the gpu extra is JAX with CUDA 12
-    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    gpu_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "gpu"
+    ]
     assert [r for r in gpu_extra if r.startswith("jax[cuda12]")]
 
 
@@ -201,4 +207,6 @@ def test_the_launcher_names_a_current_gpu_machine_image(launcher):
     for name, node_type in launcher["available_node_types"].items():
         image = node_type["node_config"].get("ImageId", "")
         # a public SSM parameter of the DLAMI base image, resolved by EC2 at launch; no stale AMI id
-        assert image.startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-"), name
+        assert image.startswith(
+            "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-"
+        ), name

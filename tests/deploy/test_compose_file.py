@@ -161,7 +161,9 @@ def test_api_serves_on_8000_attached_to_the_ray_head_with_redis(compose):
 
 
 def test_caches_and_results_live_on_named_volumes(compose):
-    assert {"redis-data", "features", "keras", "tensorflow-datasets", "evoprune-data"} <= set(compose["volumes"])
+    assert {"redis-data", "features", "keras", "tensorflow-datasets", "evoprune-data"} <= set(
+        compose["volumes"]
+    )
     for name in ("ray-worker", "api"):
         service = compose["services"][name]
         targets = {v["target"]: v["source"] for v in service["volumes"] if v["type"] == "volume"}
