@@ -79,6 +79,11 @@ class LiveView:
                 history.append((int(data["evaluations"]), float(data["hypervolume"])))
             else:
                 record.runs[data["run"]].hypervolume = data["hypervolume"]
+                # x = evaluations of all runs, the axis the aggregated curve and the live page use
+                points = self.front.run_histories.setdefault(int(data["run"]), [])
+                if points and points[-1][0] == record.evaluations_done:
+                    points.pop()
+                points.append((record.evaluations_done, float(data["hypervolume"])))
         elif kind == "run-finished":
             run = record.runs[data["run"]]
             run.finished = True
@@ -94,8 +99,7 @@ class LiveView:
 
     def copies(self) -> tuple[ExperimentRecord, FrontState]:
         """Independent copies, safe to serialise on another thread."""
-        front = FrontState(fronts=dict(self.front.fronts), history=list(self.front.history))
-        return copy.deepcopy(self.record), front
+        return copy.deepcopy(self.record), self.front.copy()
 
 
 def front_events(rows: Sequence[dict[str, Any]], runs: int) -> list[FrontChanged]:

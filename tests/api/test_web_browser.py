@@ -309,6 +309,18 @@ def test_a_submitted_experiment_grows_its_front_live(signed_in: PageUnderTest, s
     assert page.is_hidden("#cancel-button")
     status = page.inner_text("#experiment-list li button[aria-current=true] .badge")
     assert status == "succeeded"
+
+    # opened again after it ended: every run's hypervolume curve is drawn whole, not as its last point
+    page.reload()
+    page.click("#experiment-list li button")
+    _wait_in_page(
+        page,
+        server,
+        "() => (document.getElementById('hv-plot').data || []).filter((trace) => trace.x.length > 1)"
+        ".map((trace) => trace.name).filter((name) => name.startsWith('run ')).length === 2",
+        UI_S,
+        "both runs' hypervolume curves after a reload",
+    )
     assert signed_in.errors == []
 
 
