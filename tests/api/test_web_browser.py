@@ -307,8 +307,15 @@ def test_a_submitted_experiment_grows_its_front_live(signed_in: PageUnderTest, s
     assert page.inner_text("#detail-progress-label").startswith("16 / 16 evaluations")
     assert page.locator("#runs-table tbody tr").count() == 2
     assert page.is_hidden("#cancel-button")
-    status = page.inner_text("#experiment-list li button[aria-current=true] .badge")
-    assert status == "succeeded"
+    # the list is polled (LIST_POLL_MS), so its badge may lag the live detail by a few seconds
+    _wait_in_page(
+        page,
+        server,
+        "() => document.querySelector('#experiment-list li button[aria-current=true] .badge')"
+        ".textContent === 'succeeded'",
+        UI_S,
+        "the list's succeeded badge",
+    )
 
     # opened again after it ended: every run's hypervolume curve is drawn whole, not as its last point
     page.reload()
