@@ -12,6 +12,7 @@ from tests.deploy.tools import (
     COMPOSE_FILE,
     CONSTRAINTS,
     CPU_OVERRIDE,
+    DOCKERFILE,
     EVOPRUNE_SERVICES,
     KUBERAY,
     RAY_CLUSTER,
@@ -198,6 +199,10 @@ def test_the_cluster_drivers_can_run_the_documented_command(launcher, raycluster
     assert {key: _kuberay_env(head)[key] for key in expected} == expected
     mounts = {mount["mountPath"]: mount for mount in head["volumeMounts"]}
     assert mounts["/data/datasets"]["readOnly"] is True
+    # the driver writes WORKDIR/results/NAME-TIME, a link to the image's /data/evoprune/results: a volume
+    # must be that folder itself (an empty one mounted above it would leave the link dangling)
+    assert "ln -s /data/evoprune/results /opt/evoprune/results" in DOCKERFILE.read_text()
+    assert "/data/evoprune/results" in mounts and "/data/evoprune" not in mounts
     for text in (RAY_CLUSTER.read_text(), KUBERAY.read_text()):
         assert "evoprune run configs/rps.yaml --runs 10" in text and "--address auto" not in text
     assert "${EVOPRUNE_DATA}" in (ROOT / "configs" / "rps.yaml").read_text()
