@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 import time
@@ -27,7 +26,7 @@ from evoprune.shared.config import (
     parse_config,
 )
 from evoprune.shared.evaluation_row import EvaluationRow
-from evoprune.shared.events import EvaluationFinished, Event, EventBus, FrontChanged
+from evoprune.shared.events import EvaluationFinished, Event, EventBus, ExperimentSucceeded, FrontChanged
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -72,7 +71,10 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=non_negative_int,
         metavar="W",
-        help="worker actors (default: one per GPU, else 1); 0 evaluates in this process without Ray",
+        help=(
+            "worker actors (default: one per GPU in the cluster, or one per CPU node when it has no GPUs); "
+            "0 evaluates in this process without Ray"
+        ),
     )
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
 
@@ -180,8 +182,6 @@ def _execute(
     backend: Backend,
     checkpoint: dict[str, Any] | None,
 ) -> int:
-    # TensorFlow's C++ start-up chatter would bury the progress bar (Ray workers' output goes to log files)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     bus = EventBus()
     progress: ProgressBar | None = None
 
@@ -224,7 +224,15 @@ def _failed(message: str) -> int:
 
 
 def _paragraph(message: str) -> str:
-    return textwrap.fill("evoprune: error: " + " ".join(message.split()), width=110)
+    # each line wrapped on its own: a config error's lines (one per field, a YAML snippet) keep their shape
+    return "\n".join(_wrapped(line) for line in ("evoprune: error: " + message).splitlines())
+
+
+def _wrapped(line: str, width: int = 110) -> str:
+    if len(line) <= width:
+        return line
+    indent = " " * (len(line) - len(line.lstrip()))
+    return textwrap.fill(line, width=width, subsequent_indent=indent + "  ")
 
 
 class ProgressBar:
@@ -251,15 +259,24 @@ class ProgressBar:
             self._hits += event.cached
             if not event.objectives[0] <= self._best_accuracy:
                 self._best_accuracy = event.objectives[0]
-            self._bar.set_postfix(
-                hits=self._hits,
-                best_acc=f"{self._best_accuracy:.4f}",
-                hv=f"{self._hypervolume:.4f}",
-                refresh=False,
-            )
+            self._show(refresh=False)
             self._bar.update(1)
         elif isinstance(event, FrontChanged) and event.run == -1:
+            # a batch's front changes come after its evaluations: shown now, or the bar lags one batch
             self._hypervolume = event.hypervolume
+            self._show(refresh=False)
+        elif isinstance(event, ExperimentSucceeded):
+            # the summary's number (summary.json) is the one the bar ends on
+            self._hypervolume = event.hypervolume
+            self._show(refresh=True)
+
+    def _show(self, refresh: bool) -> None:
+        self._bar.set_postfix(
+            hits=self._hits,
+            best_acc=f"{self._best_accuracy:.4f}",
+            hv=f"{self._hypervolume:.4f}",
+            refresh=refresh,
+        )
 
     def close(self) -> None:
         self._bar.close()

@@ -136,8 +136,9 @@ class FrontSummary(BaseModel):
 
 
 class HypervolumePoint(BaseModel):
-    """The aggregated front's hypervolume after a number of evaluations."""
+    """A front's hypervolume after a number of evaluations (of all runs)."""
 
+    run: int = Field(default=-1, description="the run whose front it is; -1 = the aggregated front")
     evaluations: int
     hypervolume: float
 
@@ -204,8 +205,16 @@ class FrontPublic(BaseModel):
                 for number, front in fronts
             ],
             hypervolume_history=[
-                HypervolumePoint(evaluations=evaluations, hypervolume=value)
-                for evaluations, value in state.history
+                *(
+                    HypervolumePoint(evaluations=evaluations, hypervolume=value)
+                    for evaluations, value in state.history
+                ),
+                *(
+                    HypervolumePoint(run=number, evaluations=evaluations, hypervolume=value)
+                    for number, points in sorted(state.run_histories.items())
+                    if run in (None, number)
+                    for evaluations, value in points
+                ),
             ],
         )
 

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.resilient_cache import ResilientFitnessCache
@@ -19,7 +17,6 @@ from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
-from evoprune.shared.store_redis import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S
 from evoprune.workers.features import FeatureSet
 
 
@@ -125,13 +122,9 @@ def open_fitness_cache(settings: RunSettings) -> FitnessCache | None:
     """
     inner: FitnessCache
     if settings.redis_url:
-        # the store's timeouts: an unreachable Redis makes lookups miss instead of hanging the search
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
-        inner = RedisFitnessCache(
-            settings.redis_url, prefix=f"{settings.redis_prefix}:fitness:", client=client
-        )
+        # the project's Redis client (timeouts and the one retry policy): an unreachable Redis makes lookups
+        # miss instead of hanging the search
+        inner = RedisFitnessCache(settings.redis_url, prefix=f"{settings.redis_prefix}:fitness:")
     elif settings.local_fitness_cache:
         inner = LocalFitnessCache(settings.local_fitness_cache)
     else:

@@ -1,18 +1,28 @@
-"""Container health checks for evoprune's services: the API answers GET /health, a Ray node is alive."""
+"""Container health checks for evoprune's services, one per role, each an HTTP GET of a public endpoint."""
 
 from __future__ import annotations
 
 import argparse
-import socket
+import os
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
 HTTP_TIMEOUT_S = 5.0
-RAY_TIMEOUT_S = 20.0
-CONNECT_TIMEOUT_S = 3.0
-DEFAULT_API_URL = "http://127.0.0.1:8000/health"
+ROLE_VARIABLE = "EVOPRUNE_ROLE"
+# What each role's health means, as the URL that answers 2xx when it holds. The two Ray URLs are the ones
+# Ray's dashboard serves for probes (KubeRay's own liveness probes use them): the head's dashboard asks the
+# GCS whether it is alive; every node's dashboard agent (52365: Ray's default agent port, which the compose
+# services and the cluster configs set explicitly) asks the node's own raylet, which only runs while it is
+# registered with the GCS. No Ray import is needed, so a check costs milliseconds, not a Ray start-up.
+ROLE_URLS = {
+    "api": "http://127.0.0.1:8000/health",
+    "ray-head": "http://127.0.0.1:8265/api/gcs_healthz",
+    "ray-worker": "http://127.0.0.1:52365/api/local_raylet_healthz",
+}
+# The image's default command serves the API, so a container that names no role is the API.
+DEFAULT_ROLE = "api"
 
 
 def check_http(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> str | None:
@@ -29,52 +39,31 @@ def check_http(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             status = int(response.status)
-    except urllib.error.HTTPError as error:  # 503: the API runs but its store (Redis) is unreachable
+    # a 503: the API runs but Redis is away, or Ray's GCS or this node's raylet is down
+    except urllib.error.HTTPError as error:
         return f"{url} answered {error.code}"
     except (urllib.error.URLError, OSError) as error:
         return f"{url} did not answer: {error}"
     return None if 200 <= status < 300 else f"{url} answered {status}"
 
 
-def check_ray(
-    address: str, node_manager_port: int | None = None, timeout_s: float = RAY_TIMEOUT_S
-) -> str | None:
-    """Ask the cluster's GCS which nodes are alive.
+def role_url(role: str | None) -> str:
+    """The health URL of a role (None: the API's).
 
     Args:
-        address: the GCS address, host:port.
-        node_manager_port: None checks that the head node is alive; a port checks that this machine's own
-            node (its raylet on that port) has joined and is alive, which is what a worker's health means.
-        timeout_s: how long the GCS may take to answer.
+        role: `api`, `ray-head` or `ray-worker`.
 
     Returns:
-        None when healthy, else a message saying what failed.
+        The URL to GET.
+
+    Raises:
+        ValueError: an unknown role.
 
     """
-    host, _, port = address.rpartition(":")
-    try:  # a quick refusal instead of the GCS client's long connection retries
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except (OSError, ValueError) as error:
-        return f"the Ray GCS at {address} does not answer: {error}"
-    # imported here so that the API's HTTP check does not pay for Ray; GcsClient is what `ray health-check`
-    # itself talks to the GCS with (compiled modules: no type information)
-    import ray.util
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
-
-    try:
-        nodes = GcsClient(address=address).get_all_node_info(timeout=timeout_s).values()
-    except Exception as error:  # the client raises its own RPC errors
-        return f"the Ray GCS at {address} did not list its nodes: {error}"
-    alive = [node for node in nodes if node.state == GcsNodeInfo.ALIVE]
-    if node_manager_port is None:
-        return None if any(node.is_head_node for node in alive) else f"no live head node at {address}"
-    here = ray.util.get_node_ip_address()
-    if any(
-        node.node_manager_address == here and node.node_manager_port == node_manager_port for node in alive
-    ):
-        return None
-    return f"this machine's Ray node ({here}:{node_manager_port}) has not joined the cluster at {address}"
+    name = role or DEFAULT_ROLE
+    if name not in ROLE_URLS:
+        raise ValueError(f"unknown {ROLE_VARIABLE} {name!r}: one of {', '.join(ROLE_URLS)}")
+    return ROLE_URLS[name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,20 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="healthcheck", description=__doc__)
     checks = parser.add_subparsers(dest="check", metavar="CHECK")
-    http = checks.add_parser("http", help="GET a URL and expect 2xx (the API's /health)")
-    http.add_argument("url", nargs="?", default=DEFAULT_API_URL)
-    ray_check = checks.add_parser(
-        "ray", help="the Ray head is alive (or, with --node-manager-port, this node)"
+    http = checks.add_parser("http", help="GET a URL and expect 2xx")
+    http.add_argument("url")
+    role = checks.add_parser(
+        "role", help=f"the check of this container's role (--role, else ${ROLE_VARIABLE}, else api)"
     )
-    ray_check.add_argument("address", help="host:port of the Ray head's GCS")
-    ray_check.add_argument(
-        "--node-manager-port", type=int, help="the port this machine's `ray start` gave its raylet"
-    )
+    role.add_argument("--role", choices=sorted(ROLE_URLS))
     args = parser.parse_args(argv)
-    if args.check == "ray":
-        problem = check_ray(args.address, args.node_manager_port)
-    else:
-        problem = check_http(getattr(args, "url", DEFAULT_API_URL))
+    if args.check == "http":
+        url = args.url
+    else:  # `role`, and no argument at all (the image's HEALTHCHECK may be called bare)
+        try:
+            url = role_url(getattr(args, "role", None) or os.environ.get(ROLE_VARIABLE))
+        except ValueError as error:
+            print(f"unhealthy: {error}", file=sys.stderr)
+            return 1
+    problem = check_http(url)
     if problem is not None:
         print(f"unhealthy: {problem}", file=sys.stderr)
         return 1

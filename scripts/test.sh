@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[test]"
+# Ray at the image's version (deploy/constraints.txt): tests/deploy checks that the two agree
+python -m pip install --quiet -e ".[test]" "ray[default]==$(sed -n 's/^ray==//p' deploy/constraints.txt)"
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -31,11 +31,17 @@ NO_OOD_MESSAGE = (
 class ConfigError(ValueError):
     """A config that cannot be used; `problems` holds one field-named message per problem."""
 
-    def __init__(self, problems: list[str], origin: str | None = None) -> None:
+    def __init__(
+        self, problems: list[str], origin: str | None = None, summary: str = "invalid experiment config"
+    ) -> None:
         self.problems = problems
         self.origin = origin
         where = f"{origin}: " if origin else ""
-        super().__init__(where + "invalid experiment config\n" + "\n".join(f"  {p}" for p in problems))
+        # a problem may span lines (a YAML error shows the offending line): every line stays indented
+        details = "\n".join(
+            "  " + line for problem in problems if problem != summary for line in problem.splitlines()
+        )
+        super().__init__(where + summary + ("\n" + details if details else ""))
 
 
 class _Frozen(BaseModel):
@@ -428,11 +434,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         text = path.read_text()
     except OSError as error:
-        raise ConfigError([f"cannot read the file: {error.strerror}"], str(path)) from None
+        # the file itself is the problem, not its contents: say so, and nothing about the config
+        reason = f"cannot read the config file: {error.strerror or error}"
+        raise ConfigError([reason], str(path), summary=reason) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
+        # PyYAML names a string it parsed "<unicode string>"; its marks then point into this file
+        for mark in (getattr(error, "context_mark", None), getattr(error, "problem_mark", None)):
+            if mark is not None:
+                mark.name = str(path)
+        raise ConfigError([str(error)], str(path), summary="not valid YAML") from None
     return parse_config(expand_source_variables(data, os.environ, str(path)), str(path))
 
 

@@ -9,6 +9,7 @@ import redis
 
 from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.redis_client import open_redis
 
 DEFAULT_PREFIX = "evoprune:fitness:"
 
@@ -19,7 +20,7 @@ class RedisFitnessCache(FitnessCache):
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, client: redis.Redis | None = None) -> None:
         self._url = url
         self._prefix = prefix
-        self._client = client if client is not None else redis.Redis.from_url(url)
+        self._client = client if client is not None else open_redis(url)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Evaluation]:
         wanted = list(keys)

@@ -113,13 +113,27 @@ class FrontState:
     fronts: dict[int, dict[str, Any]] = field(default_factory=dict)
     # (evaluations, hypervolume) of the aggregated front after each change
     history: list[tuple[int, float]] = field(default_factory=list)
+    # run -> (evaluations of all runs, hypervolume) of that run's front after each change: a page opened
+    # after the fact draws every run's curve, not only the aggregated one
+    run_histories: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (run numbers become string keys, as JSON requires)."""
         return {
             "fronts": {str(run): front for run, front in self.fronts.items()},
             "history": [list(point) for point in self.history],
+            "run_histories": {
+                str(run): [list(point) for point in points] for run, points in self.run_histories.items()
+            },
         }
+
+    def copy(self) -> FrontState:
+        """A copy whose containers are independent of this one's (the fronts themselves are shared)."""
+        return FrontState(
+            fronts=dict(self.fronts),
+            history=list(self.history),
+            run_histories={run: list(points) for run, points in self.run_histories.items()},
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontState:
@@ -139,6 +153,10 @@ class FrontState:
             return cls(
                 fronts={int(run): dict(front) for run, front in data.get("fronts", {}).items()},
                 history=[(int(point[0]), float(point[1])) for point in data.get("history", [])],
+                run_histories={
+                    int(run): [(int(point[0]), float(point[1])) for point in points]
+                    for run, points in data.get("run_histories", {}).items()
+                },
             )
         except (TypeError, ValueError, IndexError, AttributeError) as error:
             raise StoreError(f"a stored front is corrupt: {error}") from None

@@ -11,6 +11,7 @@ import redis.exceptions
 
 from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
+from evoprune.shared.redis_client import open_redis
 from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
@@ -19,15 +20,10 @@ from evoprune.shared.store import (
     StoredEvent,
     StoreError,
     StoreUnavailableError,
-    retry,
     valid_experiment_id,
 )
 
-CONNECT_TIMEOUT_S = 2.0
-# longer than the longest blocking XREAD this store issues, so a blocked read never looks like a dead socket
-SOCKET_TIMEOUT_S = 5.0
-MAX_BLOCK_S = 2.0
-ATTEMPTS = 3
+MAX_BLOCK_S = 2.0  # below redis_client.SOCKET_TIMEOUT_S
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
 
@@ -69,9 +65,10 @@ class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "evoprune", client: redis.Redis | None = None) -> None:
         self.url = url
         self.prefix = prefix
-        self._client = client or redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        # retries happen inside redis-py (redis_client.RETRIES); `_once` is for the calls that must answer at
+        # once: the health check, and the cancel and event polls, which their callers repeat anyway
+        self._client = client or open_redis(url)
+        self._once = client or open_redis(url, retries=0)
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
 
     def _key(self, experiment_id: str, suffix: str = "") -> str:
@@ -81,9 +78,10 @@ class RedisStore(Store):
     def _index_key(self) -> str:
         return f"{self.prefix}:experiments"
 
-    def _call(self, operation: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    def _call(self, operation: Callable[[], T]) -> T:
+        """Run one Redis operation, turning redis-py's errors (after its own retries) into the store's."""
         try:
-            return retry(operation, TRANSIENT, attempts)
+            return operation()
         except TRANSIENT as error:
             raise StoreUnavailableError(f"Redis at {self._safe_url} cannot be reached: {error}") from None
         except redis.exceptions.RedisError as error:
@@ -199,7 +197,7 @@ class RedisStore(Store):
         block_ms = max(1, int(min(timeout_s, MAX_BLOCK_S) * 1000))
         # XREAD BLOCK holds a pooled connection until an event arrives or the time is up
         answer: Any = self._call(
-            lambda: self._client.xread({stream: f"{after}-0"}, count=limit, block=block_ms), attempts=1
+            lambda: self._once.xread({stream: f"{after}-0"}, count=limit, block=block_ms)
         )
         # one stream asked, so the answer is [[stream, entries]]
         return self._events(answer[0][1]) if answer else []
@@ -223,18 +221,15 @@ class RedisStore(Store):
     def cancel_requested(self, experiment_id: str) -> bool:
         if not valid_experiment_id(experiment_id):
             return False
-        return bool(self._call(lambda: self._client.exists(self._key(experiment_id, ":cancel")), attempts=1))
+        return bool(self._call(lambda: self._once.exists(self._key(experiment_id, ":cancel"))))
 
     # ---- the rest --------------------------------------------------------------------------------------
 
     def fitness_cache(self) -> FitnessCache:
-        client = redis.Redis.from_url(
-            self.url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
-        return RedisFitnessCache(self.url, prefix=f"{self.prefix}:fitness:", client=client)
+        return RedisFitnessCache(self.url, prefix=f"{self.prefix}:fitness:")
 
     def ping(self) -> None:
-        self._call(self._client.ping, attempts=1)
+        self._call(self._once.ping)
 
     def describe(self) -> str:
         return f"redis {self._safe_url} (prefix {self.prefix})"
@@ -251,3 +246,4 @@ class RedisStore(Store):
 
     def close(self) -> None:
         self._client.close()
+        self._once.close()

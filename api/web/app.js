@@ -308,7 +308,7 @@
     }
     for (const item of front.runs ?? []) {
       if (!view.fronts.has(item.run)) view.fronts.set(item.run, []);
-      // per-run history before the snapshot is not in it: start each run's curve at "now"
+      // each run's history (above) ends at its front's last change: its curve runs on flat to "now"
       if (item.run >= 0 && item.evaluations > 0) {
         addHypervolume(view, item.run, front.evaluations_done, item.hypervolume);
       }

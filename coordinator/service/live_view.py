@@ -84,8 +84,12 @@ class LiveView:
             history.append((int(event.evaluations), float(event.hypervolume)))
         else:
             self.record.runs[event.run].hypervolume = event.hypervolume
+            # x = evaluations of all runs, the axis the aggregated curve and the live page use
+            points = self.front.run_histories.setdefault(event.run, [])
+            if points and points[-1][0] == self.record.evaluations_done:
+                points.pop()
+            points.append((self.record.evaluations_done, float(event.hypervolume)))
 
     def copies(self) -> tuple[ExperimentRecord, FrontState]:
         """Independent copies, safe to serialise on another thread."""
-        front = FrontState(fronts=dict(self.front.fronts), history=list(self.front.history))
-        return copy.deepcopy(self.record), front
+        return copy.deepcopy(self.record), self.front.copy()

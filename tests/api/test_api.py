@@ -235,7 +235,12 @@ def test_events_snapshot_then_live_then_done_and_resume(client):
     assert snapshot["experiment"]["status"] == "succeeded"
     assert snapshot["experiment"]["evaluations_done"] == 6
     assert {p["run"] for p in snapshot["front"]["points"]} == {0, -1}
-    assert [h["evaluations"] for h in snapshot["front"]["hypervolume_history"]] == [2, 4, 6]
+    history = snapshot["front"]["hypervolume_history"]
+    assert [h["evaluations"] for h in history if h["run"] == -1] == [2, 4, 6]
+    # each run's curve too, on the same axis (evaluations of all runs): a page opened later draws it whole
+    run_curve = [h for h in history if h["run"] == 0]
+    assert [h["evaluations"] for h in run_curve] == [2, 4, 6]
+    assert [h["hypervolume"] for h in run_curve] == pytest.approx([0.1, 0.2, 0.3])
     assert messages[1]["data"]["status"] == "succeeded"
     # resuming from any id replays exactly what followed it
     everything = read_stream(client, f"/experiments/{experiment_id}/events", {"Last-Event-ID": "0"})

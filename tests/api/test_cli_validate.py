@@ -93,7 +93,7 @@ def test_problems_are_named_with_exit_status_2(tmp_path, capsys, text, messages)
 
 def test_a_missing_file(tmp_path, capsys):
     status, _, err = validate([str(tmp_path / "none.yaml")], capsys)
-    assert status == 2 and "cannot read the file" in err
+    assert status == 2 and "cannot read the config file" in err and "invalid experiment config" not in err
 
 
 def test_reference_csv_files(capsys):

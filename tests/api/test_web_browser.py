@@ -312,9 +312,21 @@ def test_a_submitted_experiment_grows_its_front_live(signed_in: PageUnderTest, s
         page,
         server,
         "() => document.querySelector('#experiment-list li button[aria-current=true] .badge')"
-        "?.textContent === 'succeeded'",
+        ".textContent === 'succeeded'",
         UI_S,
-        "succeeded badge in the list",
+        "the list's succeeded badge",
+    )
+
+    # opened again after it ended: every run's hypervolume curve is drawn whole, not as its last point
+    page.reload()
+    page.click("#experiment-list li button")
+    _wait_in_page(
+        page,
+        server,
+        "() => (document.getElementById('hv-plot').data || []).filter((trace) => trace.x.length > 1)"
+        ".map((trace) => trace.name).filter((name) => name.startsWith('run ')).length === 2",
+        UI_S,
+        "both runs' hypervolume curves after a reload",
     )
     assert signed_in.errors == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
@@ -9,7 +10,9 @@ import pytest
 from tests.deploy.tools import (
     COMPOSE_FILE,
     CPU_OVERRIDE,
+    DOCKERFILE,
     EVOPRUNE_SERVICES,
+    ROOT,
     TEST_TOKEN,
     image_repository_and_tag,
     project_version,
@@ -115,11 +118,35 @@ def test_ray_worker_joins_the_head_and_reserves_nvidia_gpus(compose):
     assert "container_name" not in worker and not worker.get("ports")
 
 
-def test_a_worker_is_healthy_once_its_own_ray_node_has_joined(compose):
-    worker = compose["services"]["ray-worker"]
-    port = _flag(worker["command"], "node-manager-port")
-    assert port is not None and port in worker["expose"]
-    assert worker["healthcheck"]["test"][-3:] == ["ray", "ray-head:6379", f"--node-manager-port={port}"]
+def _healthcheck_module():
+    spec = importlib.util.spec_from_file_location("evoprune_healthcheck", ROOT / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_service_is_probed_as_its_role_on_rays_public_health_endpoints(compose):
+    healthcheck = _healthcheck_module()
+    for name in EVOPRUNE_SERVICES:
+        service = compose["services"][name]
+        role = service["environment"]["EVOPRUNE_ROLE"]
+        assert role == name, f"{name} says it is {role}"
+        # compose spells the URL out (the native test maps its port); it must be the role's own check
+        assert service["healthcheck"]["test"][-2:] == ["http", healthcheck.role_url(role)]
+    # the ports those URLs use are the ones the services open
+    head, worker = compose["services"]["ray-head"], compose["services"]["ray-worker"]
+    assert _flag(head["command"], "dashboard-port") == "8265"
+    for service in (head, worker):
+        assert _flag(service["command"], "dashboard-agent-listen-port") == "52365"
+        assert "52365" in service["expose"]
+    assert "--dashboard-agent-listen-port=52365" in compose["services"]["api"]["command"][-1]
+
+
+def test_every_evoprune_service_may_open_65536_files(compose):
+    for name in EVOPRUNE_SERVICES:
+        nofile = compose["services"][name]["ulimits"]["nofile"]
+        assert (nofile["soft"], nofile["hard"]) == (65536, 65536), name
 
 
 def test_api_serves_on_8000_attached_to_the_ray_head_with_redis(compose):
@@ -134,7 +161,9 @@ def test_api_serves_on_8000_attached_to_the_ray_head_with_redis(compose):
 
 
 def test_caches_and_results_live_on_named_volumes(compose):
-    assert {"redis-data", "features", "keras", "tensorflow-datasets", "results"} <= set(compose["volumes"])
+    assert {"redis-data", "features", "keras", "tensorflow-datasets", "evoprune-data"} <= set(
+        compose["volumes"]
+    )
     for name in ("ray-worker", "api"):
         service = compose["services"][name]
         targets = {v["target"]: v["source"] for v in service["volumes"] if v["type"] == "volume"}
@@ -142,6 +171,19 @@ def test_caches_and_results_live_on_named_volumes(compose):
             assert service["environment"][variable] in targets, f"{name}: {variable} is not on a volume"
     api = compose["services"]["api"]
     assert api["environment"]["EVOPRUNE_DATA_DIR"] in {v["target"] for v in api["volumes"]}
+
+
+def test_the_api_writes_results_where_the_readme_says_on_a_volume(compose):
+    from evoprune.shared.store import StoreSpec
+
+    api = compose["services"]["api"]
+    results_root = StoreSpec(data_dir=api["environment"]["EVOPRUNE_DATA_DIR"]).results_root
+    assert str(results_root) == "/data/evoprune/results"
+    assert "`/data/evoprune/results/ID`" in (ROOT / "README.md").read_text()
+    (volume,) = [v for v in api["volumes"] if results_root.is_relative_to(v["target"])]
+    assert volume["type"] == "volume"
+    # `evoprune run` inside the image writes results/NAME-TIME from WORKDIR: the link leads to the same place
+    assert f"ln -s {results_root} /opt/evoprune/results" in DOCKERFILE.read_text()
 
 
 def test_the_api_reads_the_hosts_dataset_folder_read_only_as_evoprune_data(compose):
@@ -152,14 +194,13 @@ def test_the_api_reads_the_hosts_dataset_folder_read_only_as_evoprune_data(compo
     assert "/srv/datasets" in {v["source"] for v in moved["services"]["api"]["volumes"]}
 
 
-def test_cpu_override_drops_the_gpu_reservation_and_builds_on_the_cpu_base():
+def test_cpu_override_drops_the_gpu_reservation_and_the_cuda_wheels():
     cpu = resolved_compose(files=(COMPOSE_FILE, CPU_OVERRIDE))
     worker = cpu["services"]["ray-worker"]
     assert not worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
     for name in EVOPRUNE_SERVICES:
         service = cpu["services"][name]
-        base = service["build"]["args"]["BASE_IMAGE"]
-        assert base.startswith("tensorflow/tensorflow:") and not base.endswith("-gpu")
+        assert service["build"]["args"]["EXTRAS"] == ""
         assert image_repository_and_tag(service["image"]) == ("evoprune", f"{project_version()}-cpu")
     assert not {s["image"] for s in cpu["services"].values()} & {
         resolved_compose()["services"]["api"]["image"]

@@ -273,7 +273,7 @@ def test_the_compose_services_commands_run_an_experiment_together(stack: NativeS
 
     # the results landed on the `results` volume, where the API's EVOPRUNE_DATA_DIR points
     results_dir = Path(record["results_dir"])
-    assert results_dir.is_relative_to(stack.volumes["results"]), results_dir
+    assert results_dir.is_relative_to(stack.volumes["evoprune-data"]), results_dir
     assert (results_dir / "front.parquet").is_file()
 
     # the evaluators ran on the ray-worker node: the head and the API's node offer no CPUs

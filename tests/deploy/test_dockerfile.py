@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.tools import (
-    COMPOSE_FILE,
-    CPU_OVERRIDE,
     DOCKERFILE,
     DOCKERIGNORE,
+    LOCK_SCRIPT,
     ROOT,
     dockerfile_arg_default,
     dockerfile_instructions,
-    resolved_compose,
 )
 
 HADOLINT_TIMEOUT_S = 60
@@ -53,21 +51,58 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path):
     assert result.returncode != 0 and "DL3006" in result.stdout
 
 
-def test_gpu_base_by_default_and_the_same_tensorflow_for_the_cpu_variant():
+def test_a_python_base_of_the_locked_python_with_the_gpu_extra_by_default():
     base = dockerfile_arg_default("BASE_IMAGE")
-    assert re.fullmatch(r"tensorflow/tensorflow:\d+\.\d+\.\d+-gpu", base), base
+    # the constraints are resolved for one Python (deploy/lock.sh): the base must bring that one
+    locked = re.search(r"--python-version (\d+\.\d+)", LOCK_SCRIPT.read_text())
+    assert locked is not None
+    assert re.fullmatch(rf"python:{re.escape(locked.group(1))}-slim-\w+(@sha256:[0-9a-f]{{64}})?", base), base
     assert dockerfile_instructions()[1] == ("FROM", "${BASE_IMAGE}")
-    cpu = resolved_compose(files=(COMPOSE_FILE, CPU_OVERRIDE))
-    cpu_bases = {
-        service["build"]["args"]["BASE_IMAGE"] for service in cpu["services"].values() if "build" in service
-    }
-    assert cpu_bases == {base.removesuffix("-gpu")}
+    assert dockerfile_arg_default("EXTRAS") == "gpu"
+
+
+def _pin_guard() -> str:
+    (guard,) = [a for k, a in dockerfile_instructions() if k == "RUN" and "REQUIRE_PINNED_BASE" in a]
+    return guard
+
+
+@pytest.mark.parametrize(
+    ("required", "base", "refused"),
+    [
+        ("true", "python:3.12-slim-trixie", True),
+        ("true", "python:3.12-slim-trixie@sha256:" + "0" * 64, False),
+        ("false", "python:3.12-slim-trixie", False),
+    ],
+)
+def test_a_release_build_refuses_a_base_pinned_by_tag_only(required, base, refused):
+    # the guard as Docker runs it: the RUN's shell (bash, from SHELL) with the build arguments set
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", _pin_guard()],
+        env={"PATH": "/usr/bin:/bin", "REQUIRE_PINNED_BASE": required, "BASE_IMAGE": base},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert (result.returncode != 0) is refused, result.stderr
+    if refused:
+        assert "tag only" in result.stderr
+    steps = dockerfile_instructions()
+    assert steps.index(("RUN", _pin_guard())) < min(i for i, (k, _) in enumerate(steps) if k == "COPY")
+
+
+def test_dependencies_come_from_the_constraints_file():
+    steps = dockerfile_instructions()
+    (install,) = [a for k, a in steps if k == "RUN" and "-r /tmp/requirements.txt" in a]
+    assert "--constraint deploy/constraints.txt" in install
+    assert ("COPY", "deploy/constraints.txt deploy/") in steps
 
 
 def test_dependencies_are_installed_before_the_code_is_copied():
     steps = dockerfile_instructions()
     copies = [i for i, (keyword, _) in enumerate(steps) if keyword == "COPY"]
     assert steps[copies[0]][1].split()[0] == "pyproject.toml"
+    assert steps[copies[1]][1].split()[0] == "deploy/constraints.txt"
     install_deps = next(i for i, (k, a) in enumerate(steps) if k == "RUN" and "-r /tmp/requirements.txt" in a)
     copy_code = next(i for i in copies if steps[i][1].split()[0] == ".")
     assert copies[0] < install_deps < copy_code
@@ -82,7 +117,8 @@ def test_runs_as_a_numeric_non_root_user_with_a_healthcheck_and_serves_by_defaul
     keywords = [keyword for keyword, _ in steps]
     assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
     (healthcheck,) = [arguments for keyword, arguments in steps if keyword == "HEALTHCHECK"]
-    assert "deploy/healthcheck.py" in healthcheck and "/health" in healthcheck
+    # role-aware: head and worker containers from this image are probed as what they are (test_healthcheck)
+    assert healthcheck.endswith('CMD ["python3", "/opt/evoprune/deploy/healthcheck.py", "role"]')
     assert steps[-1] == ("CMD", '["evoprune", "serve", "--host", "0.0.0.0", "--port", "8000"]')
 
 
@@ -139,7 +175,7 @@ def test_the_build_context_holds_the_packages_and_nothing_private():
     files = build_context_files()
     tops = {path.split("/")[0] for path in files}
     assert {"api", "coordinator", "workers", "shared", "configs", "pyproject.toml", "README.md"} <= tops
-    assert "deploy/healthcheck.py" in files
+    assert "deploy/healthcheck.py" in files and "deploy/constraints.txt" in files
     assert not tops & {"tests", ".venv", ".env", ".git", "results", "docs"}
     assert not [path for path in files if "__pycache__" in path or path.endswith(".pyc")]
 

@@ -1,17 +1,18 @@
-"""deploy/healthcheck.py, the containers' HEALTHCHECK: healthy on a 2xx from the API, unhealthy otherwise."""
+"""deploy/healthcheck.py, the containers' HEALTHCHECK: one public HTTP endpoint per role, healthy on a 2xx."""
 
 from __future__ import annotations
 
 import importlib.util
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 
 import pytest
 
-from tests.deploy.tools import ROOT
+from tests.deploy.tools import ROOT, private_ray_head
 
 
 def _load_healthcheck() -> ModuleType:
@@ -23,6 +24,7 @@ def _load_healthcheck() -> ModuleType:
 
 
 healthcheck = _load_healthcheck()
+RAY_START_TIMEOUT_S = 120
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -71,5 +73,37 @@ def test_no_answer_is_unhealthy(capsys):
     assert "did not answer" in capsys.readouterr().err
 
 
-def test_the_default_url_is_the_apis_health_endpoint():
-    assert healthcheck.DEFAULT_API_URL == "http://127.0.0.1:8000/health"
+def test_each_role_has_its_own_endpoint_and_the_api_is_the_default():
+    assert healthcheck.role_url(None) == healthcheck.role_url("api") == "http://127.0.0.1:8000/health"
+    assert healthcheck.role_url("ray-head").endswith(":8265/api/gcs_healthz")
+    assert healthcheck.role_url("ray-worker").endswith(":52365/api/local_raylet_healthz")
+
+
+def test_the_role_comes_from_the_environment(server, monkeypatch):
+    monkeypatch.setitem(healthcheck.ROLE_URLS, "ray-worker", f"{server}/health")
+    monkeypatch.setitem(healthcheck.ROLE_URLS, "ray-head", f"{server}/down")
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-worker")
+    assert healthcheck.main(["role"]) == 0
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-head")
+    assert healthcheck.main(["role"]) == 1
+    assert healthcheck.main(["role", "--role", "ray-worker"]) == 0
+
+
+def test_an_unknown_role_is_unhealthy_and_says_so(monkeypatch, capsys):
+    monkeypatch.setenv("EVOPRUNE_ROLE", "ray-wroker")
+    assert healthcheck.main(["role"]) == 1
+    assert "unknown EVOPRUNE_ROLE 'ray-wroker'" in capsys.readouterr().err
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_ray_endpoints_answer_for_a_live_node_and_not_for_a_stopped_one():
+    with private_ray_head({}, "--num-cpus=0") as ports:
+        head_url = healthcheck.role_url("ray-head").replace(":8265/", f":{ports['dashboard']}/")
+        node_url = healthcheck.role_url("ray-worker").replace(":52365/", f":{ports['agent']}/")
+        deadline = time.monotonic() + RAY_START_TIMEOUT_S
+        while healthcheck.main(["http", head_url]) or healthcheck.main(["http", node_url]):
+            assert time.monotonic() < deadline, "the Ray head never became healthy"
+            time.sleep(2)
+    assert healthcheck.main(["http", head_url]) == 1
+    assert healthcheck.main(["http", node_url]) == 1

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
 import platform
 import re
+import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -21,6 +31,8 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RAY_CLUSTER = ROOT / "deploy" / "ray-cluster.yaml"
 KUBERAY = ROOT / "deploy" / "kuberay-raycluster.yaml"
+CONSTRAINTS = ROOT / "deploy" / "constraints.txt"
+LOCK_SCRIPT = ROOT / "deploy" / "lock.sh"
 COMPOSE_TIMEOUT_S = 60
 EVOPRUNE_SERVICES = ("ray-head", "ray-worker", "api")  # the services that run the evoprune image
 # a token the API accepts (long, not a placeholder); only ever used for `config` and local test servers
@@ -120,3 +132,61 @@ def dockerfile_arg_default(name: str) -> str:
         if keyword == "ARG" and arguments.startswith(f"{name}="):
             return arguments.split("=", 1)[1]
     raise AssertionError(f"the Dockerfile has no ARG {name}=default")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_ray_head(
+    environment: dict[str, str], *options: str, timeout_s: float = 120.0
+) -> Iterator[dict[str, int]]:
+    """A `ray start --head --block` of this test's own: private temp folder, own process group, own ports.
+
+    Never `ray stop`, which would end every Ray instance on the machine; the teardown ends this head's
+    process group and whatever else carries its RAY_TMPDIR.
+
+    Args:
+        environment: variables on top of this process's (RAY_ADDRESS is dropped); the raylet, and so every
+            worker process it starts, inherits them.
+        *options: further `ray start` flags.
+        timeout_s: how long the head may take to answer on its GCS port.
+
+    Yields:
+        Its ports: `gcs`, `dashboard`, `agent` (the dashboard agent's HTTP port).
+
+    """
+    ports = {"gcs": free_port(), "dashboard": free_port(), "agent": free_port()}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="epd-", dir="/tmp"))  # socket paths must stay short
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    # a private cluster on loopback: no token to hand around (drivers connect with RAY_AUTH_MODE=disabled)
+    env.update(environment, RAY_TMPDIR=str(ray_tmp), RAY_AUTH_MODE="disabled")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={ports['gcs']}",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
+         f"--dashboard-agent-listen-port={ports['agent']}", f"--temp-dir={ray_tmp}", *options, "--block"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert head.poll() is None, "ray start --head exited"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", ports["gcs"]), 1):
+                break
+            assert time.monotonic() < deadline, "the Ray head never opened its GCS port"
+            time.sleep(1)
+        yield ports
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=60)
+        for process in psutil.process_iter(["pid"]):
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("RAY_TMPDIR") == str(ray_tmp):
+                    process.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
