@@ -72,4 +72,3 @@ def raw_inputs(config: ExperimentConfig, rows: np.ndarray) -> RawInputs:
         raise DatasetError(f"{spec}: the source holds {offset} samples; row {missing[0]} is missing")
     values = np.stack([image for image in images if image is not None])
     return RawInputs(IMAGES, values, labels, source.pixel_max)
-
