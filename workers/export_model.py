@@ -63,7 +63,8 @@ def head_layers(
 
     The head keeps only what the mask kept: a gather of the kept features (a `keras.ops.take` node with
     the indices as a constant, which plain `keras.saving.load_model` restores), then dense layers whose
-    kernels have only the kept rows and columns.
+    kernels have only the kept rows and columns. A position that keeps nothing becomes one unit of zero
+    weights (Keras has no empty layer), which computes the same.
 
     Args:
         features: the symbolic input features.
@@ -79,6 +80,7 @@ def head_layers(
     import keras
     from keras import ops
 
+    kept, params = _without_empty_widths(shape, kept, params)
     x = features
     inputs = np.asarray(kept[0], dtype=np.int32)
     if len(inputs) != shape.widths[0] or not np.array_equal(inputs, np.arange(shape.widths[0])):
@@ -101,6 +103,36 @@ def head_layers(
             dense.set_weights([kernels[layer], *([biases[layer]] if shape.hidden_bias else [])])
         output.set_weights([kernels[-1], params[-1]])
     return probabilities
+
+
+def _without_empty_widths(
+    shape: HeadShape, kept: Sequence[np.ndarray], params: Sequence[np.ndarray] | None
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Give every position that keeps nothing one unit whose weights are all zero.
+
+    Keras has no dense layer of zero units, and a layer of one unit with a zero kernel column, zero bias
+    and a zero row in the next kernel contributes exactly nothing: relu(0) = 0 and 0·w = 0.
+    """
+    kept = [np.asarray(indices) for indices in kept]
+    empty = [position for position, indices in enumerate(kept) if len(indices) == 0]
+    if not empty:
+        return kept, None if params is None else list(params)
+    layers = len(shape.widths)
+    padded = None if params is None else [np.asarray(array) for array in params]
+    for position in empty:
+        kept[position] = np.zeros(1, dtype=np.int64)
+        if padded is None:
+            continue
+        # kernel `position` reads this position (one zero row); kernel `position - 1` and the hidden bias
+        # of a hidden position write it (one zero column, one zero bias)
+        incoming = padded[position]
+        padded[position] = np.zeros((1, incoming.shape[1]), dtype=incoming.dtype)
+        if position > 0:
+            outgoing = padded[position - 1]
+            padded[position - 1] = np.zeros((outgoing.shape[0], 1), dtype=outgoing.dtype)
+            if shape.hidden_bias:
+                padded[layers + position - 1] = np.zeros(1, dtype=padded[layers + position - 1].dtype)
+    return kept, padded
 
 
 def head_model(shape: HeadShape, kept: Sequence[np.ndarray], params: Sequence[np.ndarray] | None) -> Any:
