@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from evoprune.coordinator.analysis_inputs import ResultsInput, read_results
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
-from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick
+from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick, rows_of_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,8 +75,10 @@ class ExperimentResult:
         """
         import pandas as pd
 
-        runs = sorted({int(row["run"]) for row in self._inputs.front}) if run is None else [run]
-        rows = [row for number in runs for row in front_rows(self._inputs.front, run=number, kind=kind)]
+        if run is None:
+            rows = rows_of_kind(self._inputs.front, kind)
+        else:
+            rows = front_rows(self._inputs.front, run=run, kind=kind)
         frame = pd.DataFrame.from_records(rows)
         order = ["run", "accuracy", "active_fraction", "auroc"]
         return frame.sort_values(order, ascending=[True, False, True, False], ignore_index=True)

@@ -46,17 +46,35 @@ def front_rows(rows: Iterable[Row], *, run: int = AGGREGATE_RUN, kind: str = DEF
         PickError: an unknown kind, or no rows for that run and kind.
 
     """
-    if kind not in FRONT_KINDS:
-        raise PickError(f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}")
     every = list(rows)
+    of_kind = rows_of_kind(every, kind)
     runs = sorted({int(row["run"]) for row in every})
     if run not in runs:
         named = ", ".join("-1 (all runs)" if number == AGGREGATE_RUN else str(number) for number in runs)
         raise PickError(f"run {run} has no front; the results hold runs {named}")
-    selected = [row for row in every if int(row["run"]) == run and row.get("kind", kind) == kind]
+    selected = [row for row in of_kind if int(row["run"]) == run]
     if not selected:
         raise PickError(f"run {run} has no {kind} front in these results")
     return selected
+
+
+def rows_of_kind(rows: Iterable[Row], kind: str) -> list[Row]:
+    """The rows of one front kind (all of them in files without a `kind` column; see `front_rows`).
+
+    Args:
+        rows: front.parquet rows.
+        kind: `population` or `archive`.
+
+    Returns:
+        The rows, in file order.
+
+    Raises:
+        PickError: an unknown kind.
+
+    """
+    if kind not in FRONT_KINDS:
+        raise PickError(f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}")
+    return [row for row in rows if row.get("kind", kind) == kind]
 
 
 def has_kinds(rows: Iterable[Row]) -> bool:
