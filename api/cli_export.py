@@ -46,13 +46,12 @@ def register(subparsers: Any) -> None:
         "--min-accuracy", type=float, metavar="A", help="the accuracy floor of --pick smallest"
     )
     parser.add_argument(
-        "--run", type=int, default=AGGREGATE_RUN, metavar="R", help="pick from run R's front (-1: all runs)"
+        "--run", type=int, metavar="R", help="pick from run R's front (default -1: all runs together)"
     )
     parser.add_argument(
         "--kind",
         choices=FRONT_KINDS,
-        default=DEFAULT_KIND,
-        help="the paper's front of the final population (default) or the archive of all evaluations",
+        help="the paper's front of the final populations (default) or the archive of all evaluations",
     )
     parser.add_argument(
         "--out", metavar="FILE", help="the .keras file (default: DIR/exports/RULE/model.keras)"
@@ -80,14 +79,18 @@ def export_command(args: argparse.Namespace) -> int:
         return _error("--min-accuracy applies only to --pick smallest", EXIT_BAD_INPUT)
     if args.pick == "smallest" and args.min_accuracy is None:
         return _error("--pick smallest needs --min-accuracy A", EXIT_BAD_INPUT)
+    if args.mask is not None and (args.run is not None or args.kind is not None):
+        return _error(
+            "--run and --kind choose the front to pick from; they do not apply to --mask", EXIT_BAD_INPUT
+        )
     try:
         report = export_model(
             Path(args.directory),
             mask=args.mask,
             rule=args.pick,
             min_accuracy=args.min_accuracy,
-            run=args.run,
-            kind=args.kind,
+            run=AGGREGATE_RUN if args.run is None else args.run,
+            kind=args.kind or DEFAULT_KIND,
             out=Path(args.out) if args.out else None,
             log=lambda line: print(f"evoprune export: {line}", file=sys.stderr),
         )

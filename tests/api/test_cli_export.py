@@ -117,6 +117,7 @@ def test_best_accuracy_and_smallest_pick_what_the_rules_say(finished, tmp_path, 
         (["--pick", "smallest"], "--pick smallest needs --min-accuracy"),
         (["--pick", "knee", "--min-accuracy", "0.5"], "--min-accuracy applies only to --pick smallest"),
         (["--pick", "knee", "--out", "model.h5"], "must end in .keras"),
+        (["--mask", "00" * 8, "--run", "0"], "they do not apply to --mask"),
     ],
 )
 def test_bad_requests_exit_2_naming_the_problem(finished, tmp_path, capsys, arguments, message):
