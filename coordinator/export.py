@@ -23,14 +23,14 @@ from evoprune.shared.picks import (
     has_kinds,
     pick,
 )
-from evoprune.workers.export_build import build_and_check
+from evoprune.workers.datasets import DatasetError
+from evoprune.workers.export_build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.features import FeatureSet
 
 EXPORT_FORMAT = "evoprune-export"
 EXPORT_VERSION = 1
 EXPORTS_DIR = "exports"
 REPORT_NAME = "export.json"
-MODEL_SUFFIX = ".keras"
 # k-fold datasets train one head per fold; fold 0's is exported (workers.export_build.FOLD_REASON says why)
 EXPORTED_FOLD = 0
 Log = Callable[[str], None]
@@ -114,7 +114,13 @@ def export_model(
         feature_set = _load_features(inputs, progress=log is not None)
     _check_features(inputs, feature_set)
     say("re-training the head from its mask and building the model")
-    report = build_and_check(inputs.config, feature_set, choice.mask, choice.row, target, EXPORTED_FOLD, say)
+    try:
+        report = build_and_check(
+            inputs.config, feature_set, choice.mask, choice.row, target, EXPORTED_FOLD, say
+        )
+    except (DatasetError, OSError) as error:
+        # the images are read again from the source: it may have moved since the features were cached
+        raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
     report = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
