@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,7 +26,9 @@ def compact_weights(weights: list[np.ndarray], kept: list[np.ndarray]) -> list[n
     return [weights[0][np.ix_(kept[0], kept[1])], weights[1][kept[1]], weights[2]]
 
 
-def measure(mode: str, inputs: int, hidden: int, classes: int, active: float) -> dict[str, Any]:
+def measure(
+    mode: Literal["features", "neurons"], inputs: int, hidden: int, classes: int, active: float
+) -> dict[str, Any]:
     """Size, FLOPs and CPU latency per image of one head before and after pruning.
 
     Args:
@@ -66,9 +68,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--active", type=float, default=0.23)
     args = parser.parse_args()
-    results = [
-        measure(mode, args.inputs, args.hidden, args.classes, args.active) for mode in ("features", "neurons")
-    ]
+    modes: tuple[Literal["features", "neurons"], ...] = ("features", "neurons")
+    results = [measure(mode, args.inputs, args.hidden, args.classes, args.active) for mode in modes]
     for result in results:
         latency = result["cpu_latency_ms"]
         print(
