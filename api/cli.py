@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "evoprune.api.cli_bench",
     "evoprune.api.cli_validate",
     "evoprune.api.cli_analyze",
+    "evoprune.api.cli_export",
     "evoprune.api.cli_serve",
     "evoprune.api.cli_submit",
 )

@@ -1,8 +1,10 @@
-"""Imports point one way: api → coordinator → workers → shared; shared imports nothing of ours; no loops."""
+"""Imports point one way: evoprune → api → coordinator → workers → shared; shared imports nothing of ours."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,37 @@ def test_checker_refuses_the_old_top_level_names(tmp_path: Path) -> None:
 
 def test_checker_sees_a_loop() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _top_package_names(path: Path) -> set[str]:
+    """Names a file takes from the top package itself (`from evoprune import run`)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "evoprune" and node.level == 0
+        for alias in node.names
+    }
+
+
+def test_the_top_package_may_import_any_layer_but_no_layer_imports_its_api() -> None:
+    # evoprune/__init__.py sits above api: it reaches every layer (lazily); the layers below never call
+    # back into it (only the version string is shared)
+    for path in sorted((ROOT / "evoprune").rglob("*.py")):
+        assert _imported_packages(path) <= set(LAYERS)
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name} from the top package"
+        for layer in LAYERS
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        for name in _top_package_names(path) - {"__version__"}
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_import_evoprune_stays_light() -> None:
+    heavy = ("tensorflow", "keras", "jax", "ray", "pandas", "pyarrow", "fastapi")
+    probe = f"import sys, evoprune; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -288,3 +288,33 @@ def load_feature_set(config: ExperimentConfig, *, progress: bool = True) -> Feat
         len(folds[0].evaluation),
     )
     return FeatureSet(key=key, num_classes=num_classes, folds=tuple(folds))
+
+
+def fitness_rows(config: ExperimentConfig, fold: int, *, progress: bool = False) -> np.ndarray:
+    """Which samples of the dataset one fold is scored on: its fitness split, as the search saw it.
+
+    Args:
+        config: the experiment.
+        fold: the fold (0 for a dataset without folds).
+        progress: show a progress bar if the features must be extracted again.
+
+    Returns:
+        Row numbers in the dataset source's own order (the order its images are read and its features
+        cached), in the order of the fold's evaluation split.
+
+    Raises:
+        DatasetError: unreadable data, or no such fold.
+
+    """
+    table, _ = source_features(
+        config.dataset.source,
+        backbone=config.backbone,
+        image_size=config.dataset.image_size,
+        cache_dir=resolve_cache_dir(config.cache_dir),
+        folds=config.dataset.folds,
+        progress=progress,
+    )
+    rounds = _rounds(table, config)
+    if not 0 <= fold < len(rounds):
+        raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
+    return rounds[fold].evaluation

@@ -1,0 +1,259 @@
+"""The Python way in: run an experiment or open its results directory, as one object for notebooks."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evoprune.coordinator.analysis.inputs import ResultsInput, read_results
+from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
+from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick, rows_of_kind
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ConfigInput = ExperimentConfig | Mapping[str, Any] | str | Path | None
+
+
+class RunFailedError(RuntimeError):
+    """An experiment started from Python did not finish: its evaluations failed (the message says why)."""
+
+
+class ExperimentResult:
+    """A finished experiment's results directory, read once: tables as pandas DataFrames, picks, exports.
+
+    Attributes:
+        path: the results directory.
+        config: the fully resolved experiment config.
+        summary: summary.json as a dict.
+
+    """
+
+    def __init__(self, inputs: ResultsInput) -> None:
+        self._inputs = inputs
+        self.path: Path = inputs.results_dir
+        self.config: ExperimentConfig = inputs.config
+        self.summary: dict[str, Any] = inputs.summary
+
+    def __repr__(self) -> str:
+        return f"ExperimentResult({str(self.path)!r}, experiment={self.config.name!r})"
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        """One row per run: its seed, hypervolume, evaluation counts (summary.json's `runs`)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.summary.get("runs", []))
+
+    @property
+    def evaluations(self) -> pd.DataFrame:
+        """evaluations.parquet: one row per evaluation (run, step, mask, objectives, cost)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self._inputs.evaluations)
+
+    def front(self, kind: str = DEFAULT_KIND, run: int | None = None) -> pd.DataFrame:
+        """The Pareto front of one kind, best accuracy first.
+
+        Args:
+            kind: `population` (the paper's front: non-dominated members of the final population) or
+                `archive` (non-dominated over all evaluations). Results written before fronts had kinds
+                hold only the archive front, which is then returned for either kind.
+            run: one run's front, -1 for the aggregated front of all runs, None for every run and the
+                aggregate (told apart by the `run` column).
+
+        Returns:
+            The front's rows (run, mask, mask_length, objectives).
+
+        """
+        import pandas as pd
+
+        if run is None:
+            rows = rows_of_kind(self._inputs.front, kind)
+        else:
+            rows = front_rows(self._inputs.front, run=run, kind=kind)
+        frame = pd.DataFrame.from_records(rows)
+        order = ["run", "accuracy", "active_fraction", "auroc"]
+        return frame.sort_values(order, ascending=[True, False, True, False], ignore_index=True)
+
+    @property
+    def has_front_kinds(self) -> bool:
+        """Whether front.parquet tells the population front from the archive front."""
+        return has_kinds(self._inputs.front)
+
+    def pick(
+        self,
+        rule: str = "best-accuracy",
+        *,
+        min_accuracy: float | None = None,
+        run: int = AGGREGATE_RUN,
+        kind: str = DEFAULT_KIND,
+    ) -> dict[str, Any]:
+        """One front member by a rule (evoprune.shared.picks).
+
+        Args:
+            rule: `best-accuracy`, `knee` (Das 1999: farthest beyond the extreme-point hyperplane) or
+                `smallest` (fewest active inputs with accuracy >= `min_accuracy`).
+            min_accuracy: the floor of `smallest`.
+            run: the run whose front to pick from; -1 the aggregated front.
+            kind: `population` or `archive`.
+
+        Returns:
+            The chosen front row (mask, objectives).
+
+        Raises:
+            PickError: an unknown rule, run or kind, or no member qualifies.
+
+        """
+        return dict(pick(front_rows(self._inputs.front, run=run, kind=kind), rule, min_accuracy=min_accuracy))
+
+    def export(
+        self,
+        out: str | Path | None = None,
+        *,
+        pick: str | None = None,
+        mask: str | None = None,
+        min_accuracy: float | None = None,
+        run: int = AGGREGATE_RUN,
+        kind: str = DEFAULT_KIND,
+    ) -> dict[str, Any]:
+        """Write one front member as a physically smaller .keras model, as `evoprune export` does.
+
+        Args:
+            out: the .keras file (default: <results>/exports/RULE/model.keras).
+            pick: a pick rule (see `pick`); best-accuracy when neither it nor `mask` is given.
+            mask: the hex of an evaluated mask.
+            min_accuracy: the floor of `smallest`.
+            run: the run whose front to pick from; -1 the aggregated front.
+            kind: `population` or `archive`.
+
+        Returns:
+            The report also written to export.json beside the model (its `model` is the file's path).
+
+        Raises:
+            ExportError: bad input.
+            ExportMismatchError: the written model does not reproduce the recorded accuracy.
+
+        """
+        from evoprune.coordinator.export import export_model
+
+        return export_model(
+            self.path,
+            mask=mask,
+            rule=pick if pick is not None or mask is not None else "best-accuracy",
+            min_accuracy=min_accuracy,
+            run=run,
+            kind=kind,
+            out=Path(out) if out is not None else None,
+        )
+
+
+def open_results(path: str | Path) -> ExperimentResult:
+    """Open the results directory of a finished experiment.
+
+    Args:
+        path: the directory `evoprune run` (or `run_experiment`) wrote.
+
+    Returns:
+        Its results.
+
+    Raises:
+        AnalysisError: the directory is missing, unfinished or corrupt; the message says which.
+
+    """
+    return ExperimentResult(read_results(Path(path)))
+
+
+def run_experiment(
+    config: ConfigInput = None,
+    *,
+    runs: int | None = None,
+    max_evaluations: int | None = None,
+    workers: int | None = 0,
+    out: str | Path | None = None,
+    seed: int | None = None,
+) -> ExperimentResult:
+    """Run an experiment end to end, as `evoprune run` does, and open its results.
+
+    Args:
+        config: a config mapping (as the YAML file holds), an ExperimentConfig, a YAML file path, or None
+            for the embedded demo.
+        runs: independent runs (overrides search.runs).
+        max_evaluations: evaluations per run (overrides search.max_evaluations).
+        workers: worker actors; 0 (default) evaluates in this process without Ray; None one per GPU.
+        out: the results directory (default results/NAME-TIMESTAMP under the working directory).
+        seed: the first run's seed (overrides search.seed).
+
+    Returns:
+        The finished experiment's results.
+
+    Raises:
+        ConfigError: the config or an override is invalid.
+        ExperimentError: the results directory cannot be used.
+        RunFailedError: the experiment stopped before the end (the message says why).
+
+    """
+    from evoprune.coordinator.results_dir import check_new_results_dir
+
+    resolved = _with_overrides(
+        _as_config(config), {"runs": runs, "max_evaluations": max_evaluations, "seed": seed}
+    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(out) if out is not None else Path("results") / f"{resolved.name}-{stamp}"
+    check_new_results_dir(results_dir, resolved)
+    _run_assembled(resolved, results_dir, workers)
+    return open_results(results_dir)
+
+
+def _as_config(config: ConfigInput) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if config is None:
+        return load_config(demo_config_path())
+    if isinstance(config, str | Path):
+        return load_config(Path(config))
+    return parse_config(dict(config), "config mapping")
+
+
+def _with_overrides(config: ExperimentConfig, overrides: dict[str, int | None]) -> ExperimentConfig:
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if not given:
+        return config
+    data = config.model_dump(mode="json")
+    data["search"].update(given)
+    return parse_config(data, f"{config.name} with overrides {given}")
+
+
+def _run_assembled(config: ExperimentConfig, results_dir: Path, workers: int | None) -> None:
+    """The experiment through the one assembly every way in uses, with the command line's progress bar."""
+    from evoprune.api.cli_run import ProgressBar, run_settings
+    from evoprune.coordinator.assembly import run_experiment as assemble_and_run
+    from evoprune.coordinator.evaluator_interface import EvaluationError
+    from evoprune.coordinator.experiment import Experiment
+    from evoprune.shared.evaluation_row import EvaluationRow
+    from evoprune.shared.events import EventBus
+
+    bus = EventBus()
+    progress: ProgressBar | None = None
+
+    def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
+        nonlocal progress
+        progress = ProgressBar(experiment.total_evaluations, experiment.evaluations_done)
+        bus.subscribe(progress)
+
+    settings = run_settings(argparse.Namespace(workers=workers, address=None))
+    try:
+        assemble_and_run(config, results_dir, settings, bus, on_ready=ready)
+    except EvaluationError as error:
+        raise RunFailedError(
+            f"the experiment in {results_dir} did not finish: {error} "
+            f"It is checkpointed; continue it with `evoprune resume {results_dir}`."
+        ) from error
+    finally:
+        if progress is not None:
+            progress.close()
+
+

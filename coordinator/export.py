@@ -1,0 +1,221 @@
+"""`evoprune export`: one front member as a deployable, physically smaller Keras model, checked on reload."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.shared.masks import MaskError, decode_mask, encode_mask
+from evoprune.shared.picks import (
+    AGGREGATE_RUN,
+    DEFAULT_KIND,
+    KNEE_METHOD,
+    PickError,
+    front_rows,
+    has_kinds,
+    pick,
+)
+from evoprune.workers.datasets import DatasetError
+from evoprune.workers.export_build import MODEL_SUFFIX, build_and_check
+from evoprune.workers.features import FeatureSet
+
+EXPORT_FORMAT = "evoprune-export"
+EXPORT_VERSION = 1
+EXPORTS_DIR = "exports"
+REPORT_NAME = "export.json"
+# k-fold datasets train one head per fold; fold 0's is exported (workers.export_build.FOLD_REASON says why)
+EXPORTED_FOLD = 0
+Log = Callable[[str], None]
+
+
+class ExportError(Exception):
+    """A request that cannot be exported; the message names what is wrong (bad input: exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The front member (or given mask) to export, and how it was chosen."""
+
+    mask: np.ndarray
+    row: dict[str, Any]  # its recorded objectives
+    rule: str  # a pick rule, or "mask"
+    description: dict[str, Any]
+
+
+def export_model(
+    results_dir: Path,
+    *,
+    mask: str | None = None,
+    rule: str | None = None,
+    min_accuracy: float | None = None,
+    run: int = AGGREGATE_RUN,
+    kind: str = DEFAULT_KIND,
+    out: Path | None = None,
+    feature_set: FeatureSet | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Export one front member of a finished experiment as a Keras model and check it.
+
+    The head is re-trained from its mask with the experiment's protocol (fitness is deterministic, so the
+    re-trained objectives equal the recorded ones exactly), put behind the backbone, saved, loaded back with
+    `keras.saving.load_model`, and run on fold 0's fitness split from the raw inputs. The file is moved into
+    place only when those predictions reproduce the search's; export.json is written beside it.
+
+    Args:
+        results_dir: the experiment's results directory.
+        mask: the hex of the mask to export (instead of a pick rule).
+        rule: `best-accuracy`, `knee` or `smallest` (with `min_accuracy`).
+        min_accuracy: the accuracy floor of `smallest`.
+        run: the run whose front to pick from; -1 (default) the aggregated front of all runs.
+        kind: `population` (the paper's front, default) or `archive`.
+        out: the `.keras` file to write (default results_dir/exports/NAME/model.keras).
+        feature_set: the experiment's features, if already loaded (else loaded from the feature cache).
+        log: called with a line per stage.
+
+    Returns:
+        The report written to export.json.
+
+    Raises:
+        ExportError: bad input (unknown run, malformed mask, no qualifying member, unreadable results).
+        ExportMismatchError: the reloaded model does not reproduce the recorded accuracy.
+
+    """
+    say = log or (lambda line: None)
+    started = time.perf_counter()
+    if (mask is None) == (rule is None):
+        raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
+    try:
+        inputs = read_results(Path(results_dir))
+    except AnalysisError as error:
+        raise ExportError(str(error)) from None
+    try:
+        choice = (
+            _given_mask(inputs, mask)
+            if mask is not None
+            else _picked(inputs, str(rule), min_accuracy, run, kind)
+        )
+    except (PickError, MaskError) as error:
+        raise ExportError(str(error)) from None
+    target = _target(inputs.results_dir, out, choice)
+    say(
+        f"exporting {choice.rule}: accuracy {choice.row['accuracy']:.6g}, "
+        f"active {choice.row['active_fraction']:.4g}, AUROC {choice.row['auroc']:.6g}"
+    )
+    if feature_set is None:
+        say("loading the experiment's features (extracted again if the feature cache lost them)")
+        feature_set = _load_features(inputs, progress=log is not None)
+    _check_features(inputs, feature_set)
+    say("re-training the head from its mask and building the model")
+    try:
+        report = build_and_check(
+            inputs.config, feature_set, choice.mask, choice.row, target, EXPORTED_FOLD, say
+        )
+    except (DatasetError, OSError) as error:
+        # the images are read again from the source: it may have moved since the features were cached
+        raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
+    report = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "experiment": inputs.config.name,
+        "results_dir": str(inputs.results_dir),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": str(target),
+        "pick": choice.description,
+        "mask": encode_mask(choice.mask),
+        "mask_length": int(choice.mask.size),
+        "active_bits": int(np.count_nonzero(choice.mask)),
+        "objectives": {
+            key: choice.row[key]
+            for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
+            if choice.row.get(key) is not None
+        },
+        **report,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_atomic(target.parent / REPORT_NAME, json.dumps(report, indent=2))
+    return report
+
+
+def _given_mask(inputs: ResultsInput, text: str) -> Choice:
+    length = inputs.mask_length
+    digits = 2 * ((length + 7) // 8)
+    text = text.strip().lower()
+    if len(text) != digits:
+        raise ExportError(
+            f"--mask {text[:24]}{'…' if len(text) > 24 else ''} has {len(text)} hex digits; a mask of this "
+            f"experiment has {length} bits, written as {digits} hex digits"
+        )
+    bits = decode_mask(text, length)
+    recorded = [row for row in inputs.evaluations if row["mask"] == text]
+    if not recorded:
+        raise ExportError(
+            f"mask {text[:24]}… was never evaluated in {inputs.results_dir}, so there is no recorded "
+            "accuracy to reproduce; export a mask from evaluations.parquet or front.parquet"
+        )
+    return Choice(bits, dict(recorded[0]), "mask", {"rule": "mask"})
+
+
+def _picked(inputs: ResultsInput, rule: str, min_accuracy: float | None, run: int, kind: str) -> Choice:
+    rows = front_rows(inputs.front, run=run, kind=kind)
+    chosen = dict(pick(rows, rule, min_accuracy=min_accuracy))
+    kinds_recorded = has_kinds(inputs.front)
+    description: dict[str, Any] = {
+        "rule": rule,
+        "run": run,
+        # results written before fronts had kinds hold only the archive front
+        "kind": kind if kinds_recorded else "archive",
+        "front_size": len(rows),
+    }
+    if rule == "smallest":
+        description["min_accuracy"] = min_accuracy
+    if rule == "knee":
+        description["method"] = KNEE_METHOD
+    return Choice(decode_mask(chosen["mask"], inputs.mask_length), chosen, rule, description)
+
+
+def _target(results_dir: Path, out: Path | None, choice: Choice) -> Path:
+    if out is None:
+        name = choice.rule if choice.rule != "mask" else f"mask-{encode_mask(choice.mask)[:12]}"
+        if choice.rule == "smallest":
+            name += f"-{choice.description['min_accuracy']:g}"
+        if choice.rule != "mask" and choice.description["run"] != AGGREGATE_RUN:
+            name += f"-run{choice.description['run']}"
+        return results_dir / EXPORTS_DIR / name / f"model{MODEL_SUFFIX}"
+    out = Path(out)
+    if out.suffix != MODEL_SUFFIX:
+        raise ExportError(f"--out {out}: a Keras model file must end in {MODEL_SUFFIX}")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a directory; give the path of the {MODEL_SUFFIX} file to write")
+    return out
+
+
+def _load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
+    from evoprune.workers.assemble import load_feature_set
+
+    try:
+        return load_feature_set(inputs.config, progress=progress)
+    except (ValueError, OSError) as error:
+        raise ExportError(f"the experiment's dataset cannot be loaded: {error}") from None
+
+
+def _check_features(inputs: ResultsInput, features: FeatureSet) -> None:
+    recorded = inputs.summary.get("feature_set")
+    if recorded is not None and recorded != features.key:
+        raise ExportError(
+            f"{inputs.results_dir} was computed on other features ({recorded[:12]}) than its config now "
+            f"yields ({features.key[:12]}): the dataset changed, so its heads cannot be re-trained."
+        )
+    expected = inputs.config.head.mask_length(features.input_dim)
+    if expected != inputs.mask_length:
+        raise ExportError(
+            f"{inputs.results_dir}: the front's masks have {inputs.mask_length} bits but the head on these "
+            f"features needs {expected}."
+        )
