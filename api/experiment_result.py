@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.coordinator.analysis.inputs import ResultsInput, read_results
+from evoprune.coordinator.results import ARCHIVE_FRONT
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
 from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick, rows_of_kind
 
@@ -72,9 +73,9 @@ class ExperimentResult:
         import pandas as pd
 
         if run is None:
-            rows = rows_of_kind(self._inputs.front, kind)
+            rows = rows_of_kind(self._inputs.every_front_rows, kind)
         else:
-            rows = front_rows(self._inputs.front, run=run, kind=kind)
+            rows = front_rows(self._inputs.every_front_rows, run=run, kind=kind)
         frame = pd.DataFrame.from_records(rows)
         order = ["run", "accuracy", "active_fraction", "auroc"]
         return frame.sort_values(order, ascending=[True, False, True, False], ignore_index=True)
@@ -82,7 +83,7 @@ class ExperimentResult:
     @property
     def has_front_kinds(self) -> bool:
         """Whether front.parquet tells the population front from the archive front."""
-        return has_kinds(self._inputs.front)
+        return has_kinds(self._inputs.every_front_rows)
 
     def pick(
         self,
@@ -108,7 +109,8 @@ class ExperimentResult:
             PickError: an unknown rule, run or kind, or no member qualifies.
 
         """
-        return dict(pick(front_rows(self._inputs.front, run=run, kind=kind), rule, min_accuracy=min_accuracy))
+        rows = front_rows(self._inputs.every_front_rows, run=run, kind=kind)
+        return dict(pick(rows, rule, min_accuracy=min_accuracy))
 
     def export(
         self,
@@ -164,7 +166,8 @@ def open_results(path: str | Path) -> ExperimentResult:
         AnalysisError: the directory is missing, unfinished or corrupt; the message says which.
 
     """
-    return ExperimentResult(read_results(Path(path)))
+    # the archive kind reads in files from before fronts had kinds too; fronts and picks use every kind
+    return ExperimentResult(read_results(Path(path), ARCHIVE_FRONT))
 
 
 def run_experiment(

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
-from evoprune.coordinator.checkpoint import write_atomic
+from evoprune.coordinator.results import ARCHIVE_FRONT
+from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.picks import (
     AGGREGATE_RUN,
@@ -93,7 +94,8 @@ def export_model(
     if (mask is None) == (rule is None):
         raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
     try:
-        inputs = read_results(Path(results_dir))
+        # the archive kind reads in files from before fronts had kinds too; picks use every_front_rows
+        inputs = read_results(Path(results_dir), ARCHIVE_FRONT)
     except AnalysisError as error:
         raise ExportError(str(error)) from None
     try:
@@ -164,9 +166,9 @@ def _given_mask(inputs: ResultsInput, text: str) -> Choice:
 
 
 def _picked(inputs: ResultsInput, rule: str, min_accuracy: float | None, run: int, kind: str) -> Choice:
-    rows = front_rows(inputs.front, run=run, kind=kind)
+    rows = front_rows(inputs.every_front_rows, run=run, kind=kind)
     chosen = dict(pick(rows, rule, min_accuracy=min_accuracy))
-    kinds_recorded = has_kinds(inputs.front)
+    kinds_recorded = has_kinds(inputs.every_front_rows)
     description: dict[str, Any] = {
         "rule": rule,
         "run": run,

@@ -26,6 +26,10 @@ NO_OOD_MESSAGE = (
     "ood: no out-of-distribution source is configured, and the AUROC objective needs at least one "
     "(for example `ood: [{source: sklearn:sample_images}]`)"
 )
+# Part of every fitness-cache key: raised whenever the evaluator's rules change a mask's objectives for an
+# unchanged config, so that a shared cache never mixes results of two rules. 2: early stopping compares in
+# float32 as on the device, and training without early stopping keeps the last epoch's weights.
+EVALUATOR_REVISION = 2
 
 
 class ConfigError(ValueError):
@@ -356,6 +360,7 @@ class ExperimentConfig(_Frozen):
     def protocol_fingerprint(self) -> str:
         """A hash of everything besides the features that decides a mask's fitness."""
         relevant = {
+            "evaluator_revision": EVALUATOR_REVISION,
             "head": self.head.model_dump(mode="json"),
             # how many epochs a compiled call runs changes no result, so it must not split the fitness cache
             "training": self.training.model_dump(mode="json", exclude={"epochs_per_call"}),

@@ -42,6 +42,13 @@ class ResultsInput:
     aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
     masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
     front_kind: str = POPULATION_FRONT  # "population" (the paper's fronts) or "archive"
+    # every row of front.parquet, both kinds (a file from before fronts had kinds: archive rows, no `kind`)
+    every_front: list[dict[str, Any]] | None = None
+
+    @property
+    def every_front_rows(self) -> list[dict[str, Any]]:
+        """Both kinds of fronts, every run and the aggregate (picks choose among them)."""
+        return self.every_front if self.every_front is not None else self.front
 
     @property
     def mask_length(self) -> int:
@@ -73,7 +80,8 @@ def read_results(results_dir: Path, front_kind: str = POPULATION_FRONT) -> Resul
     _check_finished(results_dir, summary)
     layout = ResultsLayout(results_dir)
     evaluations = _read_table(layout.evaluations, EVALUATION_COLUMNS)
-    front = _read_fronts(layout.front, front_kind)
+    every_front = _read_table(layout.front, tuple(name for name in FRONT_COLUMNS if name != "kind"))
+    front = _of_kind(every_front, layout.front, front_kind)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
     if not aggregate:
         raise AnalysisError(
@@ -92,13 +100,13 @@ def read_results(results_dir: Path, front_kind: str = POPULATION_FRONT) -> Resul
         masks = np.stack([decode_mask(row["mask"], length) for row in aggregate])
     except MaskError as error:
         raise AnalysisError(f"{layout.front} is corrupt: {error}.") from None
-    return ResultsInput(results_dir, config, summary, evaluations, front, aggregate, masks, front_kind)
+    return ResultsInput(
+        results_dir, config, summary, evaluations, front, aggregate, masks, front_kind, every_front
+    )
 
 
-def _read_fronts(path: Path, front_kind: str) -> list[dict[str, Any]]:
+def _of_kind(rows: list[dict[str, Any]], path: Path, front_kind: str) -> list[dict[str, Any]]:
     """The rows of one kind of front; a front.parquet from before fronts had kinds holds archives only."""
-    legacy = tuple(name for name in FRONT_COLUMNS if name != "kind")
-    rows = _read_table(path, legacy)
     if rows and "kind" not in rows[0]:
         if front_kind != ARCHIVE_FRONT:
             raise AnalysisError(

@@ -11,7 +11,7 @@ from evoprune.coordinator.analysis.inputs import AnalysisError
 from evoprune.coordinator.experiment import ExperimentError
 from evoprune.shared.config import ConfigError
 from evoprune.shared.picks import PickError, front_rows, pick
-from tests.coordinator.analysis_fixtures import DIGITS, session_results
+from tests.coordinator.analysis.fixtures import DIGITS, session_results
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -25,7 +25,8 @@ def finished(tmp_path_factory):
 def test_open_gives_tables_summary_and_picks(finished):
     result = evoprune.open(finished)
     assert result.path == finished and result.config.name == "tiny"
-    assert list(result.runs["run"]) == [0, 1] and "hypervolume" in result.runs
+    assert list(result.runs["run"]) == [0, 1]
+    assert {"hypervolume_population", "hypervolume_archive"} <= set(result.runs)
     assert len(result.evaluations) == result.summary["aggregate"]["evaluations"]
     front = result.front()
     assert set(front["run"]) == {-1, 0, 1}
@@ -38,18 +39,22 @@ def test_open_gives_tables_summary_and_picks(finished):
         result.pick(run=5)
 
 
-def test_front_kinds_are_told_apart_when_the_file_has_them(finished, tmp_path):
-    results_dir = tmp_path / "results"
-    shutil.copytree(finished, results_dir)
-    table = pq.read_table(results_dir / "front.parquet")
-    # make the aggregated front's last member an archive-only one
-    kinds = ["population"] * table.num_rows
-    kinds[-1] = "archive"
-    pq.write_table(table.append_column("kind", pa.array(kinds)), results_dir / "front.parquet")
-    result = evoprune.open(results_dir)
-    assert result.has_front_kinds and not evoprune.open(finished).has_front_kinds
-    assert len(result.front()) == table.num_rows - 1
-    assert list(result.front("archive")["mask"]) == [table.column("mask")[-1].as_py()]
+def test_front_kinds_are_told_apart_and_older_files_still_open(finished, tmp_path):
+    table = pq.read_table(finished / "front.parquet")
+    kinds = table.column("kind").to_pylist()
+    result = evoprune.open(finished)
+    assert result.has_front_kinds
+    assert len(result.front()) == kinds.count("population")
+    assert len(result.front("archive")) == kinds.count("archive")
+    # a results directory from before fronts had kinds: archive rows only, no `kind` column
+    legacy = tmp_path / "legacy"
+    shutil.copytree(finished, legacy)
+    archive = table.filter(pa.compute.equal(table.column("kind"), "archive")).drop_columns(["kind"])
+    pq.write_table(archive, legacy / "front.parquet")
+    old = evoprune.open(legacy)
+    assert not old.has_front_kinds
+    assert list(old.front()["mask"]) == list(old.front("archive")["mask"])
+    assert len(old.front()) == archive.num_rows
 
 
 def test_open_refuses_what_is_not_a_finished_experiment(tmp_path):
