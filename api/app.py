@@ -10,11 +10,14 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
+from evoprune.api.input_text import storable
 from evoprune.api.openapi_events import with_event_schemas
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.routes_health import service_version
@@ -181,6 +184,21 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input: a lone surrogate in it cannot be encoded, and a deeply
+        # nested one exhausts the encoder's recursion; either was a 500. Scalars are still echoed.
+        errors = [
+            {
+                key: value
+                for key, value in item.items()
+                if key != "input" or not isinstance(value, dict | list)
+            }
+            for item in error.errors()
+        ]
+        detail = storable(jsonable_encoder(errors))
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StoreUnavailableError)
     async def store_unavailable(request: Request, error: StoreUnavailableError) -> JSONResponse:
