@@ -152,7 +152,9 @@ def create_app(
         spec = settings.store_spec()
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(spec)
-        app.state.launcher = launcher or RayLauncher(spec, settings.run_settings())
+        app.state.launcher = launcher or RayLauncher(
+            spec, settings.run_settings(), timeout_s=settings.ray_timeout_s
+        )
         _start_background(app, settings)
         try:
             yield

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from evoprune.api.allowed_paths import path_problems
 from evoprune.api.input_text import MAX_DEPTH, value_problem
 from evoprune.api.schemas import ExperimentCreate
 from evoprune.api.settings import Settings
@@ -125,6 +126,10 @@ def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConf
     except ConfigError as error:
         raise ConfigInputError([problem_detail(problem) for problem in error.problems]) from None
     problems = check_limits(config, settings)
+    problems += [
+        problem_detail(problem, "value_error.path")
+        for problem in path_problems(config, settings.allowed_root_paths())
+    ]
     if problems:
         raise ConfigInputError(problems)
     return config

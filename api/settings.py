@@ -8,7 +8,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evoprune.api.allowed_paths import resolve_roots
 from evoprune.coordinator.assembly import RunSettings
+from evoprune.coordinator.service.launcher import RAY_TIMEOUT_S
 from evoprune.shared.store import StoreSpec
 from evoprune.shared.store_local import FITNESS_FILE
 
@@ -85,10 +87,29 @@ class Settings(SharedCacheEnvironment):
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
+    datasets_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EVOPRUNE_DATA", "EVOPRUNE_DATASETS_DIR"),
+        description="the datasets folder (EVOPRUNE_DATA): posted configs may read under it",
+    )
+    allowed_roots: str = Field(
+        default="",
+        description=(
+            "comma-separated folders, besides the data, datasets and feature-cache folders, under which "
+            "posted configs may name paths (sources, cache_dir, backbone.weights)"
+        ),
+    )
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "EVOPRUNE_RAY_ADDRESS"),
         description="the Ray cluster experiments run on (RAY_ADDRESS); unset = a local Ray the API starts",
+    )
+    ray_timeout_s: float = Field(
+        default=RAY_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="how long a request waits for Ray (joining it, starting or looking up a runner): "
+        "past it, POST answers 503 and the experiment ends failed",
     )
     workers_per_experiment: int | None = Field(default=None, ge=1, le=1024)
     cors_origins: str = Field(default="", description="comma-separated origins allowed by CORS; empty = off")
@@ -135,6 +156,16 @@ class Settings(SharedCacheEnvironment):
         """The server's values of the variables posted configs may reference (those that are set)."""
         names = [name.strip() for name in self.config_variables.split(",") if name.strip()]
         return {name: os.environ[name] for name in names if name in os.environ}
+
+    def allowed_root_paths(self) -> list[Path]:
+        """The resolved folders posted configs may name paths under: data, datasets, feature cache, extras."""
+        from evoprune.workers.feature_cache import resolve_cache_dir
+
+        folders: list[str | os.PathLike[str]] = [self.data_dir, resolve_cache_dir(None)]
+        if self.datasets_dir is not None:
+            folders.append(self.datasets_dir)
+        folders += [folder.strip() for folder in self.allowed_roots.split(",") if folder.strip()]
+        return resolve_roots(folders)
 
     def store_spec(self) -> StoreSpec:
         """Where the store and results live, in the form runners in other processes can open."""
