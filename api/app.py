@@ -177,6 +177,8 @@ def create_app(
     app.include_router(routes_artifacts.router)
     app.include_router(routes_health.router)
     app.include_router(web.router)
+    # the page and its files are served from memory by coroutines: nothing a stalled store holds up
+    web.warm()
     app.openapi = with_event_schemas(app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origin_list:

@@ -73,8 +73,13 @@ def _index_html() -> str:
     return html
 
 
+def warm() -> None:
+    """Read the page and its files into memory, so that serving them never touches the disk or a thread."""
+    _index_html()
+
+
 @router.get("/", response_class=HTMLResponse)
-def index() -> HTMLResponse:
+async def index() -> HTMLResponse:
     """The single-page web interface: experiments, the config form and the live Pareto front.
 
     Returns:
@@ -85,7 +90,7 @@ def index() -> HTMLResponse:
 
 
 @router.api_route("/static/{name}", methods=["GET", "HEAD"])
-def static_file(name: str, request: Request) -> Response:
+async def static_file(name: str, request: Request) -> Response:
     """One of the page's static files, or plotly.min.js from the installed plotly package.
 
     Args:
