@@ -16,7 +16,7 @@ from evoprune.shared.events import (
     RunFinished,
     StatusChanged,
 )
-from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
+from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client, redis_url
 
 
 def submit(client, config=None, **body):
@@ -398,3 +398,30 @@ def test_posted_sources_expand_only_the_servers_allowed_variables(client, monkey
     assert answer.status_code == 422
     assert "s3cr3t-value" not in answer.text
     assert any(item["loc"] == ["body", "config", "dataset", "source"] for item in answer.json()["detail"])
+
+
+@pytest.mark.redis
+def test_a_vanished_record_does_not_end_the_stream_of_a_running_experiment(tmp_path, redis_store):
+    import time
+
+    import redis
+
+    with make_client(tmp_path, redis_store) as client:
+        config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+        experiment_id = submit(client, config).json()["id"]
+        run_fake_experiment(redis_store, experiment_id, steps=1, finish=False)
+        snapshot = redis_store.snapshot(experiment_id)
+
+        def vanish_then_finish():
+            # Redis lost the record (a restart without persistence) while the runner goes on publishing
+            raw = redis.Redis.from_url(redis_url())
+            raw.delete(f"{redis_store.prefix}:exp:{experiment_id}")
+            raw.close()
+            time.sleep(2.5)  # several quiet polls of the record by the stream
+            publisher = StorePublisher(redis_store, snapshot.record, snapshot.front)
+            publisher(EvaluationFinished(0, 5, "ff", (0.9, 0.5, 0.8), True, 0.0, ""))
+            publisher(ExperimentSucceeded(0.5, 3, 1, 2.0, "/x"))
+            publisher.flush()
+
+        messages = read_stream(client, f"/experiments/{experiment_id}/events", after_first=vanish_then_finish)
+        assert [m["event"] for m in messages] == ["snapshot", "evaluation", "done"]
