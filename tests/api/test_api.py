@@ -425,3 +425,20 @@ def test_a_vanished_record_does_not_end_the_stream_of_a_running_experiment(tmp_p
 
         messages = read_stream(client, f"/experiments/{experiment_id}/events", after_first=vanish_then_finish)
         assert [m["event"] for m in messages] == ["snapshot", "evaluation", "done"]
+
+
+@pytest.mark.redis
+def test_after_redis_restarts_empty_the_list_shows_the_finished_experiments(tmp_path, redis_store):
+    from evoprune.coordinator.results_dir import ResultsLayout
+    from evoprune.coordinator.service.records import write_record_copy
+
+    with make_client(tmp_path, redis_store) as client:
+        experiment_id = submit(client).json()["id"]
+        run_fake_experiment(redis_store, experiment_id, steps=2)
+        snapshot = redis_store.snapshot(experiment_id)
+        # what the runner leaves in the results directory at the end
+        write_record_copy(ResultsLayout(Path(snapshot.record.results_dir)), snapshot.record, snapshot.front)
+        redis_store.delete_all()  # Redis restarted without persistence
+        listing = client.get("/experiments").json()
+        assert [item["id"] for item in listing["experiments"]] == [experiment_id]
+        assert listing["experiments"][0]["status"] == "succeeded"
