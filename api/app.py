@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
@@ -94,6 +95,27 @@ class BodySizeLimit:
             status_code=413,
         )
         await response({"type": "http"}, _no_body, send)
+
+
+class SecurityHeaders:
+    """Adds headers that keep browsers from sniffing types or framing any response of the API."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 async def _no_body() -> Message:
@@ -181,6 +203,9 @@ def create_app(
     web.warm()
     app.openapi = with_event_schemas(app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    if settings.trusted_host_list:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -84,6 +84,25 @@ class Settings(SharedCacheEnvironment):
         default=None, description="when set, every /experiments request needs `Authorization: Bearer <token>`"
     )
     require_token: bool = Field(default=False, description="refuse to start without a proper token")
+    allow_open: bool = Field(
+        default=False,
+        description="let `evoprune serve` listen on a non-loopback address without EVOPRUNE_API_TOKEN "
+        "(an API open to anyone who can reach it)",
+    )
+    trusted_hosts: str = Field(
+        default="",
+        description="comma-separated Host header values the server answers (`*.example.org` allowed); "
+        "empty = loopback names when serving on loopback (against DNS rebinding), any otherwise",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="a connection that has not sent a request's headers by then is closed",
+    )
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, le=300, description="idle keep-alive connections close after it"
+    )
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
@@ -186,6 +205,11 @@ class Settings(SharedCacheEnvironment):
             max_mask_length=self.max_mask_length,
             worker_actor=self.worker_actor,
         )
+
+    @property
+    def trusted_host_list(self) -> list[str]:
+        """The configured trusted hosts (empty: not configured)."""
+        return [host.strip() for host in self.trusted_hosts.split(",") if host.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -90,7 +90,7 @@ class Connection:
         return cls(reader, writer)
 
     async def get(self, path: str) -> int:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = 0
@@ -167,7 +167,7 @@ async def max_throughput(port: int, paths: list[str], seconds: float) -> float:
 async def sse_client(port: int, path: str, received: list[tuple[int, float]]) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     # HTTP/1.0: no chunked framing around the events, the server closes the stream at the end
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     await reader.readuntil(b"\r\n\r\n")
     status, event_id = "", None
     buffer = b""
