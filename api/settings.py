@@ -108,7 +108,7 @@ class Settings(SharedCacheEnvironment):
     )
     datasets_dir: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("EVOPRUNE_DATA", "EVOPRUNE_DATASETS_DIR"),
+        validation_alias="EVOPRUNE_DATA",
         description="the datasets folder (EVOPRUNE_DATA): posted configs may read under it",
     )
     allowed_roots: str = Field(
