@@ -95,7 +95,16 @@ class EventStream:
             SSE messages and keep-alive comments.
 
         """
-        snapshot = await client_call(self.store.snapshot, self.experiment_id)
+        while True:
+            try:
+                snapshot = await client_call(self.store.snapshot, self.experiment_id)
+                break
+            except StoreError as error:
+                # the headers are sent: say why nothing comes yet, and try again while the client listens
+                yield f": the store is unavailable ({error}); retrying\n\n".encode()
+                if await request.is_disconnected():
+                    return
+                await anyio.sleep(STORE_RETRY_S)
         if snapshot is None:
             return
         record = snapshot.record

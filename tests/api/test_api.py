@@ -16,6 +16,8 @@ from evoprune.shared.events import (
     RunFinished,
     StatusChanged,
 )
+from evoprune.shared.store import StoreUnavailableError
+from evoprune.shared.store_local import LocalStore
 from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client, redis_url
 
 
@@ -442,3 +444,27 @@ def test_after_redis_restarts_empty_the_list_shows_the_finished_experiments(tmp_
         listing = client.get("/experiments").json()
         assert [item["id"] for item in listing["experiments"]] == [experiment_id]
         assert listing["experiments"][0]["status"] == "succeeded"
+
+
+class SnapshotFailsOnce(LocalStore):
+    """The local store whose first snapshot read fails, as Redis does when it drops between two calls."""
+
+    failed = True  # armed by setting it False
+
+    def snapshot(self, experiment_id):
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailableError("connection reset (test)")
+        return super().snapshot(experiment_id)
+
+
+def test_a_snapshot_read_that_fails_after_the_headers_is_retried(tmp_path):
+    store = SnapshotFailsOnce(tmp_path / "data")
+    with make_client(tmp_path, store) as client:
+        config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+        experiment_id = submit(client, config).json()["id"]
+        run_fake_experiment(store, experiment_id, steps=1)
+        store.failed = False
+        messages = read_stream(client, f"/experiments/{experiment_id}/events")
+    assert [m["event"] for m in messages if "event" in m] == ["snapshot", "done"]
+    assert any("store is unavailable" in m.get("", "") for m in messages)
