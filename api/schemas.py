@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from evoprune.api.input_text import value_problem
+from evoprune.api.input_text import storable, value_problem
 from evoprune.coordinator.population import population_fronts
 from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
 from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
@@ -110,7 +110,8 @@ class ExperimentPublic(BaseModel):
         """The public view of a stored record."""
         return cls(
             id=record.id,
-            name=record.name,
+            # a record stored before posted text was checked may hold a lone surrogate: shown, not a 500
+            name=storable(record.name),
             status=record.status,
             created_at=utc_time(record.created_at),  # type: ignore[arg-type]
             started_at=utc_time(record.started_at),
@@ -123,7 +124,7 @@ class ExperimentPublic(BaseModel):
             mask_length=record.mask_length,
             error=record.error,
             results_dir=record.results_dir,
-            config=record.config,
+            config=storable(record.config),
         )
 
 

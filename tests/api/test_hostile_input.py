@@ -7,6 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evoprune.coordinator.service.records import new_record
+from evoprune.shared.config import parse_config
 from evoprune.shared.store import valid_experiment_id
 from tests.api.conftest import TINY_CONFIG
 
@@ -131,3 +133,14 @@ def test_arbitrary_unicode_anywhere_never_answers_5xx(client, field, text, top_n
         assert client.get(url).status_code < 500, url
     listing = client.get("/experiments")
     assert listing.status_code == 200, listing.text
+
+
+def test_a_record_stored_before_the_check_is_still_listed(client, tmp_path):
+    # a record written by an older version, with the lone surrogate it let through
+    config = parse_config(TINY_CONFIG)
+    record = new_record("00000000000000bb", config, tmp_path / "results", name="poisoned " + LONE_SURROGATE)
+    record.config = {**record.config, "name": LONE_SURROGATE}
+    client.app.state.store.create(record)
+    listing = client.get("/experiments")
+    assert listing.status_code == 200, listing.text
+    assert client.get(f"/experiments/{record.id}").status_code == 200
