@@ -10,11 +10,15 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
+from evoprune.api.input_text import storable
 from evoprune.api.openapi_events import with_event_schemas
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.routes_health import service_version
@@ -93,6 +97,27 @@ class BodySizeLimit:
         await response({"type": "http"}, _no_body, send)
 
 
+class SecurityHeaders:
+    """Adds headers that keep browsers from sniffing types or framing any response of the API."""
+
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"))
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def _no_body() -> Message:
     return {"type": "http.disconnect"}
 
@@ -149,7 +174,9 @@ def create_app(
         spec = settings.store_spec()
         app.state.settings = settings
         app.state.store = store if store is not None else open_store(spec)
-        app.state.launcher = launcher or RayLauncher(spec, settings.run_settings())
+        app.state.launcher = launcher or RayLauncher(
+            spec, settings.run_settings(), timeout_s=settings.ray_timeout_s
+        )
         _start_background(app, settings)
         try:
             yield
@@ -172,8 +199,13 @@ def create_app(
     app.include_router(routes_artifacts.router)
     app.include_router(routes_health.router)
     app.include_router(web.router)
+    # the page and its files are served from memory by coroutines: nothing a stalled store holds up
+    web.warm()
     app.openapi = with_event_schemas(app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    if settings.trusted_host_list:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -181,6 +213,21 @@ def create_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Accept"],
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input: a lone surrogate in it cannot be encoded, and a deeply
+        # nested one exhausts the encoder's recursion; either was a 500. Scalars are still echoed.
+        errors = [
+            {
+                key: value
+                for key, value in item.items()
+                if key != "input" or not isinstance(value, dict | list)
+            }
+            for item in error.errors()
+        ]
+        detail = storable(jsonable_encoder(errors))
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(StoreUnavailableError)
     async def store_unavailable(request: Request, error: StoreUnavailableError) -> JSONResponse:

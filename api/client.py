@@ -59,6 +59,7 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_SameOriginRedirects)
 
     def _request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -68,14 +69,16 @@ class Client:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+            # unredirected: urllib copies ordinary headers onto a redirect to any host; the redirect handler
+            # below puts the token back only for the same origin
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         return request
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         try:
-            with urllib.request.urlopen(self._request(method, path, body), timeout=self.timeout_s) as answer:
+            with self._opener.open(self._request(method, path, body), timeout=self.timeout_s) as answer:
                 return json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as error:
             raise ApiError(error.code, _detail(error)) from None
@@ -138,7 +141,7 @@ class Client:
         """One artifact's bytes (a PNG, a Parquet table, a JSON index...)."""
         path = f"/experiments/{_quote(experiment_id)}/artifacts/{_quote(name)}"
         try:
-            with urllib.request.urlopen(self._request("GET", path), timeout=self.timeout_s) as answer:
+            with self._opener.open(self._request("GET", path), timeout=self.timeout_s) as answer:
                 return bytes(answer.read())
         except urllib.error.HTTPError as error:
             raise ApiError(error.code, _detail(error)) from None
@@ -161,7 +164,7 @@ class Client:
                 headers["Last-Event-ID"] = last_id
             request = self._request("GET", f"/experiments/{_quote(experiment_id)}/events", headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=STREAM_TIMEOUT_S) as stream:
+                with self._opener.open(request, timeout=STREAM_TIMEOUT_S) as stream:
                     failures = 0
                     for event in parse_events(stream):
                         if event.id is not None:
@@ -223,3 +226,27 @@ def _detail(error: urllib.error.HTTPError) -> Any:
         return json.loads(error.read()).get("detail")
     except (ValueError, AttributeError, OSError):
         return error.reason
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, carrying the bearer token only to the origin it was meant for."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        token = req.unredirected_hdrs.get("Authorization")
+        if new is not None and token is not None and _origin(newurl) == _origin(req.full_url):
+            new.add_unredirected_header("Authorization", token)
+        return new

@@ -7,6 +7,8 @@ from typing import Any
 
 import yaml
 
+from evoprune.api.allowed_paths import path_problems
+from evoprune.api.input_text import MAX_DEPTH, value_problem
 from evoprune.api.schemas import ExperimentCreate
 from evoprune.api.settings import Settings
 from evoprune.coordinator.assembly import mask_length_problem
@@ -106,6 +108,16 @@ def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConf
             raise ConfigInputError(
                 [{"loc": ["body", "config_yaml"], "msg": message, "type": "value_error.yaml"}]
             ) from None
+        except RecursionError:
+            # PyYAML composes recursively: thousands of nested `[` exhaust the stack before any check
+            message = f"config_yaml: nested more than {MAX_DEPTH} levels deep"
+            raise ConfigInputError(
+                [{"loc": ["body", "config_yaml"], "msg": message, "type": "value_error.yaml"}]
+            ) from None
+        # YAML's "\ud800" escapes and deep flow collections pass the parser but not the store
+        problem = value_problem(data, "config")
+        if problem is not None:
+            raise ConfigInputError([problem_detail(problem.removeprefix("config."), "value_error.unicode")])
     try:
         # only the variables the server allows (its data root) are expanded; a reference to any other
         # reads as "not set", so nothing else of the server's environment can leak into an answer
@@ -114,6 +126,10 @@ def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConf
     except ConfigError as error:
         raise ConfigInputError([problem_detail(problem) for problem in error.problems]) from None
     problems = check_limits(config, settings)
+    problems += [
+        problem_detail(problem, "value_error.path")
+        for problem in path_problems(config, settings.allowed_root_paths())
+    ]
     if problems:
         raise ConfigInputError(problems)
     return config

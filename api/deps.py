@@ -1,14 +1,19 @@
 """The API's dependencies (settings, store, launcher, auth), declared once and overridden in tests.
 
-They are coroutines on purpose: FastAPI runs a plain function in a worker thread, and on a busy machine
-each hand-off to a thread costs more than the work itself (a record read is a fraction of a millisecond).
+They are coroutines: FastAPI would run a plain function in its request threads. A store call in one of them
+goes to `in_store_thread`, never onto the event loop: a paused Redis would otherwise stall every request,
+static files and /health included, for as long as a socket timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from typing import Annotated, Any
+import weakref
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -17,6 +22,32 @@ from evoprune.api.settings import Settings
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.coordinator.service.records import restore_lost_records
 from evoprune.shared.store import ExperimentRecord, Store, valid_experiment_id
+
+T = TypeVar("T")
+# store calls from coroutines wait in their own threads, so a stalled store cannot take the request threads
+# that plain routes (and anything else FastAPI hands to a thread) need
+STORE_THREADS = 64
+_store_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def in_store_thread(call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking store call off the event loop, in the store's own threads.
+
+    Args:
+        call: the store method (or a function of store calls).
+        *args: its arguments.
+
+    Returns:
+        What it returned.
+
+    """
+    loop = asyncio.get_running_loop()
+    if loop not in _store_limiters:
+        _store_limiters[loop] = anyio.CapacityLimiter(STORE_THREADS)
+    return await anyio.to_thread.run_sync(call, *args, limiter=_store_limiters[loop], abandon_on_cancel=True)
+
 
 _bearer = HTTPBearer(auto_error=False, description="EVOPRUNE_API_TOKEN, when the server sets one")
 
@@ -96,14 +127,19 @@ async def get_record(experiment_id: str, store: StoreDep, settings: SettingsDep)
         HTTPException: 404 for an unknown id.
 
     """
-    record = store.get(experiment_id)
-    # a finished experiment the store lost (Redis restarted empty) is rebuilt from its results directory
-    if (
-        record is None
-        and valid_experiment_id(experiment_id)
-        and restore_lost_records(store, settings.store_spec(), only=experiment_id)
-    ):
+
+    def read() -> ExperimentRecord | None:
         record = store.get(experiment_id)
+        # a finished experiment the store lost (Redis restarted empty) is rebuilt from its results directory
+        if (
+            record is None
+            and valid_experiment_id(experiment_id)
+            and restore_lost_records(store, settings.store_spec(), only=experiment_id)
+        ):
+            record = store.get(experiment_id)
+        return record
+
+    record = await in_store_thread(read)
     if record is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no experiment {experiment_id!r}")
     return record

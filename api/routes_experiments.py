@@ -20,7 +20,12 @@ from evoprune.api.deps import (
 )
 from evoprune.api.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
 from evoprune.coordinator.service.launcher import Launcher
-from evoprune.coordinator.service.records import end_without_runner, new_record
+from evoprune.coordinator.service.records import (
+    end_without_runner,
+    lost_record_ids,
+    new_record,
+    restore_lost_records,
+)
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, Store
 
@@ -89,6 +94,7 @@ def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
 @router.get("", response_model=ExperimentList)
 def list_experiments(
     store: StoreDep,
+    settings: SettingsDep,
     status_filter: Annotated[
         ExperimentStatus | None,
         Query(alias="status", description="only experiments with this status"),
@@ -97,7 +103,15 @@ def list_experiments(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ExperimentList:
     """Experiments, newest first."""
-    records = [r for r in store.records() if status_filter is None or r.status == status_filter]
+    every = store.records()
+    # after Redis restarted empty, finished experiments come back from their results directories here,
+    # not only when each id is fetched
+    lost = lost_record_ids({record.id for record in every}, settings.store_spec())
+    if lost:
+        for experiment_id in lost:
+            restore_lost_records(store, settings.store_spec(), only=experiment_id)
+        every = store.records()
+    records = [r for r in every if status_filter is None or r.status == status_filter]
     page = records[offset : offset + limit]
     return ExperimentList(experiments=[ExperimentPublic.of(r) for r in page], total=len(records))
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 from importlib import metadata
 
+import anyio
 from fastapi import APIRouter, Response, status
 
-from evoprune.api.deps import SettingsDep, StoreDep
+from evoprune.api.deps import SettingsDep, StoreDep, in_store_thread
 from evoprune.api.schemas import Health
 from evoprune.shared.store import StoreError
 
 router = APIRouter(tags=["health"])
+# a store that has not answered by then counts as down: a health check must answer faster than its prober
+# gives up, and a paused Redis would otherwise hold it for the client's socket timeout and retries
+STORE_ANSWER_S = 2.0
 
 
 @functools.cache
@@ -26,11 +30,14 @@ def service_version() -> str:
 @router.get("/health", response_model=Health, responses={503: {"model": Health, "description": "store down"}})
 async def health(store: StoreDep, settings: SettingsDep, response: Response) -> Health:
     """Whether the service and its store answer (no token needed)."""
-    try:
-        store.ping()
-        store_ok = True
-    except StoreError:
-        store_ok = False
+    store_ok = False
+    with anyio.move_on_after(STORE_ANSWER_S):
+        try:
+            await in_store_thread(store.ping)
+            store_ok = True
+        except StoreError:
+            store_ok = False
+    if not store_ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Health(
         status="ok" if store_ok else "unavailable",

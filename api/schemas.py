@@ -6,8 +6,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from evoprune.api.input_text import storable, value_problem
 from evoprune.coordinator.population import population_fronts
 from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
 from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
@@ -37,6 +46,15 @@ class ExperimentCreate(BaseModel):
     config_yaml: str | None = Field(
         default=None, max_length=MAX_CONFIG_YAML_CHARS, description="the experiment config as YAML text"
     )
+
+    @field_validator("name", "config", "config_yaml")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        # refused here, or the record is stored and every later read of it (and of the list) fails
+        problem = value_problem(value, str(info.field_name))
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _exactly_one_config(self) -> ExperimentCreate:
@@ -92,7 +110,8 @@ class ExperimentPublic(BaseModel):
         """The public view of a stored record."""
         return cls(
             id=record.id,
-            name=record.name,
+            # a record stored before posted text was checked may hold a lone surrogate: shown, not a 500
+            name=storable(record.name),
             status=record.status,
             created_at=utc_time(record.created_at),  # type: ignore[arg-type]
             started_at=utc_time(record.started_at),
@@ -105,7 +124,7 @@ class ExperimentPublic(BaseModel):
             mask_length=record.mask_length,
             error=record.error,
             results_dir=record.results_dir,
-            config=record.config,
+            config=storable(record.config),
         )
 
 

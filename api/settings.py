@@ -8,7 +8,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evoprune.api.allowed_paths import resolve_roots
 from evoprune.coordinator.assembly import RunSettings
+from evoprune.coordinator.service.launcher import RAY_TIMEOUT_S
 from evoprune.shared.store import StoreSpec
 from evoprune.shared.store_local import FITNESS_FILE
 
@@ -82,13 +84,51 @@ class Settings(SharedCacheEnvironment):
         default=None, description="when set, every /experiments request needs `Authorization: Bearer <token>`"
     )
     require_token: bool = Field(default=False, description="refuse to start without a proper token")
+    allow_open: bool = Field(
+        default=False,
+        description="let `evoprune serve` listen on a non-loopback address without EVOPRUNE_API_TOKEN "
+        "(an API open to anyone who can reach it)",
+    )
+    trusted_hosts: str = Field(
+        default="",
+        description="comma-separated Host header values the server answers (`*.example.org` allowed); "
+        "empty = loopback names when serving on loopback (against DNS rebinding), any otherwise",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="a connection that has not sent a request's headers by then is closed",
+    )
+    keep_alive_s: float = Field(
+        default=5.0, gt=0, le=300, description="idle keep-alive connections close after it"
+    )
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
+    )
+    datasets_dir: Path | None = Field(
+        default=None,
+        validation_alias="EVOPRUNE_DATA",
+        description="the datasets folder (EVOPRUNE_DATA): posted configs may read under it",
+    )
+    allowed_roots: str = Field(
+        default="",
+        description=(
+            "comma-separated folders, besides the data, datasets and feature-cache folders, under which "
+            "posted configs may name paths (sources, cache_dir, backbone.weights)"
+        ),
     )
     ray_address: str | None = Field(
         default=None,
         validation_alias=AliasChoices("RAY_ADDRESS", "EVOPRUNE_RAY_ADDRESS"),
         description="the Ray cluster experiments run on (RAY_ADDRESS); unset = a local Ray the API starts",
+    )
+    ray_timeout_s: float = Field(
+        default=RAY_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="how long a request waits for Ray (joining it, starting or looking up a runner): "
+        "past it, POST answers 503 and the experiment ends failed",
     )
     workers_per_experiment: int | None = Field(default=None, ge=1, le=1024)
     cors_origins: str = Field(default="", description="comma-separated origins allowed by CORS; empty = off")
@@ -136,6 +176,16 @@ class Settings(SharedCacheEnvironment):
         names = [name.strip() for name in self.config_variables.split(",") if name.strip()]
         return {name: os.environ[name] for name in names if name in os.environ}
 
+    def allowed_root_paths(self) -> list[Path]:
+        """The resolved folders posted configs may name paths under: data, datasets, feature cache, extras."""
+        from evoprune.workers.feature_cache import resolve_cache_dir
+
+        folders: list[str | os.PathLike[str]] = [self.data_dir, resolve_cache_dir(None)]
+        if self.datasets_dir is not None:
+            folders.append(self.datasets_dir)
+        folders += [folder.strip() for folder in self.allowed_roots.split(",") if folder.strip()]
+        return resolve_roots(folders)
+
     def store_spec(self) -> StoreSpec:
         """Where the store and results live, in the form runners in other processes can open."""
         return StoreSpec(
@@ -155,6 +205,11 @@ class Settings(SharedCacheEnvironment):
             max_mask_length=self.max_mask_length,
             worker_actor=self.worker_actor,
         )
+
+    @property
+    def trusted_host_list(self) -> list[str]:
+        """The configured trusted hosts (empty: not configured)."""
+        return [host.strip() for host in self.trusted_hosts.split(",") if host.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

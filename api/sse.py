@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import anyio
 from fastapi import Request
@@ -15,6 +13,7 @@ from pydantic import BaseModel
 
 from evoprune.api.event_schemas import DoneEvent, EvaluationEvent, FrontEvent, RunFinishedEvent, StatusEvent
 from evoprune.api.schemas import ExperimentPublic, FrontPublic
+from evoprune.api.sse_feed import BATCH, STORE_RETRY_S, WAIT_S, ExperimentFeed, client_call, following
 from evoprune.shared.events import (
     EvaluationFinished,
     Event,
@@ -24,15 +23,9 @@ from evoprune.shared.events import (
     StatusChanged,
     event_from_dict,
 )
-from evoprune.shared.store import ExperimentRecord, Store, StoreError
+from evoprune.shared.store import Store, StoredEvent, StoreError
 
-WAIT_S = 1.0
 KEEP_ALIVE_S = 15.0
-STORE_RETRY_S = 1.0
-BATCH = 500
-FINAL_RECORD_WAIT_S = 2.0
-# each waiting client holds a thread while it blocks on the store; these are not the request threads
-WAITING_CLIENTS = 1000
 T = TypeVar("T")
 
 
@@ -76,41 +69,21 @@ def public_event(event: Event) -> tuple[str, str] | None:
     return event.kind.value, payload.model_dump_json()
 
 
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def waiting_limiter() -> anyio.CapacityLimiter:
-    """The thread limiter of waiting SSE clients, one per event loop (call it on the loop)."""
-    loop = asyncio.get_running_loop()
-    if loop not in _limiters:
-        _limiters[loop] = anyio.CapacityLimiter(WAITING_CLIENTS)
-    return _limiters[loop]
-
-
 class EventStream:
-    """Streams one experiment's events to one client."""
+    """Streams one experiment's events to one client, from the experiment's shared feed."""
 
     def __init__(self, store: Store, experiment_id: str, resume_after: int | None) -> None:
         self.store = store
         self.experiment_id = experiment_id
         self.resume_after = resume_after
 
-    async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(
-            function, *args, limiter=waiting_limiter(), abandon_on_cancel=True
-        )
-
-    async def _final_record(self) -> ExperimentRecord | None:
-        # the local store writes the record just after the events: wait for it, so that a client that
-        # has seen `done` always reads a finished record
-        record = await self._call(self.store.get, self.experiment_id)
-        deadline = time.monotonic() + FINAL_RECORD_WAIT_S
-        while record is not None and not record.terminal and time.monotonic() < deadline:
-            await anyio.sleep(0.02)
-            record = await self._call(self.store.get, self.experiment_id)
-        return record
+    async def _next_events(self, feed: ExperimentFeed, cursor: int) -> list[StoredEvent]:
+        if cursor >= feed.start:
+            return feed.after(cursor)
+        # behind what the feed keeps (resumed from long ago, or joined a feed that started later): catch up
+        # from the store with short reads, then follow the feed
+        events = await client_call(self.store.read_events, self.experiment_id, cursor, BATCH)
+        return events or feed.after(cursor)
 
     async def messages(self, request: Request) -> AsyncIterator[bytes]:
         """The encoded messages, ending after `done` (or when the client goes away).
@@ -122,7 +95,16 @@ class EventStream:
             SSE messages and keep-alive comments.
 
         """
-        snapshot = await self._call(self.store.snapshot, self.experiment_id)
+        while True:
+            try:
+                snapshot = await client_call(self.store.snapshot, self.experiment_id)
+                break
+            except StoreError as error:
+                # the headers are sent: say why nothing comes yet, and try again while the client listens
+                yield f": the store is unavailable ({error}); retrying\n\n".encode()
+                if await request.is_disconnected():
+                    return
+                await anyio.sleep(STORE_RETRY_S)
         if snapshot is None:
             return
         record = snapshot.record
@@ -137,37 +119,40 @@ class EventStream:
             cursor = record.last_event_seq
         else:
             cursor = self.resume_after
-        quiet_since = time.monotonic()
-        while not await request.is_disconnected():
-            try:
-                events = await self._call(self.store.wait_events, self.experiment_id, cursor, WAIT_S, BATCH)
-            except StoreError as error:
-                yield f": the store is unavailable ({error}); retrying\n\n".encode()
-                await anyio.sleep(STORE_RETRY_S)
-                continue
-            for seq, data in events:
-                cursor = seq
-                event = event_from_dict(data)
-                if isinstance(event, ExperimentEnded):
-                    final = await self._final_record()
-                    payload = DoneEvent.of(final or record, event)
-                    yield message("done", payload.model_dump_json(), self.store.event_id(seq))
+        async with following(self.store, self.experiment_id, cursor) as feed:
+            quiet_since = time.monotonic()
+            while not await request.is_disconnected():
+                version = feed.version
+                try:
+                    events = await self._next_events(feed, cursor)
+                except StoreError as error:
+                    yield f": the store is unavailable ({error}); retrying\n\n".encode()
+                    await anyio.sleep(STORE_RETRY_S)
+                    continue
+                for seq, data in events:
+                    cursor = seq
+                    event = event_from_dict(data)
+                    if isinstance(event, ExperimentEnded):
+                        final = await feed.final_record()
+                        payload = DoneEvent.of(final or record, event)
+                        yield message("done", payload.model_dump_json(), self.store.event_id(seq))
+                        return
+                    converted = public_event(event)
+                    if converted is not None:
+                        yield message(converted[0], converted[1], self.store.event_id(seq))
+                if events:
+                    quiet_since = time.monotonic()
+                    continue
+                if feed.error is not None:
+                    yield f": the store is unavailable ({feed.error}); retrying\n\n".encode()
+                # a record can end with no terminal event after the cursor: the client resumed after `done`,
+                # or the record was rebuilt from a results directory. A record the store has lost (Redis
+                # restarted empty) ends nothing: its runner may still be publishing.
+                latest = feed.latest
+                if latest is not None and latest.terminal and cursor >= latest.last_event_seq:
+                    yield message("done", DoneEvent.of(latest).model_dump_json())
                     return
-                converted = public_event(event)
-                if converted is not None:
-                    yield message(converted[0], converted[1], self.store.event_id(seq))
-            if events:
-                quiet_since = time.monotonic()
-                continue
-            # a record can end with no terminal event after the cursor: the client resumed after `done`,
-            # or the record was rebuilt from a results directory
-            try:
-                latest = await self._call(self.store.get, self.experiment_id)
-            except StoreError:
-                continue
-            if latest is None or (latest.terminal and cursor >= latest.last_event_seq):
-                yield message("done", DoneEvent.of(latest or record).model_dump_json())
-                return
-            if time.monotonic() - quiet_since >= KEEP_ALIVE_S:
-                quiet_since = time.monotonic()
-                yield b": keep-alive\n\n"
+                if time.monotonic() - quiet_since >= KEEP_ALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
+                await feed.changed(version, WAIT_S)

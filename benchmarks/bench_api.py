@@ -3,7 +3,11 @@
 The server runs as `evoprune serve` in a subprocess; this process generates the load with a small
 keep-alive HTTP/1.1 client on asyncio (lighter than a general client, so the two share the cores fairly).
 
-    python -m evoprune.benchmarks.bench_api [--seconds 10] [--rate 500] [--clients 50] [--redis URL]
+    python -m evoprune.benchmarks.bench_api [--seconds 10] [--rate 500] [--clients 50] [--redis URL|private]
+
+`--redis private` starts a redis-server of its own on a free loopback port, so that the Redis connections
+counted during the SSE phase are the server's alone. While the SSE clients follow, a prober asks
+/health and GET /experiments every 50 ms and reports their statuses and latencies.
 
 Prints what was compared and the numbers; the last line is one JSON object.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -20,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +90,7 @@ class Connection:
         return cls(reader, writer)
 
     async def get(self, path: str) -> int:
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = 0
@@ -161,7 +167,7 @@ async def max_throughput(port: int, paths: list[str], seconds: float) -> float:
 async def sse_client(port: int, path: str, received: list[tuple[int, float]]) -> str:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     # HTTP/1.0: no chunked framing around the events, the server closes the stream at the end
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
     await reader.readuntil(b"\r\n\r\n")
     status, event_id = "", None
     buffer = b""
@@ -188,7 +194,48 @@ async def sse_client(port: int, path: str, received: list[tuple[int, float]]) ->
     return status
 
 
-async def sse_fan_out(port: int, store: Store, data_dir: Path, clients: int) -> dict[str, Any]:
+async def probe(port: int, stop: asyncio.Event, redis_url: str | None) -> dict[str, Any]:
+    """/health and GET /experiments every 50 ms until `stop`; the most Redis connections seen meanwhile."""
+    connection = await Connection.open(port)
+    latencies: dict[str, list[float]] = {"/health": [], "/experiments": []}
+    failures = 0
+    most_connections = 0
+    watcher = None
+    if redis_url:
+        import redis
+
+        watcher = redis.Redis.from_url(redis_url)
+    while not stop.is_set():
+        for path, seen in latencies.items():
+            started = time.perf_counter()
+            try:
+                status = await asyncio.wait_for(connection.get(path), timeout=30)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                status = 0
+                connection.writer.close()
+                connection = await Connection.open(port)
+            seen.append(time.perf_counter() - started)
+            failures += status != 200
+        if watcher is not None:
+            # the watcher's own connection is one of them
+            most_connections = max(most_connections, int(watcher.info("clients")["connected_clients"]) - 1)
+        await asyncio.sleep(0.05)
+    connection.writer.close()
+    if watcher is not None:
+        watcher.close()
+    result: dict[str, Any] = {"probe_failures": failures, "redis_connections_max": most_connections}
+    for path, seen in latencies.items():
+        milliseconds = np.array(seen or [0.0]) * 1000
+        name = path.strip("/")
+        result[f"{name}_requests"] = len(seen)
+        result[f"{name}_p50_ms"] = round(float(np.percentile(milliseconds, 50)), 1)
+        result[f"{name}_p99_ms"] = round(float(np.percentile(milliseconds, 99)), 1)
+    return result
+
+
+async def sse_fan_out(
+    port: int, store: Store, data_dir: Path, clients: int, redis_url: str | None = None
+) -> dict[str, Any]:
     """`clients` SSE clients follow one experiment while SSE_EVENTS events are published to the store."""
     experiment_id = seed_experiment(store, data_dir, finished=False)
     snapshot = store.snapshot(experiment_id)
@@ -196,8 +243,10 @@ async def sse_fan_out(port: int, store: Store, data_dir: Path, clients: int) -> 
     publisher = StorePublisher(store, snapshot.record, snapshot.front, interval_s=0.05)
     received: list[list[tuple[int, float]]] = [[] for _ in range(clients)]
     path = f"/experiments/{experiment_id}/events"
+    stop = asyncio.Event()
+    prober = asyncio.create_task(probe(port, stop, redis_url))
     readers = [asyncio.create_task(sse_client(port, path, received[i])) for i in range(clients)]
-    await asyncio.sleep(2.0)  # every client holds its snapshot
+    await asyncio.sleep(2.0 + clients / 100)  # every client holds its snapshot
     published_at: dict[int, float] = {}
     publisher.start()
     for index in range(SSE_EVENTS):
@@ -207,6 +256,8 @@ async def sse_fan_out(port: int, store: Store, data_dir: Path, clients: int) -> 
     publisher(ExperimentSucceeded(0.5, SSE_EVENTS, 0, 1.0, str(data_dir)))
     publisher.stop(deadline_s=10.0)
     statuses = await asyncio.wait_for(asyncio.gather(*readers), timeout=120)
+    stop.set()
+    probed = await prober
     expected = sorted(published_at)
     complete = sum(sorted(seq for seq, _ in got) == expected for got in received)
     delays = [arrival - published_at[seq] for got in received for seq, arrival in got if seq in published_at]
@@ -218,6 +269,7 @@ async def sse_fan_out(port: int, store: Store, data_dir: Path, clients: int) -> 
         "clients_done": sum(status == "succeeded" for status in statuses),
         "delivery_p50_ms": round(float(np.percentile(milliseconds, 50)), 1),
         "delivery_p99_ms": round(float(np.percentile(milliseconds, 99)), 1),
+        **probed,
     }
 
 
@@ -259,7 +311,7 @@ def bench_store(kind: str, redis_url: str | None, args: argparse.Namespace) -> d
             asyncio.run(max_throughput(port, paths, 2.0))  # warm-up
             ceiling = asyncio.run(max_throughput(port, paths, args.seconds))
             held = asyncio.run(fixed_rate(port, paths, args.rate, args.seconds))
-            sse = asyncio.run(sse_fan_out(port, store, data_dir, args.clients))
+            sse = asyncio.run(sse_fan_out(port, store, data_dir, args.clients, redis_url))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -269,7 +321,9 @@ def bench_store(kind: str, redis_url: str | None, args: argparse.Namespace) -> d
     held_ok = (
         held["errors"] == 0 and held["achieved_rps"] >= 0.95 * args.rate and held["p99_ms"] < TARGET_P99_MS
     )
-    sse_ok = sse["clients_with_every_event"] == sse["clients"] == sse["clients_done"]
+    sse_ok = (
+        sse["clients_with_every_event"] == sse["clients"] == sse["clients_done"] and not sse["probe_failures"]
+    )
     print(
         f"[{kind}] GET /experiments/{{id}} and /front ({RUNS} runs x {FRONT_POINTS} points of "
         f"{MASK_BITS}-bit masks): closed-loop ceiling {ceiling} req/s with {CONNECTIONS} connections; "
@@ -280,10 +334,32 @@ def bench_store(kind: str, redis_url: str | None, args: argparse.Namespace) -> d
     print(
         f"[{kind}] SSE: {sse['clients']} clients x {sse['events']} events at {SSE_RATE:.0f} events/s: "
         f"{sse['clients_with_every_event']} received every event, {sse['clients_done']} got `done`; "
-        f"delivery p50 {sse['delivery_p50_ms']} ms, p99 {sse['delivery_p99_ms']} ms -> "
-        f"{'PASS' if sse_ok else 'FAIL'}"
+        f"delivery p50 {sse['delivery_p50_ms']} ms, p99 {sse['delivery_p99_ms']} ms; meanwhile /health "
+        f"p99 {sse['health_p99_ms']} ms and GET /experiments p99 {sse['experiments_p99_ms']} ms over "
+        f"{sse['health_requests']} probes, {sse['probe_failures']} not 200; Redis connections at most "
+        f"{sse['redis_connections_max'] if redis_url else '-'} -> {'PASS' if sse_ok else 'FAIL'}"
     )
     return {"ceiling_rps": ceiling, "held": held, "sse": sse, "pass": held_ok and sse_ok}
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of this benchmark's own on a free loopback port, without persistence."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_reachable(url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.kill()
+        server.wait(timeout=10)
 
 
 def _redis_reachable(url: str) -> bool:
@@ -301,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load phase")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="open-loop request rate")
     parser.add_argument("--clients", type=int, default=50, help="SSE clients")
-    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="a Redis URL, or `private` for a redis-server of its own",
+    )
     parser.add_argument("--local-only", action="store_true", help="skip the Redis store")
     args = parser.parse_args(argv)
     print(
@@ -309,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, Any] = {"benchmark": "api", "cpus": os.cpu_count(), "rate": args.rate}
     results["local"] = bench_store("local store", None, args)
-    if not args.local_only and _redis_reachable(args.redis):
-        results["redis"] = bench_store("redis store", args.redis, args)
+    if not args.local_only:
+        with private_redis() if args.redis == "private" else contextlib.nullcontext(args.redis) as url:
+            if _redis_reachable(url):
+                results["redis"] = bench_store("redis store", url, args)
     results["pass"] = all(value["pass"] for key, value in results.items() if key in ("local", "redis"))
     print(json.dumps(results))
     return 0 if results["pass"] else 1

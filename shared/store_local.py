@@ -258,7 +258,8 @@ class LocalStore(Store):
 
     def parse_event_id(self, text: str) -> int | None:
         text = text.strip()
-        if text.isdigit() and len(text) < 19:
+        # isdigit() alone admits Unicode digits such as "²", which int() refuses
+        if text.isascii() and text.isdigit() and len(text) < 19:
             return int(text)
         return None
 

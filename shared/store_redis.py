@@ -207,7 +207,8 @@ class RedisStore(Store):
 
     def parse_event_id(self, text: str) -> int | None:
         head, _, tail = text.strip().partition("-")
-        if head.isdigit() and len(head) < 19 and tail in ("", "0"):
+        # isdigit() alone admits Unicode digits such as "²", which int() refuses
+        if head.isascii() and head.isdigit() and len(head) < 19 and tail in ("", "0"):
             return int(head)
         return None
 

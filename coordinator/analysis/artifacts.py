@@ -34,7 +34,8 @@ RESULT_FILES = (
     (_NAMES.hypervolume_plot.name, "hypervolume against evaluations, per run"),
 )
 # Artifact names travel in URLs (GET /experiments/{id}/artifacts/{name}): plain file names only.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# used with fullmatch: `$` with match() also accepts a trailing newline
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def artifact(name: str, description: str) -> dict[str, str]:
@@ -78,7 +79,7 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
     entries = index.get("artifacts", []) if isinstance(index, dict) else []
     for entry in entries:
         listed = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(listed, str) or not SAFE_NAME.match(listed) or listed in taken:
+        if not isinstance(listed, str) or not SAFE_NAME.fullmatch(listed) or listed in taken:
             continue
         if Path(listed).suffix not in KINDS_BY_SUFFIX or not _plain_file(analysis / listed):
             continue

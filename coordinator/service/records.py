@@ -11,7 +11,15 @@ from evoprune.coordinator.service.live_view import LiveView
 from evoprune.shared.atomic_files import write_json_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import Event, ExperimentCancelled, ExperimentFailed
-from evoprune.shared.store import ExperimentRecord, FrontState, RunProgress, Store, StoreError, StoreSpec
+from evoprune.shared.store import (
+    ExperimentRecord,
+    FrontState,
+    RunProgress,
+    Store,
+    StoreError,
+    StoreSpec,
+    valid_experiment_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +127,28 @@ def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None)
         store.publish(record.id, [], record, front, expect_existing=False)
         restored.append(record.id)
     return restored
+
+
+def lost_record_ids(known: set[str], spec: StoreSpec) -> list[str]:
+    """Results directories with a record copy whose experiment the store does not list.
+
+    One directory listing, no store call: cheap enough for every `GET /experiments`.
+
+    Args:
+        known: the ids the store lists.
+        spec: where the results directories are.
+
+    Returns:
+        The ids to restore (`restore_lost_records(..., only=id)`).
+
+    """
+    root = spec.results_root
+    if not root.is_dir():
+        return []
+    return [
+        folder.name
+        for folder in sorted(root.iterdir())
+        if folder.name not in known
+        and valid_experiment_id(folder.name)
+        and ResultsLayout(folder).record_copy.is_file()
+    ]

@@ -16,7 +16,9 @@ from evoprune.shared.events import (
     RunFinished,
     StatusChanged,
 )
-from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client
+from evoprune.shared.store import StoreUnavailableError
+from evoprune.shared.store_local import LocalStore
+from tests.api.conftest import TINY_CONFIG, TOKEN, RecordingLauncher, make_client, redis_url
 
 
 def submit(client, config=None, **body):
@@ -398,3 +400,71 @@ def test_posted_sources_expand_only_the_servers_allowed_variables(client, monkey
     assert answer.status_code == 422
     assert "s3cr3t-value" not in answer.text
     assert any(item["loc"] == ["body", "config", "dataset", "source"] for item in answer.json()["detail"])
+
+
+@pytest.mark.redis
+def test_a_vanished_record_does_not_end_the_stream_of_a_running_experiment(tmp_path, redis_store):
+    import time
+
+    import redis
+
+    with make_client(tmp_path, redis_store) as client:
+        config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+        experiment_id = submit(client, config).json()["id"]
+        run_fake_experiment(redis_store, experiment_id, steps=1, finish=False)
+        snapshot = redis_store.snapshot(experiment_id)
+
+        def vanish_then_finish():
+            # Redis lost the record (a restart without persistence) while the runner goes on publishing
+            raw = redis.Redis.from_url(redis_url())
+            raw.delete(f"{redis_store.prefix}:exp:{experiment_id}")
+            raw.close()
+            time.sleep(2.5)  # several quiet polls of the record by the stream
+            publisher = StorePublisher(redis_store, snapshot.record, snapshot.front)
+            publisher(EvaluationFinished(0, 5, "ff", (0.9, 0.5, 0.8), True, 0.0, ""))
+            publisher(ExperimentSucceeded(0.5, 3, 1, 2.0, "/x"))
+            publisher.flush()
+
+        messages = read_stream(client, f"/experiments/{experiment_id}/events", after_first=vanish_then_finish)
+        assert [m["event"] for m in messages] == ["snapshot", "evaluation", "done"]
+
+
+@pytest.mark.redis
+def test_after_redis_restarts_empty_the_list_shows_the_finished_experiments(tmp_path, redis_store):
+    from evoprune.coordinator.results_dir import ResultsLayout
+    from evoprune.coordinator.service.records import write_record_copy
+
+    with make_client(tmp_path, redis_store) as client:
+        experiment_id = submit(client).json()["id"]
+        run_fake_experiment(redis_store, experiment_id, steps=2)
+        snapshot = redis_store.snapshot(experiment_id)
+        # what the runner leaves in the results directory at the end
+        write_record_copy(ResultsLayout(Path(snapshot.record.results_dir)), snapshot.record, snapshot.front)
+        redis_store.delete_all()  # Redis restarted without persistence
+        listing = client.get("/experiments").json()
+        assert [item["id"] for item in listing["experiments"]] == [experiment_id]
+        assert listing["experiments"][0]["status"] == "succeeded"
+
+
+class SnapshotFailsOnce(LocalStore):
+    """The local store whose first snapshot read fails, as Redis does when it drops between two calls."""
+
+    failed = True  # armed by setting it False
+
+    def snapshot(self, experiment_id):
+        if not self.failed:
+            self.failed = True
+            raise StoreUnavailableError("connection reset (test)")
+        return super().snapshot(experiment_id)
+
+
+def test_a_snapshot_read_that_fails_after_the_headers_is_retried(tmp_path):
+    store = SnapshotFailsOnce(tmp_path / "data")
+    with make_client(tmp_path, store) as client:
+        config = {**TINY_CONFIG, "search": {**TINY_CONFIG["search"], "runs": 1}}
+        experiment_id = submit(client, config).json()["id"]
+        run_fake_experiment(store, experiment_id, steps=1)
+        store.failed = False
+        messages = read_stream(client, f"/experiments/{experiment_id}/events")
+    assert [m["event"] for m in messages if "event" in m] == ["snapshot", "done"]
+    assert any("store is unavailable" in m.get("", "") for m in messages)

@@ -168,6 +168,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, ray_head: RayHead) -> Itera
         EVOPRUNE_API_TOKEN=token,
         EVOPRUNE_WORKERS_PER_EXPERIMENT="1",
         EVOPRUNE_RECOVER_ON_START="false",
+        # the page's config names this cache folder: a posted path must lie under the server's roots
+        EVOPRUNE_CACHE_DIR=str(root / "features"),
         PYTHONUNBUFFERED="1",
     )
     log = root / "server.log"
