@@ -1,4 +1,4 @@
-"""How the API starts experiment and analysis runners on Ray, and asks whether they live."""
+"""How the API starts experiment, analysis and export runners on Ray, and asks whether they live."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from typing import Any
 import ray
 
 from evoprune.coordinator.assembly import RunSettings
-from evoprune.coordinator.service.actors import RAY_NAMESPACE, actor_name, analysis_actor_name
+from evoprune.coordinator.placement import require_results_node
+from evoprune.coordinator.service.actors import (
+    RAY_NAMESPACE,
+    actor_name,
+    analysis_actor_name,
+    export_actor_name,
+)
 from evoprune.coordinator.service.analysis_launch import ANALYSIS_ACTOR, AnalysisBusyError, AnalysisSpec
+from evoprune.coordinator.service.export_launch import EXPORT_ACTOR, ExportBusyError, ExportSpec
 from evoprune.coordinator.service.runner import RUNNER_ACTOR, RunnerSpec
 from evoprune.shared.store import ExperimentRecord, StoreSpec
 
@@ -38,6 +45,20 @@ class Launcher(abc.ABC):
 
     def analysis_alive(self, experiment_id: str) -> bool:
         """Whether the experiment's analysis actor exists."""
+        return False
+
+    def launch_export(self, spec: ExportSpec) -> None:
+        """Start the export of one front member of a finished experiment (`evoprune export`).
+
+        Raises:
+            ExportBusyError: an export of that experiment is already running.
+            NotImplementedError: this launcher runs experiments only.
+
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run exports")
+
+    def export_alive(self, experiment_id: str) -> bool:
+        """Whether the experiment's export actor exists."""
         return False
 
     def close(self) -> None:
@@ -95,6 +116,7 @@ class RayLauncher(Launcher):
 
     def launch(self, record: ExperimentRecord) -> None:
         self.connect()
+        require_results_node()
         spec = RunnerSpec(experiment_id=record.id, store=self._store, run=self._run)
         RUNNER_ACTOR.options(
             name=actor_name(record.id),
@@ -112,21 +134,36 @@ class RayLauncher(Launcher):
         return True
 
     def launch_analysis(self, spec: AnalysisSpec) -> None:
-        self.connect()
-        try:
-            ANALYSIS_ACTOR.options(
-                name=analysis_actor_name(spec.experiment_id), namespace=RAY_NAMESPACE, lifetime="detached"
-            ).remote(spec)
-        except ValueError:
-            # Ray refuses a second actor of the same name: one analysis of an experiment at a time
-            if self.analysis_alive(spec.experiment_id):
-                raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed") from None
-            raise
+        if not self._start_one(ANALYSIS_ACTOR, analysis_actor_name(spec.experiment_id), spec):
+            raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed")
 
     def analysis_alive(self, experiment_id: str) -> bool:
+        return self._exists(analysis_actor_name(experiment_id))
+
+    def launch_export(self, spec: ExportSpec) -> None:
+        if not self._start_one(EXPORT_ACTOR, export_actor_name(spec.experiment_id), spec):
+            raise ExportBusyError(f"experiment {spec.experiment_id} is being exported")
+
+    def export_alive(self, experiment_id: str) -> bool:
+        return self._exists(export_actor_name(experiment_id))
+
+    def _start_one(self, actor: Any, name: str, spec: Any) -> bool:
+        """Start a detached named actor on the results node; False when one of that name still exists."""
+        self.connect()
+        require_results_node()
+        try:
+            actor.options(name=name, namespace=RAY_NAMESPACE, lifetime="detached").remote(spec)
+        except ValueError:
+            # Ray refuses a second actor of the same name: one analysis (export) of an experiment at a time
+            if self._exists(name):
+                return False
+            raise
+        return True
+
+    def _exists(self, name: str) -> bool:
         self.connect()
         try:
-            ray.get_actor(analysis_actor_name(experiment_id), namespace=RAY_NAMESPACE)
+            ray.get_actor(name, namespace=RAY_NAMESPACE)
         except ValueError:
             return False
         return True

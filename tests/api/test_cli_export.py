@@ -12,7 +12,7 @@ from evoprune.api.cli import main
 from evoprune.shared.picks import front_rows, has_kinds, pick
 from evoprune.workers.assemble import fitness_rows
 from evoprune.workers.export_inputs import raw_inputs
-from tests.coordinator.analysis_fixtures import session_results
+from tests.coordinator.analysis.fixtures import session_results
 
 # plain Keras in a fresh interpreter: the file needs nothing of evoprune to load
 LOAD_AND_PREDICT = """

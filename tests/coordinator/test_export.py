@@ -8,7 +8,7 @@ from evoprune.coordinator.export import ExportError, export_model
 from evoprune.shared.config import parse_config
 from evoprune.workers.assemble import fitness_rows
 from evoprune.workers.export_inputs import raw_inputs
-from tests.coordinator.analysis_fixtures import run_experiment
+from tests.coordinator.analysis.fixtures import run_experiment
 from tests.workers.generated_images import shapes_config_data
 from tests.workers.test_export_inputs import digits_features_file
 
