@@ -1,4 +1,4 @@
-"""Every node where Ray may place the service's runner, analysis or export actor mounts the paths they use.
+"""Every node where Ray may place the service's actors, or the feature extraction, mounts the paths they use.
 
 The nodes are docker-compose.yml's services (and the cluster configs' node types): what each offers to Ray is
 read from its `ray start` command, what each mounts from its volumes. An actor may land on any node whose
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from evoprune.coordinator.extraction import extraction_resources
 from evoprune.coordinator.placement import RESULTS_RESOURCE, RESULTS_SHARE
 from evoprune.coordinator.service.analysis_launch import ANALYSIS_ACTOR
 from evoprune.coordinator.service.export_launch import EXPORT_ACTOR
@@ -109,6 +110,26 @@ def placement_problems(compose: dict[str, Any], actors: dict[str, Any]) -> list[
 
 def test_each_actor_can_only_land_where_its_paths_are_the_apis_volumes(compose):
     assert placement_problems(compose, ACTORS) == []
+
+
+# what the extraction task reads and writes where it runs: the datasets and the three caches (not results)
+EXTRACTION_PATH_VARIABLES = ("EVOPRUNE_DATA", "EVOPRUNE_CACHE_DIR", "KERAS_HOME", "TFDS_DATA_DIR")
+
+
+def test_feature_extraction_lands_on_a_worker_that_sees_the_apis_datasets_and_cache(compose):
+    services = compose["services"]
+    offers = {name: offered(services[name]["command"]) for name in EVOPRUNE_SERVICES}
+    api_environment = services["api"]["environment"]
+    for gpus in (0.0, 1.0):  # the CPU variant and the GPU box
+        wanted = extraction_resources({"CPU": 8.0, "GPU": gpus})
+        nodes = candidates(offers, {"CPU": wanted["num_cpus"], "GPU": wanted["num_gpus"]})
+        assert nodes == ["ray-worker"], nodes
+    worker = services["ray-worker"]
+    for variable in EXTRACTION_PATH_VARIABLES:
+        path = api_environment[variable]
+        assert worker["environment"].get(variable) == path, variable
+        here, there = mount_of(worker, path), mount_of(services["api"], path)
+        assert here is not None and there is not None and here["source"] == there["source"], variable
 
 
 def test_the_actors_ask_for_the_results_node_and_only_the_api_offers_it(compose):
