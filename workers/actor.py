@@ -63,3 +63,4 @@ def _with_worker(result: Evaluation, worker: str) -> Evaluation:
 # replaces a lost worker with a fresh actor and sends its chunk again; Ray restarting the actor or re-running
 # the call as well would multiply the sends of one chunk, so both are off.
 FeatureWorker = ray.remote(max_restarts=0, max_task_retries=0)(FeatureWorkerImpl)
+
