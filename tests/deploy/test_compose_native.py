@@ -290,6 +290,10 @@ def test_the_compose_services_commands_run_an_experiment_together(stack: NativeS
     worker_actors = [actor for actor in actors if "FeatureWorker" in actor.get("class_name", "")]
     assert worker_actors, [actor.get("class_name") for actor in actors]
     assert {actor["node_id"] for actor in worker_actors} <= cpu_nodes
+    # and so did the feature extraction, a task of its own
+    tasks = _state(f"{dashboard}/api/v0/tasks?limit=1000&detail=1")
+    extraction = [task for task in tasks if task.get("name") == "evoprune-extract-features"]
+    assert extraction and {task["node_id"] for task in extraction} <= cpu_nodes, extraction
 
     # an analysis and an export through the API: their actors run beside the results, and write there
     analysed = _follow(api, f"/experiments/{experiment_id}/analysis", {"top": 2, "samples": 1}, "analysis")
