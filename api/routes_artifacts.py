@@ -69,10 +69,11 @@ def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -
     "/{experiment_id}/artifacts", response_model=ArtifactList, responses={404: {"description": "unknown id"}}
 )
 def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) -> ArtifactList:
-    """The files of an experiment (its results, then its analysis) and where its analysis stands.
+    """The files of an experiment (its results, its analysis, its exports) and where its analysis stands.
 
     The list holds the files that exist now: none while the experiment has written nothing, the results
-    once it has ended, and the analysis files (plots, Parquet tables, analysis.json) once analysed. Poll it
+    once it has ended, the analysis files (plots, Parquet tables, analysis.json) once analysed, and each
+    exported model with its report (export-NAME.keras, export-NAME.json) once exported. Poll it
     while `analysis.status` is `running`.
     """
     state = current_analysis(record, launcher)
