@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoprune.coordinator.analysis.inputs import ResultsInput, read_results
+from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
 from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick, rows_of_kind
 
@@ -33,10 +34,14 @@ class ExperimentResult:
     """
 
     def __init__(self, inputs: ResultsInput) -> None:
+        import pyarrow.parquet as pq
+
         self._inputs = inputs
         self.path: Path = inputs.results_dir
         self.config: ExperimentConfig = inputs.config
         self.summary: dict[str, Any] = inputs.summary
+        # every front of both kinds: `inputs` holds the population fronts only (what analyses read)
+        self._front: list[dict[str, Any]] = pq.read_table(ResultsLayout(self.path).front).to_pylist()
 
     def __repr__(self) -> str:
         return f"ExperimentResult({str(self.path)!r}, experiment={self.config.name!r})"
@@ -71,10 +76,8 @@ class ExperimentResult:
         """
         import pandas as pd
 
-        if run is None:
-            rows = rows_of_kind(self._inputs.front, kind)
-        else:
-            rows = front_rows(self._inputs.front, run=run, kind=kind)
+        every = self._front
+        rows = rows_of_kind(every, kind) if run is None else front_rows(every, run=run, kind=kind)
         frame = pd.DataFrame.from_records(rows)
         order = ["run", "accuracy", "active_fraction", "auroc"]
         return frame.sort_values(order, ascending=[True, False, True, False], ignore_index=True)
@@ -82,7 +85,7 @@ class ExperimentResult:
     @property
     def has_front_kinds(self) -> bool:
         """Whether front.parquet tells the population front from the archive front."""
-        return has_kinds(self._inputs.front)
+        return has_kinds(self._front)
 
     def pick(
         self,
@@ -108,7 +111,7 @@ class ExperimentResult:
             PickError: an unknown rule, run or kind, or no member qualifies.
 
         """
-        return dict(pick(front_rows(self._inputs.front, run=run, kind=kind), rule, min_accuracy=min_accuracy))
+        return dict(pick(front_rows(self._front, run=run, kind=kind), rule, min_accuracy=min_accuracy))
 
     def export(
         self,
@@ -164,7 +167,14 @@ def open_results(path: str | Path) -> ExperimentResult:
         AnalysisError: the directory is missing, unfinished or corrupt; the message says which.
 
     """
-    return ExperimentResult(read_results(Path(path)))
+    try:
+        return ExperimentResult(read_results(Path(path)))
+    except AnalysisError as error:
+        # results written before fronts had kinds hold archive fronts only; `front` reads them for either kind
+        try:
+            return ExperimentResult(read_results(Path(path), front_kind="archive"))
+        except AnalysisError:
+            raise error from None
 
 
 def run_experiment(

@@ -25,7 +25,7 @@ def finished(tmp_path_factory):
 def test_open_gives_tables_summary_and_picks(finished):
     result = evoprune.open(finished)
     assert result.path == finished and result.config.name == "tiny"
-    assert list(result.runs["run"]) == [0, 1] and "hypervolume" in result.runs
+    assert list(result.runs["run"]) == [0, 1] and "hypervolume_population" in result.runs
     assert len(result.evaluations) == result.summary["aggregate"]["evaluations"]
     front = result.front()
     assert set(front["run"]) == {-1, 0, 1}
@@ -39,17 +39,23 @@ def test_open_gives_tables_summary_and_picks(finished):
 
 
 def test_front_kinds_are_told_apart_when_the_file_has_them(finished, tmp_path):
-    results_dir = tmp_path / "results"
-    shutil.copytree(finished, results_dir)
-    table = pq.read_table(results_dir / "front.parquet")
-    # make the aggregated front's last member an archive-only one
-    kinds = ["population"] * table.num_rows
-    kinds[-1] = "archive"
-    pq.write_table(table.append_column("kind", pa.array(kinds)), results_dir / "front.parquet")
-    result = evoprune.open(results_dir)
-    assert result.has_front_kinds and not evoprune.open(finished).has_front_kinds
-    assert len(result.front()) == table.num_rows - 1
-    assert list(result.front("archive")["mask"]) == [table.column("mask")[-1].as_py()]
+    result = evoprune.open(finished)
+    rows = pq.read_table(finished / "front.parquet").to_pylist()
+    assert result.has_front_kinds
+    for kind in ("population", "archive"):
+        expected = [row for row in rows if row["kind"] == kind]
+        assert sorted(result.front(kind)["mask"]) == sorted(row["mask"] for row in expected)
+        best = max(row["accuracy"] for row in expected if row["run"] == 1)
+        assert result.pick(run=1, kind=kind)["accuracy"] == best
+    # a file from before fronts had kinds holds the archive fronts only, read for either kind
+    legacy = tmp_path / "results"
+    shutil.copytree(finished, legacy)
+    table = pq.read_table(legacy / "front.parquet")
+    archive = table.filter(pa.compute.equal(table.column("kind"), "archive"))
+    pq.write_table(archive.drop_columns(["kind"]), legacy / "front.parquet")
+    old = evoprune.open(legacy)
+    assert not old.has_front_kinds
+    assert len(old.front()) == len(old.front("archive")) == archive.num_rows
 
 
 def test_open_refuses_what_is_not_a_finished_experiment(tmp_path):
