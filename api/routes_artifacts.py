@@ -1,4 +1,4 @@
-"""Routes of an experiment's analysis: start it on Ray, follow it, list and download its files."""
+"""Routes of an experiment's files: start its analysis or an export on Ray, follow them, list and download."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from fastapi import Path as PathParameter
 from fastapi.responses import StreamingResponse
 
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
-from evoprune.api.schemas import AnalysisCreate, AnalysisPublic, ArtifactList, ArtifactPublic
+from evoprune.api.schemas import (
+    AnalysisCreate,
+    AnalysisPublic,
+    ArtifactList,
+    ArtifactPublic,
+    ExportCreate,
+    ExportPublic,
+)
 from evoprune.coordinator.analysis.artifacts import MEDIA_TYPES, list_artifacts
 from evoprune.coordinator.service.analysis_requests import (
     AnalysisRefusedError,
@@ -22,6 +29,15 @@ from evoprune.coordinator.service.analysis_requests import (
     current_analysis,
     request_analysis,
 )
+from evoprune.coordinator.service.export_requests import (
+    ExportInvalidError,
+    ExportRefusedError,
+    ExportRequest,
+    ExportUnavailableError,
+    current_export,
+    request_export,
+)
+from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.shared.store import ExperimentRecord
 
 CHUNK_BYTES = 1 << 16
@@ -53,10 +69,11 @@ def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -
     "/{experiment_id}/artifacts", response_model=ArtifactList, responses={404: {"description": "unknown id"}}
 )
 def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) -> ArtifactList:
-    """The files of an experiment (its results, then its analysis) and where its analysis stands.
+    """The files of an experiment (its results, its analysis, its exports) and where its analysis stands.
 
     The list holds the files that exist now: none while the experiment has written nothing, the results
-    once it has ended, and the analysis files (plots, Parquet tables, analysis.json) once analysed. Poll it
+    once it has ended, the analysis files (plots, Parquet tables, analysis.json) once analysed, and each
+    exported model with its report (export-NAME.keras, export-NAME.json) once exported. Poll it
     while `analysis.status` is `running`.
     """
     state = current_analysis(record, launcher)
@@ -148,3 +165,64 @@ def start_analysis(
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
     response.headers["Location"] = f"/experiments/{record.id}/artifacts"
     return AnalysisPublic.of(state)
+
+
+def _export_public(request: Request, record: ExperimentRecord, state: dict[str, Any]) -> ExportPublic:
+    urls = {
+        entry["name"]: request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
+        for entry in list_artifacts(Path(record.results_dir))
+        if entry["source"] == "export"
+    }
+    return ExportPublic.of(state, urls)
+
+
+@router.post(
+    "/{experiment_id}/exports",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ExportPublic,
+    responses={
+        400: {"description": "the body cannot be parsed (not UTF-8 JSON)"},
+        404: {"description": "unknown id"},
+        409: {"description": "the experiment has not succeeded, or one of its exports is running"},
+        422: {
+            "description": "bad options, or no such member (run, kind, mask, min_accuracy): the field named"
+        },
+        503: {"description": "the store or the Ray cluster is unavailable"},
+    },
+)
+def start_export(
+    record: RecordDep, launcher: LauncherDep, request: Request, response: Response, body: ExportCreate
+) -> ExportPublic:
+    """Export one front member as a pruned Keras model on the Ray cluster, as `evoprune export` does.
+
+    Answers at once; follow it with `GET /experiments/{id}/exports`. Once it has succeeded, the model
+    (`export-NAME.keras`) and its report (`export-NAME.json`) are among the experiment's artifacts.
+    """
+    options = ExportRequest(
+        mask=body.mask.lower() if body.mask is not None else None,
+        rule=body.pick,
+        min_accuracy=body.min_accuracy,
+        run=AGGREGATE_RUN if body.run is None else body.run,
+        kind=body.kind or DEFAULT_KIND,
+    )
+    try:
+        state = request_export(record, launcher, options)
+    except ExportInvalidError as error:
+        field = error.field or "body"
+        raise HTTPException(
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{field}: {error}"
+        ) from None
+    except ExportRefusedError as error:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
+    except ExportUnavailableError as error:
+        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
+    response.headers["Location"] = f"/experiments/{record.id}/exports"
+    return _export_public(request, record, state)
+
+
+@router.get(
+    "/{experiment_id}/exports", response_model=ExportPublic, responses={404: {"description": "unknown id"}}
+)
+def get_export(record: RecordDep, launcher: LauncherDep, request: Request) -> ExportPublic:
+    """Where the latest export of the experiment stands; poll it while `status` is `running`."""
+    return _export_public(request, record, current_export(record, launcher))

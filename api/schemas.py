@@ -28,6 +28,8 @@ MAX_NAME_LENGTH = 200
 # the HTTP bounds of an analysis request (the command line takes any)
 MAX_TOP = 50
 MAX_SAMPLES = 16
+# 4 hex digits per 16 mask bits: a million covers the flattened pixels of any paper dataset's images
+MAX_MASK_HEX = 1 << 20
 MAX_CONFIG_YAML_CHARS = 1 << 20
 
 
@@ -302,13 +304,93 @@ class AnalysisPublic(BaseModel):
         )
 
 
+class ExportCreate(BaseModel):
+    """Which front member to export (`evoprune export --mask | --pick --min-accuracy --run --kind`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mask: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_MASK_HEX,
+        pattern="^[0-9a-fA-F]+$",
+        description="the mask to export, as hex (evaluations.parquet, front points); instead of pick",
+    )
+    pick: Literal["best-accuracy", "knee", "smallest"] | None = Field(
+        default=None,
+        description="best-accuracy (ties: fewer active); knee (Das 1999); smallest (fewest active inputs "
+        "with accuracy >= min_accuracy)",
+    )
+    min_accuracy: float | None = Field(default=None, ge=0.0, le=1.0, description="the floor of pick smallest")
+    run: int | None = Field(
+        default=None, ge=-1, le=1_000_000, description="the run whose front to pick from; -1 (default) all"
+    )
+    kind: Literal["population", "archive"] | None = Field(
+        default=None, description="the front to pick from: population (default, the paper's) or archive"
+    )
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> ExportCreate:
+        if (self.mask is None) == (self.pick is None):
+            raise ValueError("give either mask or pick, not both or neither")
+        if self.pick == "smallest" and self.min_accuracy is None:
+            raise ValueError("min_accuracy: pick smallest needs min_accuracy")
+        if self.min_accuracy is not None and self.pick != "smallest":
+            raise ValueError("min_accuracy applies only to pick smallest")
+        if self.mask is not None and (self.run is not None or self.kind is not None):
+            raise ValueError("run and kind choose the front to pick from; they do not apply to mask")
+        return self
+
+
+class ExportPublic(BaseModel):
+    """Where the latest export of an experiment stands, and the files it wrote."""
+
+    status: AnalysisStatus
+    error: str | None = Field(default=None, description="why the last export failed")
+    stage: str | None = Field(default=None, description="what a running export is doing")
+    name: str | None = Field(default=None, description="the export's folder: exports/NAME/model.keras")
+    options: dict[str, Any] | None = Field(default=None, description="the request's mask or pick options")
+    objectives: dict[str, float] | None = Field(default=None, description="the exported member's objectives")
+    model_url: str | None = Field(default=None, description="where to GET the .keras file once succeeded")
+    report_url: str | None = Field(default=None, description="where to GET its export.json once succeeded")
+    requested_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def of(cls, state: dict[str, Any], urls: dict[str, str]) -> ExportPublic:
+        """The public view of an export's status file; `urls` maps the listed artifact names to their URLs."""
+        status = AnalysisStatus(state["status"])
+        name = state.get("name") if isinstance(state.get("name"), str) else None
+        stem = f"export-{name}"
+        done = status == AnalysisStatus.SUCCEEDED
+        objectives = state.get("objectives")
+        return cls(
+            status=status,
+            error=state.get("error") if isinstance(state.get("error"), str) else None,
+            stage=state.get("stage") if status == AnalysisStatus.RUNNING else None,
+            name=name,
+            options=state.get("options") if isinstance(state.get("options"), dict) else None,
+            objectives=objectives if done and isinstance(objectives, dict) else None,
+            model_url=urls.get(f"{stem}.keras") if done else None,
+            report_url=urls.get(f"{stem}.json") if done else None,
+            requested_at=utc_time(_seconds(state.get("requested_at"))),
+            started_at=utc_time(_seconds(state.get("started_at"))),
+            finished_at=utc_time(_seconds(state.get("finished_at"))),
+        )
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 class ArtifactPublic(BaseModel):
-    """One file of an experiment that the API serves: a result or an analysis."""
+    """One file of an experiment that the API serves: a result, an analysis or an exported model."""
 
     name: str = Field(description="a plain file name, unique within the experiment")
-    kind: Literal["image", "table", "json", "yaml"]
-    source: Literal["results", "analysis"] = Field(
-        description="results: written by the experiment; analysis: by its analysis"
+    kind: Literal["image", "table", "json", "yaml", "model"]
+    source: Literal["results", "analysis", "export"] = Field(
+        description="results: written by the experiment; analysis: by its analysis; export: by an export"
     )
     media_type: str
     description: str

@@ -22,6 +22,7 @@ PAGE_FILES = {
     "plots.js": JS,
     "form.js": JS,
     "artifacts.js": JS,
+    "exports.js": JS,
     "style.css": "text/css; charset=utf-8",
 }
 PLOTLY_FILE = "plotly.min.js"
@@ -114,7 +115,8 @@ async def static_file(name: str, request: Request) -> Response:
     """One of the page's static files, or plotly.min.js from the installed plotly package.
 
     Args:
-        name: a page file (app.js, sse.js, plots.js, form.js, artifacts.js, style.css) or plotly.min.js.
+        name: a page file (app.js, sse.js, plots.js, form.js, artifacts.js, exports.js, style.css) or
+            plotly.min.js.
         request: used for its Accept-Encoding header.
 
     Returns:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from evoprune.shared.events import EventBus
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.workers.features import FeatureSet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,41 @@ def load_features(config: ExperimentConfig, settings: RunSettings) -> FeatureSet
         ExperimentError: the config cannot run, or its dataset cannot be loaded; the message says why.
 
     """
+    from evoprune.coordinator.extraction import on_a_cluster
     from evoprune.workers.assemble import load_feature_set  # TensorFlow and datasets: loaded when used
 
     problems = config.runnable_problems()
     if problems:
         raise ExperimentError("; ".join(problems))
     try:
+        if settings.workers != 0 and on_a_cluster(settings.address):
+            _extract_on_a_worker(config, settings.address)
         return load_feature_set(config, progress=settings.show_progress)
     except (ValueError, OSError) as error:
         # DatasetError, BackboneError and feature-schema errors are ValueErrors naming the file or field.
         raise ExperimentError(f"the dataset cannot be loaded: {error}") from None
+
+
+def _extract_on_a_worker(config: ExperimentConfig, address: str | None) -> None:
+    """Run the backbone on a worker node (its GPU when it has one), not on the API's or head's CPUs.
+
+    load_feature_set then reads what it cached. Ray is left as it was found: a connection opened here is
+    closed again, so that the evaluator opens (and owns) its own.
+    """
+    import ray
+
+    from evoprune.coordinator.dispatch import ensure_ray
+    from evoprune.coordinator.extraction import cluster_can_extract, extract_on_cluster
+
+    connected_here, _ = ensure_ray(address)
+    try:
+        if cluster_can_extract():
+            extract_on_cluster(config, address)
+        else:
+            log.warning("no node of the Ray cluster offers a CPU: extracting features in this process")
+    finally:
+        if connected_here:
+            ray.shutdown()
 
 
 def make_evaluator(feature_set: FeatureSet, config: ExperimentConfig, settings: RunSettings) -> Evaluator:

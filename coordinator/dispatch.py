@@ -23,6 +23,7 @@ from evoprune.coordinator.dispatch_policy import (
     resources_per_worker,
 )
 from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
+from evoprune.coordinator.placement import results_node_resources
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.workers.features import FeatureSet
@@ -58,7 +59,13 @@ def ensure_ray(address: str | None = None, include_dashboard: bool | None = None
     if address:
         context = ray.init(address=address, **common)
     else:
-        context = ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=include_dashboard, **common)
+        # the one local node holds the results too: the service's runners and analyses may run there
+        context = ray.init(
+            num_cpus=os.cpu_count() or 1,
+            resources=results_node_resources(),
+            include_dashboard=include_dashboard,
+            **common,
+        )
     url = getattr(context, "dashboard_url", "") or ""
     if url and not url.startswith("http"):
         url = f"http://{url}"

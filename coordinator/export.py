@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evoprune.coordinator.analysis.artifacts import EXPORT_REPORT_NAME
+from evoprune.coordinator.analysis.artifacts import EXPORTS_DIR as ARTIFACT_EXPORTS_DIR
 from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
-from evoprune.coordinator.results import ARCHIVE_FRONT
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.picks import (
     AGGREGATE_RUN,
     DEFAULT_KIND,
+    FRONT_KINDS,
     KNEE_METHOD,
     PickError,
     front_rows,
@@ -30,15 +32,23 @@ from evoprune.workers.features import FeatureSet
 
 EXPORT_FORMAT = "evoprune-export"
 EXPORT_VERSION = 1
-EXPORTS_DIR = "exports"
-REPORT_NAME = "export.json"
+# the export folders' names are the artifacts listing's, which serves them
+EXPORTS_DIR = ARTIFACT_EXPORTS_DIR
+REPORT_NAME = EXPORT_REPORT_NAME
 # k-fold datasets train one head per fold; fold 0's is exported (workers.export_build.FOLD_REASON says why)
 EXPORTED_FOLD = 0
 Log = Callable[[str], None]
 
 
 class ExportError(Exception):
-    """A request that cannot be exported; the message names what is wrong (bad input: exit status 2)."""
+    """A request that cannot be exported; the message names what is wrong (bad input: exit status 2).
+
+    `field` names the request option at fault (mask, run, kind, pick, min_accuracy), when one is.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -93,19 +103,9 @@ def export_model(
     started = time.perf_counter()
     if (mask is None) == (rule is None):
         raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
-    try:
-        # the archive kind reads in files from before fronts had kinds too; picks use every_front_rows
-        inputs = read_results(Path(results_dir), ARCHIVE_FRONT)
-    except AnalysisError as error:
-        raise ExportError(str(error)) from None
-    try:
-        choice = (
-            _given_mask(inputs, mask)
-            if mask is not None
-            else _picked(inputs, str(rule), min_accuracy, run, kind)
-        )
-    except (PickError, MaskError) as error:
-        raise ExportError(str(error)) from None
+    inputs, choice = choose(
+        Path(results_dir), mask=mask, rule=rule, min_accuracy=min_accuracy, run=run, kind=kind
+    )
     target = _target(inputs.results_dir, out, choice)
     say(
         f"exporting {choice.rule}: accuracy {choice.row['accuracy']:.6g}, "
@@ -146,6 +146,65 @@ def export_model(
     return report
 
 
+def choose(
+    results_dir: Path,
+    *,
+    mask: str | None = None,
+    rule: str | None = None,
+    min_accuracy: float | None = None,
+    run: int = AGGREGATE_RUN,
+    kind: str = DEFAULT_KIND,
+) -> tuple[ResultsInput, Choice]:
+    """Read a finished experiment's results and choose the member to export, without TensorFlow.
+
+    Args:
+        results_dir: the experiment's results directory.
+        mask: the hex of the mask to export (instead of a pick rule).
+        rule: `best-accuracy`, `knee` or `smallest` (with `min_accuracy`).
+        min_accuracy: the accuracy floor of `smallest`.
+        run: the run whose front to pick from; -1 the aggregated front.
+        kind: `population` or `archive`.
+
+    Returns:
+        The results read and the choice.
+
+    Raises:
+        ExportError: unreadable results, a malformed or unknown mask, an unknown run or kind, no member
+            that qualifies; `field` says which option.
+
+    """
+    if kind not in FRONT_KINDS:
+        raise ExportError(
+            f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}", field="kind"
+        )
+    try:
+        inputs = read_results(Path(results_dir), front_kind=kind)
+    except AnalysisError as error:
+        # results written before fronts had kinds hold archive fronts only; picks read them for either kind
+        try:
+            inputs = read_results(Path(results_dir), front_kind="archive")
+        except AnalysisError:
+            raise ExportError(str(error)) from None
+    if mask is not None:
+        try:
+            return inputs, _given_mask(inputs, mask)
+        except MaskError as error:
+            raise ExportError(str(error), field="mask") from None
+    try:
+        rows = front_rows(inputs.front, run=run, kind=kind)
+    except PickError as error:
+        raise ExportError(str(error), field="kind" if "kind" in str(error) else "run") from None
+    try:
+        return inputs, _picked(inputs, rows, str(rule), min_accuracy, run, kind)
+    except PickError as error:
+        raise ExportError(str(error), field="min_accuracy" if rule == "smallest" else "pick") from None
+
+
+def export_name(choice: Choice) -> str:
+    """The folder under exports/ that an export of this choice goes to by default (a plain file name)."""
+    return _target(Path(), None, choice).parent.name
+
+
 def _given_mask(inputs: ResultsInput, text: str) -> Choice:
     length = inputs.mask_length
     digits = 2 * ((length + 7) // 8)
@@ -153,20 +212,28 @@ def _given_mask(inputs: ResultsInput, text: str) -> Choice:
     if len(text) != digits:
         raise ExportError(
             f"--mask {text[:24]}{'…' if len(text) > 24 else ''} has {len(text)} hex digits; a mask of this "
-            f"experiment has {length} bits, written as {digits} hex digits"
+            f"experiment has {length} bits, written as {digits} hex digits",
+            field="mask",
         )
     bits = decode_mask(text, length)
     recorded = [row for row in inputs.evaluations if row["mask"] == text]
     if not recorded:
         raise ExportError(
             f"mask {text[:24]}… was never evaluated in {inputs.results_dir}, so there is no recorded "
-            "accuracy to reproduce; export a mask from evaluations.parquet or front.parquet"
+            "accuracy to reproduce; export a mask from evaluations.parquet or front.parquet",
+            field="mask",
         )
     return Choice(bits, dict(recorded[0]), "mask", {"rule": "mask"})
 
 
-def _picked(inputs: ResultsInput, rule: str, min_accuracy: float | None, run: int, kind: str) -> Choice:
-    rows = front_rows(inputs.every_front_rows, run=run, kind=kind)
+def _picked(
+    inputs: ResultsInput,
+    rows: Sequence[Mapping[str, Any]],
+    rule: str,
+    min_accuracy: float | None,
+    run: int,
+    kind: str,
+) -> Choice:
     chosen = dict(pick(rows, rule, min_accuracy=min_accuracy))
     kinds_recorded = has_kinds(inputs.every_front_rows)
     description: dict[str, Any] = {

@@ -95,6 +95,11 @@ class ResultsLayout:
         """
         return self.root / "analysis-status.json"
 
+    @property
+    def export_status(self) -> Path:
+        """Where the service's latest export of a front member stands (JSON); the models are in exports/."""
+        return self.root / "export-status.json"
+
 
 def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
     """Refuses a directory that `evoprune run` must not write into.

@@ -32,6 +32,10 @@
       samples: $("analysis-samples"), button: $("analyse-button"), error: $("analysis-error"),
       gallery: $("analysis-gallery"), files: $("analysis-files"), downloads: $("analysis-downloads"),
     },
+    point: {
+      card: $("point-card"), objectives: $("point-objectives"), button: $("export-button"),
+      state: $("point-state"), error: $("point-error"),
+    },
   };
   const demoYaml = el.yaml.value;
 
@@ -156,6 +160,10 @@
   const analysisPanel = EvoArtifacts.create({
     api, blob: apiBlob, authorised: () => Boolean(token), node, el: el.analysis,
   });
+
+  // the clicked front point and its export (exports.js)
+  const pointPanel = EvoExports.create({ api, blob: apiBlob, node, el: el.point });
+  el.frontPlot.addEventListener("evoprune-point", (event) => pointPanel.choose(event.detail));
 
   // ---- the config form (its problem list is form.js) ------------------------------------------------
 
@@ -481,6 +489,7 @@
     el.detailError.hidden = !problem;
     el.detailError.textContent = problem ?? "";
     analysisPanel.update(view.streamError ? null : record);
+    pointPanel.update(record);
 
     const fronts = shownFronts(view);
     const aggregate = fronts.get(-1) ?? [];

@@ -25,7 +25,7 @@ window.EvoPlots = (() => {
   }
 
   const HOVER_3D = "accuracy %{x:.4f}<br>active fraction %{y:.4f}<br>AUROC %{z:.4f}"
-    + "<br>mask %{customdata}<extra>%{fullData.name}</extra>";
+    + "<br>mask %{customdata[0]}<extra>%{fullData.name}</extra>";
 
   function pointsTrace(name, points, marker, extra) {
     return {
@@ -35,7 +35,8 @@ window.EvoPlots = (() => {
       x: points.map((p) => p.accuracy),
       y: points.map((p) => p.active_fraction),
       z: points.map((p) => p.auroc),
-      customdata: points.map((p) => shortMask(p.mask)),
+      // [shown mask, whole mask, run]: the hover shows the first, a click hands on the point
+      customdata: points.map((p) => [shortMask(p.mask), p.mask, p.run]),
       hovertemplate: HOVER_3D,
       marker,
       ...extra,
@@ -87,6 +88,20 @@ window.EvoPlots = (() => {
     };
     return Plotly.react(element, traces, layout, {
       ...CONFIG, toImageButtonOptions: { format: "png", filename: `evoprune-${view.id}-front`, scale: 2 },
+    }).then((plot) => {
+      if (!plot.evoprunePoints) {
+        // once per element: a click on a point becomes an "evoprune-point" event with its objectives
+        plot.evoprunePoints = true;
+        plot.on("plotly_click", (data) => {
+          const point = data.points?.[0];
+          if (!point?.customdata) return;
+          const [, mask, run] = point.customdata;
+          plot.dispatchEvent(new CustomEvent("evoprune-point", {
+            detail: { accuracy: point.x, active_fraction: point.y, auroc: point.z, mask, run },
+          }));
+        });
+      }
+      return plot;
     });
   }
 

@@ -17,13 +17,20 @@ ANALYSIS_DIR = "analysis"
 INDEX_NAME = "analysis.json"
 STAGING_DIR = ".analysis.partial"
 PREVIOUS_DIR = ".analysis.previous"
+# exports/NAME/ holds one exported model (written by `evoprune export`): model.keras and export.json
+EXPORTS_DIR = "exports"
+EXPORT_MODEL_NAME = "model.keras"
+EXPORT_REPORT_NAME = "export.json"
+EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
     "image": "image/png",
     "table": "application/vnd.apache.parquet",
     "json": "application/json",
     "yaml": "application/yaml",
+    # a .keras file is a zip archive that only Keras reads: a download
+    "model": "application/octet-stream",
 }
-KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml"}
+KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml", ".keras": "model"}
 _NAMES = ResultsLayout(Path())
 RESULT_FILES = (
     (_NAMES.config.name, "the fully resolved experiment config"),
@@ -52,15 +59,17 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
     """Every file of a results directory the API may serve, with what it is.
 
     The experiment's own results come first, then the analyses listed in analysis/analysis.json (written
-    by `evoprune analyze`). Only plain files that exist are listed (no links).
+    by `evoprune analyze`), then the exported models (exports/NAME/model.keras and its export.json, written
+    by `evoprune export`) as export-NAME.keras and export-NAME.json. Only plain files that exist are listed
+    (no links).
 
     Args:
         results_dir: an experiment's results directory.
 
     Returns:
         One dict per file: `name` (unique, a plain file name), `kind` (image, table, json or yaml),
-        `source` (results: the experiment's own files; analysis: analysis/), `path` (absolute),
-        `media_type` and `description`.
+        `source` (results: the experiment's own files; analysis: analysis/; export: exports/), `path`
+        (absolute), `media_type` and `description`.
 
     """
     results_dir = Path(results_dir)
@@ -69,13 +78,38 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
         path = results_dir / name
         if _plain_file(path):
             found.append(_listed(name, path, description, "results"))
+    return (
+        found + _analysis_files(results_dir, {entry["name"] for entry in found}) + _export_files(results_dir)
+    )
+
+
+def _export_files(results_dir: Path) -> list[dict[str, Any]]:
+    found = []
+    exports = results_dir / EXPORTS_DIR
+    folders = sorted(exports.iterdir()) if exports.is_dir() else []
+    for folder in folders:
+        model, report = folder / EXPORT_MODEL_NAME, folder / EXPORT_REPORT_NAME
+        # a model is listed once its report is written: export.json comes last, after the reload check
+        if (
+            not SAFE_NAME.match(folder.name)
+            or folder.is_symlink()
+            or not (_plain_file(model) and _plain_file(report))
+        ):
+            continue
+        stem = EXPORT_PREFIX + folder.name
+        found.append(_listed(f"{stem}.keras", model, f"the pruned model exported as {folder.name}", "export"))
+        found.append(_listed(f"{stem}.json", report, f"what the {folder.name} export measured", "export"))
+    return found
+
+
+def _analysis_files(results_dir: Path, taken: set[str]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
     analysis = results_dir / ANALYSIS_DIR
     index_path = analysis / INDEX_NAME
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError):
         return found
-    taken = {str(entry["name"]) for entry in found}
     entries = index.get("artifacts", []) if isinstance(index, dict) else []
     for entry in entries:
         listed = entry.get("name") if isinstance(entry, dict) else None

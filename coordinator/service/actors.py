@@ -10,6 +10,7 @@ import ray
 RAY_NAMESPACE = "evoprune"
 RUNNER_PREFIX = "evoprune-experiment-"
 ANALYSIS_PREFIX = "evoprune-analysis-"
+EXPORT_PREFIX = "evoprune-export-"
 
 
 def actor_name(experiment_id: str) -> str:
@@ -28,3 +29,8 @@ def end_this_actor() -> None:
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
     except Exception:  # leaving the process is the fallback of last resort
         os._exit(0)
+
+
+def export_actor_name(experiment_id: str) -> str:
+    """The name of an experiment's export actor in the `evoprune` Ray namespace."""
+    return EXPORT_PREFIX + experiment_id

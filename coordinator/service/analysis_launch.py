@@ -15,15 +15,13 @@ from typing import Any
 import ray
 
 from evoprune.coordinator.analysis.inputs import AnalysisError
+from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.coordinator.service.actors import end_this_actor
 from evoprune.coordinator.service.analysis_status import AnalysisStatus, read_status, write_status
 
 DEFAULT_TOP = 10
 DEFAULT_SAMPLES = 4
-# Re-training the front is TensorFlow work: a whole CPU, so it waits for a worker node rather than
-# crowding the head or API node (which offer none on a cluster).
-ANALYSIS_CPUS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -130,5 +128,8 @@ class AnalysisRunner:
         return self.status
 
 
-# no restarts: a crashed analysis is reported failed (see analysis_state) and can simply be asked for again
-ANALYSIS_ACTOR = ray.remote(num_cpus=ANALYSIS_CPUS, max_restarts=0, max_task_retries=0)(AnalysisRunner)
+# It reads the results directory and the datasets (the front is re-trained from the cached features, the
+# heatmaps need the images) and writes analysis/ beside them, so it runs on the node that mounts them; its
+# TensorFlow work uses that node's CPUs, which it offers to no evaluator. No restarts: a crashed analysis is
+# reported failed (see analysis_state) and can simply be asked for again.
+ANALYSIS_ACTOR = ray.remote(**on_results_node(), max_restarts=0, max_task_retries=0)(AnalysisRunner)

@@ -17,7 +17,7 @@ from evoprune.shared.atomic_files import write_atomic
 # A "running" status whose actor cannot be found is only declared lost after this long: the API writes the
 # status just before it creates the actor, and a reader may look in between.
 LOST_AFTER_S = 60.0
-WAITING_STAGE = "waiting for a CPU on the Ray cluster"
+WAITING_STAGE = "waiting for its actor on the Ray node that holds the results"
 
 
 class AnalysisStatus(enum.StrEnum):

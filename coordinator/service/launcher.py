@@ -1,4 +1,4 @@
-"""How the API starts experiment and analysis runners on Ray, and asks whether they live."""
+"""How the API starts experiment, analysis and export runners on Ray, and asks whether they live."""
 
 from __future__ import annotations
 
@@ -7,13 +7,20 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import ray
 
 from evoprune.coordinator.assembly import RunSettings
-from evoprune.coordinator.service.actors import RAY_NAMESPACE, actor_name, analysis_actor_name
+from evoprune.coordinator.placement import require_results_node
+from evoprune.coordinator.service.actors import (
+    RAY_NAMESPACE,
+    actor_name,
+    analysis_actor_name,
+    export_actor_name,
+)
 from evoprune.coordinator.service.analysis_launch import ANALYSIS_ACTOR, AnalysisBusyError, AnalysisSpec
+from evoprune.coordinator.service.export_launch import EXPORT_ACTOR, ExportBusyError, ExportSpec
 from evoprune.coordinator.service.runner import RUNNER_ACTOR, RunnerSpec
 from evoprune.shared.store import ExperimentRecord, StoreSpec
 
@@ -63,6 +70,20 @@ class Launcher(abc.ABC):
 
     def analysis_alive(self, experiment_id: str) -> bool:
         """Whether the experiment's analysis actor exists."""
+        return False
+
+    def launch_export(self, spec: ExportSpec) -> None:
+        """Start the export of one front member of a finished experiment (`evoprune export`).
+
+        Raises:
+            ExportBusyError: an export of that experiment is already running.
+            NotImplementedError: this launcher runs experiments only.
+
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot run exports")
+
+    def export_alive(self, experiment_id: str) -> bool:
+        """Whether the experiment's export actor exists."""
         return False
 
     def close(self) -> None:
@@ -147,15 +168,17 @@ class RayLauncher(Launcher):
 
     def launch(self, record: ExperimentRecord) -> None:
         spec = RunnerSpec(experiment_id=record.id, store=self._store, run=self._run)
-        self._bounded(
-            "starting the runner",
-            lambda: RUNNER_ACTOR.options(
+
+        def start() -> None:
+            require_results_node()
+            RUNNER_ACTOR.options(
                 name=actor_name(record.id),
                 namespace=RAY_NAMESPACE,
                 lifetime="detached",
                 get_if_exists=True,
-            ).remote(spec),
-        )
+            ).remote(spec)
+
+        self._bounded("starting the runner", start)
 
     def _named_actor_exists(self, name: str) -> bool:
         try:
@@ -170,23 +193,40 @@ class RayLauncher(Launcher):
         )
 
     def launch_analysis(self, spec: AnalysisSpec) -> None:
-        try:
-            self._bounded(
-                "starting the analysis",
-                lambda: ANALYSIS_ACTOR.options(
-                    name=analysis_actor_name(spec.experiment_id), namespace=RAY_NAMESPACE, lifetime="detached"
-                ).remote(spec),
-            )
-        except ValueError:
-            # Ray refuses a second actor of the same name: one analysis of an experiment at a time
-            if self.analysis_alive(spec.experiment_id):
-                raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed") from None
-            raise
+        name = analysis_actor_name(spec.experiment_id)
+        if not self._start_one(ANALYSIS_ACTOR, name, spec, "starting the analysis"):
+            raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed")
 
     def analysis_alive(self, experiment_id: str) -> bool:
         return self._bounded(
             "looking up the analysis", lambda: self._named_actor_exists(analysis_actor_name(experiment_id))
         )
+
+    def launch_export(self, spec: ExportSpec) -> None:
+        name = export_actor_name(spec.experiment_id)
+        if not self._start_one(EXPORT_ACTOR, name, spec, "starting the export"):
+            raise ExportBusyError(f"experiment {spec.experiment_id} is being exported")
+
+    def export_alive(self, experiment_id: str) -> bool:
+        return self._bounded(
+            "looking up the export", lambda: self._named_actor_exists(export_actor_name(experiment_id))
+        )
+
+    def _start_one(self, actor: Any, name: str, spec: Any, what: str) -> bool:
+        """Start a detached named actor on the results node; False when one of that name still exists."""
+
+        def start() -> bool:
+            require_results_node()
+            try:
+                actor.options(name=name, namespace=RAY_NAMESPACE, lifetime="detached").remote(spec)
+            except ValueError:
+                # Ray refuses a second actor of one name: one analysis (export) of an experiment at a time
+                if self._named_actor_exists(name):
+                    return False
+                raise
+            return True
+
+        return self._bounded(what, start)
 
     def close(self) -> None:
         if self._started_ray:

@@ -17,6 +17,7 @@ import ray
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
 from evoprune.coordinator.checkpoint import CheckpointError, read_json
 from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.results_dir import ExperimentError, ResultsLayout, load_resumable
 from evoprune.coordinator.service.actors import end_this_actor
 from evoprune.coordinator.service.publishing import StorePublisher
@@ -205,4 +206,7 @@ class ExperimentRunner:
         return self.status
 
 
-RUNNER_ACTOR = ray.remote(num_cpus=0, max_restarts=RUNNER_RESTARTS, max_task_retries=0)(ExperimentRunner)
+# pinned to the node that mounts the results directory and the datasets, also when Ray restarts it
+RUNNER_ACTOR = ray.remote(**on_results_node(), max_restarts=RUNNER_RESTARTS, max_task_retries=0)(
+    ExperimentRunner
+)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service.analysis_launch import AnalysisSpec
+from evoprune.coordinator.service.export_launch import ExportSpec
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
@@ -41,6 +42,8 @@ class RecordingLauncher(Launcher):
         self.running: set[str] = set()
         self.analyses: list[AnalysisSpec] = []
         self.analysing: set[str] = set()
+        self.exports: list[ExportSpec] = []
+        self.exporting: set[str] = set()
 
     def launch(self, record: ExperimentRecord) -> None:
         self.launched.append(record.id)
@@ -55,6 +58,13 @@ class RecordingLauncher(Launcher):
 
     def analysis_alive(self, experiment_id: str) -> bool:
         return experiment_id in self.analysing
+
+    def launch_export(self, spec: ExportSpec) -> None:
+        self.exports.append(spec)
+        self.exporting.add(spec.experiment_id)
+
+    def export_alive(self, experiment_id: str) -> bool:
+        return experiment_id in self.exporting
 
 
 @pytest.fixture

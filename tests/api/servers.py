@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import redis
+
+from evoprune.coordinator.placement import results_node_resources
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -92,6 +95,8 @@ class RayHead:
                 str(VENV_BIN / "ray"), "start", "--head", "--block", f"--port={self.port}",
                 f"--num-cpus={self.cpus}", "--include-dashboard=false", f"--temp-dir={self.temp_dir}",
                 "--disable-usage-stats",
+                # one machine holds everything: this node is also where the runner and analysis actors go
+                f"--resources={json.dumps(results_node_resources())}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ from PIL import Image
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
+from evoprune.coordinator.placement import results_node_resources
 from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.coordinator.service.actors import RAY_NAMESPACE, analysis_actor_name
 from evoprune.shared.store import ExperimentRecord
@@ -30,7 +31,7 @@ ANALYSIS_TIMEOUT_S = 300
 def local_ray():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, resources=results_node_resources(), include_dashboard=False, log_to_driver=False)
     yield
     if started:
         ray.shutdown()

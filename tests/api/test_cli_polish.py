@@ -112,4 +112,5 @@ def test_the_progress_bar_ends_on_the_summarys_hypervolume(tmp_path, capsys):
     assert cli(["run", str(write_config(tmp_path / "c.yaml")), "--workers", "0", "--out", str(out)]) == 0
     shown = re.findall(r"hv=(\d\.\d{4})", capsys.readouterr().err)
     summary = json.loads((out / "summary.json").read_text())
+    # the bar follows the live front events, which carry the archive front's hypervolume
     assert shown and shown[-1] == f"{summary['aggregate']['hypervolume_archive']:.4f}"

@@ -39,22 +39,24 @@ def test_open_gives_tables_summary_and_picks(finished):
         result.pick(run=5)
 
 
-def test_front_kinds_are_told_apart_and_older_files_still_open(finished, tmp_path):
-    table = pq.read_table(finished / "front.parquet")
-    kinds = table.column("kind").to_pylist()
+def test_front_kinds_are_told_apart_when_the_file_has_them(finished, tmp_path):
     result = evoprune.open(finished)
+    rows = pq.read_table(finished / "front.parquet").to_pylist()
     assert result.has_front_kinds
-    assert len(result.front()) == kinds.count("population")
-    assert len(result.front("archive")) == kinds.count("archive")
-    # a results directory from before fronts had kinds: archive rows only, no `kind` column
-    legacy = tmp_path / "legacy"
+    for kind in ("population", "archive"):
+        expected = [row for row in rows if row["kind"] == kind]
+        assert sorted(result.front(kind)["mask"]) == sorted(row["mask"] for row in expected)
+        best = max(row["accuracy"] for row in expected if row["run"] == 1)
+        assert result.pick(run=1, kind=kind)["accuracy"] == best
+    # a file from before fronts had kinds holds the archive fronts only, read for either kind
+    legacy = tmp_path / "results"
     shutil.copytree(finished, legacy)
-    archive = table.filter(pa.compute.equal(table.column("kind"), "archive")).drop_columns(["kind"])
-    pq.write_table(archive, legacy / "front.parquet")
+    table = pq.read_table(legacy / "front.parquet")
+    archive = table.filter(pa.compute.equal(table.column("kind"), "archive"))
+    pq.write_table(archive.drop_columns(["kind"]), legacy / "front.parquet")
     old = evoprune.open(legacy)
     assert not old.has_front_kinds
-    assert list(old.front()["mask"]) == list(old.front("archive")["mask"])
-    assert len(old.front()) == archive.num_rows
+    assert len(old.front()) == len(old.front("archive")) == archive.num_rows
 
 
 def test_open_refuses_what_is_not_a_finished_experiment(tmp_path):

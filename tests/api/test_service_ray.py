@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from evoprune.api.app import create_app
 from evoprune.api.settings import Settings
+from evoprune.coordinator.placement import results_node_resources
 from evoprune.coordinator.service.actors import RAY_NAMESPACE, actor_name
 from evoprune.shared.store_redis import RedisStore
 from tests.api.conftest import TINY_CONFIG, redis_url
@@ -28,7 +29,7 @@ def local_ray():
     started = not ray.is_initialized()
     if started:
         # four logical CPUs on two cores: three experiments' workers fit side by side
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=4, resources=results_node_resources(), include_dashboard=False, log_to_driver=False)
     yield
     if started:
         ray.shutdown()

@@ -1,4 +1,4 @@
-"""The web page in headless Chromium against a real `evoprune serve`: token, form, live front, analysis."""
+"""The web page in headless Chromium against a real `evoprune serve`: token, form, front, analysis, export."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,6 +385,37 @@ def test_the_succeeded_experiment_is_analysed_and_its_plots_shown(
     index = json.loads(Path(download.value.path()).read_text())
     assert index["format"] == "evoprune-analysis" and len(index["top"]) <= 3
     page.screenshot(path=str(server.root / "analysis.png"), full_page=True)
+    assert signed_in.errors == []
+
+
+def test_a_clicked_front_point_shows_its_objectives_and_exports_its_model(
+    signed_in: PageUnderTest, server: Server
+) -> None:
+    page = signed_in.page
+    # Plotly's own click event on the aggregated front's first point (WebGL picking under a headless
+    # Chromium without a GPU is not what is tested here; the page's handling of the click is)
+    clicked = page.evaluate(
+        """() => {
+        const plot = document.getElementById('front-plot');
+        const trace = plot.data[plot.data.length - 1];
+        const point = { x: trace.x[0], y: trace.y[0], z: trace.z[0], customdata: trace.customdata[0] };
+        plot.emit('plotly_click', { points: [point] });
+        return { accuracy: trace.x[0], mask: trace.customdata[0][1] };
+    }"""
+    )
+    page.wait_for_selector("#point-card:not([hidden])")
+    shown = page.inner_text("#point-objectives")
+    assert f"{clicked['accuracy']:.4f}" in shown and "all runs" in shown
+    assert page.is_enabled("#export-button")
+    with page.expect_download(timeout=ANALYSIS_S * 1000) as download:
+        page.click("#export-button")
+    name = download.value.suggested_filename
+    assert name.startswith("mask-") and name.endswith(".keras"), name
+    # a .keras file is a zip archive holding the model's config and weights
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert "config.json" in archive.namelist()
+    assert page.inner_text("#point-state").startswith("downloaded")
+    assert page.is_enabled("#export-button")
     assert signed_in.errors == []
 
 

@@ -62,7 +62,8 @@ def test_the_launcher_config_passes_rays_own_schema(launcher):
 def test_the_launcher_has_a_cpu_head_and_gpu_workers_started_like_compose(launcher):
     head_type = launcher["head_node_type"]
     types = launcher["available_node_types"]
-    assert types[head_type]["resources"] == {"CPU": 0, "GPU": 0}
+    # plus the results node's resource (tests/deploy/test_placement.py)
+    assert types[head_type]["resources"] == {"CPU": 0, "GPU": 0, "evoprune_results": 1}
     workers = [spec for name, spec in types.items() if name != head_type]
     assert workers and all(spec["resources"].get("GPU", 0) >= 1 for spec in workers)
     assert "--gpus all" in launcher["docker"]["worker_run_options"]

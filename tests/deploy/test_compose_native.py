@@ -5,8 +5,10 @@ started here as it would be in its container, with service hostnames mapped to 1
 ports to free ones, named volumes to temporary folders and the image's /opt/evoprune to this checkout. The
 services start in `depends_on` order, each once the previous one passes its own compose healthcheck. A
 small experiment goes in through the API and is followed to `succeeded`; its evaluators must have run on the
-ray-worker node. Every process started here shares a private RAY_TMPDIR and a process group of its own; the
-teardown ends those and nothing else (never `ray stop`, which would end other Ray instances on the machine).
+ray-worker node. It is then analysed and one of its front members exported, through the API: the runner,
+analysis and export actors must have run on the api's node, the one offering the results resource. Every
+process started here shares a private RAY_TMPDIR and a process group of its own; the teardown ends those
+and nothing else (never `ray stop`, which would end other Ray instances on the machine).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import psutil
 import pytest
 
+from evoprune.coordinator.placement import RESULTS_RESOURCE
 from tests.deploy.tools import ROOT, TEST_TOKEN, resolved_compose
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.slow]
@@ -287,4 +290,45 @@ def test_the_compose_services_commands_run_an_experiment_together(stack: NativeS
     worker_actors = [actor for actor in actors if "FeatureWorker" in actor.get("class_name", "")]
     assert worker_actors, [actor.get("class_name") for actor in actors]
     assert {actor["node_id"] for actor in worker_actors} <= cpu_nodes
+    # and so did the feature extraction, a task of its own
+    tasks = _state(f"{dashboard}/api/v0/tasks?limit=1000&detail=1")
+    extraction = [task for task in tasks if task.get("name") == "evoprune-extract-features"]
+    assert extraction and {task["node_id"] for task in extraction} <= cpu_nodes, extraction
+
+    # an analysis and an export through the API: their actors run beside the results, and write there
+    analysed = _follow(api, f"/experiments/{experiment_id}/analysis", {"top": 2, "samples": 1}, "analysis")
+    assert analysed["status"] == "succeeded", f"{analysed}\n{stack.log_tail('api')}"
+    exported = _follow(api, f"/experiments/{experiment_id}/exports", {"pick": "best-accuracy"}, "export")
+    assert exported["status"] == "succeeded", f"{exported}\n{stack.log_tail('api')}"
+    status, listing = _request("GET", f"{api}/experiments/{experiment_id}/artifacts")
+    names = {artifact["name"] for artifact in listing["artifacts"]}
+    assert {"front_3d.png", "analysis.json", "export-best-accuracy.keras"} <= names, names
+    assert (results_dir / "analysis" / "analysis.json").is_file()
+    assert (results_dir / "exports" / "best-accuracy" / "model.keras").is_file()
+    results_nodes = {node["node_id"] for node in alive if node["resources_total"].get(RESULTS_RESOURCE)}
+    assert len(results_nodes) == 1 and not results_nodes & cpu_nodes, alive
+    actors = _state(f"{dashboard}/api/v0/actors?limit=1000&detail=1")
+    placed = {actor["class_name"]: actor["node_id"] for actor in actors}
+    for name in ("ExperimentRunner", "AnalysisRunner", "ExportRunner"):
+        assert placed.get(name) in results_nodes, (name, placed)
     print(f"healthy after (s): {timings}; experiment: {seconds:.1f} s")
+
+
+def _follow(api: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+    """POST a job (analysis or export) of the experiment and poll it to its end; returns its last state."""
+    status, started = _request("POST", f"{api}{path}", body)
+    assert status == 202, started
+    experiment = path.rsplit("/", 1)[0]
+    deadline = time.monotonic() + EXPERIMENT_TIMEOUT_S
+    state: dict[str, Any] = started
+    while time.monotonic() < deadline:
+        if what == "analysis":
+            status, listing = _request("GET", f"{api}{experiment}/artifacts")
+            state = listing["analysis"]
+        else:
+            status, state = _request("GET", f"{api}{path}")
+        assert status == 200, state
+        if state["status"] != "running":
+            return state
+        time.sleep(2.0)
+    pytest.fail(f"the {what} did not end in {EXPERIMENT_TIMEOUT_S:.0f} s: {state}")
