@@ -13,7 +13,13 @@ import numpy as np
 
 from evoprune.coordinator.analysis.artifacts import EXPORT_REPORT_NAME
 from evoprune.coordinator.analysis.artifacts import EXPORTS_DIR as ARTIFACT_EXPORTS_DIR
-from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.analysis.inputs import (
+    AnalysisError,
+    ResultsInput,
+    check_features,
+    load_features,
+    read_results,
+)
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.picks import (
@@ -111,10 +117,13 @@ def export_model(
         f"exporting {choice.rule}: accuracy {choice.row['accuracy']:.6g}, "
         f"active {choice.row['active_fraction']:.4g}, AUROC {choice.row['auroc']:.6g}"
     )
-    if feature_set is None:
-        say("loading the experiment's features (extracted again if the feature cache lost them)")
-        feature_set = _load_features(inputs, progress=log is not None)
-    _check_features(inputs, feature_set)
+    try:
+        if feature_set is None:
+            say("loading the experiment's features (extracted again if the feature cache lost them)")
+            feature_set = load_features(inputs, progress=log is not None)
+        check_features(inputs, feature_set)
+    except AnalysisError as error:  # bad input to an export as to an analysis: exit status 2, not 1
+        raise ExportError(str(error)) from None
     say("re-training the head from its mask and building the model")
     try:
         report = build_and_check(
@@ -264,27 +273,3 @@ def _target(results_dir: Path, out: Path | None, choice: Choice) -> Path:
     if out.is_dir():
         raise ExportError(f"--out {out} is a directory; give the path of the {MODEL_SUFFIX} file to write")
     return out
-
-
-def _load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
-    from evoprune.workers.assemble import load_feature_set
-
-    try:
-        return load_feature_set(inputs.config, progress=progress)
-    except (ValueError, OSError) as error:
-        raise ExportError(f"the experiment's dataset cannot be loaded: {error}") from None
-
-
-def _check_features(inputs: ResultsInput, features: FeatureSet) -> None:
-    recorded = inputs.summary.get("feature_set")
-    if recorded is not None and recorded != features.key:
-        raise ExportError(
-            f"{inputs.results_dir} was computed on other features ({recorded[:12]}) than its config now "
-            f"yields ({features.key[:12]}): the dataset changed, so its heads cannot be re-trained."
-        )
-    expected = inputs.config.head.mask_length(features.input_dim)
-    if expected != inputs.mask_length:
-        raise ExportError(
-            f"{inputs.results_dir}: the front's masks have {inputs.mask_length} bits but the head on these "
-            f"features needs {expected}."
-        )

@@ -12,7 +12,13 @@ from evoprune.coordinator.analysis.artifacts import INDEX_NAME, artifact, discar
 from evoprune.coordinator.analysis.ensembles import ENSEMBLE_SUMMARY_KEYS, ensemble_table
 from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
 from evoprune.coordinator.analysis.importance import neuron_importance
-from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
+from evoprune.coordinator.analysis.inputs import (
+    AnalysisError,
+    ResultsInput,
+    check_features,
+    load_features,
+    read_results,
+)
 from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
 from evoprune.coordinator.results import POPULATION_FRONT, hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
@@ -65,8 +71,8 @@ def analyze(
     inputs = read_results(Path(results_dir), front)
     if feature_set is None:
         say("loading the experiment's features (extracted again if the feature cache lost them)")
-    features = feature_set if feature_set is not None else _load_features(inputs, progress=log is not None)
-    _check_features(inputs, features)
+    features = feature_set if feature_set is not None else load_features(inputs, progress=log is not None)
+    check_features(inputs, features)
     staging = fresh_staging(inputs.results_dir)
     try:
         index = _write_all(inputs, features, staging, top, samples, say)
@@ -77,30 +83,6 @@ def analyze(
         discard(staging)
         raise
     return index
-
-
-def _load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
-    from evoprune.workers.assemble import load_feature_set
-
-    try:
-        return load_feature_set(inputs.config, progress=progress)
-    except (ValueError, OSError) as error:
-        raise AnalysisError(f"the experiment's dataset cannot be loaded: {error}") from None
-
-
-def _check_features(inputs: ResultsInput, features: FeatureSet) -> None:
-    recorded = inputs.summary.get("feature_set")
-    if recorded is not None and recorded != features.key:
-        raise AnalysisError(
-            f"{inputs.results_dir} was computed on other features ({recorded[:12]}) than its config now "
-            f"yields ({features.key[:12]}): the dataset changed, so its front cannot be re-trained."
-        )
-    expected = inputs.config.head.mask_length(features.input_dim)
-    if expected != inputs.mask_length:
-        raise AnalysisError(
-            f"{inputs.results_dir}: the front's masks have {inputs.mask_length} bits but the head on these "
-            f"features needs {expected}."
-        )
 
 
 def _write_all(

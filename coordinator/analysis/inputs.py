@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,9 @@ from evoprune.coordinator.results_dir import ResultsLayout
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
+
+if TYPE_CHECKING:
+    from evoprune.workers.features import FeatureSet
 
 
 class AnalysisError(Exception):
@@ -174,3 +177,39 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     if table.num_rows == 0:
         raise AnalysisError(f"{path} is corrupt: it holds no rows.")
     return table.to_pylist()
+
+
+def load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
+    """The experiment's features, from the feature cache or extracted again (analyses and exports).
+
+    Raises:
+        AnalysisError: the dataset cannot be loaded; the message names the source.
+
+    """
+    from evoprune.workers.assemble import load_feature_set  # TensorFlow and datasets: loaded when used
+
+    try:
+        return load_feature_set(inputs.config, progress=progress)
+    except (ValueError, OSError) as error:
+        raise AnalysisError(f"the experiment's dataset cannot be loaded: {error}") from None
+
+
+def check_features(inputs: ResultsInput, features: FeatureSet) -> None:
+    """Refuse features other than those the experiment was computed on, or a head of another width.
+
+    Raises:
+        AnalysisError: the dataset changed, or the masks do not fit the head on these features.
+
+    """
+    recorded = inputs.summary.get("feature_set")
+    if recorded is not None and recorded != features.key:
+        raise AnalysisError(
+            f"{inputs.results_dir} was computed on other features ({recorded[:12]}) than its config now "
+            f"yields ({features.key[:12]}): the dataset changed, so its front cannot be re-trained."
+        )
+    expected = inputs.config.head.mask_length(features.input_dim)
+    if expected != inputs.mask_length:
+        raise AnalysisError(
+            f"{inputs.results_dir}: the front's masks have {inputs.mask_length} bits but the head on these "
+            f"features needs {expected}."
+        )

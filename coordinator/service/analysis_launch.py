@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import ray
 from evoprune.coordinator.analysis.inputs import AnalysisError
 from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.results_dir import ResultsLayout
-from evoprune.coordinator.service.actors import end_this_actor
+from evoprune.coordinator.service.actors import BackgroundJob
 from evoprune.coordinator.service.analysis_status import AnalysisStatus, read_status, write_status
 
 DEFAULT_TOP = 10
@@ -104,28 +103,12 @@ def _analyze() -> Callable[..., dict[str, Any]]:
     return analyze
 
 
-class AnalysisRunner:
-    """The body of the detached Ray actor that runs one analysis (see `ANALYSIS_ACTOR`).
-
-    Like the experiment runner, the work runs on a thread started by the constructor, so it belongs to the
-    actor alone and outlives the API process that asked for it; a finished runner removes itself.
-    """
+class AnalysisRunner(BackgroundJob):
+    """The body of the detached Ray actor that runs one analysis (see `ANALYSIS_ACTOR`)."""
 
     def __init__(self, spec: AnalysisSpec) -> None:
         self.spec = spec
-        self.status = AnalysisStatus.RUNNING
-        self._thread = threading.Thread(target=self._run, name=f"analysis-{spec.experiment_id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.status = run_analysis(self.spec)
-        finally:
-            end_this_actor()
-
-    def ping(self) -> str:
-        """Answer whether the analysis is still going."""
-        return self.status
+        super().__init__(f"analysis-{spec.experiment_id}", lambda: run_analysis(spec), AnalysisStatus.RUNNING)
 
 
 # It reads the results directory and the datasets (the front is re-trained from the cached features, the

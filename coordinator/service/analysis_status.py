@@ -43,18 +43,28 @@ class AnalysisState:
     samples: int | None = None
 
 
-def read_status(results_dir: Path) -> dict[str, Any] | None:
-    """The analysis status file of a results directory, or None when there is none (or it is unreadable)."""
+def read_status_file(path: Path) -> dict[str, Any] | None:
+    """A job's status file (analysis or export), or None when there is none (or it is unreadable)."""
     try:
-        data = json.loads(ResultsLayout(Path(results_dir)).analysis_status.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("status") in set(AnalysisStatus) else None
 
 
+def write_status_file(path: Path, state: dict[str, Any]) -> None:
+    """Replace a job's status file atomically (readers see the old or the new one, never a mix)."""
+    write_atomic(path, json.dumps(state))
+
+
+def read_status(results_dir: Path) -> dict[str, Any] | None:
+    """The analysis status file of a results directory, or None when there is none (or it is unreadable)."""
+    return read_status_file(ResultsLayout(Path(results_dir)).analysis_status)
+
+
 def write_status(results_dir: Path, state: dict[str, Any]) -> None:
-    """Replace the analysis status file atomically (readers see the old or the new one, never a mix)."""
-    write_atomic(ResultsLayout(Path(results_dir)).analysis_status, json.dumps(state))
+    """Replace the analysis status file atomically."""
+    write_status_file(ResultsLayout(Path(results_dir)).analysis_status, state)
 
 
 def analysis_state(results_dir: Path, alive: Callable[[], bool], now: float | None = None) -> AnalysisState:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -17,9 +15,8 @@ import ray
 
 from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.results_dir import ResultsLayout
-from evoprune.coordinator.service.actors import end_this_actor
-from evoprune.coordinator.service.analysis_status import AnalysisStatus
-from evoprune.shared.atomic_files import write_atomic
+from evoprune.coordinator.service.actors import BackgroundJob
+from evoprune.coordinator.service.analysis_status import AnalysisStatus, read_status_file, write_status_file
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +46,12 @@ class ExportSpec:
 
 def read_export_status(results_dir: Path) -> dict[str, Any] | None:
     """The export status file of a results directory, or None when there is none (or it is unreadable)."""
-    try:
-        data = json.loads(ResultsLayout(Path(results_dir)).export_status.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("status") in set(AnalysisStatus) else None
+    return read_status_file(ResultsLayout(Path(results_dir)).export_status)
 
 
 def write_export_status(results_dir: Path, state: dict[str, Any]) -> None:
-    """Replace the export status file atomically (readers see the old or the new one, never a mix)."""
-    write_atomic(ResultsLayout(Path(results_dir)).export_status, json.dumps(state))
+    """Replace the export status file atomically."""
+    write_status_file(ResultsLayout(Path(results_dir)).export_status, state)
 
 
 def run_export(spec: ExportSpec, export: Callable[..., dict[str, Any]] | None = None) -> AnalysisStatus:
@@ -124,28 +117,12 @@ def _export() -> Callable[..., dict[str, Any]]:
     return export_model
 
 
-class ExportRunner:
-    """The body of the detached Ray actor that runs one export (see `EXPORT_ACTOR`).
-
-    As with the analysis, the work runs on a thread of the actor, so it outlives the API process that asked
-    for it; a finished runner removes itself.
-    """
+class ExportRunner(BackgroundJob):
+    """The body of the detached Ray actor that runs one export (see `EXPORT_ACTOR`)."""
 
     def __init__(self, spec: ExportSpec) -> None:
         self.spec = spec
-        self.status = AnalysisStatus.RUNNING
-        self._thread = threading.Thread(target=self._run, name=f"export-{spec.experiment_id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.status = run_export(self.spec)
-        finally:
-            end_this_actor()
-
-    def ping(self) -> str:
-        """Answer whether the export is still going."""
-        return self.status
+        super().__init__(f"export-{spec.experiment_id}", lambda: run_export(spec), AnalysisStatus.RUNNING)
 
 
 # It re-trains the head from the cached features, reads the images again to check the written model, and
