@@ -26,6 +26,7 @@ from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
 from evoprune.coordinator.placement import results_node_resources
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class _Chunk:
     ticket: int
     start: int
     masks: np.ndarray
+    screening: ScreeningRequest | None = None
     attempts: int = 0
 
 
@@ -174,7 +176,7 @@ class RayEvaluator(Evaluator):
                 infos.append({"error": str(error)})
         return infos
 
-    def submit(self, masks: np.ndarray) -> int:
+    def submit(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> int:
         masks = np.asarray(masks, dtype=bool)
         ticket = self._next_ticket()
         self._open[ticket] = _Ticket(size=len(masks))
@@ -183,7 +185,8 @@ class RayEvaluator(Evaluator):
             del self._open[ticket]
             return ticket
         for start, stop in plan_chunks(len(masks), max(1, self.idle_workers()), self._max_per_call):
-            self._queue.append(_Chunk(ticket=ticket, start=start, masks=masks[start:stop]))
+            part = None if screening is None else screening.sliced(start, stop)
+            self._queue.append(_Chunk(ticket=ticket, start=start, masks=masks[start:stop], screening=part))
         self._assign()
         return ticket
 
@@ -197,7 +200,11 @@ class RayEvaluator(Evaluator):
                 self.calls += 1
                 self.masks_sent += len(chunk.masks)
                 worker.chunk = chunk
-                self._in_flight[worker.handle.evaluate.remote(chunk.masks)] = worker
+                if chunk.screening is None:  # worker classes that know nothing of screening still plug in
+                    reference = worker.handle.evaluate.remote(chunk.masks)
+                else:
+                    reference = worker.handle.evaluate.remote(chunk.masks, screening=chunk.screening)
+                self._in_flight[reference] = worker
 
     def _wait(self, timeout_s: float | None) -> dict[int, list[Evaluation]]:
         finished: dict[int, list[Evaluation]] = {}

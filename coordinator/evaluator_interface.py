@@ -12,6 +12,7 @@ import numpy as np
 
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet
 
 
@@ -22,7 +23,7 @@ class EvaluationError(RuntimeError):
 class MaskEvaluator(Protocol):
     """Anything that turns a (P, L) batch of masks into P evaluations (workers.evaluator.BatchedEvaluator)."""
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]: ...
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]: ...
 
 
 class Evaluator(abc.ABC):
@@ -46,11 +47,12 @@ class Evaluator(abc.ABC):
         """How many workers have nothing to do right now."""
 
     @abc.abstractmethod
-    def submit(self, masks: np.ndarray) -> int:
+    def submit(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> int:
         """Queues a batch.
 
         Args:
             masks: (P, L) bools.
+            screening: screen the batch at a short budget (search.screening); None trains every mask fully.
 
         Returns:
             A ticket that `wait` reports when the batch is done.
@@ -153,11 +155,16 @@ class InProcessEvaluator(Evaluator):
     def pending(self) -> int:
         return len(self._done)
 
-    def submit(self, masks: np.ndarray) -> int:
+    def submit(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> int:
         ticket = self._next_ticket()
         masks = np.asarray(masks, dtype=bool)
         try:
-            evaluations = list(self._backend.evaluate(masks)) if len(masks) else []
+            if not len(masks):
+                evaluations = []
+            elif screening is None:  # collaborators that know nothing of screening still plug in
+                evaluations = list(self._backend.evaluate(masks))
+            else:
+                evaluations = list(self._backend.evaluate(masks, screening=screening))
         except Exception as error:
             raise EvaluationError(f"evaluating {len(masks)} masks failed: {error}") from error
         if len(evaluations) != len(masks):

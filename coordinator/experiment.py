@@ -37,6 +37,7 @@ from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.masks import encode_mask, fitness_key
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.pareto import ParetoArchive
+from evoprune.shared.screening import ScreeningRequest, ScreeningRule, screening_epochs
 
 STOP_POLL_S = 1.0
 
@@ -55,6 +56,7 @@ class _PendingStep:
     run: int
     step: int
     slots: list[_Slot]
+    parents: np.ndarray  # the population the step was bred from: the reference its masks are screened by
 
     @property
     def ready(self) -> bool:
@@ -109,6 +111,8 @@ class Experiment:
         self._known: dict[str, Evaluation] = {}
         self._claimed: set[str] = set()
         self._queued: dict[str, np.ndarray] = {}
+        self._queued_parents: dict[str, np.ndarray] = {}  # the parents of the slot that queued each key
+        self._screening_epochs = screening_epochs(config.search.screening, config.training)
         self._waiters: dict[str, list[_Slot]] = {}
         self._tickets: dict[int, list[str]] = {}
         self._elapsed_before_s = 0.0
@@ -173,6 +177,8 @@ class Experiment:
             run.cache_hits += bool(row.cached)
             self._known.setdefault(row.key, row.evaluation())
             self._claimed.add(row.key)
+            if not row.full_fidelity:
+                continue
             point = np.array([row.minimisation()])
             run.archive.add(point, [row.mask])
             self._aggregate.add(point, [row.mask])
@@ -180,7 +186,7 @@ class Experiment:
         # steps asked before the interruption are resolved again, in the order they were first asked
         for run in self._runs:
             for step, masks in sorted(run.search.outstanding.items()):
-                self._pending.append(self._new_pending(run.index, step, masks))
+                self._pending.append(self._new_pending(run.index, step, masks, run.search.parents_of(step)))
         self._resolve(self._pending)
         return rows
 
@@ -231,20 +237,21 @@ class Experiment:
         for run in self._runs:
             while run.search.can_ask():
                 step = run.search.ask()
-                asked.append(self._new_pending(run.index, step.step, step.masks))
+                asked.append(self._new_pending(run.index, step.step, step.masks, step.parents))
         self._pending.extend(asked)
         return asked
 
-    def _new_pending(self, run: int, step: int, masks: np.ndarray) -> _PendingStep:
+    def _new_pending(self, run: int, step: int, masks: np.ndarray, parents: np.ndarray) -> _PendingStep:
         slots = [
             _Slot(key=fitness_key(self.feature_key, self._protocol, mask), mask=encode_mask(mask), bits=mask)
             for mask in masks
         ]
-        return _PendingStep(run=run, step=step, slots=slots)
+        return _PendingStep(run=run, step=step, slots=slots, parents=parents)
 
     def _resolve(self, steps: list[_PendingStep]) -> None:
         """Decides, in ask order, which slots are trained, which are hits and which wait for a twin."""
         slots = [slot for pending in steps for slot in pending.slots]
+        parents_of = {id(slot): pending.parents for pending in steps for slot in pending.slots}
         unclaimed = list(dict.fromkeys(slot.key for slot in slots if slot.key not in self._claimed))
         from_ledger = self._ledger.get_many(unclaimed)
         remaining = [key for key in unclaimed if key not in from_ledger]
@@ -263,6 +270,7 @@ class Experiment:
                 else:
                     slot.cached = False
                     self._queued[slot.key] = slot.bits
+                    self._queued_parents[slot.key] = parents_of[id(slot)]
             if slot.key in self._known:
                 slot.evaluation = self._known[slot.key]
             else:
@@ -275,8 +283,48 @@ class Experiment:
             return  # keep collecting: the next idle worker gets a larger batch
         keys = list(self._queued)
         masks = np.stack([self._queued[key] for key in keys])
-        self._queued = {}
-        self._tickets[self.evaluator.submit(masks)] = keys
+        screening = self._screening_request([self._queued_parents[key] for key in keys])
+        self._queued, self._queued_parents = {}, {}
+        # without screening the call is the one every evaluator has always taken
+        if screening is None:
+            ticket = self.evaluator.submit(masks)
+        else:
+            ticket = self.evaluator.submit(masks, screening)
+        self._tickets[ticket] = keys
+
+    def _screening_request(self, parents: list[np.ndarray]) -> ScreeningRequest | None:
+        """Each mask's reference set: its parents' objectives at the screening budget (none: not screened).
+
+        Every parent was told before its offspring were asked, so its evaluation is known here; the set is
+        fixed at ask time, so a mask's fate does not depend on when a worker got to it.
+        """
+        budget = self._screening_epochs
+        if budget is None:
+            return None
+        references: list[np.ndarray] = []
+        seen: dict[int, int] = {}
+        assignment = []
+        for population in parents:
+            if len(population) == 0:
+                assignment.append(-1)  # the initial population: nothing to be judged against
+                continue
+            if id(population) not in seen:
+                seen[id(population)] = len(references)
+                references.append(
+                    np.array(
+                        [
+                            self._known[
+                                fitness_key(self.feature_key, self._protocol, mask)
+                            ].screening_minimisation(budget)
+                            for mask in population
+                        ],
+                        dtype=np.float64,
+                    ).reshape(-1, 3)
+                )
+            assignment.append(seen[id(population)])
+        return ScreeningRequest(
+            budget, ScreeningRule.of(self.config.search.screening), tuple(references), np.array(assignment)
+        )
 
     def _deliver(self, finished: dict[int, list[Evaluation]]) -> None:
         fresh: dict[str, Evaluation] = {}
@@ -287,7 +335,11 @@ class Experiment:
             return
         self._ledger.put_many(fresh)
         if self._cache is not self._ledger:
-            self._cache.put_many(fresh)
+            # a screened-out mask's short-budget objectives stay in this experiment's own ledger (marked
+            # by their fidelity); a shared cache only ever holds the full protocol's
+            full = {key: evaluation for key, evaluation in fresh.items() if evaluation.full_fidelity}
+            if full:
+                self._cache.put_many(full)
         for key, evaluation in fresh.items():
             self._known[key] = evaluation
             for slot in self._waiters.pop(key, []):
@@ -330,6 +382,11 @@ class Experiment:
                     worker="" if slot.cached else evaluation.worker,
                     test_accuracy=evaluation.test_accuracy,
                     test_auroc=evaluation.test_auroc,
+                    epochs=evaluation.epochs,
+                    fidelity=evaluation.fidelity,
+                    screen_accuracy=evaluation.screen_accuracy,
+                    screen_auroc=evaluation.screen_auroc,
+                    screen_epochs=evaluation.screen_epochs,
                 )
             )
         return rows
@@ -342,6 +399,8 @@ class Experiment:
             run.evaluations += 1
             run.cache_hits += bool(row.cached)
             self.bus.emit(row.event())
+            if not row.full_fidelity:
+                continue  # fronts hold the full protocol's objectives only
             point = np.array([row.minimisation()])
             if run.archive.add(point, [row.mask]):
                 changed_runs.add(run.index)

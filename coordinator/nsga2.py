@@ -35,6 +35,7 @@ class Step:
 
     step: int
     masks: np.ndarray  # (k, L) bool
+    parents: np.ndarray  # (n, L) bool: the population the masks were bred from (none for the initial one)
 
 
 def steps_in_flight(search: SearchConfig) -> int:
@@ -101,6 +102,7 @@ class NSGA2:
         self._asked = 0
         self._applied_through = -1
         self._outstanding: dict[int, np.ndarray] = {}
+        self._parents: dict[int, np.ndarray] = {}  # outstanding step → the population it was bred from
         self._received: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- progress -------------------------------------------------------------------------------------
@@ -161,9 +163,27 @@ class NSGA2:
         else:
             masks = self._offspring(min(self.search.offspring_per_step, self.budget - self._asked))
         self._outstanding[step] = masks
+        self._parents[step] = self._population.copy()
         self._asked += len(masks)
         self._next_step += 1
-        return Step(step=step, masks=masks.copy())
+        return Step(step=step, masks=masks.copy(), parents=self._population.copy())
+
+    def parents_of(self, step: int) -> np.ndarray:
+        """The population an outstanding step was bred from ((n, L) bools; none for the initial step).
+
+        Args:
+            step: an outstanding step id.
+
+        Returns:
+            Its parents' masks.
+
+        Raises:
+            SearchStateError: the step is not outstanding.
+
+        """
+        if step not in self._parents:
+            raise SearchStateError(f"step {step} is not outstanding")
+        return self._parents[step].copy()
 
     def tell(self, step: int, evaluations: Sequence[Evaluation]) -> None:
         """Hands back the evaluations of an asked step, in the order of its masks.
@@ -182,8 +202,14 @@ class NSGA2:
         if len(evaluations) != len(masks):
             raise SearchStateError(f"step {step} has {len(masks)} masks but {len(evaluations)} evaluations")
         objectives = np.array([e.minimisation() for e in evaluations], dtype=np.float64).reshape(-1, 3)
+        # a mask screened out at a short budget (search.screening) carries no full-protocol objectives: it
+        # takes no part in survival, so no population ever holds a low-fidelity value
+        full = np.array([e.full_fidelity for e in evaluations], dtype=bool)
+        if step == 0 and not full.all():
+            raise SearchStateError("the initial population cannot hold screened-out masks")
         del self._outstanding[step]
-        self._received[step] = (masks, objectives)
+        self._parents.pop(step, None)
+        self._received[step] = (masks[full], objectives[full])
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the population as it stands with every told step applied; the run itself is not changed.
@@ -269,6 +295,7 @@ class NSGA2:
             "outstanding": {
                 str(step): [encode_mask(m) for m in masks] for step, masks in self._outstanding.items()
             },
+            "parents": {str(step): [encode_mask(m) for m in masks] for step, masks in self._parents.items()},
             "received": {str(step): _arrays_to_json(*pair) for step, pair in self._received.items()},
             "rng": self._rng.bit_generator.state,
         }
@@ -300,6 +327,19 @@ class NSGA2:
             run._outstanding = {
                 int(step): np.array([decode_mask(m, length) for m in masks], dtype=bool).reshape(-1, length)
                 for step, masks in state["outstanding"].items()
+            }
+            # states from before screening existed hold no parents; screening was off for those runs (the
+            # config, screening included, must match to resume), so nothing reads these stand-ins
+            saved_parents = state.get("parents", {})
+            run._parents = {
+                step: (
+                    np.array([decode_mask(m, length) for m in saved_parents[str(step)]], dtype=bool).reshape(
+                        -1, length
+                    )
+                    if str(step) in saved_parents
+                    else run._population.copy()
+                )
+                for step in run._outstanding
             }
             run._received = {
                 int(step): _arrays_from_json(pair, length) for step, pair in state["received"].items()

@@ -31,6 +31,10 @@ EVALUATION_COLUMNS = (
     "worker",
 )
 TEST_COLUMNS = ("test_accuracy", "test_auroc")
+# what each evaluation cost and at which fidelity (written since screening; older directories lack them)
+COST_COLUMNS = ("epochs", "fidelity")
+# the objectives at the screening budget, written when search.screening is on
+SCREENING_COLUMNS = ("screen_accuracy", "screen_auroc", "screen_epochs")
 FRONT_COLUMNS = ("run", "kind", "mask", "mask_length", "accuracy", "active_fraction", "auroc")
 AGGREGATE_RUN = -1
 # the paper's front: the non-dominated members of a run's final population (at most population_size points)
@@ -54,6 +58,11 @@ COLUMN_TYPES = {
     "worker": pa.string(),
     "test_accuracy": pa.float64(),
     "test_auroc": pa.float64(),
+    "epochs": pa.float64(),
+    "fidelity": pa.float64(),
+    "screen_accuracy": pa.float64(),
+    "screen_auroc": pa.float64(),
+    "screen_epochs": pa.int32(),
 }
 
 
@@ -75,11 +84,17 @@ def _minimisation(rows: list[dict[str, Any]]) -> np.ndarray:
     ).reshape(-1, 3)
 
 
+def full_fidelity(row: dict[str, Any]) -> bool:
+    """Whether a row holds the full protocol's objectives (not a mask screened out at a short budget)."""
+    fidelity = row.get("fidelity")
+    return fidelity is None or fidelity >= 1.0
+
+
 def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Select the non-dominated rows, one per distinct mask, best accuracy first.
+    """Select the non-dominated full-fidelity rows, one per distinct mask, best accuracy first.
 
     Args:
-        rows: evaluation rows (any runs).
+        rows: evaluation rows (any runs); screened-out rows are passed over.
 
     Returns:
         The Pareto-optimal rows.
@@ -87,7 +102,8 @@ def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     distinct: dict[str, dict[str, Any]] = {}
     for row in rows:
-        distinct.setdefault(row["mask"], row)
+        if full_fidelity(row):
+            distinct.setdefault(row["mask"], row)
     unique = list(distinct.values())
     if not unique:
         return []
@@ -135,8 +151,9 @@ def hypervolume_history(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
     ordered = sort_rows(rows)
     for step in sorted({row["step"] for row in ordered}):
         members = [row for row in ordered if row["step"] == step]
-        archive.add(_minimisation(members), [row["mask"] for row in members])
-        done += len(members)
+        full = [row for row in members if full_fidelity(row)]
+        archive.add(_minimisation(full), [row["mask"] for row in full])
+        done += len(members)  # a screened-out mask used the budget even though it joins no front
         history.append((done, archive.hypervolume))
     return history
 
@@ -191,7 +208,9 @@ def write_results(
     from evoprune.coordinator.plots import plot_front, plot_hypervolume
 
     with_test = config.fitness_split == "validation"
-    columns = EVALUATION_COLUMNS + (TEST_COLUMNS if with_test else ())
+    screening = config.search.screening.enabled
+    columns = EVALUATION_COLUMNS + (TEST_COLUMNS if with_test else ()) + COST_COLUMNS
+    columns += SCREENING_COLUMNS if screening else ()
     ordered = sort_rows(rows)
     layout = ResultsLayout(results_dir)
     _write_parquet(layout.evaluations, rows_table(ordered, columns))
@@ -258,11 +277,21 @@ def _front_summary(rows: list[dict[str, Any]], fronts: dict[str, list[dict[str, 
         "hypervolume_archive": hypervolume(_minimisation(fronts[ARCHIVE_FRONT])),
         "evaluations": len(rows),
         "trained": sum(not row["cached"] for row in rows),
+        "screened_out": sum(not full_fidelity(row) for row in rows),
+        # epochs of the masks trained here (cache hits cost none); None where a row predates the column
+        "epochs_trained": _epochs_trained(rows),
         "cache_hits": sum(bool(row["cached"]) for row in rows),
         "front_size_population": len(fronts[POPULATION_FRONT]),
         "front_size_archive": len(fronts[ARCHIVE_FRONT]),
-        "best_accuracy": max((row["accuracy"] for row in rows), default=None),
+        "best_accuracy": max((row["accuracy"] for row in rows if full_fidelity(row)), default=None),
     }
+
+
+def _epochs_trained(rows: list[dict[str, Any]]) -> float | None:
+    trained = [row.get("epochs") for row in rows if not row["cached"]]
+    if any(epochs is None for epochs in trained):
+        return None
+    return float(sum(trained))  # type: ignore[arg-type]
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:

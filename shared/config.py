@@ -269,6 +269,41 @@ class RobustnessConfig(_Frozen):
     )
 
 
+class ScreeningConfig(_Frozen):
+    """Opt-in multi-fidelity screening: offspring train a short budget first and hopeless ones stop there.
+
+    The rule (shared/screening.py): after `budget` × max_epochs epochs a new mask's objectives at that point
+    (the protocol with max_epochs = the budget) are ranked by non-dominated sorting among the same
+    low-fidelity objectives of the population it was bred from; beyond rank `max_rank` it is hopeless. Every
+    other mask trains on, bitwise as if never paused, to its full-protocol objectives.
+    """
+
+    enabled: bool = False
+    budget: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=1.0,
+        description="the screening budget as a fraction of training.max_epochs (rounded, at least 1 epoch)",
+    )
+    max_rank: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "hopeless beyond this 0-based non-domination rank among the parents' low-fidelity objectives "
+            "(0: a mask must be non-dominated there to train on)"
+        ),
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "optimism added to a screened mask's low-fidelity accuracy and AUROC before it is ranked "
+            "(larger: fewer masks screened out)"
+        ),
+    )
+
+
 class SearchConfig(_Frozen):
     """The NSGA-II search."""
 
@@ -283,6 +318,7 @@ class SearchConfig(_Frozen):
     )
     runs: int = Field(default=1, ge=1)
     seed: int = 0
+    screening: ScreeningConfig = ScreeningConfig()
 
     @model_validator(mode="after")
     def _budget_fits(self) -> SearchConfig:

@@ -28,6 +28,16 @@ class EvaluationRow:
     worker: str
     test_accuracy: float | None = None
     test_auroc: float | None = None
+    epochs: float | None = None  # mean over folds of the epochs it trained (as computed; also for a hit)
+    fidelity: float = 1.0  # < 1: screened out after that fraction of max_epochs (search.screening)
+    screen_accuracy: float | None = None
+    screen_auroc: float | None = None
+    screen_epochs: int | None = None
+
+    @property
+    def full_fidelity(self) -> bool:
+        """Whether the row holds the full protocol's objectives (fronts are made of these only)."""
+        return self.fidelity >= 1.0
 
     @property
     def objectives(self) -> Objectives:
@@ -46,8 +56,13 @@ class EvaluationRow:
             auroc=self.auroc,
             test_accuracy=self.test_accuracy,
             test_auroc=self.test_auroc,
+            epochs=self.epochs or 0.0,
             seconds=self.seconds,
             worker=self.worker,
+            fidelity=self.fidelity,
+            screen_accuracy=self.screen_accuracy,
+            screen_auroc=self.screen_auroc,
+            screen_epochs=self.screen_epochs,
         )
 
     def event(self) -> EvaluationFinished:

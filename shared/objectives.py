@@ -42,7 +42,10 @@ class Evaluation:
     """Objectives of one mask, plus what it cost.
 
     accuracy and auroc are on the fitness split (averaged over folds); test_* are set when the fitness
-    split is validation, so that fronts can be re-scored on test.
+    split is validation, so that fronts can be re-scored on test. Under screening (search.screening),
+    `fidelity` < 1 marks a mask stopped after that fraction of max_epochs as hopeless: its objectives are
+    the short budget's, never the full protocol's; screen_* are the objectives at the screening budget of
+    every mask that was screened (they rank later masks against it).
     """
 
     accuracy: float
@@ -53,10 +56,37 @@ class Evaluation:
     epochs: float = 0.0
     seconds: float = 0.0
     worker: str = ""
+    fidelity: float = 1.0
+    screen_accuracy: float | None = None
+    screen_auroc: float | None = None
+    screen_epochs: int | None = None
+
+    @property
+    def full_fidelity(self) -> bool:
+        """Whether these are the full protocol's objectives (not a screened-out mask's short budget)."""
+        return self.fidelity >= 1.0
 
     def minimisation(self) -> tuple[float, float, float]:
         """(1 - accuracy, active_fraction, 1 - auroc): the space NSGA-II and hypervolume work in."""
         return minimisation_of((self.accuracy, self.active_fraction, self.auroc))
+
+    def screening_minimisation(self, epochs: int) -> tuple[float, float, float]:
+        """The minimisation vector at a screening budget of `epochs`; the final one where none was taken.
+
+        A mask that stopped early before the budget, or whose snapshot was taken at another budget (a cache
+        filled by another experiment), has none of its own; its final objectives stand in (for a mask that
+        stopped they are exactly its budget's).
+
+        Args:
+            epochs: the screening budget the vector is wanted at.
+
+        Returns:
+            (1 - accuracy, active_fraction, 1 - auroc) at that budget.
+
+        """
+        if self.screen_epochs != epochs or self.screen_accuracy is None or self.screen_auroc is None:
+            return self.minimisation()
+        return minimisation_of((self.screen_accuracy, self.active_fraction, self.screen_auroc))
 
     def to_dict(self) -> dict[str, float | str | None]:
         return asdict(self)

@@ -11,6 +11,7 @@ import ray
 
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet
 
 
@@ -44,10 +45,10 @@ class FeatureWorkerImpl:
             "mask_length": self._evaluator.mask_length,
         }
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
-        """Trains and scores one head per mask ((P, L) booleans)."""
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
+        """Trains and scores one head per mask ((P, L) booleans), screening them when asked."""
         self.prepare()
-        results = self._evaluator.evaluate(masks)
+        results = self._evaluator.evaluate(masks, screening)
         return [_with_worker(result, self.name) for result in results]
 
     def pid(self) -> int:
@@ -63,4 +64,3 @@ def _with_worker(result: Evaluation, worker: str) -> Evaluation:
 # replaces a lost worker with a fresh actor and sends its chunk again; Ray restarting the actor or re-running
 # the call as well would multiply the sends of one chunk, so both are off.
 FeatureWorker = ray.remote(max_restarts=0, max_task_retries=0)(FeatureWorkerImpl)
-

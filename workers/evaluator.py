@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -10,7 +11,8 @@ from keras import ops
 
 from evoprune.shared.config import ExperimentConfig, RobustnessConfig
 from evoprune.shared.masks import MaskError, active_fraction
-from evoprune.shared.objectives import Evaluation
+from evoprune.shared.objectives import Evaluation, minimisation_of
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers import head_core
 from evoprune.workers.backend import compile_function, has_accelerator
 from evoprune.workers.features import FeatureSet, Fold, Split
@@ -23,7 +25,7 @@ from evoprune.workers.grouping import (
 )
 from evoprune.workers.head_layout import HeadShape, active_indices, head_shape
 from evoprune.workers.odin import ood_auroc
-from evoprune.workers.trainer import HeadTrainer, Trained, extend_features
+from evoprune.workers.trainer import HeadTrainer, Trained, TrainingRun, extend_features
 
 CPU_GROUP_SIZE = 4
 SCORING_ROWS = 256  # fixed row block for scoring, so scoring shapes never depend on the split's size
@@ -97,14 +99,18 @@ class BatchedEvaluator:
         """Bits per mask."""
         return self.shape.mask_length
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         """Trains and scores one model per mask.
 
         Args:
             masks: (P, L) array of bools, L = `mask_length`.
+            screening: pause every model at the screening budget, record its objectives there, and stop
+                the masks the request's rule finds hopeless (search.screening); None trains straight on.
 
         Returns:
-            One Evaluation per mask, in order; accuracy and AUROC averaged over folds.
+            One Evaluation per mask, in order; accuracy and AUROC averaged over folds. A screened-out
+            mask's has `fidelity` < 1 and the budget's objectives; every other mask's are the full
+            protocol's, bitwise as without screening.
 
         Raises:
             MaskError: masks of the wrong shape.
@@ -113,6 +119,9 @@ class BatchedEvaluator:
         if masks.ndim != 2 or masks.shape[1] != self.mask_length:
             raise MaskError(f"masks must be an array of shape (P, {self.mask_length}), got {masks.shape}")
         masks = masks.astype(bool)
+        if screening is not None and len(screening.assignment) != len(masks):
+            covered = len(screening.assignment)
+            raise ValueError(f"the screening request covers {covered} of {len(masks)} masks")
         if masks.shape[0] == 0:
             return []
         started = time.perf_counter()
@@ -120,45 +129,135 @@ class BatchedEvaluator:
         widths = [tuple(len(indices) for indices in model) for model in kept]
         # Masks of similar widths train together so that little padding is computed.
         groups = group_masks(widths, self._spec.pruned, self.shape.num_classes, self.group_policy)
+        max_epochs = self.config.training.max_epochs
+        budget = screening.epochs if screening is not None and screening.epochs < max_epochs else None
+        trainings = [self._start_fold(fold_index, groups, kept, budget) for fold_index in range(self.folds)]
+        screened_scores = [self._budget_score(model, trainings) for model in range(len(masks))]
+        hopeless = set()
+        if screening is not None:
+            for model, score in enumerate(screened_scores):
+                if score is None:
+                    continue
+                low = (score["accuracy"], active_fraction(masks[model]), score["auroc"])
+                if screening.hopeless(model, np.asarray(minimisation_of(low))):
+                    hopeless.add(model)
         flops = CallFlops()
-        batch_size = self.config.training.batch_size
-        per_fold = []
-        for fold_index, fold in enumerate(self.feature_set.folds):
-            fold_scores: list[dict] = [{} for _ in kept]
-            size = len(fold.train)
-            for group in groups:
-                group_kept = [kept[m] for m in group]
-                trained = self._train(fold_index, group_kept)
-                flops.add_group(
-                    [widths[m] for m in group],
-                    [model.epochs for model in trained],
-                    self._spec.pruned,
-                    self.shape.num_classes,
-                    -(-size // batch_size) * batch_size,
-                    size,
-                )
-                for member, score in zip(group, self._score(fold, group_kept, trained), strict=True):
-                    fold_scores[member] = score
-            per_fold.append(fold_scores)
+        for fold in trainings:
+            self._finish_fold(fold, kept, hopeless, widths, flops)
         self.last_flops = flops
         seconds = (time.perf_counter() - started) / len(masks)
         results = []
         for model, mask in enumerate(masks):
-            scores = [fold_scores[model] for fold_scores in per_fold]
-            test_accuracy = _mean_or_none([s["test_accuracy"] for s in scores])
-            test_auroc = _mean_or_none([s["test_auroc"] for s in scores])
+            low = screened_scores[model]
+            if model in hopeless:
+                assert low is not None and budget is not None
+                final, fidelity = low, budget / max_epochs
+            else:
+                final, fidelity = _averaged([fold.final[model] for fold in trainings]), 1.0
             results.append(
                 Evaluation(
-                    accuracy=float(np.mean([s["accuracy"] for s in scores])),
+                    accuracy=final["accuracy"],
                     active_fraction=active_fraction(mask),
-                    auroc=float(np.mean([s["auroc"] for s in scores])),
-                    test_accuracy=test_accuracy,
-                    test_auroc=test_auroc,
-                    epochs=float(np.mean([s["epochs"] for s in scores])),
+                    auroc=final["auroc"],
+                    test_accuracy=final["test_accuracy"],
+                    test_auroc=final["test_auroc"],
+                    epochs=final["epochs"],
                     seconds=seconds,
+                    fidelity=fidelity,
+                    screen_accuracy=None if low is None else low["accuracy"],
+                    screen_auroc=None if low is None else low["auroc"],
+                    screen_epochs=None if low is None else budget,
                 )
             )
         return results
+
+    @staticmethod
+    def _budget_score(model: int, trainings: list[_FoldTraining]) -> dict | None:
+        """A mask's objectives at the screening budget averaged over folds; None without a pause.
+
+        None too for a mask that stopped early before the budget in every fold: its result is already final.
+        Where it finished in one fold only, that fold's final score is exactly its score at the budget.
+        """
+        at_budget = [fold.at_budget[model] for fold in trainings]
+        if all(score is None for score in at_budget):
+            return None
+        return _averaged(
+            [
+                score if score is not None else fold.final[model]
+                for score, fold in zip(at_budget, trainings, strict=True)
+            ]
+        )
+
+    @property
+    def folds(self) -> int:
+        """Folds every mask is trained on."""
+        return len(self.feature_set.folds)
+
+    def _start_fold(
+        self, fold_index: int, groups: list[list[int]], kept: list[list[np.ndarray]], budget: int | None
+    ) -> _FoldTraining:
+        """Trains every group of one fold to the screening budget (with none, to the end) and scores it.
+
+        Models that finish first are scored as final; with a budget, the others are scored as they stand
+        at it (`at_budget`) and their groups stay paused for `_finish_fold`.
+        """
+        fold = self.feature_set.folds[fold_index]
+        training = _FoldTraining(fold_index, [None] * len(kept), [None] * len(kept))
+        for group in groups:
+            run = self._trainer.start(fold_index, [kept[m] for m in group])
+            self._trainer.advance(run, self.config.training.max_epochs if budget is None else budget)
+            self._score_into(training.final, fold, group, kept, run.finished)
+            if run.batch is not None:
+                self._score_into(training.at_budget, fold, group, kept, self._trainer.snapshot(run))
+                training.paused.append((group, run))
+            training.groups.append(group)
+        return training
+
+    def _finish_fold(
+        self,
+        training: _FoldTraining,
+        kept: list[list[np.ndarray]],
+        hopeless: set[int],
+        widths: list[tuple[int, ...]],
+        flops: CallFlops,
+    ) -> None:
+        """Drops the hopeless masks from their paused groups, trains the rest of one fold to the end."""
+        fold = self.feature_set.folds[training.fold_index]
+        for group, run in training.paused:
+            done = set(run.finished)
+            self._trainer.drop(run, {position for position, m in enumerate(group) if m in hopeless})
+            self._trainer.advance(run, self.config.training.max_epochs)
+            fresh = {position: trained for position, trained in run.finished.items() if position not in done}
+            self._score_into(training.final, fold, group, kept, fresh)
+        training.paused = []  # the paused states are released with the fold
+        size = len(fold.train)
+        batch_size = self.config.training.batch_size
+        for group in training.groups:
+            flops.add_group(
+                [widths[m] for m in group],
+                [training.epochs_trained(m) for m in group],
+                self._spec.pruned,
+                self.shape.num_classes,
+                -(-size // batch_size) * batch_size,
+                size,
+            )
+
+    def _score_into(
+        self,
+        scores: list[dict | None],
+        fold: Fold,
+        group: list[int],
+        kept: list[list[np.ndarray]],
+        trained: dict[int, Trained],
+    ) -> None:
+        """Scores trained models of one group, filing each score at its mask's position in the call."""
+        positions = sorted(trained)
+        if not positions:
+            return
+        members = [group[position] for position in positions]
+        results = self._score(fold, [kept[m] for m in members], [trained[p] for p in positions])
+        for member, score in zip(members, results, strict=True):
+            scores[member] = score
 
     # -- training (workers/trainer.py) ---------------------------------------------------------------
 
@@ -242,6 +341,36 @@ def _objectives(
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == split.labels))
     robustness = ood_auroc(logits, ood_logits, scoring.temperature, scoring.auroc_estimator)
     return accuracy, robustness
+
+
+@dataclass
+class _FoldTraining:
+    """One fold of an evaluate() call: scores per mask and the groups paused at the screening budget."""
+
+    fold_index: int
+    final: list[dict | None]  # per mask, its full-protocol score once it has one
+    at_budget: list[dict | None]  # per mask still training at the budget, its score there
+    paused: list[tuple[list[int], TrainingRun]] = field(default_factory=list)
+    groups: list[list[int]] = field(default_factory=list)  # every group, for the FLOP count
+
+    def epochs_trained(self, model: int) -> float:
+        """The epochs a mask trained in this fold: its final count, else (screened out) the budget's."""
+        score = self.final[model] if self.final[model] is not None else self.at_budget[model]
+        assert score is not None
+        return float(score["epochs"])
+
+
+def _averaged(scores: list[dict | None]) -> dict:
+    """One mask's fold scores averaged: accuracy, AUROC, test scores (where present) and epochs."""
+    present = [score for score in scores if score is not None]
+    assert len(present) == len(scores), "a fold has no score for this mask"
+    return {
+        "accuracy": float(np.mean([s["accuracy"] for s in present])),
+        "auroc": float(np.mean([s["auroc"] for s in present])),
+        "test_accuracy": _mean_or_none([s["test_accuracy"] for s in present]),
+        "test_auroc": _mean_or_none([s["test_auroc"] for s in present]),
+        "epochs": float(np.mean([s["epochs"] for s in present])),
+    }
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:

@@ -37,6 +37,19 @@ class _Batch:
     states: list[EarlyStoppingState] = field(default_factory=list)
 
 
+@dataclass
+class TrainingRun:
+    """One fold's training of a group of models, paused at `epoch` (see HeadTrainer.start/advance)."""
+
+    fold_index: int
+    kept: list[list[np.ndarray]]
+    batch: _Batch | None  # None once no model is left training
+    epoch: int = 0
+    stopping: fused.StoppingTensors | None = None  # the fused path's early-stopping state
+    finished: dict[int, Trained] = field(default_factory=dict)  # member → its full-protocol result
+    dropped: set[int] = field(default_factory=set)  # members taken out (screened), never collected
+
+
 class HeadTrainer:
     """Trains groups of masked heads from the shared initial weights on the seeded batch order.
 
@@ -154,22 +167,100 @@ class HeadTrainer:
         Returns:
             Each model's final (or restored best) weights and the epochs it ran, in order.
         """
-        if self.epochs_per_call == 1:
-            return self._train_per_epoch(fold_index, kept)
-        return self._train_fused(fold_index, kept)
+        run = self.start(fold_index, kept)
+        self.advance(run, self.config.training.max_epochs)
+        return [run.finished[m] for m in range(len(kept))]
 
-    def _train_per_epoch(self, fold_index: int, kept: list[list[np.ndarray]]) -> list[Trained]:
+    # -- a training that can pause at an epoch and go on (screening) ----------------------------------
+
+    def start(self, fold_index: int, kept: list[list[np.ndarray]]) -> TrainingRun:
+        """Sets up one fold's training of a group of models at epoch 0; `advance` trains it.
+
+        Args:
+            fold_index: which fold's training split.
+            kept: per model, its kept indices at every position.
+
+        Returns:
+            The training, paused before its first epoch.
+        """
+        batch = self._batch_for(list(range(len(kept))), kept)
+        run = TrainingRun(fold_index=fold_index, kept=kept, batch=batch)
+        if self.epochs_per_call == 1:
+            stopping = self.config.training.early_stopping
+            batch.states = [EarlyStoppingState(stopping.min_delta, stopping.patience) for _ in kept]
+        else:
+            run.stopping = fused.StoppingTensors.initial(len(kept))
+        return run
+
+    def advance(self, run: TrainingRun, until: int) -> None:
+        """Trains on to epoch `until` (at most max_epochs); models that stop, or end at max_epochs, finish.
+
+        Pausing adds nothing to the arithmetic: every epoch is the same computation whatever calls it is
+        split into, so a training advanced to b and then to the end equals one advanced to the end at once
+        (tests/workers/test_screening_evaluator.py compares them bitwise).
+
+        Args:
+            run: from `start`.
+            until: the epoch count to reach.
+        """
+        until = min(until, self.config.training.max_epochs)
+        if self.epochs_per_call == 1:
+            self._advance_per_epoch(run, until)
+        else:
+            self._advance_fused(run, until)
+
+    def snapshot(self, run: TrainingRun) -> dict[int, Trained]:
+        """What the models still training would give if the protocol's max_epochs were `run.epoch`.
+
+        Args:
+            run: a paused training.
+
+        Returns:
+            member → weights (best or last, as the restore rule takes them at the last epoch) and epochs.
+        """
+        batch = run.batch
+        if batch is None:
+            return {}
+        rows = [row for row, member in enumerate(batch.members) if member not in run.finished]
+        taken: dict[int, Trained] = {}
+        self._collect(batch, rows, run.kept, taken, run.epoch, early_stopped=False)
+        return taken
+
+    def drop(self, run: TrainingRun, members: set[int]) -> None:
+        """Takes models out of a paused training for good: they leave the computation at once.
+
+        Args:
+            run: a paused training.
+            members: positions (in `run.kept`) of the models to drop.
+        """
+        batch = run.batch
+        if batch is None or not members:
+            return
+        run.dropped |= members
+        remaining = [
+            row
+            for row, member in enumerate(batch.members)
+            if member not in run.dropped and member not in run.finished
+        ]
+        if not remaining:
+            run.batch = None
+            return
+        run.batch = self._compact(batch, remaining, run.kept)
+        if run.stopping is not None:
+            run.stopping = run.stopping.take(np.asarray(remaining, dtype=np.int32))
+
+    def _advance_per_epoch(self, run: TrainingRun, until: int) -> None:
         """The reference path: one compiled call per epoch, early stopping decided on the host."""
         training = self.config.training
         stopping = training.early_stopping
-        data = self._folds[fold_index]
+        data = self._folds[run.fold_index]
         size = data["size"]
-        batch = self._batch_for(list(range(len(kept))), kept)
-        batch.states = [EarlyStoppingState(stopping.min_delta, stopping.patience) for _ in kept]
-        finished: dict[int, Trained] = {}
         batch_count = -(-size // training.batch_size)
-        for epoch in range(training.max_epochs):
-            order, weights = self.epoch_order(fold_index, epoch, size)
+        for epoch in range(run.epoch, until):
+            batch = run.batch
+            if batch is None:
+                break
+            order, weights = self.epoch_order(run.fold_index, epoch, size)
             params, momenta, loss_total = self._train_epoch(
                 batch.params,
                 batch.momenta,
@@ -181,6 +272,7 @@ class HeadTrainer:
                 ops.convert_to_tensor(np.int32(epoch * batch_count)),
             )
             batch.params, batch.momenta = params, momenta
+            run.epoch = epoch + 1
             totals = np.asarray(ops.convert_to_numpy(loss_total))
             epoch_losses = [mean_epoch_loss(total, size) for total in totals]
             improved = np.array(
@@ -193,66 +285,65 @@ class HeadTrainer:
             ]
             # models the rule stopped are collected first: Keras 2 restored their best weights even when
             # the rule fired on the last epoch; the rest of the batch ends by running out of epochs
-            self._collect(batch, stopped, kept, finished, epoch + 1, early_stopped=True)
+            self._collect(batch, stopped, run.kept, run.finished, epoch + 1, early_stopped=True)
             if epoch == training.max_epochs - 1:
                 stopped = list(range(len(batch.members)))
             if stopped:
-                self._collect(batch, stopped, kept, finished, epoch + 1, early_stopped=False)
+                self._collect(batch, stopped, run.kept, run.finished, epoch + 1, early_stopped=False)
                 remaining = [row for row in range(len(batch.members)) if row not in set(stopped)]
                 if not remaining:
+                    run.batch = None
                     break
                 if should_compact(len(remaining), len(batch.members), _backend_prefers_fixed_shapes()):
-                    batch = self._compact(batch, remaining, kept)
+                    run.batch = self._compact(batch, remaining, run.kept)
                 else:
                     # Stopped models stay in the computation until enough leave; their results are taken.
                     for row in stopped:
                         batch.states[row].retire()
-        return [finished[m] for m in range(len(kept))]
 
-    def _train_fused(self, fold_index: int, kept: list[list[np.ndarray]]) -> list[Trained]:
+    def _advance_fused(self, run: TrainingRun, until: int) -> None:
         """`epochs_per_call` epochs per compiled call, early stopping on the device (workers/fused.py)."""
         max_epochs = self.config.training.max_epochs
-        data = self._folds[fold_index]
+        data = self._folds[run.fold_index]
         size = data["size"]
-        batch = self._batch_for(list(range(len(kept))), kept)
-        state = fused.StoppingTensors.initial(len(kept))
-        weights = ops.convert_to_tensor(self.epoch_order(fold_index, 0, size)[1])
-        finished: dict[int, Trained] = {}
-        epoch = 0
-        while True:
+        weights = ops.convert_to_tensor(self.epoch_order(run.fold_index, 0, size)[1])
+        while run.batch is not None and run.epoch < until:
+            batch = run.batch
+            assert run.stopping is not None
+            # the call's shape stays (epochs_per_call, ...) whatever `until` is: a pause costs no compile
             orders = fused.epoch_orders(
-                lambda e: self.epoch_order(fold_index, e, size)[0], epoch, self.epochs_per_call, max_epochs
+                lambda e: self.epoch_order(run.fold_index, e, size)[0], run.epoch, self.epochs_per_call, until
             )
             batch.params, batch.momenta, batch.best, state_tensors = self._train_epochs(
                 batch.params,
                 batch.momenta,
                 batch.best,
-                state.as_tuple(),
+                run.stopping.as_tuple(),
                 data["features"],
                 data["targets"],
                 ops.convert_to_tensor(orders),
                 weights,
                 batch.input_indices,
                 ops.convert_to_tensor(np.float32(size)),
-                ops.convert_to_tensor(np.int32(epoch)),
-                ops.convert_to_tensor(np.int32(max_epochs)),
+                ops.convert_to_tensor(np.int32(run.epoch)),
+                ops.convert_to_tensor(np.int32(until)),
             )
-            state = fused.StoppingTensors(*state_tensors)
-            epoch = min(epoch + self.epochs_per_call, max_epochs)
+            state = run.stopping = fused.StoppingTensors(*state_tensors)
+            run.epoch = min(run.epoch + self.epochs_per_call, until)
             stopped = np.asarray(ops.convert_to_numpy(state.stopped))
             stop_epochs = np.asarray(ops.convert_to_numpy(state.stop_epoch))
             for stop_epoch in sorted({int(stop_epochs[row]) for row in np.flatnonzero(stopped)}):
                 rows = [int(row) for row in np.flatnonzero(stopped & (stop_epochs == stop_epoch))]
-                self._collect(batch, rows, kept, finished, stop_epoch + 1, early_stopped=True)
+                self._collect(batch, rows, run.kept, run.finished, stop_epoch + 1, early_stopped=True)
             remaining = [int(row) for row in np.flatnonzero(~stopped)]
-            if epoch >= max_epochs:
-                self._collect(batch, remaining, kept, finished, max_epochs, early_stopped=False)
-            if epoch >= max_epochs or not remaining:
+            if run.epoch >= max_epochs:
+                self._collect(batch, remaining, run.kept, run.finished, max_epochs, early_stopped=False)
+            if run.epoch >= max_epochs or not remaining:
+                run.batch = None
                 break
             if should_compact(len(remaining), len(batch.members), _backend_prefers_fixed_shapes()):
-                batch = self._compact(batch, remaining, kept)
-                state = state.take(np.asarray(remaining, dtype=np.int32))
-        return [finished[m] for m in range(len(kept))]
+                run.batch = self._compact(batch, remaining, run.kept)
+                run.stopping = state.take(np.asarray(remaining, dtype=np.int32))
 
     def _collect(
         self,
