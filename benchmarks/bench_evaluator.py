@@ -37,12 +37,15 @@ class BenchSettings:
         return cls(masks=6, epochs=4) if quick else cls(masks=12, epochs=20)
 
 
-def synthetic_rps(seed: int, class_signal: float = CLASS_SIGNAL) -> FeatureSet:
+def synthetic_rps(
+    seed: int, class_signal: float = CLASS_SIGNAL, train_samples: int = TRAIN_SAMPLES
+) -> FeatureSet:
     """Class-clustered, non-negative features shaped like ResNet50 avg-pool outputs of RPS.
 
     Args:
         seed: draws centres, noise, labels and OoD rows.
         class_signal: weight of the class centre against unit-scale noise.
+        train_samples: training rows (RPS has 2520; fewer make a cheaper problem of the same width).
 
     Returns:
         One fold: train, test and as many OoD rows as test rows.
@@ -55,9 +58,10 @@ def synthetic_rps(seed: int, class_signal: float = CLASS_SIGNAL) -> FeatureSet:
         noise = generator.gamma(2.0, 0.25, size=(count, FEATURES)).astype(np.float32)
         return Split((class_signal * centres[labels] + noise).astype(np.float32), labels.astype(np.int64))
 
-    train, test = draw(TRAIN_SAMPLES, seed + 1), draw(TEST_SAMPLES, seed + 2)
+    train, test = draw(train_samples, seed + 1), draw(TEST_SAMPLES, seed + 2)
     ood = generator.gamma(2.0, 0.3, size=(TEST_SAMPLES, FEATURES)).astype(np.float32)
-    return FeatureSet(f"synthetic-rps-{seed}", CLASSES, (Fold(train, test, ood),))
+    suffix = "" if train_samples == TRAIN_SAMPLES else f"-{train_samples}"
+    return FeatureSet(f"synthetic-rps-{seed}{suffix}", CLASSES, (Fold(train, test, ood),))
 
 
 def reference_masks(count: int, length: int, seed: int) -> np.ndarray:

@@ -85,17 +85,18 @@ class Evaluator(abc.ABC):
             return finished
         return self._wait(timeout_s)
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         """Evaluate one batch and block until it is done.
 
         Args:
             masks: (P, L) bools.
+            screening: as for `submit`.
 
         Returns:
             P evaluations in mask order.
 
         """
-        ticket = self.submit(masks)
+        ticket = self.submit(masks) if screening is None else self.submit(masks, screening)
         while True:
             finished = self.wait()
             result = finished.pop(ticket, None)

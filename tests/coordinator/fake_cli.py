@@ -20,6 +20,7 @@ from evoprune.coordinator.evaluator_interface import Evaluator, InProcessEvaluat
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
@@ -29,8 +30,10 @@ class LoggingProblem(FakeProblem):
         super().__init__(length=64, delay_s=delay_s)
         self.log_path = log_path
 
-    def evaluate(self, masks: np.ndarray, worker: str = "fake") -> list[Evaluation]:
-        results = super().evaluate(masks, worker)
+    def evaluate(
+        self, masks: np.ndarray, worker: str = "fake", screening: ScreeningRequest | None = None
+    ) -> list[Evaluation]:
+        results = super().evaluate(masks, worker, screening)
         if self.log_path:
             with open(self.log_path, "a") as handle:
                 handle.write("".join(encode_mask(m) + "\n" for m in masks))
@@ -46,8 +49,8 @@ class LoggingTrainer:
         self.trainer = BatchedEvaluator(feature_set, config)
         self.log_path = log_path
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
-        results = self.trainer.evaluate(masks)
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
+        results = self.trainer.evaluate(masks, screening)
         if self.log_path:
             with open(self.log_path, "a") as handle:
                 handle.write("".join(encode_mask(m) + "\n" for m in masks))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import ray
 
-from evoprune.shared.objectives import Evaluation
+from evoprune.shared.objectives import Evaluation, minimisation_of
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet, Fold, Split
 
 
@@ -20,34 +22,53 @@ class FakeProblem:
     same trade-off the real head shows, at microseconds per mask.
     """
 
-    def __init__(self, length: int = 64, seed: int = 1234, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, length: int = 64, seed: int = 1234, delay_s: float = 0.0, max_epochs: int = 600
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.length = length
+        self.max_epochs = max_epochs
         self.delay_s = delay_s
         self.accuracy_weights = rng.exponential(size=length) ** 3
         self.harm = rng.random(length) < 0.3
         self.auroc_weights = rng.exponential(size=length) ** 2
 
-    def evaluate(self, masks: np.ndarray, worker: str = "fake") -> list[Evaluation]:
+    def evaluate(
+        self, masks: np.ndarray, worker: str = "fake", screening: ScreeningRequest | None = None
+    ) -> list[Evaluation]:
+        """Objectives per mask; with screening, each mask's values at the budget are 0.9 × accuracy and
+        0.95 × AUROC, and the request's rule stops the hopeless ones there (as the real evaluator does)."""
         if self.delay_s:
             time.sleep(self.delay_s)
         results = []
-        for mask in np.asarray(masks, dtype=bool):
+        for index, mask in enumerate(np.asarray(masks, dtype=bool)):
             signal = float(self.accuracy_weights[mask & ~self.harm].sum() / self.accuracy_weights.sum())
             harm = float(np.count_nonzero(mask & self.harm)) / self.length
-            accuracy = 0.1 + 0.85 * (1.0 - np.exp(-6.0 * signal)) - 0.3 * harm
+            accuracy = round(float(0.1 + 0.85 * (1.0 - np.exp(-6.0 * signal)) - 0.3 * harm), 6)
             robust = float(self.auroc_weights[mask].sum() / self.auroc_weights.sum())
-            auroc = 0.5 + 0.45 * np.tanh(3.0 * robust) - 0.2 * harm
-            results.append(
-                Evaluation(
-                    accuracy=round(float(accuracy), 6),
-                    active_fraction=float(mask.mean()),
-                    auroc=round(float(auroc), 6),
-                    epochs=1.0,
-                    seconds=self.delay_s,
-                    worker=worker,
-                )
+            auroc = round(float(0.5 + 0.45 * np.tanh(3.0 * robust) - 0.2 * harm), 6)
+            evaluation = Evaluation(
+                accuracy=accuracy,
+                active_fraction=float(mask.mean()),
+                auroc=auroc,
+                epochs=float(self.max_epochs),
+                seconds=self.delay_s,
+                worker=worker,
             )
+            if screening is not None:
+                low = (round(0.9 * accuracy, 6), evaluation.active_fraction, round(0.95 * auroc, 6))
+                evaluation = dataclasses.replace(
+                    evaluation, screen_accuracy=low[0], screen_auroc=low[2], screen_epochs=screening.epochs
+                )
+                if screening.hopeless(index, np.asarray(minimisation_of(low))):
+                    evaluation = dataclasses.replace(
+                        evaluation,
+                        accuracy=low[0],
+                        auroc=low[2],
+                        epochs=float(screening.epochs),
+                        fidelity=screening.epochs / self.max_epochs,
+                    )
+            results.append(evaluation)
         return results
 
 
@@ -72,9 +93,9 @@ class FakeWorker:
         self._problem = FakeProblem(length=self._feature_set.input_dim, delay_s=self._delay_s)  # type: ignore[attr-defined]
         return {"worker": f"fake-{os.getpid()}", "pid": os.getpid(), "device": "cpu"}
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         assert self._problem is not None, "prepare() first"
-        return self._problem.evaluate(masks, worker=f"fake-{os.getpid()}")
+        return self._problem.evaluate(masks, worker=f"fake-{os.getpid()}", screening=screening)
 
 
 class SlowFakeWorker(FakeWorker):

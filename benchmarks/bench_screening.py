@@ -1,0 +1,231 @@
+"""Screening against the full protocol: epochs trained, wall time and the aggregated front's hypervolume.
+
+Run: python -m evoprune.benchmarks.bench_screening [--problems digits,rps] [--seeds 5]
+     [--population 30] [--max-evaluations 200] [--max-epochs 600] [--rps-train 2520]
+     [--rules 0.1:0:0,0.05:0:0] [--out FILE]
+
+Each problem runs the same NSGA-II search (steady state, 2 offspring per step, the paper's protocol with
+early stopping on the training loss) once per seed with the full protocol and once per seed for each
+screening rule (BUDGET:MAX_RANK:MARGIN, see shared/screening.py), with the same evaluation budget. Every run
+is its own experiment, so no run reuses another's evaluations; all runs of a problem share one evaluator
+process (its compiled functions are warm after the first run, which is the full protocol's of seed 0).
+
+Problems: `digits` is the embedded demo's data (scikit-learn's digits pixels, its sample photos as OoD) at
+the reference's 600 epochs; `rps` is synthetic features of rock-paper-scissors' shape (2048 features, 3
+classes, 372 test and OoD rows) with `--rps-train` training rows (2520 in RPS). The last line printed is
+one JSON object with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from evoprune.benchmarks.bench_evaluator import synthetic_rps
+from evoprune.coordinator.evaluator_interface import InProcessEvaluator
+from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.results import AGGREGATE_RUN, ARCHIVE_FRONT, POPULATION_FRONT
+from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.shared.config import ExperimentConfig, ScreeningConfig, demo_config_path, load_config
+from evoprune.shared.pareto import hypervolume, pareto_mask
+from evoprune.workers.features import FeatureSet
+
+PROBLEMS = ("digits", "rps")
+DEFAULT_RULES = ("0.1:0:0", "0.05:0:0", "0.1:1:0")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One screening setting: budget (fraction of max_epochs), max_rank and margin."""
+
+    budget: float
+    max_rank: int
+    margin: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        try:
+            budget, rank, margin = text.split(":")
+            rule = cls(float(budget), int(rank), float(margin))
+            rule.config()  # the config's own checks: 0 < budget < 1, rank >= 0, 0 <= margin <= 1
+        except ValueError as error:
+            raise SystemExit(
+                f"--rules: {text!r} is not BUDGET:MAX_RANK:MARGIN (e.g. 0.1:0:0): {error}"
+            ) from None
+        return rule
+
+    @property
+    def name(self) -> str:
+        return f"budget {self.budget:g}, rank {self.max_rank}, margin {self.margin:g}"
+
+    def config(self) -> ScreeningConfig:
+        return ScreeningConfig(enabled=True, budget=self.budget, max_rank=self.max_rank, margin=self.margin)
+
+
+def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, FeatureSet]:
+    """The config (the paper's protocol and the search settings asked for) and features of one problem."""
+    base = load_config(demo_config_path()).model_dump(mode="json")
+    base["protocol"] = "reference"
+    base["training"] = {"max_epochs": args.max_epochs}
+    base["search"] = {
+        "population_size": args.population,
+        "max_evaluations": args.max_evaluations,
+        "offspring_per_step": 2,
+        "runs": 1,
+    }
+    base["name"] = f"screening-{name}"
+    config = ExperimentConfig.model_validate(base)
+    if name == "digits":
+        from evoprune.workers.assemble import load_feature_set
+
+        return config, load_feature_set(config, progress=False)
+    return config, synthetic_rps(0, train_samples=args.rps_train)
+
+
+def run_one(
+    config: ExperimentConfig, features: FeatureSet, evaluator: InProcessEvaluator, directory: Path
+) -> dict[str, Any]:
+    """One experiment (one seed, one mode) to the end; its cost and its fronts."""
+    mask_length = config.head.mask_length(features.input_dim)
+    started = time.perf_counter()
+    experiment = Experiment(config, directory, features.key, mask_length, evaluator)
+    experiment.start()
+    summary = experiment.run()
+    seconds = time.perf_counter() - started
+    fronts = pq.read_table(ResultsLayout(directory).front).to_pylist()
+    aggregate = summary["aggregate"]
+    return {
+        "seconds": seconds,
+        "epochs": aggregate["epochs_trained"],
+        "screened_out": aggregate["screened_out"],
+        "evaluations": aggregate["evaluations"],
+        "hypervolume_archive": aggregate["hypervolume_archive"],
+        "hypervolume_population": aggregate["hypervolume_population"],
+        "fronts": {
+            kind: [
+                [1 - row["accuracy"], row["active_fraction"], 1 - row["auroc"]]
+                for row in fronts
+                if row["kind"] == kind and row["run"] == AGGREGATE_RUN
+            ]
+            for kind in (ARCHIVE_FRONT, POPULATION_FRONT)
+        },
+    }
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over seeds and the hypervolume of the non-dominated union of the seeds' fronts."""
+    result: dict[str, Any] = {
+        "epochs": float(sum(run["epochs"] for run in runs)),
+        "seconds": round(sum(run["seconds"] for run in runs), 1),
+        "screened_out": int(sum(run["screened_out"] for run in runs)),
+        "evaluations": int(sum(run["evaluations"] for run in runs)),
+    }
+    for kind in (ARCHIVE_FRONT, POPULATION_FRONT):
+        points = np.array([point for run in runs for point in run["fronts"][kind]], dtype=np.float64)
+        union = points[pareto_mask(points)] if len(points) else points.reshape(0, 3)
+        result[f"hypervolume_{kind}"] = float(hypervolume(union))
+        result[f"mean_run_hypervolume_{kind}"] = float(np.mean([run[f"hypervolume_{kind}"] for run in runs]))
+    return result
+
+
+def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Path, log: Any) -> dict:
+    """Full protocol against every rule on one problem, over the seeds."""
+    config, features = problem(name, args)
+    from evoprune.workers.evaluator import BatchedEvaluator  # TensorFlow/JAX: imported when used
+
+    evaluator = InProcessEvaluator(BatchedEvaluator(features, config))
+    modes: dict[str, list[dict[str, Any]]] = {"full": []}
+    modes.update({rule.name: [] for rule in rules})
+    for seed in range(args.seeds):
+        for mode, screening in [("full", ScreeningConfig()), *((rule.name, rule.config()) for rule in rules)]:
+            search = config.search.model_copy(update={"seed": seed, "screening": screening})
+            variant = config.model_copy(update={"search": search})
+            directory = scratch / name / f"{len(modes[mode])}-{mode.replace(' ', '').replace(',', '_')}"
+            run = run_one(variant, features, evaluator, directory)
+            modes[mode].append(run)
+            log(
+                f"{name} seed {seed} {mode}: {run['epochs']:.0f} epochs, {run['seconds']:.1f} s, "
+                f"{run['screened_out']} screened out, HV archive {run['hypervolume_archive']:.4f}"
+            )
+    totals = {mode: aggregate(runs) for mode, runs in modes.items()}
+    full = totals["full"]
+    for mode, total in totals.items():
+        total["epoch_reduction"] = full["epochs"] / total["epochs"] if total["epochs"] else None
+        total["time_reduction"] = full["seconds"] / total["seconds"] if total["seconds"] else None
+        for kind in (ARCHIVE_FRONT, POPULATION_FRONT):
+            total[f"hypervolume_ratio_{kind}"] = total[f"hypervolume_{kind}"] / full[f"hypervolume_{kind}"]
+        total["per_seed"] = [{k: v for k, v in run.items() if k != "fronts"} for run in modes[mode]]
+    return {
+        "problem": name,
+        "features": {"train": len(features.folds[0].train), "inputs": features.input_dim},
+        "max_epochs": config.training.max_epochs,
+        "population": args.population,
+        "max_evaluations": args.max_evaluations,
+        "seeds": args.seeds,
+        "modes": totals,
+    }
+
+
+def table(results: list[dict]) -> str:
+    """The markdown rows BENCHMARKS.md shows."""
+    lines = [
+        "| problem | mode | epochs | fewer epochs | wall time | faster | screened out | HV ratio archive "
+        "| HV ratio population |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        for mode, total in result["modes"].items():
+            lines.append(
+                f"| {result['problem']} | {mode} | {total['epochs']:.0f} | {total['epoch_reduction']:.2f}× "
+                f"| {total['seconds']:.0f} s | {total['time_reduction']:.2f}× "
+                f"| {total['screened_out']} / {total['evaluations']} "
+                f"| {total['hypervolume_ratio_archive']:.4f} | {total['hypervolume_ratio_population']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--problems", default=",".join(PROBLEMS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--population", type=int, default=30)
+    parser.add_argument("--max-evaluations", type=int, default=200)
+    parser.add_argument("--max-epochs", type=int, default=600)
+    parser.add_argument("--rps-train", type=int, default=2520, help="training rows of the rps problem")
+    parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="BUDGET:MAX_RANK:MARGIN,...")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.problems.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PROBLEMS]
+    if unknown or not names:
+        parser.error(f"--problems: {', '.join(unknown) or 'none given'}; choose from {', '.join(PROBLEMS)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    rules = [Rule.parse(text) for text in args.rules.split(",") if text.strip()]
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        results = [compare(name, args, rules, Path(scratch), log) for name in names]
+    log(table(results))
+    text = json.dumps(results)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
