@@ -109,6 +109,11 @@ def _describe(kind: str, data: Any) -> str:
             f"{progress} run {data['run']} step {data['step']}: accuracy {data['accuracy']:.4f}, "
             f"active {data['active_fraction']:.3f}, auroc {data['auroc']:.4f}"
             + (" (cached)" if data["cached"] else "")
+            + (
+                f" (screened out at {data['fidelity']:.0%} of the epochs)"
+                if data.get("fidelity", 1.0) < 1
+                else ""
+            )
         )
     if kind == "front" and data["run"] == -1:
         return f"front: {len(data['points'])} points, hypervolume {data['hypervolume']:.4f}"

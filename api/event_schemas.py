@@ -42,6 +42,10 @@ class EvaluationEvent(BaseModel):
     worker: str
     evaluations_done: int
     evaluations_total: int
+    fidelity: float = Field(
+        default=1.0,
+        description="1: the full protocol's objectives; < 1: screened out after that fraction of max_epochs",
+    )
 
     @classmethod
     def of(cls, event: EvaluationFinished) -> EvaluationEvent:
@@ -59,6 +63,7 @@ class EvaluationEvent(BaseModel):
             worker=event.worker,
             evaluations_done=event.evaluations_done,
             evaluations_total=event.evaluations_total,
+            fidelity=event.fidelity,
         )
 
 

@@ -2,13 +2,14 @@
 
 Run: python -m evoprune.benchmarks.bench_screening [--problems digits,rps] [--seeds 5]
      [--population 30] [--max-evaluations 200] [--max-epochs 600] [--rps-train 2520]
-     [--rules 0.1:0:0,0.05:0:0] [--out FILE]
+     [--rules 0.1:0:0:0,0.1:0:0:0.002] [--out FILE]
 
 Each problem runs the same NSGA-II search (steady state, 2 offspring per step, the paper's protocol with
 early stopping on the training loss) once per seed with the full protocol and once per seed for each
-screening rule (BUDGET:MAX_RANK:MARGIN, see shared/screening.py), with the same evaluation budget. Every run
-is its own experiment, so no run reuses another's evaluations; all runs of a problem share one evaluator
-process (its compiled functions are warm after the first run, which is the full protocol's of seed 0).
+screening rule (BUDGET:MAX_RANK:MARGIN:MIN_GAIN, see shared/screening.py), with the same evaluation
+budget. Every run is its own experiment, so no run reuses another's evaluations; all runs of a problem
+share one evaluator process (its compiled functions are warm after the first run, which is the full
+protocol's of seed 0).
 
 Problems: `digits` is the embedded demo's data (scikit-learn's digits pixels, its sample photos as OoD) at
 the reference's 600 epochs; `rps` is synthetic features of rock-paper-scissors' shape (2048 features, 3
@@ -40,7 +41,7 @@ from evoprune.shared.pareto import hypervolume, pareto_mask
 from evoprune.workers.features import FeatureSet
 
 PROBLEMS = ("digits", "rps")
-DEFAULT_RULES = ("0.1:0:0", "0.05:0:0", "0.1:1:0")
+DEFAULT_RULES = ("0.1:0:0:0", "0.1:0:0:0.002", "0.05:0:0:0.002")
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-evaluations", type=int, default=200)
     parser.add_argument("--max-epochs", type=int, default=600)
     parser.add_argument("--rps-train", type=int, default=2520, help="training rows of the rps problem")
-    parser.add_argument("--rules", default=",".join(DEFAULT_RULES), help="BUDGET:MAX_RANK:MARGIN,...")
+    parser.add_argument(
+        "--rules", default=",".join(DEFAULT_RULES), help="BUDGET:MAX_RANK:MARGIN:MIN_GAIN,..."
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.problems.split(",") if name.strip()]

@@ -274,8 +274,9 @@ class ScreeningConfig(_Frozen):
 
     The rule (shared/screening.py): after `budget` × max_epochs epochs a new mask's objectives at that point
     (the protocol with max_epochs = the budget) are ranked by non-dominated sorting among the same
-    low-fidelity objectives of the population it was bred from; beyond rank `max_rank` it is hopeless. Every
-    other mask trains on, bitwise as if never paused, to its full-protocol objectives.
+    low-fidelity objectives of the population it was bred from; beyond rank `max_rank` it is hopeless, and
+    with `min_gain` > 0 so is a mask that would add less than that fraction to the hypervolume of their
+    front. Every other mask trains on, bitwise as if never paused, to its full-protocol objectives.
     """
 
     enabled: bool = False
@@ -300,6 +301,15 @@ class ScreeningConfig(_Frozen):
         description=(
             "optimism added to a screened mask's low-fidelity accuracy and AUROC before it is ranked "
             "(larger: fewer masks screened out)"
+        ),
+    )
+    min_gain: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "also hopeless when the mask would add less than this fraction to the hypervolume of its "
+            "parents' low-fidelity front (0: ranks alone decide; larger: more masks screened out)"
         ),
     )
 

@@ -75,6 +75,7 @@ class EvaluationRow:
             cached=self.cached,
             seconds=self.seconds,
             worker=self.worker,
+            fidelity=self.fidelity,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class EvaluationFinished(Event):
     worker: str
     evaluations_done: int = 0
     evaluations_total: int = 0
+    fidelity: float = 1.0  # < 1: screened out at that fraction of max_epochs; its objectives are the budget's
 
 
 @dataclass(frozen=True)

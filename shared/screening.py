@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evoprune.shared.config import ScreeningConfig, TrainingConfig
-from evoprune.shared.pareto import ranks
+from evoprune.shared.pareto import hypervolume, pareto_mask, ranks
 
 
 def screening_epochs(screening: ScreeningConfig, training: TrainingConfig) -> int | None:
@@ -34,16 +34,20 @@ class ScreeningRule:
     A candidate's low-fidelity minimisation vector, made `margin` more optimistic in accuracy and AUROC (the
     active fraction is exact at any fidelity), joins its reference set (the low-fidelity vectors of the
     population it was bred from); non-dominated sorting gives it a 0-based rank, and beyond `max_rank` it is
-    hopeless. Comparing fidelity with fidelity keeps the rule free of any model of how much training adds.
+    hopeless. With `min_gain` > 0 a mask that ranks well enough must also add at least that fraction to the
+    hypervolume (reference point (1, 1, 1)) of the set's non-dominated front: the measure the search is
+    judged by, so a mask that only fills a gap between two close points can be let go. Comparing fidelity
+    with fidelity keeps the rule free of any model of how much training adds.
     """
 
     max_rank: int = 0
     margin: float = 0.0
+    min_gain: float = 0.0
 
     @classmethod
     def of(cls, screening: ScreeningConfig) -> ScreeningRule:
         """The rule a config asks for."""
-        return cls(max_rank=screening.max_rank, margin=screening.margin)
+        return cls(max_rank=screening.max_rank, margin=screening.margin, min_gain=screening.min_gain)
 
     def hopeless(self, candidate: np.ndarray, reference: np.ndarray) -> bool:
         """Whether a mask stops at the screening budget.
@@ -53,7 +57,8 @@ class ScreeningRule:
             reference: (n, 3) low-fidelity minimisation vectors of its parents' population.
 
         Returns:
-            True when its rank among reference ∪ {candidate} is greater than `max_rank`.
+            True when its rank among reference ∪ {candidate} is greater than `max_rank`, or when it would
+            add less than `min_gain` × the hypervolume of the reference's front to that hypervolume.
 
         """
         reference = np.asarray(reference, dtype=np.float64).reshape(-1, 3)
@@ -62,7 +67,14 @@ class ScreeningRule:
         optimistic = np.asarray(candidate, dtype=np.float64).copy()
         optimistic[[0, 2]] -= self.margin
         rank = ranks(np.vstack([reference, optimistic]))[-1]
-        return bool(rank > self.max_rank)
+        if rank > self.max_rank:
+            return True
+        if self.min_gain <= 0.0:
+            return False
+        front = reference[pareto_mask(reference)]
+        before = hypervolume(front)
+        gain = hypervolume(np.vstack([front, optimistic])) - before
+        return bool(gain < self.min_gain * before)
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,8 @@
   }
 
   function addEvaluation(view, item) {
+    // a mask screened out at a short budget (fidelity < 1) has no full-protocol objectives to plot
+    if (item.fidelity !== undefined && item.fidelity !== null && item.fidelity < 1) return;
     const key = `${item.run}:${item.step}:${item.mask}`;
     if (view.evaluationKeys.has(key) || view.evaluations.length >= EVALUATIONS_CAP) return;
     view.evaluationKeys.add(key);

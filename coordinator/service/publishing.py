@@ -46,8 +46,9 @@ def front_events(rows: Sequence[EvaluationRow], runs: int) -> list[FrontChanged]
     for row in rows:
         point = np.array([row.minimisation()])
         for run in (row.run, -1):
-            archives[run].add(point, [row.mask])
             counts[run] += 1
+            if row.full_fidelity:  # a screened-out mask counts as an evaluation but joins no front
+                archives[run].add(point, [row.mask])
     return [
         FrontChanged.of_archive(run, archive, counts[run]) for run, archive in archives.items() if counts[run]
     ]

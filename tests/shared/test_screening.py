@@ -69,3 +69,17 @@ def test_a_snapshot_is_used_only_at_its_own_budget():
     # another budget (a cache filled by another experiment) or no snapshot: the final objectives stand in
     assert evaluation.screening_minimisation(30) == pytest.approx((0.1, 0.5, 0.2))
     assert Evaluation(0.9, 0.5, 0.8).screening_minimisation(60) == pytest.approx((0.1, 0.5, 0.2))
+
+
+def test_min_gain_lets_go_of_masks_that_add_too_little_hypervolume():
+    from evoprune.shared.pareto import hypervolume
+
+    front = PARENTS[:2]
+    gap_filler = np.array([0.15, 0.45, 0.15])  # non-dominated, between the two front points
+    gain = hypervolume(np.vstack([front, gap_filler])) - hypervolume(front)
+    relative = gain / hypervolume(front)
+    assert 0 < relative < 0.1
+    assert not ScreeningRule(min_gain=relative * 0.99).hopeless(gap_filler, PARENTS)
+    assert ScreeningRule(min_gain=relative * 1.01).hopeless(gap_filler, PARENTS)
+    # the gain is measured against the front only: a dominated parent changes nothing
+    assert ScreeningRule(min_gain=relative * 1.01).hopeless(gap_filler, front)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,6 +17,7 @@ from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
 from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
 
+ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 6  # epochs: before the early stops of `stopping_config` (16, 21) and well short of MAX_EPOCHS
 HEADS = {
     "features": {"layers": [32]},
@@ -107,3 +113,21 @@ def test_a_request_of_the_wrong_length_is_refused(digits_features) -> None:
     masks = density_masks(3, evaluator.mask_length)
     with pytest.raises(ValueError, match="covers 2 of 3 masks"):
         evaluator.evaluate(masks, request(2, np.zeros((1, 3))))
+
+
+@pytest.mark.jax
+def test_the_same_holds_under_jax() -> None:
+    """This module's checks again under the JAX backend, where stopped models leave by compaction too."""
+    pytest.importorskip("jax")
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not under_jax"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert " passed" in completed.stdout and "skipped" not in completed.stdout
