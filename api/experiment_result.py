@@ -258,5 +258,3 @@ def _run_assembled(config: ExperimentConfig, results_dir: Path, workers: int | N
     finally:
         if progress is not None:
             progress.close()
-
-

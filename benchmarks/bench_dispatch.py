@@ -26,6 +26,7 @@ from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig, parse_config
 from evoprune.shared.events import EventBus
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet, Fold, Split
 
 
@@ -57,7 +58,7 @@ class NoOpWorker:
 class NoOpBackend:
     """The in-process counterpart of NoOpWorker."""
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         return _noop_evaluations(np.asarray(masks, dtype=bool), "noop")
 
 

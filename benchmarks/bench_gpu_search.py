@@ -36,6 +36,7 @@ from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import EvaluationFinished, Event, EventBus
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet, Fold, Split
 
 GPU_SAMPLE_PERIOD_MS = 500
@@ -121,9 +122,9 @@ class TimedCalls:
     evaluator: Any
     calls: list[dict[str, float]] = field(default_factory=list)
 
-    def evaluate(self, masks: np.ndarray) -> list[Evaluation]:
+    def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         started = time.perf_counter()
-        results = self.evaluator.evaluate(masks)
+        results = self.evaluator.evaluate(masks, screening)
         flops = self.evaluator.last_flops
         self.calls.append(
             {

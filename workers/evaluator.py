@@ -138,8 +138,8 @@ class BatchedEvaluator:
             for model, score in enumerate(screened_scores):
                 if score is None:
                     continue
-                low = (score["accuracy"], active_fraction(masks[model]), score["auroc"])
-                if screening.hopeless(model, np.asarray(minimisation_of(low))):
+                vector = minimisation_of((score["accuracy"], active_fraction(masks[model]), score["auroc"]))
+                if screening.hopeless(model, np.asarray(vector)):
                     hopeless.add(model)
         flops = CallFlops()
         for fold in trainings:
@@ -353,11 +353,11 @@ class _FoldTraining:
     paused: list[tuple[list[int], TrainingRun]] = field(default_factory=list)
     groups: list[list[int]] = field(default_factory=list)  # every group, for the FLOP count
 
-    def epochs_trained(self, model: int) -> float:
+    def epochs_trained(self, model: int) -> int:
         """The epochs a mask trained in this fold: its final count, else (screened out) the budget's."""
         score = self.final[model] if self.final[model] is not None else self.at_budget[model]
         assert score is not None
-        return float(score["epochs"])
+        return int(score["epochs"])
 
 
 def _averaged(scores: list[dict | None]) -> dict:

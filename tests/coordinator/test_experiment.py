@@ -72,6 +72,8 @@ def test_run_writes_the_results_directory(tmp_path, capsys):
         "cached",
         "seconds",
         "worker",
+        "epochs",
+        "fidelity",
     ]
     assert evaluations.num_rows == 120
     rows = evaluations.to_pylist()
