@@ -46,30 +46,37 @@ DEFAULT_RULES = ("0.1:0:0:0", "0.1:0:0:0.002", "0.05:0:0:0.002")
 
 @dataclass(frozen=True)
 class Rule:
-    """One screening setting: budget (fraction of max_epochs), max_rank and margin."""
+    """One screening setting: budget (fraction of max_epochs), max_rank, margin and min_gain."""
 
     budget: float
     max_rank: int
     margin: float
+    min_gain: float
 
     @classmethod
     def parse(cls, text: str) -> Rule:
         try:
-            budget, rank, margin = text.split(":")
-            rule = cls(float(budget), int(rank), float(margin))
-            rule.config()  # the config's own checks: 0 < budget < 1, rank >= 0, 0 <= margin <= 1
+            budget, rank, margin, gain = text.split(":")
+            rule = cls(float(budget), int(rank), float(margin), float(gain))
+            rule.config()  # the config's own checks of each value's range
         except ValueError as error:
             raise SystemExit(
-                f"--rules: {text!r} is not BUDGET:MAX_RANK:MARGIN (e.g. 0.1:0:0): {error}"
+                f"--rules: {text!r} is not BUDGET:MAX_RANK:MARGIN:MIN_GAIN (e.g. 0.1:0:0:0): {error}"
             ) from None
         return rule
 
     @property
     def name(self) -> str:
-        return f"budget {self.budget:g}, rank {self.max_rank}, margin {self.margin:g}"
+        return f"budget {self.budget:g}, rank {self.max_rank}, margin {self.margin:g}, gain {self.min_gain:g}"
 
     def config(self) -> ScreeningConfig:
-        return ScreeningConfig(enabled=True, budget=self.budget, max_rank=self.max_rank, margin=self.margin)
+        return ScreeningConfig(
+            enabled=True,
+            budget=self.budget,
+            max_rank=self.max_rank,
+            margin=self.margin,
+            min_gain=self.min_gain,
+        )
 
 
 def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, FeatureSet]:

@@ -254,6 +254,7 @@ def test_events_snapshot_then_live_then_done_and_resume(client):
     assert evaluation == {
         "run": 0, "step": 0, "mask": "00", "accuracy": 0.5, "active_fraction": 0.5, "auroc": 0.7,
         "cached": False, "seconds": 0.1, "worker": "w", "evaluations_done": 1, "evaluations_total": 12,
+        "fidelity": 1.0,
     }  # fmt: skip
     middle = everything[5]["id"]
     resumed = read_stream(client, f"/experiments/{experiment_id}/events", {"Last-Event-ID": middle})

@@ -225,3 +225,48 @@ def test_screening_settings_are_checked_by_name():
             parse_config({"search": {"screening": {"enabled": True, **bad}}})
     with pytest.raises(ConfigError, match=r"search\.screening"):
         parse_config({"search": {"screening": {"enabled": True, "budgett": 0.1}}})
+
+
+REAL = {
+    "name": "real-screening",
+    "dataset": {"source": "sklearn:digits"},
+    "ood": [{"source": "sklearn:sample_images"}],
+    "backbone": {"name": "pixels", "weights": None},
+    "head": {"layers": [32]},
+    "training": {"max_epochs": 12, "learning_rate": 0.01},
+    "search": {
+        "population_size": 8,
+        "max_evaluations": 24,
+        "runs": 1,
+        "seed": 3,
+        "screening": {"enabled": True, "budget": 0.25},
+    },
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_real_runs_hold_exactly_the_full_protocols_objectives(tmp_path, mode):
+    """The real trainer: each full-fidelity row is what the unscreened evaluator gives that mask, bitwise."""
+    from evoprune.shared.masks import decode_mask
+    from evoprune.workers.assemble import load_feature_set
+    from evoprune.workers.evaluator import BatchedEvaluator
+
+    modes = {"generational": {"offspring_per_step": 8}}
+    config = parse_config({**REAL, "search": {**REAL["search"], **modes.get(mode, MODES[mode])}})
+    features = load_feature_set(config, progress=False)
+    length = config.head.mask_length(features.input_dim)
+    evaluator = InProcessEvaluator.for_feature_set(features, config)
+    experiment = Experiment(config, tmp_path / "out", features.key, length, evaluator)
+    experiment.start()
+    experiment.run()
+    rows = [row for row in read_evaluations(tmp_path / "out") if not row["cached"]]
+    screened = [row for row in rows if row["fidelity"] < 1]
+    full = [row for row in rows if row["fidelity"] == 1]
+    assert screened and full
+    short_training = config.training.model_copy(update={"max_epochs": 3})
+    short = config.model_copy(update={"training": short_training})
+    for protocol, chosen in ((config, full), (short, screened)):
+        masks = np.array([decode_mask(row["mask"], length) for row in chosen])
+        expected = BatchedEvaluator(features, protocol).evaluate(masks)
+        got = [(row["accuracy"], row["auroc"], row["epochs"]) for row in chosen]
+        assert got == [(e.accuracy, e.auroc, e.epochs) for e in expected]
