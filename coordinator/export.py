@@ -232,7 +232,15 @@ def _given_mask(inputs: ResultsInput, text: str) -> Choice:
             "accuracy to reproduce; export a mask from evaluations.parquet or front.parquet",
             field="mask",
         )
-    return Choice(bits, dict(recorded[0]), "mask", {"rule": "mask"})
+    full = [row for row in recorded if row.get("fidelity") is None or row["fidelity"] >= 1.0]
+    if not full:
+        raise ExportError(
+            f"mask {text[:24]}… was screened out after {recorded[0]['fidelity']:.0%} of the epochs "
+            "(search.screening), so no full-protocol accuracy was recorded for an export to reproduce; "
+            "export a mask of front.parquet or one with fidelity 1 in evaluations.parquet",
+            field="mask",
+        )
+    return Choice(bits, dict(full[0]), "mask", {"rule": "mask"})
 
 
 def _picked(

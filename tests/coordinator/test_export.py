@@ -83,3 +83,19 @@ def test_export_refuses_both_or_neither_of_mask_and_rule(tmp_path):
         export_model(tmp_path, mask="00", rule="knee")
     with pytest.raises(ExportError, match="either a mask"):
         export_model(tmp_path)
+
+
+def test_a_screened_out_mask_is_refused_by_name(tmp_path):
+    from evoprune.coordinator.results import read_evaluations
+    from tests.coordinator.test_screening import REAL
+
+    config = parse_config(REAL)
+    features = run_experiment(config, tmp_path / "results")
+    rows = read_evaluations(tmp_path / "results")
+    screened = next(row["mask"] for row in rows if row["fidelity"] < 1)
+    with pytest.raises(ExportError, match="screened out after 25% of the epochs") as raised:
+        export_model(tmp_path / "results", mask=screened, feature_set=features)
+    assert raised.value.field == "mask"
+    kept = next(row for row in rows if row["fidelity"] == 1)
+    report = export_model(tmp_path / "results", mask=kept["mask"], feature_set=features)
+    assert report["check"]["reproduced"] and report["objectives"]["accuracy"] == kept["accuracy"]
