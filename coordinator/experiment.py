@@ -310,17 +310,9 @@ class Experiment:
                 continue
             if id(population) not in seen:
                 seen[id(population)] = len(references)
-                references.append(
-                    np.array(
-                        [
-                            self._known[
-                                fitness_key(self.feature_key, self._protocol, mask)
-                            ].screening_minimisation(budget)
-                            for mask in population
-                        ],
-                        dtype=np.float64,
-                    ).reshape(-1, 3)
-                )
+                keys = [fitness_key(self.feature_key, self._protocol, mask) for mask in population]
+                vectors = [self._known[key].screening_minimisation(budget) for key in keys]
+                references.append(np.array(vectors, dtype=np.float64).reshape(-1, 3))
             assignment.append(seen[id(population)])
         return ScreeningRequest(
             budget, ScreeningRule.of(self.config.search.screening), tuple(references), np.array(assignment)

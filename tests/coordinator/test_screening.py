@@ -270,3 +270,27 @@ def test_real_runs_hold_exactly_the_full_protocols_objectives(tmp_path, mode):
         expected = BatchedEvaluator(features, protocol).evaluate(masks)
         got = [(row["accuracy"], row["auroc"], row["epochs"]) for row in chosen]
         assert got == [(e.accuracy, e.auroc, e.epochs) for e in expected]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_real_ray_worker_screens_as_the_in_process_evaluator_does():
+    from evoprune.workers.assemble import load_feature_set
+    from evoprune.workers.evaluator import BatchedEvaluator
+
+    config = parse_config(REAL)
+    features = load_feature_set(config, progress=False)
+    length = config.head.mask_length(features.input_dim)
+    masks = np.random.default_rng(4).random((4, length)) < np.linspace(0.2, 0.9, 4)[:, None]
+    # a perfect parent at 50 % active: the two denser masks are hopeless, the sparser two go on
+    request = ScreeningRequest(3, ScreeningRule(), (np.array([[0.0, 0.5, 0.0]]),), np.zeros(4, dtype=int))
+    expected = BatchedEvaluator(features, config).evaluate(masks, request)
+    evaluator = RayEvaluator(features, config, workers=1, include_dashboard=False)
+    try:
+        got = evaluator.evaluate(masks, request)
+    finally:
+        evaluator.close()
+    assert [e.fidelity < 1 for e in got] == [False, False, True, True]
+    fields = ("accuracy", "auroc", "epochs", "fidelity", "screen_accuracy", "screen_auroc", "screen_epochs")
+    assert [[getattr(e, f) for f in fields] for e in got] == [
+        [getattr(e, f) for f in fields] for e in expected
+    ]
