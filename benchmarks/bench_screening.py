@@ -41,7 +41,7 @@ from evoprune.shared.pareto import hypervolume, pareto_mask
 from evoprune.workers.features import FeatureSet
 
 PROBLEMS = ("digits", "rps")
-DEFAULT_RULES = ("0.1:0:0:0", "0.1:0:0:0.002", "0.05:0:0:0.002")
+DEFAULT_RULES = ("0.1:0:0:0", "0.1:0:0:0.002", "0.05:0:0:0.005")
 
 
 @dataclass(frozen=True)
