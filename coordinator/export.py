@@ -20,6 +20,7 @@ from evoprune.coordinator.analysis.inputs import (
     load_features,
     read_results,
 )
+from evoprune.coordinator.results import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.picks import (
@@ -232,7 +233,7 @@ def _given_mask(inputs: ResultsInput, text: str) -> Choice:
             "accuracy to reproduce; export a mask from evaluations.parquet or front.parquet",
             field="mask",
         )
-    full = [row for row in recorded if row.get("fidelity") is None or row["fidelity"] >= 1.0]
+    full = [row for row in recorded if full_fidelity(row)]
     if not full:
         raise ExportError(
             f"mask {text[:24]}… was screened out after {recorded[0]['fidelity']:.0%} of the epochs "

@@ -143,7 +143,7 @@ class BatchedEvaluator:
                     hopeless.add(model)
         flops = CallFlops()
         for fold in trainings:
-            self._finish_fold(fold, kept, hopeless, widths, flops)
+            self._finish_fold(fold, groups, kept, hopeless, widths, flops)
         self.last_flops = flops
         seconds = (time.perf_counter() - started) / len(masks)
         results = []
@@ -210,12 +210,12 @@ class BatchedEvaluator:
             if run.batch is not None:
                 self._score_into(training.at_budget, fold, group, kept, self._trainer.snapshot(run))
                 training.paused.append((group, run))
-            training.groups.append(group)
         return training
 
     def _finish_fold(
         self,
         training: _FoldTraining,
+        groups: list[list[int]],
         kept: list[list[np.ndarray]],
         hopeless: set[int],
         widths: list[tuple[int, ...]],
@@ -232,7 +232,7 @@ class BatchedEvaluator:
         training.paused = []  # the paused states are released with the fold
         size = len(fold.train)
         batch_size = self.config.training.batch_size
-        for group in training.groups:
+        for group in groups:
             flops.add_group(
                 [widths[m] for m in group],
                 [training.epochs_trained(m) for m in group],
@@ -351,7 +351,6 @@ class _FoldTraining:
     final: list[dict | None]  # per mask, its full-protocol score once it has one
     at_budget: list[dict | None]  # per mask still training at the budget, its score there
     paused: list[tuple[list[int], TrainingRun]] = field(default_factory=list)
-    groups: list[list[int]] = field(default_factory=list)  # every group, for the FLOP count
 
     def epochs_trained(self, model: int) -> int:
         """The epochs a mask trained in this fold: its final count, else (screened out) the budget's."""
