@@ -102,6 +102,14 @@ class DatasetConfig(_Frozen):
         description="stratified slice of train used when fitness_split=validation",
     )
     split_seed: int = 0
+    resize: Literal["bilinear", "nearest"] = Field(
+        default="bilinear",
+        description=(
+            "interpolation of every resize on the way to the backbone (dataset, OoD sources and the "
+            "backbone's own input size): bilinear, or nearest after RGB conversion as Keras 2's image "
+            "loader did (the reference); part of the feature-cache key"
+        ),
+    )
 
     @field_validator("source")
     @classmethod
@@ -214,6 +222,15 @@ class EarlyStoppingConfig(_Frozen):
             "(Keras 2, the reference), or the last epoch's"
         ),
     )
+    decision: Literal["float32", "keras2_float64"] = Field(
+        default="float32",
+        description=(
+            "how the epoch loss is accumulated and compared: float32: batch loss sums and the "
+            "`loss + min_delta < best` test in float32 (the same bits on host and device); keras2_float64: "
+            "Keras 2's epoch mean (each float32 batch mean times its batch size, summed and divided in "
+            "float64) and its float64 test (the reference)"
+        ),
+    )
 
     @field_validator("restore_best_weights", mode="before")
     @classmethod
@@ -236,6 +253,14 @@ class TrainingConfig(_Frozen):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     seed: int = Field(
         default=0, description="evaluation seed: initial weights and shuffle order, same for every mask"
+    )
+    loss: Literal["exact", "keras2_clipped"] = Field(
+        default="exact",
+        description=(
+            "the training loss: exact: cross-entropy from the log-softmax; keras2_clipped: Keras 2's "
+            "cross-entropy on softmax probabilities clipped to [1e-7, 1 - 1e-7], whose gradient is zero for "
+            "a sample whose true-class probability lies outside the clip (the reference)"
+        ),
     )
     epochs_per_call: int | None = Field(
         default=None,
@@ -265,6 +290,13 @@ class RobustnessConfig(_Frozen):
         description=(
             "random: a seeded draw per class, per fold; first_n: the first images of each class of each "
             "OoD source, one set shared by every fold (the reference)"
+        ),
+    )
+    score_precision: Literal["float64", "float32"] = Field(
+        default="float64",
+        description=(
+            "arithmetic of the ODIN scores: float64 (fewer ties at T = 1000), or float32 in the reference's "
+            "order of operations (softmax of logits / T, then the maximum)"
         ),
     )
 
@@ -330,6 +362,15 @@ class SearchConfig(_Frozen):
     )
     runs: int = Field(default=1, ge=1)
     seed: int = 0
+    bookkeeping: Literal["deap", "jmetalpy"] = Field(
+        default="deap",
+        description=(
+            "NSGA-II's bookkeeping: deap: crowding distances recomputed on the survivors, ranked first "
+            "tournament, the population front keeps distinct masks with equal objectives; jmetalpy: crowding "
+            "distances kept from the untruncated join, a uniform first tournament, the population front "
+            "de-duplicated by objective vector (jMetalPy 1.5.7, the reference)"
+        ),
+    )
     screening: ScreeningConfig = ScreeningConfig()
 
     @model_validator(mode="after")
@@ -350,6 +391,11 @@ REFERENCE_PROTOCOL: dict[tuple[str, ...], Any] = {
     ("robustness", "auroc_estimator"): "reference",
     ("robustness", "ood_sampling"): "first_n",
     ("training", "early_stopping", "restore_best_weights"): "when_stopped",
+    ("training", "early_stopping", "decision"): "keras2_float64",
+    ("training", "loss"): "keras2_clipped",
+    ("robustness", "score_precision"): "float32",
+    ("dataset", "resize"): "nearest",
+    ("search", "bookkeeping"): "jmetalpy",
 }
 
 
@@ -376,14 +422,36 @@ def _with_preset(data: dict[str, Any], preset: dict[tuple[str, ...], Any]) -> di
     return resolved
 
 
+# Protocol fields added after fitness caches existed: each is named in the fingerprint only when it differs
+# from its default, so caches written before the field existed keep their keys.
+_NEW_PROTOCOL_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("loss",): "exact",
+    ("early_stopping", "decision"): "float32",
+    ("score_precision",): "float64",
+}
+
+
+def _without_defaults(dump: dict[str, Any], defaults: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    """`dump` less the fields of `defaults` whose value is the default (nested paths allowed)."""
+    pruned = json.loads(json.dumps(dump))
+    for path, value in defaults.items():
+        level = pruned
+        for key in path[:-1]:
+            level = level.get(key, {})
+        if path[-1] in level and level[path[-1]] == value:
+            del level[path[-1]]
+    return pruned
+
+
 class ExperimentConfig(_Frozen):
     """One experiment: data, backbone, head, training protocol, robustness and search."""
 
     protocol: Literal["default", "reference"] = Field(
         default="default",
         description=(
-            "reference: every reference-implementation behaviour (AUROC estimator, OoD sampling, best-weight "
-            "restore) for the fields the config leaves unset; fields set explicitly keep their value"
+            "reference: every reference-implementation behaviour (resize, AUROC estimator, ODIN score "
+            "precision, OoD sampling, best-weight restore, stopping decision, clipped loss, NSGA-II "
+            "bookkeeping) for the fields the config leaves unset; fields set explicitly keep their value"
         ),
     )
     name: str = "experiment"
@@ -411,8 +479,10 @@ class ExperimentConfig(_Frozen):
             "evaluator_revision": EVALUATOR_REVISION,
             "head": self.head.model_dump(mode="json"),
             # how many epochs a compiled call runs changes no result, so it must not split the fitness cache
-            "training": self.training.model_dump(mode="json", exclude={"epochs_per_call"}),
-            "robustness": self.robustness.model_dump(mode="json"),
+            "training": _without_defaults(
+                self.training.model_dump(mode="json", exclude={"epochs_per_call"}), _NEW_PROTOCOL_DEFAULTS
+            ),
+            "robustness": _without_defaults(self.robustness.model_dump(mode="json"), _NEW_PROTOCOL_DEFAULTS),
             "fitness_split": self.fitness_split,
             "validation": [self.dataset.validation_fraction, self.dataset.split_seed],
         }

@@ -84,14 +84,20 @@ def test_paper_protocol_and_search(name, data_root):
         decay=1e-6,
         batch_size=32,
         max_epochs=600,
-        early_stopping=EarlyStoppingConfig(min_delta=1e-5, patience=10, restore_best_weights="when_stopped"),
+        early_stopping=EarlyStoppingConfig(
+            min_delta=1e-5, patience=10, restore_best_weights="when_stopped", decision="keras2_float64"
+        ),
         seed=0,
+        loss="keras2_clipped",
     )
-    # protocol: reference selects the reference's estimator, OoD sample and restore rule
+    # protocol: reference selects the reference's resize, estimator, score precision, OoD sample, restore
+    # rule, stopping decision, loss and NSGA-II bookkeeping
     assert config.protocol == "reference"
+    assert config.dataset.resize == "nearest"
     assert config.robustness == RobustnessConfig(
-        temperature=1000.0, auroc_estimator="reference", ood_sampling="first_n"
+        temperature=1000.0, auroc_estimator="reference", ood_sampling="first_n", score_precision="float32"
     )
+    assert config.search.bookkeeping == "jmetalpy"
     assert config.fitness_split == "test"
     search = config.search
     assert (search.population_size, search.max_evaluations, search.runs, search.seed) == (30, 200, 10, 0)
@@ -103,6 +109,9 @@ def test_the_demo_and_the_defaults_keep_the_exact_auroc_and_random_ood(data_root
         assert config.protocol == "default"
         assert (config.robustness.auroc_estimator, config.robustness.ood_sampling) == ("exact", "random")
         assert config.training.early_stopping.restore_best_weights == "always"
+        assert (config.training.loss, config.training.early_stopping.decision) == ("exact", "float32")
+        assert (config.dataset.resize, config.robustness.score_precision) == ("bilinear", "float64")
+        assert config.search.bookkeeping == "deap"
     assert load_config(CONFIGS / "rps-tfds.yaml").protocol == "reference"
 
 
