@@ -339,7 +339,9 @@ def _objectives(
     logits: np.ndarray, ood_logits: np.ndarray, split: Split, scoring: RobustnessConfig
 ) -> tuple[float, float]:
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == split.labels))
-    robustness = ood_auroc(logits, ood_logits, scoring.temperature, scoring.auroc_estimator)
+    robustness = ood_auroc(
+        logits, ood_logits, scoring.temperature, scoring.auroc_estimator, scoring.score_precision
+    )
     return accuracy, robustness
 
 

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
+SCORE_PRECISIONS = ("float64", "float32")
 
-def odin_scores(logits: np.ndarray, temperature: float) -> np.ndarray:
+
+def odin_scores(logits: np.ndarray, temperature: float, precision: str = "float64") -> np.ndarray:
     """Max softmax of logits / T, without input perturbation (as the reference used it).
 
     Args:
         logits: (..., classes) array.
         temperature: T; 1000 in the reference.
+        precision: "float64" (the default: at T = 1000 the softmax is nearly flat and float32 ties many
+            samples) or "float32", the reference's arithmetic in its order: the float32 logits divided by
+            T, shifted by their maximum, exponentiated, each divided by their sum, and the maximum taken.
 
     Returns:
-        (...) array of scores in (1/classes, 1]; computed in float64 because at T = 1000 the softmax is
-        nearly flat and float32 would tie most samples.
+        (...) array of scores in (1/classes, 1], float64 (float32 values widened under "float32").
     """
+    if precision == "float32":
+        # the reference's ood.py (`np_softmax` then `np.max`) on float32 logits; every step stays float32
+        scaled = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+        exponentials = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+        softmax = exponentials / exponentials.sum(axis=-1, keepdims=True)
+        return softmax.max(axis=-1).astype(np.float64)
+    if precision != "float64":
+        raise ValueError(f"unknown score precision {precision!r}; known: {', '.join(SCORE_PRECISIONS)}")
     scaled = np.asarray(logits, dtype=np.float64) / temperature
     scaled -= scaled.max(axis=-1, keepdims=True)
     exponentials = np.exp(scaled)
@@ -101,7 +113,11 @@ AUROC_ESTIMATORS = {"exact": auroc, "reference": reference_auroc}
 
 
 def ood_auroc(
-    logits: np.ndarray, ood_logits: np.ndarray, temperature: float, estimator: str = "exact"
+    logits: np.ndarray,
+    ood_logits: np.ndarray,
+    temperature: float,
+    estimator: str = "exact",
+    precision: str = "float64",
 ) -> float:
     """The robustness objective: the AUROC of ODIN scores, in-distribution samples as positives.
 
@@ -110,6 +126,7 @@ def ood_auroc(
         ood_logits: (m, classes) logits of the OoD samples.
         temperature: the ODIN temperature.
         estimator: "exact" (the rank statistic) or "reference" (`reference_auroc`).
+        precision: the arithmetic of the ODIN scores (see `odin_scores`).
 
     Returns:
         The AUROC.
@@ -121,4 +138,6 @@ def ood_auroc(
         raise ValueError(
             f"unknown AUROC estimator {estimator!r}; known: {', '.join(AUROC_ESTIMATORS)}"
         ) from None
-    return measure(odin_scores(logits, temperature), odin_scores(ood_logits, temperature))
+    return measure(
+        odin_scores(logits, temperature, precision), odin_scores(ood_logits, temperature, precision)
+    )

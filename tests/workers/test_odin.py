@@ -120,3 +120,41 @@ def test_ood_auroc_selects_the_estimator_and_refuses_unknown_ones() -> None:
         ood_auroc(constant, constant, 1000.0, "roc")
     with pytest.raises(ValueError, match="at least one"):
         reference_auroc(np.array([]), np.array([1.0]))
+
+
+def _reference_float32_scores(logits: np.ndarray) -> np.ndarray:
+    """The reference's ODIN score in float32, transcribed from its described order of operations
+    (ood.ood_detection with type_ood="odin": np_softmax(logits / 1000, axis=1), then the row maximum)."""
+    scaled = logits.astype(np.float32) / 1000
+    shifted = np.exp(scaled - np.amax(scaled, axis=1, keepdims=True))
+    return np.max(shifted / np.sum(shifted, axis=1, keepdims=True), axis=1)
+
+
+def test_float32_scores_follow_the_reference_arithmetic() -> None:
+    rng = np.random.default_rng(5)
+    differing = 0
+    for _ in range(50):
+        classes = int(rng.integers(2, 30))
+        logits = (rng.normal(size=(int(rng.integers(1, 400)), classes)) * rng.uniform(0.1, 40)).astype(
+            np.float32
+        )
+        expected = _reference_float32_scores(logits)
+        scores = odin_scores(logits, 1000.0, "float32")
+        assert scores.dtype == np.float64
+        assert np.array_equal(scores, expected.astype(np.float64))
+        differing += not np.array_equal(scores, odin_scores(logits, 1000.0))
+    # the option is not a no-op: float64 scores differ from float32 ones on most sets
+    assert differing >= 45
+
+
+def test_ood_auroc_takes_the_score_precision() -> None:
+    rng = np.random.default_rng(6)
+    inside = (rng.normal(size=(300, 5)) * 8).astype(np.float32)
+    outside = (rng.normal(size=(300, 5)) * 4).astype(np.float32)
+    for estimator in ("exact", "reference"):
+        expected = {"exact": auroc, "reference": reference_auroc}[estimator](
+            _reference_float32_scores(inside), _reference_float32_scores(outside)
+        )
+        assert ood_auroc(inside, outside, 1000.0, estimator, "float32") == expected
+    with pytest.raises(ValueError, match="unknown score precision"):
+        ood_auroc(inside, outside, 1000.0, "exact", "float16")
