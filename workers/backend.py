@@ -13,7 +13,9 @@ def backend_name() -> str:
     return str(keras.backend.backend())
 
 
-def compile_function(function: Callable[..., Any], xla: bool = False) -> Callable[..., Any]:
+def compile_function(
+    function: Callable[..., Any], xla: bool = False, x64: bool = False
+) -> Callable[..., Any]:
     """Compiles a pure keras.ops function for the active backend.
 
     TensorFlow gets a graph function, with XLA only when asked: XLA on CPU measured 20× slower for a
@@ -24,6 +26,9 @@ def compile_function(function: Callable[..., Any], xla: bool = False) -> Callabl
     Args:
         function: a function of tensors only, free of Python side effects.
         xla: compile with XLA under TensorFlow.
+        x64: the function computes in float64 somewhere (the Keras 2 early-stopping decision). TensorFlow
+            has float64 as it is; JAX traces and runs such a function in its x64 mode, scoped to the call,
+            so float64 values are not silently narrowed to float32 and the rest of the process is unchanged.
 
     Returns:
         The compiled function.
@@ -36,7 +41,15 @@ def compile_function(function: Callable[..., Any], xla: bool = False) -> Callabl
     if backend == "jax":
         import jax
 
-        return jax.jit(function)
+        jitted = jax.jit(function)
+        if not x64:
+            return jitted
+
+        def call_in_x64(*args: Any) -> Any:
+            with jax.enable_x64(True):
+                return jitted(*args)
+
+        return call_in_x64
     return function
 
 

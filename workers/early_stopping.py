@@ -7,39 +7,54 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def mean_epoch_loss(loss_total: float | np.floating, size: int) -> np.float32:
-    """The epoch's mean training loss as early stopping compares it: float32(total) / float32(size).
+def mean_epoch_loss(loss_total: float | np.floating, size: int, float64: bool = False) -> np.floating:
+    """The epoch's mean training loss as early stopping compares it.
 
-    Float32, not float64: the fused path (workers/fused.py) decides on the device, where float64 needs x64
-    mode; IEEE float32 division and addition give the same bits in numpy and in every backend, so the host
-    and the device stop at the same epoch.
+    Float32 by default: float32(total) / float32(size). The fused path (workers/fused.py) decides on the
+    device, and IEEE float32 division and addition give the same bits in numpy and in every backend, so the
+    host and the device stop at the same epoch. With `float64` (early_stopping.decision keras2_float64) the
+    total is Keras 2's float64 sum of batch means times batch sizes, divided by the sample count in float64
+    as its BaseLogger did; the device then computes in float64 too (JAX in x64 mode for that call).
+
+    Args:
+        loss_total: the epoch's summed loss, as the training call returned it.
+        size: the number of training samples.
+        float64: the Keras 2 decision's arithmetic.
+
+    Returns:
+        The mean loss, np.float32 or np.float64.
     """
+    if float64:
+        return np.float64(loss_total) / np.float64(size)
     return np.float32(loss_total) / np.float32(size)
 
 
 @dataclass
 class EarlyStoppingState:
-    """One model's Keras EarlyStopping(monitor="loss") bookkeeping, in float32.
+    """One model's Keras EarlyStopping(monitor="loss") bookkeeping, in float32 (or float64 as Keras 2).
 
     Keras counts an improvement when loss + min_delta < best (the first epoch always improves), remembers
     the weights of that epoch, and stops after an epoch without improvement once `patience` epochs in a
-    row brought none (never at epoch 0). `workers/fused.py` implements the same rule in tensors.
+    row brought none (never at epoch 0). `workers/fused.py` implements the same rule in tensors. With
+    `float64`, the comparison is Keras 2's `current - (-min_delta) < best` on float64 values.
     """
 
     min_delta: float
     patience: int
-    best: np.float32 | None = None
+    float64: bool = False
+    best: np.floating | None = None
     wait: int = 0
     retired: bool = False
     improved_last: bool = False
 
-    def observe(self, loss: np.float32) -> bool:
+    def observe(self, loss: np.floating) -> bool:
         """Records an epoch's mean loss (from `mean_epoch_loss`); True when its weights become the best."""
         if self.retired:
             return False
         self.wait += 1
-        loss = np.float32(loss)
-        self.improved_last = self.best is None or bool(loss + np.float32(self.min_delta) < self.best)
+        kind = np.float64 if self.float64 else np.float32
+        loss = kind(loss)
+        self.improved_last = self.best is None or bool(loss + kind(self.min_delta) < self.best)
         if self.improved_last:
             self.best = loss
             self.wait = 0

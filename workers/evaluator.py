@@ -87,6 +87,8 @@ class BatchedEvaluator:
             momentum=training.momentum,
             nesterov=training.nesterov,
             decay=training.decay,
+            clipped_loss=training.loss == "keras2_clipped",
+            float64_loss=training.early_stopping.decision == "keras2_float64",
         )
         self._logits = compile_function(partial(head_core.logits_for, self._spec), xla=self.xla)
         self._trainer = HeadTrainer(

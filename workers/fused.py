@@ -26,6 +26,7 @@ class StoppingSpec:
     enabled: bool
     min_delta: float
     patience: int
+    float64: bool  # early_stopping.decision keras2_float64: the loss and its comparison in float64
     keeps_best: bool  # whether any result can come from the best-epoch snapshot (else it is not kept)
     freezes_stopped: bool  # a stopped model's result is its last params (restore "never"), so keep them
 
@@ -34,7 +35,8 @@ class StoppingSpec:
 class StoppingTensors:
     """Per-model early-stopping state, kept on the device between calls.
 
-    best_loss: (P,) float32, the lowest mean epoch loss that counted as an improvement.
+    best_loss: (P,) float32 (float64 under the Keras 2 decision), the lowest mean epoch loss that counted
+        as an improvement.
     wait: (P,) int32, epochs since the last improvement (Keras's `wait`).
     stopped: (P,) bool, the patience rule fired; the model's result no longer changes.
     stop_epoch: (P,) int32, the 0-based epoch at which the rule fired (meaningless where not stopped).
@@ -46,21 +48,25 @@ class StoppingTensors:
     stop_epoch: Tensor
 
     @classmethod
-    def initial(cls, models: int) -> StoppingTensors:
-        """The state before the first epoch."""
+    def initial(cls, models: int, float64: bool = False) -> StoppingTensors:
+        """The state before the first epoch, as host arrays (the compiled call puts them on the device).
+
+        Host arrays rather than tensors: a float64 array stays float64 only when JAX converts it inside
+        the call's x64 scope (workers/backend.py).
+        """
         return cls(
-            ops.convert_to_tensor(np.full(models, np.inf, dtype=np.float32)),
-            ops.convert_to_tensor(np.zeros(models, dtype=np.int32)),
-            ops.convert_to_tensor(np.zeros(models, dtype=bool)),
-            ops.convert_to_tensor(np.zeros(models, dtype=np.int32)),
+            np.full(models, np.inf, dtype=np.float64 if float64 else np.float32),
+            np.zeros(models, dtype=np.int32),
+            np.zeros(models, dtype=bool),
+            np.zeros(models, dtype=np.int32),
         )
 
     def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.best_loss, self.wait, self.stopped, self.stop_epoch
 
     def take(self, rows: np.ndarray) -> StoppingTensors:
-        """The state of the given models only (the batch after compaction)."""
-        return StoppingTensors(*(ops.take(tensor, rows, axis=0) for tensor in self.as_tuple()))
+        """The state of the given models only (the batch after compaction), as host arrays."""
+        return StoppingTensors(*(np.asarray(ops.convert_to_numpy(t))[rows] for t in self.as_tuple()))
 
 
 def train_epochs(
@@ -97,7 +103,8 @@ def train_epochs(
         orders: (K, batches, batch_size) int32, epoch `first_epoch + k`'s batch sequence in row k.
         sample_weights: (batches, batch_size) 1 for real samples, 0 for padding (the same every epoch).
         input_indices: (P, K0) kept feature indices per model.
-        size: float32 scalar, the real training samples (the divisor of the mean epoch loss).
+        size: float32 scalar, the real training samples (the divisor of the mean epoch loss; widened to
+            float64 under the Keras 2 decision, where it is exact).
         first_epoch: int32 scalar, the 0-based epoch of `orders[0]`.
         epoch_limit: int32 scalar, the protocol's max_epochs: no epoch at or beyond it runs.
 
@@ -106,8 +113,10 @@ def train_epochs(
     """
     batch_count = ops.shape(orders)[1]
     epochs_in_call = ops.shape(orders)[0]
-    # The same float32 operands as EarlyStoppingState on the host, so both paths decide identically.
-    min_delta = ops.convert_to_tensor(np.float32(stopping.min_delta))
+    # The same operands as EarlyStoppingState on the host (float32, or float64 for the Keras 2 decision),
+    # so both paths decide identically.
+    kind = np.float64 if stopping.float64 else np.float32
+    min_delta = ops.convert_to_tensor(kind(stopping.min_delta))
 
     def running(k: Tensor, params, momenta, best, best_loss, wait, stopped, stop_epoch) -> Tensor:
         return ops.logical_and(
@@ -144,7 +153,7 @@ def train_epochs(
             )
         else:
             params, momenta = tuple(trained), tuple(velocities)
-        mean_loss = loss_total / size
+        mean_loss = loss_total / ops.cast(size, loss_total.dtype)
         # Keras: improvement iff loss + min_delta < best, and the first epoch always improves.
         better = ops.logical_or(epoch == 0, mean_loss + min_delta < best_loss)
         improved = ops.logical_and(active, better)

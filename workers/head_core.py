@@ -11,11 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 from evoprune.workers.head_layout import REDUCTION_CHUNK
 
 Tensor = Any
+# Keras 2's epsilon and the clip bounds of its cross-entropy on probabilities, as float32 (Keras 2 converted
+# 1e-7 and 1 - 1e-7, computed in Python floats, to the output's dtype).
+CLIP_LOW = float(np.float32(1e-7))
+CLIP_HIGH = float(np.float32(1.0 - 1e-7))
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class CoreSpec:
     momentum: float
     nesterov: bool
     decay: float
+    clipped_loss: bool = False  # training.loss keras2_clipped
+    float64_loss: bool = False  # early_stopping.decision keras2_float64: epoch loss summed as Keras 2 did
 
     @property
     def hidden_count(self) -> int:
@@ -177,7 +184,8 @@ def train_epoch(
         first_step: optimizer iterations before this epoch (drives the learning-rate decay).
 
     Returns:
-        Updated params and momenta, and each model's summed training loss over the epoch (P,).
+        Updated params and momenta, and each model's summed training loss over the epoch (P,): float32,
+        or float64 summed as Keras 2 did under `spec.float64_loss`.
     """
     models = ops.shape(params[-1])[0]
     batch_count = ops.shape(order)[0]
@@ -190,18 +198,38 @@ def train_epoch(
         labels = ops.take(targets, indices, axis=0)
         logits, saved = forward(spec, current, _inputs(spec, rows, input_indices, models))
         log_probabilities = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
-        losses = -ops.sum(log_probabilities * labels, axis=-1)  # (P, B)
-        loss_total = loss_total + batch_sum(ops.expand_dims(losses * weights, -1))[:, 0]
+        error = ops.exp(log_probabilities) - labels  # the softmax cross-entropy's gradient on the logits
+        if spec.clipped_loss:
+            # Keras 2: -log(clip(p_true, 1e-7, 1 - 1e-7)); the clip passes no gradient outside its bounds
+            # (tf.clip_by_value's rule), so a saturated or confidently wrong sample stops learning.
+            true_probability = ops.exp(ops.sum(log_probabilities * labels, axis=-1))  # (P, B)
+            losses = -ops.log(ops.clip(true_probability, CLIP_LOW, CLIP_HIGH))
+            inside = ops.logical_and(true_probability >= CLIP_LOW, true_probability <= CLIP_HIGH)
+            error = error * ops.expand_dims(ops.cast(inside, error.dtype), -1)
+        else:
+            losses = -ops.sum(log_probabilities * labels, axis=-1)  # (P, B)
+        batch_loss = batch_sum(ops.expand_dims(losses * weights, -1))[:, 0]
+        count = ops.sum(weights)
+        if spec.float64_loss:
+            # Keras 2's BaseLogger: the float32 batch mean times the batch size, summed in float64
+            loss_total = loss_total + ops.cast(batch_loss / count, "float64") * ops.cast(count, "float64")
+        else:
+            loss_total = loss_total + batch_loss
         # Keras averages the batch loss over the real samples; the gradient of that mean:
-        scale = weights / ops.sum(weights)
-        logit_gradient = (ops.exp(log_probabilities) - labels) * ops.expand_dims(scale, -1)
+        scale = weights / count
+        logit_gradient = error * ops.expand_dims(scale, -1)
         grads = _gradients(spec, current, saved, logit_gradient)
         current, velocities = _sgd(spec, current, velocities, grads, first_step + batch)
         return current, velocities, loss_total
 
-    initial = (tuple(params), tuple(momenta), ops.zeros((models,), dtype="float32"))
+    initial = (tuple(params), tuple(momenta), ops.zeros((models,), dtype=loss_dtype(spec)))
     final_params, final_momenta, loss_total = ops.fori_loop(0, batch_count, step, initial)
     return final_params, final_momenta, loss_total
+
+
+def loss_dtype(spec: CoreSpec) -> str:
+    """The dtype of the epoch loss totals and of early stopping's comparison."""
+    return "float64" if spec.float64_loss else "float32"
 
 
 def select_models(keep_new: Tensor, new: tuple[Tensor, ...], old: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -83,17 +83,22 @@ class HeadTrainer:
         self.shape = shape
         self._spec = spec
         self._initial = initial_weights(shape, training.seed)
-        self._train_epoch = compile_function(partial(head_core.train_epoch, spec), xla=xla)
+        # the Keras 2 decision sums the epoch loss in float64, which JAX computes only in its x64 mode
+        x64 = spec.float64_loss
+        self._train_epoch = compile_function(partial(head_core.train_epoch, spec), xla=xla, x64=x64)
         self._select = compile_function(head_core.select_models)
         stopping = training.early_stopping
         stopping_spec = fused.StoppingSpec(
             stopping.enabled,
             stopping.min_delta,
             stopping.patience,
+            spec.float64_loss,
             keeps_best=stopping.enabled and stopping.restore_best_weights != "never",
             freezes_stopped=stopping.enabled and stopping.restore_best_weights == "never",
         )
-        self._train_epochs = compile_function(partial(fused.train_epochs, spec, stopping_spec), xla=xla)
+        self._train_epochs = compile_function(
+            partial(fused.train_epochs, spec, stopping_spec), xla=xla, x64=x64
+        )
         per_call = training.epochs_per_call if epochs_per_call is None else epochs_per_call
         self.epochs_per_call = min(per_call or training.max_epochs, training.max_epochs)
         self._folds = [self._device_fold(fold) for fold in feature_set.folds]
@@ -187,9 +192,12 @@ class HeadTrainer:
         run = TrainingRun(fold_index=fold_index, kept=kept, batch=batch)
         if self.epochs_per_call == 1:
             stopping = self.config.training.early_stopping
-            batch.states = [EarlyStoppingState(stopping.min_delta, stopping.patience) for _ in kept]
+            batch.states = [
+                EarlyStoppingState(stopping.min_delta, stopping.patience, self._spec.float64_loss)
+                for _ in kept
+            ]
         else:
-            run.stopping = fused.StoppingTensors.initial(len(kept))
+            run.stopping = fused.StoppingTensors.initial(len(kept), self._spec.float64_loss)
         return run
 
     def advance(self, run: TrainingRun, until: int) -> None:
@@ -274,7 +282,7 @@ class HeadTrainer:
             batch.params, batch.momenta = params, momenta
             run.epoch = epoch + 1
             totals = np.asarray(ops.convert_to_numpy(loss_total))
-            epoch_losses = [mean_epoch_loss(total, size) for total in totals]
+            epoch_losses = [mean_epoch_loss(total, size, self._spec.float64_loss) for total in totals]
             improved = np.array(
                 [state.observe(loss) for state, loss in zip(batch.states, epoch_losses, strict=True)]
             )
