@@ -177,6 +177,7 @@ def _load_tables(
         cache_dir=cache_dir,
         folds=config.dataset.folds,
         progress=progress,
+        resize=config.dataset.resize,
     )
     width = table.features.shape[1]
     ood_tables, paths = [], [path]
@@ -188,6 +189,8 @@ def _load_tables(
             cache_dir=cache_dir,
             ood=True,
             progress=progress,
+            # OoD images are resized to the dataset's size, so by the dataset's interpolation too
+            resize=config.dataset.resize,
         )
         if ood_table.features.shape[1] != width:
             raise DatasetError(
@@ -313,6 +316,7 @@ def fitness_rows(config: ExperimentConfig, fold: int, *, progress: bool = False)
         cache_dir=resolve_cache_dir(config.cache_dir),
         folds=config.dataset.folds,
         progress=progress,
+        resize=config.dataset.resize,
     )
     rounds = _rounds(table, config)
     if not 0 <= fold < len(rounds):

@@ -19,6 +19,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".t
 SAMPLE_PATCH_PIXELS = 24
 DIGITS_SIDE = 8
 DIGITS_LEVELS = 16
+# How images are resized on the way to the backbone (config `dataset.resize`); "nearest" is what Keras 2's
+# image loader did after converting to RGB, and so what the reference's backbone saw.
+DEFAULT_RESIZE = "bilinear"
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 _PARTITION = re.compile(r"^partition(\d+)$")
 logger = logging.getLogger(__name__)
@@ -62,8 +66,30 @@ class ImageSource:
         return self.reader(batch_size)
 
 
+def resampling(resize: str) -> Image.Resampling:
+    """The PIL filter of a `dataset.resize` choice.
+
+    Args:
+        resize: `bilinear` or `nearest`.
+
+    Returns:
+        The filter.
+
+    Raises:
+        DatasetError: an unknown choice.
+
+    """
+    if resize not in RESAMPLING:
+        raise DatasetError(f"dataset.resize is {resize!r}; expected one of {', '.join(RESAMPLING)}")
+    return RESAMPLING[resize]
+
+
 def open_image_source(
-    spec: str, *, image_size: tuple[int, int] | None = None, folds: int | None = None
+    spec: str,
+    *,
+    image_size: tuple[int, int] | None = None,
+    folds: int | None = None,
+    resize: str = DEFAULT_RESIZE,
 ) -> ImageSource:
     """Describe an image source given as `KIND:REST` (sklearn, tfds or folder).
 
@@ -71,25 +97,27 @@ def open_image_source(
         spec: the source string, e.g. `sklearn:digits`, `tfds:rock_paper_scissors`, `folder:/data/coral`.
         image_size: (height, width) every image is resized to; None keeps the source's size.
         folds: the expected number of partitions of a k-fold folder; None accepts what is found.
+        resize: the interpolation of that resize, `bilinear` or `nearest` (config `dataset.resize`).
 
     Returns:
         The source; its images are read only when `chunks` is iterated.
 
     Raises:
-        DatasetError: unknown source, missing folder, no images, or a partition count mismatch.
+        DatasetError: unknown source or resize, missing folder, no images, or a partition count mismatch.
 
     """
     kind, _, rest = spec.partition(":")
+    method = resampling(resize)
     if kind == "sklearn":
         if rest == "digits":
-            return _digits_source(spec, image_size)
+            return _digits_source(spec, image_size, method)
         if rest == "sample_images":
-            return _sample_images_source(spec, image_size)
+            return _sample_images_source(spec, image_size, method)
         raise DatasetError(f"{spec}: unknown sklearn source (known: sklearn:digits, sklearn:sample_images)")
     if kind == "tfds":
-        return _tfds_source(spec, rest, image_size)
+        return _tfds_source(spec, rest, image_size, method)
     if kind == "folder":
-        return _folder_source(spec, Path(rest).expanduser(), image_size, folds)
+        return _folder_source(spec, Path(rest).expanduser(), image_size, folds, method)
     raise DatasetError(f"{spec}: not an image source (expected sklearn:, tfds: or folder:)")
 
 
@@ -105,13 +133,15 @@ def _array_reader(
     return read
 
 
-def _resize_gray(images: np.ndarray, image_size: tuple[int, int] | None) -> np.ndarray:
-    """Resize (n, H, W) float images bilinearly; PIL's float mode keeps the 0..16 scale unquantised."""
+def _resize_gray(
+    images: np.ndarray, image_size: tuple[int, int] | None, method: Image.Resampling
+) -> np.ndarray:
+    """Resize (n, H, W) float images; PIL's float mode keeps the 0..16 scale unquantised."""
     if image_size is None or images.shape[1:3] == tuple(image_size):
         return images[..., None]
     height, width = image_size
     resized = [
-        np.asarray(Image.fromarray(image, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        np.asarray(Image.fromarray(image, mode="F").resize((width, height), method))
         for image in images.astype(np.float32)
     ]
     return np.stack(resized)[..., None]
@@ -123,12 +153,13 @@ def _sklearn_fingerprint(name: str) -> dict[str, Any]:
     return {"kind": "sklearn", "name": name, "sklearn": sklearn.__version__}
 
 
-def _digits_source(spec: str, image_size: tuple[int, int] | None) -> ImageSource:
+def _digits_source(spec: str, image_size: tuple[int, int] | None, method: Image.Resampling) -> ImageSource:
     def load() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        return _resize_gray(bunch.images.astype(np.float32), image_size), bunch.target.astype(np.int64)
+        images = _resize_gray(bunch.images.astype(np.float32), image_size, method)
+        return images, bunch.target.astype(np.int64)
 
     return ImageSource(
         spec=spec,
@@ -161,7 +192,9 @@ def photo_patches(photo: np.ndarray) -> np.ndarray:
     return np.rint(patches / 255.0 * DIGITS_LEVELS).astype(np.float32)
 
 
-def _sample_images_source(spec: str, image_size: tuple[int, int] | None) -> ImageSource:
+def _sample_images_source(
+    spec: str, image_size: tuple[int, int] | None, method: Image.Resampling
+) -> ImageSource:
     from sklearn.datasets import load_sample_images
 
     bunch = load_sample_images()
@@ -170,7 +203,7 @@ def _sample_images_source(spec: str, image_size: tuple[int, int] | None) -> Imag
     def load() -> tuple[np.ndarray, np.ndarray]:
         patches = [photo_patches(photo) for photo in bunch.images]
         labels = np.concatenate([np.full(len(p), index, np.int64) for index, p in enumerate(patches)])
-        return _resize_gray(np.concatenate(patches), image_size), labels
+        return _resize_gray(np.concatenate(patches), image_size, method), labels
 
     side = SAMPLE_PATCH_PIXELS
     size = sum((photo.shape[0] // side) * (photo.shape[1] // side) for photo in bunch.images)
@@ -178,7 +211,14 @@ def _sample_images_source(spec: str, image_size: tuple[int, int] | None) -> Imag
     return ImageSource(spec, names, float(DIGITS_LEVELS), fingerprint, size, _array_reader(load, "train"))
 
 
-def _fit_image(image: np.ndarray, image_size: tuple[int, int] | None, origin: str) -> np.ndarray:
+def _fit_image(
+    image: np.ndarray, image_size: tuple[int, int] | None, method: Image.Resampling, origin: str
+) -> np.ndarray:
+    """Resize one decoded image, keeping its channels.
+
+    Nearest picks whole pixels, so resizing before the backbone's grey-to-RGB / drop-alpha step gives the
+    same pixels as Keras 2's convert-then-resize.
+    """
     if image.ndim == 2:
         image = image[..., None]
     if image_size is None or image.shape[:2] == tuple(image_size):
@@ -188,7 +228,7 @@ def _fit_image(image: np.ndarray, image_size: tuple[int, int] | None, origin: st
     if channels not in (1, 3, 4) or image.dtype != np.uint8:
         raise DatasetError(f"{origin}: cannot resize a {image.dtype} image with {channels} channels")
     picture = Image.fromarray(image[..., 0] if channels == 1 else image)
-    resized = np.asarray(picture.resize((width, height), Image.Resampling.BILINEAR))
+    resized = np.asarray(picture.resize((width, height), method))
     return resized.reshape(height, width, channels)
 
 
@@ -203,7 +243,9 @@ def _stack(images: list[np.ndarray], origins: list[str]) -> np.ndarray:
     return np.stack(images)
 
 
-def _tfds_source(spec: str, name: str, image_size: tuple[int, int] | None) -> ImageSource:
+def _tfds_source(
+    spec: str, name: str, image_size: tuple[int, int] | None, method: Image.Resampling
+) -> ImageSource:
     import tensorflow_datasets as tfds
 
     try:
@@ -242,7 +284,7 @@ def _tfds_source(spec: str, name: str, image_size: tuple[int, int] | None) -> Im
             origins: list[str] = []
             for index, (image, label) in enumerate(tfds.as_numpy(dataset)):
                 origin = f"{spec} {split}[{index}]"
-                images.append(_fit_image(np.asarray(image), image_size, origin))
+                images.append(_fit_image(np.asarray(image), image_size, method, origin))
                 labels.append(int(label))
                 origins.append(origin)
                 if len(images) == batch_size:
@@ -297,19 +339,25 @@ def _folder_files(spec: str, parts: list[_Part]) -> tuple[tuple[str, ...], list[
     return tuple(class_names), files
 
 
-def _read_image(path: Path, image_size: tuple[int, int] | None) -> np.ndarray:
+def _read_image(path: Path, image_size: tuple[int, int] | None, method: Image.Resampling) -> np.ndarray:
     try:
         with Image.open(path) as picture:
+            # RGB first, then resize: Keras 2's loader's order; PIL resizes a palette image by nearest
+            # whatever filter is asked, so this order is also what lets bilinear reach palette images
             rgb = picture.convert("RGB")
             if image_size is not None:
-                rgb = rgb.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR)
+                rgb = rgb.resize((image_size[1], image_size[0]), method)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise DatasetError(f"cannot read image {path}: {error}") from None
 
 
 def _folder_source(
-    spec: str, root: Path, image_size: tuple[int, int] | None, folds: int | None
+    spec: str,
+    root: Path,
+    image_size: tuple[int, int] | None,
+    folds: int | None,
+    method: Image.Resampling,
 ) -> ImageSource:
     parts = _folder_parts(spec, root, folds)
     class_names, files = _folder_files(spec, parts)
@@ -325,7 +373,7 @@ def _folder_source(
             members = [(label_of[name], path) for owner, name, path in files if owner is part]
             for start in range(0, len(members), batch_size):
                 batch = members[start : start + batch_size]
-                images = [_read_image(path, image_size) for _, path in batch]
+                images = [_read_image(path, image_size, method) for _, path in batch]
                 origins = [str(path) for _, path in batch]
                 labels = np.array([label for label, _ in batch], np.int64)
                 yield Chunk(_stack(images, origins), labels, part.split, part.fold)

@@ -54,7 +54,10 @@ def raw_inputs(config: ExperimentConfig, rows: np.ndarray) -> RawInputs:
     if kind == "features":
         table = read_feature_file(Path(rest).expanduser())
         return RawInputs(FEATURES, table.features[rows], table.labels[rows].astype(np.int64), None)
-    source = open_image_source(spec, image_size=config.dataset.image_size, folds=config.dataset.folds)
+    dataset = config.dataset
+    source = open_image_source(
+        spec, image_size=dataset.image_size, folds=dataset.folds, resize=dataset.resize
+    )
     # position of every wanted row in the answer, so the answer follows `rows` whatever its order
     wanted = {int(row): position for position, row in enumerate(rows)}
     images: list[np.ndarray | None] = [None] * len(rows)

@@ -19,7 +19,13 @@ from tqdm import tqdm
 from evoprune.shared.atomic_files import atomic_file
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers import backbones
-from evoprune.workers.datasets import SPLITS, DatasetError, ImageSource, open_image_source
+from evoprune.workers.datasets import (
+    DEFAULT_RESIZE,
+    SPLITS,
+    DatasetError,
+    ImageSource,
+    open_image_source,
+)
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"evoprune"
@@ -77,7 +83,10 @@ def weights_identity(backbone: BackboneConfig) -> str | None:
 
 
 def cache_key(
-    fingerprint: dict[str, Any], backbone: BackboneConfig, image_size: tuple[int, int] | None
+    fingerprint: dict[str, Any],
+    backbone: BackboneConfig,
+    image_size: tuple[int, int] | None,
+    resize: str = DEFAULT_RESIZE,
 ) -> str:
     """Compute the content address of one source's features.
 
@@ -85,20 +94,23 @@ def cache_key(
         fingerprint: the source's fingerprint (see `workers.datasets`).
         backbone: the feature extractor.
         image_size: (height, width) the images are resized to, or None.
+        resize: the interpolation of every resize (config `dataset.resize`).
 
     Returns:
         A sha256 hex digest.
 
     """
-    return canonical_hash(
-        {
-            "format": FORMAT_VERSION,
-            "dataset": fingerprint,
-            "backbone": backbone.name.lower(),
-            "weights": weights_identity(backbone),
-            "image_size": list(image_size) if image_size else None,
-        }
-    )
+    keyed: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "dataset": fingerprint,
+        "backbone": backbone.name.lower(),
+        "weights": weights_identity(backbone),
+        "image_size": list(image_size) if image_size else None,
+    }
+    # named only off the default, so that caches written before the option existed keep their keys
+    if resize != DEFAULT_RESIZE:
+        keyed["resize"] = resize
+    return canonical_hash(keyed)
 
 
 def resolve_cache_dir(configured: str | None) -> Path:
@@ -225,7 +237,7 @@ def write_feature_file(path: Path, table: FeatureTable, metadata: dict[str, Any]
         pq.write_table(arrow, handle)
 
 
-def _extract(source: ImageSource, backbone: BackboneConfig, progress: bool) -> FeatureTable:
+def _extract(source: ImageSource, backbone: BackboneConfig, resize: str, progress: bool) -> FeatureTable:
     """Run every image of `source` through the backbone, built on the first chunk once the size is known."""
     extractor: backbones.Backbone | None = None
     first_shape: tuple[int, ...] | None = None
@@ -237,7 +249,7 @@ def _extract(source: ImageSource, backbone: BackboneConfig, progress: bool) -> F
             if first_shape is None:
                 first_shape = chunk.images.shape[1:]
                 height, width = first_shape[:2]
-                extractor = backbones.build_backbone(backbone.name, backbone.weights, (height, width))
+                extractor = backbones.build_backbone(backbone.name, backbone.weights, (height, width), resize)
             elif chunk.images.shape[1:] != first_shape:
                 raise DatasetError(
                     f"{source.spec}: images of shape {chunk.images.shape[1:]} and {first_shape} are mixed; "
@@ -282,6 +294,7 @@ def source_features(
     folds: int | None = None,
     ood: bool = False,
     progress: bool = True,
+    resize: str = DEFAULT_RESIZE,
 ) -> tuple[FeatureTable, Path]:
     """Get the features of one source, read from the cache or extracted once and cached.
 
@@ -293,6 +306,8 @@ def source_features(
         folds: the expected partition count of a k-fold folder.
         ood: read a `features:` source as an OoD pool (label and split ignored).
         progress: show a progress bar on stderr while extracting.
+        resize: the interpolation of every resize, the dataset's and the backbone's (config
+            `dataset.resize`); ignored for `features:` sources.
 
     Returns:
         The table (its `key` is the content address) and the file it was read from.
@@ -305,8 +320,8 @@ def source_features(
             raise DatasetError(f"{spec}: {path} is not a file")
         key = canonical_hash({"format": FORMAT_VERSION, "features_sha256": file_sha256(path), "ood": ood})
         return read_feature_file(path, ood=ood, key=key), path
-    source = open_image_source(spec, image_size=image_size, folds=folds)
-    key = cache_key(source.fingerprint, backbone, image_size)
+    source = open_image_source(spec, image_size=image_size, folds=folds, resize=resize)
+    key = cache_key(source.fingerprint, backbone, image_size, resize)
     path = cache_dir / f"{key}.parquet"
     if path.exists():
         try:
@@ -315,7 +330,7 @@ def source_features(
             logger.warning("feature cache entry %s is unreadable, rebuilding it: %s", path, error)
         else:
             return table, path
-    table = _extract(source, backbone, progress)
+    table = _extract(source, backbone, resize, progress)
     table = FeatureTable(table.features, table.labels, table.splits, table.folds, table.class_names, key)
     metadata = {
         "format": FORMAT_VERSION,
@@ -324,6 +339,7 @@ def source_features(
         "backbone": backbone.name.lower(),
         "weights": weights_identity(backbone),
         "image_size": list(image_size) if image_size else None,
+        "resize": resize,
     }
     write_feature_file(path, table, metadata)
     return table, path

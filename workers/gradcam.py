@@ -57,7 +57,9 @@ def sample_images(config: ExperimentConfig, count: int = DEFAULT_SAMPLES) -> Sam
     dataset = config.dataset
     if dataset.source.startswith("features:"):
         raise HeatmapError("the dataset is given as features; there are no images to draw heatmaps on")
-    source = open_image_source(dataset.source, image_size=dataset.image_size, folds=dataset.folds)
+    source = open_image_source(
+        dataset.source, image_size=dataset.image_size, folds=dataset.folds, resize=dataset.resize
+    )
     # per split and class, the first `count` images in reading order: enough to choose from, and small
     found: dict[str, dict[int, list[np.ndarray]]] = {}
     for chunk in source.chunks(max(count, 32)):
@@ -81,22 +83,15 @@ def sample_images(config: ExperimentConfig, count: int = DEFAULT_SAMPLES) -> Sam
 def load_backbone(config: ExperimentConfig, samples: SampleImages) -> Backbone:
     """Build the experiment's backbone as the feature cache did (same size, same seeded random weights)."""
     height, width = samples.images.shape[1:3]
-    return build_backbone(config.backbone.name, config.backbone.weights, (height, width))
+    backbone = config.backbone
+    return build_backbone(backbone.name, backbone.weights, (height, width), config.dataset.resize)
 
 
 def model_inputs(backbone: Backbone, images: np.ndarray, pixel_max: float) -> np.ndarray:
-    """The backbone's input batch for images, prepared exactly as `Backbone.extract` prepares it."""
-    import keras
-
+    """The backbone's input batch for images, prepared by the same steps as `Backbone.extract`."""
     if backbone.model is None or backbone.preprocess is None:
         return images.reshape(len(images), -1).astype(np.float32)
-    batch = images.astype(np.float32) * np.float32(255.0 / pixel_max)
-    if batch.shape[-1] == 1:
-        batch = np.repeat(batch, 3, axis=-1)
-    batch = batch[..., :3]
-    if backbone.input_size is not None and batch.shape[1:3] != backbone.input_size:
-        batch = keras.ops.convert_to_numpy(keras.ops.image.resize(batch, backbone.input_size))
-    return np.asarray(backbone.preprocess(batch), dtype=np.float32)
+    return np.asarray(backbone.preprocess(backbone.rgb_batch(images, pixel_max)), dtype=np.float32)
 
 
 def last_conv_layer(model: Any) -> Any:

@@ -93,3 +93,30 @@ def shapes_config_data(base: Path, search: dict | None = None, **head: object) -
         "search": {"population_size": 6, "max_evaluations": 10, "runs": 2, "seed": 0, **(search or {})},
         "cache_dir": str(cache),
     }
+
+
+MIXED_MODES = ("RGB", "L", "P", "RGBA")
+
+
+def write_mixed_mode_folder(root: Path, per_mode: int = 3, seed: int = 2) -> Path:
+    """A class folder per PIL mode (RGB, L, P, RGBA) of noise images of odd, random sizes.
+
+    Noise makes every interpolation choice visible; odd sizes make the resize ratios awkward (both
+    shrinking and enlarging). Palette images are RGB noise quantised to 64 colours; RGBA has random alpha.
+    """
+    rng = np.random.default_rng(seed)
+    for mode in MIXED_MODES:
+        folder = root / mode.lower()
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(per_mode):
+            height, width = (int(side) for side in rng.integers(5, 70, size=2) | 1)
+            if mode == "L":
+                image = Image.fromarray(rng.integers(0, 256, size=(height, width), dtype=np.uint8))
+            elif mode == "RGBA":
+                image = Image.fromarray(rng.integers(0, 256, size=(height, width, 4), dtype=np.uint8))
+            else:
+                image = Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8))
+                if mode == "P":
+                    image = image.quantize(colors=64)
+            image.save(folder / f"{index:03d}.png")
+    return root
