@@ -154,18 +154,11 @@ def train_epochs(
         else:
             params, momenta = tuple(trained), tuple(velocities)
         mean_loss = loss_total / ops.cast(size, loss_total.dtype)
-        # Keras: improvement iff loss + min_delta < best, and the first epoch always improves.
-        better = ops.logical_or(epoch == 0, mean_loss + min_delta < best_loss)
-        improved = ops.logical_and(active, better)
-        best_loss = ops.where(improved, mean_loss, best_loss)
+        improved, best_loss, wait, stopped, stop_epoch = stopping_step(
+            stopping, epoch, mean_loss, min_delta, best_loss, wait, stopped, stop_epoch
+        )
         if stopping.keeps_best:
             best = head_core.select_models(improved, params, best)
-        wait = ops.where(improved, ops.zeros_like(wait), ops.where(active, wait + 1, wait))
-        if stopping.enabled:
-            patience_spent = ops.logical_and(wait >= stopping.patience, epoch > 0)
-            stop_now = ops.logical_and(ops.logical_and(active, ops.logical_not(improved)), patience_spent)
-            stopped = ops.logical_or(stopped, stop_now)
-            stop_epoch = ops.where(stop_now, ops.zeros_like(stop_epoch) + epoch, stop_epoch)
         return k + 1, params, momenta, best, best_loss, wait, stopped, stop_epoch
 
     zero = ops.convert_to_tensor(np.int32(0))
@@ -173,6 +166,45 @@ def train_epochs(
     _, params, momenta, best, *final_state = outputs
     best_loss, wait, stopped, stop_epoch = final_state
     return tuple(params), tuple(momenta), tuple(best), (best_loss, wait, stopped, stop_epoch)
+
+
+def stopping_step(
+    stopping: StoppingSpec,
+    epoch: Tensor,
+    mean_loss: Tensor,
+    min_delta: Tensor,
+    best_loss: Tensor,
+    wait: Tensor,
+    stopped: Tensor,
+    stop_epoch: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Early stopping's bookkeeping after one epoch, for every model: `EarlyStoppingState` in tensors.
+
+    Args:
+        stopping: static early-stopping facts.
+        epoch: int32 scalar, the 0-based epoch just trained.
+        mean_loss: (P,) the epoch's mean loss, in the dtype of `best_loss`.
+        min_delta: scalar of that dtype.
+        best_loss: the state before the epoch (`StoppingTensors`), as are the next three.
+        wait: epochs since the last improvement.
+        stopped: whether the rule has fired.
+        stop_epoch: the epoch at which it fired.
+
+    Returns:
+        (improved, best_loss, wait, stopped, stop_epoch): which models improved, and the new state.
+    """
+    active = ops.logical_not(stopped)
+    # Keras: improvement iff loss + min_delta < best, and the first epoch always improves.
+    better = ops.logical_or(epoch == 0, mean_loss + min_delta < best_loss)
+    improved = ops.logical_and(active, better)
+    best_loss = ops.where(improved, mean_loss, best_loss)
+    wait = ops.where(improved, ops.zeros_like(wait), ops.where(active, wait + 1, wait))
+    if stopping.enabled:
+        patience_spent = ops.logical_and(wait >= stopping.patience, epoch > 0)
+        stop_now = ops.logical_and(ops.logical_and(active, ops.logical_not(improved)), patience_spent)
+        stopped = ops.logical_or(stopped, stop_now)
+        stop_epoch = ops.where(stop_now, ops.zeros_like(stop_epoch) + epoch, stop_epoch)
+    return improved, best_loss, wait, stopped, stop_epoch
 
 
 def epoch_orders(order_for_epoch: Any, first_epoch: int, epochs_in_call: int, max_epochs: int) -> np.ndarray:

@@ -208,13 +208,10 @@ def train_epoch(
             error = error * ops.expand_dims(ops.cast(inside, error.dtype), -1)
         else:
             losses = -ops.sum(log_probabilities * labels, axis=-1)  # (P, B)
-        batch_loss = batch_sum(ops.expand_dims(losses * weights, -1))[:, 0]
         count = ops.sum(weights)
-        if spec.float64_loss:
-            # Keras 2's BaseLogger: the float32 batch mean times the batch size, summed in float64
-            loss_total = loss_total + ops.cast(batch_loss / count, "float64") * ops.cast(count, "float64")
-        else:
-            loss_total = loss_total + batch_loss
+        loss_total = add_batch_loss(
+            spec, loss_total, batch_sum(ops.expand_dims(losses * weights, -1))[:, 0], count
+        )
         # Keras averages the batch loss over the real samples; the gradient of that mean:
         scale = weights / count
         logit_gradient = error * ops.expand_dims(scale, -1)
@@ -225,6 +222,24 @@ def train_epoch(
     initial = (tuple(params), tuple(momenta), ops.zeros((models,), dtype=loss_dtype(spec)))
     final_params, final_momenta, loss_total = ops.fori_loop(0, batch_count, step, initial)
     return final_params, final_momenta, loss_total
+
+
+def add_batch_loss(spec: CoreSpec, loss_total: Tensor, batch_loss: Tensor, count: Tensor) -> Tensor:
+    """The epoch's loss total after one more batch.
+
+    Args:
+        spec: static facts (`float64_loss` picks the arithmetic).
+        loss_total: (P,) the total so far, in `loss_dtype(spec)`.
+        batch_loss: (P,) float32 sum of the batch's per-sample losses.
+        count: float32 scalar, the batch's real samples.
+
+    Returns:
+        (P,) float32 total + batch sum; or, under `float64_loss`, Keras 2's BaseLogger arithmetic: the float32
+        batch mean, times the batch size, added in float64.
+    """
+    if spec.float64_loss:
+        return loss_total + ops.cast(batch_loss / count, "float64") * ops.cast(count, "float64")
+    return loss_total + batch_loss
 
 
 def loss_dtype(spec: CoreSpec) -> str:
