@@ -8,6 +8,7 @@ import sys
 import textwrap
 from typing import Any
 
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.cli_types import positive_int
 
 EXIT_BAD_INPUT = 2
@@ -22,7 +23,7 @@ def register(subparsers: Any) -> None:
     """
     parser = subparsers.add_parser(
         "analyze",
-        help="analyse a finished experiment: fronts, important neurons, heatmaps, ensembles",
+        help=COMMANDS["analyze"].help,
         description=(
             "Writes DIR/analysis/: the aggregated ('super Pareto') front plots, the most important neurons "
             "with Grad-CAM heatmaps, and majority-vote ensembles of the front, with analysis.json listing "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.cli_types import positive_int
 
 
@@ -11,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `bench` sub-command."""
     parser = subparsers.add_parser(
         "bench",
-        help="time the batched evaluator against the reference-style one",
+        help=COMMANDS["bench"].help,
         description="Trains the same masks for the same fixed number of epochs with one model.fit per mask "
         "(the reference) and with the batched evaluator, on RPS-sized synthetic features; also the batched "
         "evaluator's fused path against its one-call-per-epoch path. The last line "

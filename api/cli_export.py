@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, RULES
 
 EXIT_FAILED = 1
@@ -25,7 +26,7 @@ def register(subparsers: Any) -> None:
     """
     parser = subparsers.add_parser(
         "export",
-        help="write one front member as a pruned Keras model (.keras)",
+        help=COMMANDS["export"].help,
         description=(
             "Re-trains one front member from its mask (fitness is deterministic), writes it as a .keras "
             "model from raw inputs to class probabilities whose head keeps only the active inputs or units, "

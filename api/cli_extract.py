@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evoprune.api.cli_commands import COMMANDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the `extract` sub-command."""
     parser = subparsers.add_parser(
         "extract",
-        help="build the feature cache for a config",
+        help=COMMANDS["extract"].help,
         description="Runs the backbone over the dataset and every OoD source once and stores the features "
         "as content-addressed Parquet files; later runs read them and never build the backbone.",
     )

@@ -7,26 +7,21 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.cli_types import non_negative_int, positive_int
+from evoprune.api.quiet_tensorflow import quiet_tensorflow_start
 from evoprune.api.reference_flags import add_reference_arguments, reference_config
-from evoprune.api.settings import SharedCacheEnvironment
-from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
-from evoprune.coordinator.evaluator_interface import EvaluationError
-from evoprune.coordinator.experiment import Experiment
-from evoprune.coordinator.results_dir import ExperimentError, check_new_results_dir, load_resumable
-from evoprune.shared.config import (
-    ConfigError,
-    ExperimentConfig,
-    demo_config_path,
-    load_config,
-    parse_config,
-)
-from evoprune.shared.evaluation_row import EvaluationRow
-from evoprune.shared.events import EvaluationFinished, Event, EventBus, ExperimentSucceeded, FrontChanged
+
+# Registering the commands imports only the lines above: the config model, Ray and the search are imported
+# when a command runs (`evoprune --help` and `validate` stay fast).
+if TYPE_CHECKING:
+    from evoprune.coordinator.assembly import Backend, RunSettings
+    from evoprune.coordinator.experiment import Experiment
+    from evoprune.shared.config import ExperimentConfig
+    from evoprune.shared.evaluation_row import EvaluationRow
+    from evoprune.shared.events import Event
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -42,7 +37,7 @@ def register(subparsers: Any) -> None:
     """
     run = subparsers.add_parser(
         "run",
-        help="run an experiment (no CONFIG: the offline demo)",
+        help=COMMANDS["run"].help,
         description="Runs an NSGA-II experiment on a local Ray instance or a cluster and writes its results.",
     )
     run.add_argument(
@@ -54,16 +49,16 @@ def register(subparsers: Any) -> None:
     run.add_argument("--out", metavar="DIR", help="results directory (default: results/NAME-TIMESTAMP)")
     _add_runtime_options(run)
     add_reference_arguments(run)
-    run.set_defaults(handler=lambda args: run_command(args, DEFAULT_BACKEND))
+    run.set_defaults(handler=run_command)
 
     resume = subparsers.add_parser(
         "resume",
-        help="continue an interrupted experiment",
+        help=COMMANDS["resume"].help,
         description="Continues an interrupted experiment from its checkpoint; nothing is trained again.",
     )
     resume.add_argument("directory", metavar="DIR", help="the experiment's results directory")
     _add_runtime_options(resume)
-    resume.set_defaults(handler=lambda args: resume_command(args, DEFAULT_BACKEND))
+    resume.set_defaults(handler=resume_command)
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +87,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ConfigError: the file or an override is invalid.
 
     """
+    from evoprune.shared.config import demo_config_path, load_config, parse_config
+
     reference = reference_config(args)
     if reference is None:
         path = Path(args.config) if args.config else demo_config_path()
@@ -109,17 +106,20 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     )
 
 
-def run_command(args: argparse.Namespace, backend: Backend) -> int:
+def run_command(args: argparse.Namespace, backend: Backend | None = None) -> int:
     """`evoprune run`.
 
     Args:
         args: the parsed arguments.
-        backend: feature loading and evaluator construction.
+        backend: feature loading and evaluator construction (None: the real ones).
 
     Returns:
         The exit status.
 
     """
+    from evoprune.coordinator.results_dir import ExperimentError, check_new_results_dir
+    from evoprune.shared.config import ConfigError
+
     try:
         config = resolve_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -130,17 +130,19 @@ def run_command(args: argparse.Namespace, backend: Backend) -> int:
     return _execute(config, results_dir, args, backend, checkpoint=None)
 
 
-def resume_command(args: argparse.Namespace, backend: Backend) -> int:
+def resume_command(args: argparse.Namespace, backend: Backend | None = None) -> int:
     """`evoprune resume DIR`.
 
     Args:
         args: the parsed arguments.
-        backend: feature loading and evaluator construction.
+        backend: feature loading and evaluator construction (None: the real ones).
 
     Returns:
         The exit status.
 
     """
+    from evoprune.coordinator.results_dir import ExperimentError, load_resumable
+
     results_dir = Path(args.directory)
     try:
         config, checkpoint = load_resumable(results_dir)
@@ -162,6 +164,12 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         ConfigError: the environment names the cache badly (EVOPRUNE_REDIS_PREFIX).
 
     """
+    from pydantic import ValidationError
+
+    from evoprune.api.settings import SharedCacheEnvironment
+    from evoprune.coordinator.assembly import RunSettings
+    from evoprune.shared.config import ConfigError
+
     try:
         cache = SharedCacheEnvironment()
     except ValidationError as error:
@@ -179,9 +187,15 @@ def _execute(
     config: ExperimentConfig,
     results_dir: Path,
     args: argparse.Namespace,
-    backend: Backend,
+    backend: Backend | None,
     checkpoint: dict[str, Any] | None,
 ) -> int:
+    from evoprune.coordinator.assembly import DEFAULT_BACKEND, run_experiment
+    from evoprune.coordinator.evaluator_interface import EvaluationError
+    from evoprune.coordinator.results_dir import ExperimentError
+    from evoprune.shared.config import ConfigError
+    from evoprune.shared.events import EventBus
+
     bus = EventBus()
     progress: ProgressBar | None = None
 
@@ -195,6 +209,10 @@ def _execute(
 
     try:
         settings = run_settings(args)
+        if backend is None:
+            backend = DEFAULT_BACKEND
+            if tensorflow_runs_here(config, settings):
+                quiet_tensorflow_start()
         run_experiment(config, results_dir, settings, bus, checkpoint, backend, on_ready=ready)
     except (ConfigError, ExperimentError) as error:
         return _bad_input(str(error))
@@ -211,6 +229,30 @@ def _execute(
     print(f"Results: {results_dir}", file=sys.stderr)
     print(results_dir)
     return 0
+
+
+def tensorflow_runs_here(config: ExperimentConfig, settings: RunSettings) -> bool:
+    """Whether this process will build Keras models, so that TensorFlow is best started quietly now.
+
+    It does when it evaluates in-process (no Ray workers) or extracts features with a Keras backbone; with
+    Ray workers and the `pixels` backbone (the demo) or `features:` sources it never loads TensorFlow,
+    which would cost it ~0.6 GB of memory and seconds of start-up for nothing.
+
+    Args:
+        config: the experiment.
+        settings: its run settings (the worker count).
+
+    Returns:
+        True when TensorFlow will run in this process.
+
+    """
+    from evoprune.workers.backbones import PIXELS
+
+    if settings.workers == 0:
+        return True
+    sources = [config.dataset.source, *(ood.source for ood in config.ood)]
+    extracts = any(not source.startswith("features:") for source in sources)
+    return extracts and config.backbone.name.lower() != PIXELS
 
 
 def _bad_input(message: str) -> int:
@@ -255,6 +297,8 @@ class ProgressBar:
         self._hypervolume = 0.0
 
     def __call__(self, event: Event) -> None:
+        from evoprune.shared.events import EvaluationFinished, ExperimentSucceeded, FrontChanged
+
         if isinstance(event, EvaluationFinished):
             self._hits += event.cached
             if not event.objectives[0] <= self._best_accuracy:

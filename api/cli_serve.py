@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from pydantic import ValidationError
+from evoprune.api.cli_commands import COMMANDS
 
 EXIT_BAD_INPUT = 2
 LOOPBACK_HOST_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
     """
     parser = subparsers.add_parser(
         "serve",
-        help="run the HTTP API and web page",
+        help=COMMANDS["serve"].help,
         description="Serves the evoprune API (OpenAPI at /docs) and web page. Settings come from the "
         "environment: EVOPRUNE_API_TOKEN, EVOPRUNE_DATA_DIR, REDIS_URL, RAY_ADDRESS, ...",
     )
@@ -81,6 +81,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     """
     import uvicorn
+    from pydantic import ValidationError
 
     from evoprune.api.app import create_app
     from evoprune.api.settings import Settings

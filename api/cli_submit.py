@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.client import ApiError, Client, format_detail
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -24,7 +25,7 @@ def register(subparsers: Any) -> None:
     """
     parser = subparsers.add_parser(
         "submit",
-        help="submit an experiment to an evoprune server",
+        help=COMMANDS["submit"].help,
         description="Posts an experiment config to an evoprune server; with --follow, prints its progress "
         "until it ends and exits 0 only if it succeeded.",
     )

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.cli_run import EXIT_BAD_INPUT, resolve_config
 from evoprune.api.reference_flags import add_reference_arguments
-from evoprune.shared.config import ConfigError, ExperimentConfig
+
+if TYPE_CHECKING:
+    from evoprune.shared.config import ExperimentConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """
     parser = subparsers.add_parser(
         "validate",
-        help="check a config and print it fully resolved",
+        help=COMMANDS["validate"].help,
         description="Validates an experiment config (or the reference's CSV files) with the overrides `run` "
         "takes, and prints the resolved config as YAML with every default filled in; on a problem, prints "
         "one message per field and exits with status 2. The data is not read (`evoprune extract` does).",
@@ -68,6 +72,8 @@ def validate_command(args: argparse.Namespace) -> int:
         0 for a valid config (printed on stdout), 2 otherwise (the problems on stderr).
 
     """
+    from evoprune.shared.config import ConfigError
+
     try:
         config = resolve_config(args)
     except ConfigError as error:

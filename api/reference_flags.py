@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from evoprune.api.cli_types import non_negative_int
-from evoprune.api.reference_csv import load_reference_config
-from evoprune.shared.config import ConfigError, ExperimentConfig
+
+if TYPE_CHECKING:
+    from evoprune.shared.config import ExperimentConfig
 
 DEFAULT_EXTRACTOR = "resnet50"
 FLAGS = ("--dataset-csv", "--ga-csv", "--run", "--extractor")
@@ -53,6 +55,9 @@ def reference_config(args: argparse.Namespace) -> tuple[ExperimentConfig, str] |
             the file, line and column).
 
     """
+    from evoprune.api.reference_csv import load_reference_config
+    from evoprune.shared.config import ConfigError
+
     given = [flag for flag in FLAGS if getattr(args, flag.lstrip("-").replace("-", "_")) is not None]
     if not given:
         return None

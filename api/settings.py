@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evoprune.api.allowed_paths import resolve_roots
-from evoprune.coordinator.assembly import RunSettings
-from evoprune.coordinator.service.launcher import RAY_TIMEOUT_S
 from evoprune.shared.store import StoreSpec
 from evoprune.shared.store_local import FITNESS_FILE
+
+# The command line reads SharedCacheEnvironment from here: the assembly and the Ray launcher are imported
+# when a Settings is built or asked for run settings, not with this module.
+if TYPE_CHECKING:
+    from evoprune.coordinator.assembly import RunSettings
 
 MIN_TOKEN_LENGTH = 16
 # tokens copied from examples rather than generated: refusing them beats a server that looks protected
@@ -62,6 +66,12 @@ def token_problem(token: str | None) -> str | None:
             "generate one, e.g. `openssl rand -hex 32`"
         )
     return None
+
+
+def _launcher_ray_timeout_s() -> float:
+    from evoprune.coordinator.service.launcher import RAY_TIMEOUT_S
+
+    return RAY_TIMEOUT_S
 
 
 class SharedCacheEnvironment(BaseSettings):
@@ -124,7 +134,7 @@ class Settings(SharedCacheEnvironment):
         description="the Ray cluster experiments run on (RAY_ADDRESS); unset = a local Ray the API starts",
     )
     ray_timeout_s: float = Field(
-        default=RAY_TIMEOUT_S,
+        default_factory=_launcher_ray_timeout_s,
         gt=0,
         le=600,
         description="how long a request waits for Ray (joining it, starting or looking up a runner): "
@@ -194,6 +204,8 @@ class Settings(SharedCacheEnvironment):
 
     def run_settings(self) -> RunSettings:
         """How the service's experiments run: the settings object the command line builds from its flags."""
+        from evoprune.coordinator.assembly import RunSettings
+
         spec = self.store_spec()
         return RunSettings(
             workers=self.workers_per_experiment,

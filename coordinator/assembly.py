@@ -17,7 +17,6 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
-from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.workers.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -150,6 +149,8 @@ def open_fitness_cache(settings: RunSettings) -> FitnessCache | None:
     """
     inner: FitnessCache
     if settings.redis_url:
+        from evoprune.shared.fitness_cache_redis import RedisFitnessCache  # the Redis client, when used
+
         # the project's Redis client (timeouts and the one retry policy): an unreachable Redis makes lookups
         # miss instead of hanging the search
         inner = RedisFitnessCache(settings.redis_url, prefix=f"{settings.redis_prefix}:fitness:")

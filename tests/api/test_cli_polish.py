@@ -85,7 +85,7 @@ def test_tensorflow_starts_quietly_on_cpu_unless_the_user_set_a_level(tmp_path, 
     if user_level is not None:
         env["TF_CPP_MIN_LOG_LEVEL"] = user_level
     probe = (
-        "import sys; from evoprune.api import cli; cli.quiet_tensorflow_start(); "
+        "from evoprune.api.quiet_tensorflow import quiet_tensorflow_start; quiet_tensorflow_start(); "
         "import os, tensorflow as tf; tf.config.list_physical_devices('GPU'); "
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
     )
