@@ -67,7 +67,9 @@ def test_validate_imports_no_runtime():
 
 
 def test_import_evoprune_loads_neither_tensorflow_nor_ray():
-    probe = "import sys, evoprune; print([m for m in ('tensorflow', 'keras', 'jax', 'ray') if m in sys.modules])"
+    probe = (
+        "import sys, evoprune\nprint([m for m in ('tensorflow', 'keras', 'jax', 'ray') if m in sys.modules])"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT_S, check=True
     )
