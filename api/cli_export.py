@@ -109,6 +109,7 @@ def summary_lines(report: dict[str, Any]) -> str:
     head = report["head"]
     check = report["check"]
     latency = head["cpu_latency_ms"]
+    method = latency["method"]
     return "\n".join(
         [
             f"evoprune export: wrote {report['model']}",
@@ -117,11 +118,19 @@ def summary_lines(report: dict[str, Any]) -> str:
             f"{check['recorded_accuracy']:.6g})",
             f"  head parameters {head['parameters']['before']:,} -> {head['parameters']['after']:,}, "
             f"FLOPs/image {head['flops']['before']:,} -> {head['flops']['after']:,}",
-            f"  head CPU latency per image {latency['before']['single_ms']:.4g} -> "
-            f"{latency['after']['single_ms']:.4g} ms (one at a time), "
-            f"{latency['before']['batched_ms']:.4g} -> {latency['after']['batched_ms']:.4g} ms (batched)",
+            f"  head CPU latency per image, median [quartiles] of {method['repetitions']} repetitions: "
+            f"{_latency(latency, 'single_ms')} ms one at a time, "
+            f"{_latency(latency, 'batched_ms')} ms in batches of {method['batch_size']['batched_ms']}",
         ]
     )
+
+
+def _latency(latency: dict[str, Any], key: str) -> str:
+    def one(name: str) -> str:
+        first, third = latency["spread"][name][key]
+        return f"{latency[name][key]:.3g} [{first:.3g}, {third:.3g}]"
+
+    return f"{one('before')} -> {one('after')}"
 
 
 def _error(message: str, status: int) -> int:

@@ -15,7 +15,7 @@ from evoprune.workers.export_model import (
     export_model,
     full_kept,
     head_cost,
-    head_latency_ms,
+    head_latencies,
     pruned_widths,
 )
 from evoprune.workers.features import FeatureSet
@@ -125,10 +125,9 @@ def build_and_check(
             "parameters": {"before": before.parameters, "after": after.parameters},
             "flops": {"before": before.flops, "after": after.flops},
             "flops_note": "per image: 2 per kernel weight, 1 per bias",
-            "cpu_latency_ms": {
-                "before": head_latency_ms(shape, full_kept(shape), None),
-                "after": head_latency_ms(shape, outputs.kept, outputs.params),
-            },
+            "cpu_latency_ms": head_latencies(
+                shape, {"before": (full_kept(shape), None), "after": (outputs.kept, outputs.params)}
+            ),
         },
         "model_parameters": {
             "before": exported_parameters - after.parameters + before.parameters,

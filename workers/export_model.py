@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,11 @@ from evoprune.workers.backbones import PIXELS, build_backbone
 from evoprune.workers.export_inputs import FEATURES, RawInputs
 from evoprune.workers.head_layout import HeadShape
 
-LATENCY_REPEATS = 200
+# Each head's latency is the median of LATENCY_REPETITIONS timed blocks of calls per batch size; a block
+# of 20 one-image calls (about 10 ms on 2 CPU cores) is long enough for the timer and short enough that the
+# load seldom changes within it.
+LATENCY_REPETITIONS = 41
+LATENCY_CALLS_PER_BLOCK = {"single_ms": 20, "batched_ms": 4}
 LATENCY_WARMUP = 20
 THROUGHPUT_BATCH = 256
 
@@ -196,11 +200,7 @@ def export_model(
 def head_latency_ms(
     shape: HeadShape, kept: Sequence[np.ndarray], params: Sequence[np.ndarray] | None
 ) -> dict[str, float]:
-    """Measured CPU time of a head per image: one image per call, and within a batch.
-
-    The head is built and run on the CPU whatever accelerator the backend sees. Each figure is the median
-    of repeated calls of the model compiled for the backend, after warm-up calls; the numbers depend on
-    the machine and its load, so they are reported, never asserted.
+    """Measured CPU time of one head per image: one image per call, and within a batch.
 
     Args:
         shape: the full head's shape.
@@ -208,36 +208,96 @@ def head_latency_ms(
         params: the weights, or None for Keras's initial ones (the arithmetic is the same).
 
     Returns:
-        `single_ms`: milliseconds per call on one image; `batched_ms`: milliseconds per image within
-        a call on THROUGHPUT_BATCH images.
+        `single_ms` and `batched_ms`, the medians of `head_latencies`.
+
+    """
+    measured = head_latencies(shape, {"head": (kept, params)})
+    return dict(measured["head"])
+
+
+def head_latencies(
+    shape: HeadShape, heads: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]]
+) -> dict[str, Any]:
+    """Measured CPU time per image of several heads of one shape, interleaved so that they share the noise.
+
+    The heads are built and run on the CPU whatever accelerator the backend sees, each compiled for the
+    backend and warmed up. Then, LATENCY_REPETITIONS times, every head times a block of calls on one
+    image and a block on THROUGHPUT_BATCH images, the heads taking turns (their order reversed every
+    repetition), so a change in the machine's load falls on all of them alike rather than on whichever
+    was measured last. A head's figure is the median over the repetitions of the block's time per call
+    (per image for the batch); its spread is the interquartile range. One-image calls of a small head
+    cost mostly the framework's dispatch, which pruning does not shrink: their before/after difference
+    means something only where the spreads do not overlap. The numbers depend on the machine and its
+    load, so they are reported, never asserted.
+
+    Args:
+        shape: the full head's shape.
+        heads: name -> (kept indices per position, weights or None for Keras's initial ones).
+
+    Returns:
+        Per name `{"single_ms", "batched_ms"}` (medians); `spread`: per name the same keys as [first
+        quartile, third quartile]; `method`: batch sizes, repetitions, calls per block, warm-up calls.
 
     """
     from evoprune.workers.backend import backend_name, compile_function
 
     rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, shape.widths[0])).astype(np.float32)
-    many = rng.standard_normal((THROUGHPUT_BATCH, shape.widths[0])).astype(np.float32)
+    batches = {
+        "single_ms": rng.standard_normal((1, shape.widths[0])).astype(np.float32),
+        "batched_ms": rng.standard_normal((THROUGHPUT_BATCH, shape.widths[0])).astype(np.float32),
+    }
+    samples: dict[str, dict[str, list[float]]] = {name: {key: [] for key in batches} for name in heads}
     with _on_cpu(backend_name()):
-        model = head_model(shape, kept, params)
-        forward = compile_function(lambda batch: model(batch, training=False))
-        single = _median_seconds(forward, one)
-        batched = _median_seconds(forward, many) / THROUGHPUT_BATCH
-    return {"single_ms": single * 1e3, "batched_ms": batched * 1e3}
+        from keras import ops
+
+        tensors = {key: ops.convert_to_tensor(batch) for key, batch in batches.items()}
+        forwards = {}
+        for name, (kept, params) in heads.items():
+            model = head_model(shape, kept, params)
+            forwards[name] = compile_function(_inference(model))
+            for tensor in tensors.values():
+                for _ in range(LATENCY_WARMUP):
+                    ops.convert_to_numpy(forwards[name](tensor))
+        order = list(heads)
+        for _ in range(LATENCY_REPETITIONS):
+            for name in order:
+                for key, tensor in tensors.items():
+                    calls = LATENCY_CALLS_PER_BLOCK[key]
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        # converting to numpy waits for the result on asynchronous backends
+                        ops.convert_to_numpy(forwards[name](tensor))
+                    elapsed = time.perf_counter() - started
+                    samples[name][key].append(elapsed / calls / len(batches[key]) * 1e3)
+            order.reverse()
+    result: dict[str, Any] = {
+        name: {key: statistics.median(values) for key, values in by_key.items()}
+        for name, by_key in samples.items()
+    }
+    result["spread"] = {
+        name: {key: _quartiles(values) for key, values in by_key.items()} for name, by_key in samples.items()
+    }
+    result["method"] = {
+        "batch_size": {key: len(batch) for key, batch in batches.items()},
+        "repetitions": LATENCY_REPETITIONS,
+        "calls_per_repetition": dict(LATENCY_CALLS_PER_BLOCK),
+        "warmup_calls": LATENCY_WARMUP,
+        "statistic": "median over repetitions of a block's time per call (batched: per image); spread: "
+        "interquartile range; the heads measured in turns, order reversed every repetition",
+    }
+    return result
 
 
-def _median_seconds(forward: Any, batch: np.ndarray) -> float:
-    from keras import ops
+def _inference(model: Any) -> Any:
+    def forward(batch: Any) -> Any:
+        return model(batch, training=False)
 
-    tensor = ops.convert_to_tensor(batch)
-    for _ in range(LATENCY_WARMUP):
-        ops.convert_to_numpy(forward(tensor))
-    times = []
-    for _ in range(LATENCY_REPEATS):
-        started = time.perf_counter()
-        # converting to numpy waits for the result on asynchronous backends
-        ops.convert_to_numpy(forward(tensor))
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return forward
+
+
+def _quartiles(values: Sequence[float]) -> list[float]:
+    first, _, third = statistics.quantiles(values, n=4)
+    return [first, third]
 
 
 @contextlib.contextmanager

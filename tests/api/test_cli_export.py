@@ -65,7 +65,13 @@ def test_export_writes_a_smaller_model_that_reloads_with_plain_keras(finished, t
     assert head["widths"] == {"before": [64, 64, 10], "after": [active, 64, 10]}
     assert head["parameters"]["after"] < head["parameters"]["before"]
     assert head["flops"]["after"] < head["flops"]["before"]
-    assert set(head["cpu_latency_ms"]["after"]) == {"single_ms", "batched_ms"}
+    latency = head["cpu_latency_ms"]
+    assert set(latency["after"]) == set(latency["before"]) == {"single_ms", "batched_ms"}
+    for name in ("before", "after"):
+        for key, (first, third) in latency["spread"][name].items():
+            assert 0 < first <= latency[name][key] <= third
+    assert latency["method"]["batch_size"] == {"single_ms": 1, "batched_ms": 256}
+    assert latency["method"]["repetitions"] >= 30
     assert report["fold"]["exported"] == 0 and report["fold"]["folds"] == 1
     assert report["input"] == {"kind": "images", "shape": [8, 8, 1], "pixel_max": 16.0}
 
