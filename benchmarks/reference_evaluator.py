@@ -31,6 +31,17 @@ class MaskedDense(keras.layers.Dense):
         return self.activation(outputs) if self.activation is not None else outputs
 
 
+def _keras2_clipped_crossentropy(targets, probabilities):
+    """Keras 2's cross-entropy on softmax outputs: normalised, clipped to [1e-7, 1 - 1e-7], -sum(y log p).
+
+    Keras 3's "categorical_crossentropy" would take the softmax's cached logits and skip the clip; dividing
+    by the sum makes a new tensor without them, as Keras 2 computed it.
+    """
+    normalised = probabilities / keras.ops.sum(probabilities, axis=-1, keepdims=True)
+    clipped = keras.ops.clip(normalised, 1e-7, 1.0 - 1e-7)
+    return -keras.ops.sum(targets * keras.ops.log(clipped), axis=-1)
+
+
 class _RestoreWhenStopped(keras.callbacks.EarlyStopping):
     """Keras 2's EarlyStopping: the best weights come back only when patience ran out, not at max epochs."""
 
@@ -126,7 +137,9 @@ class ReferenceEvaluator:
         )
         model.compile(
             optimizer=keras.optimizers.SGD(schedule, momentum=training.momentum, nesterov=training.nesterov),
-            loss="categorical_crossentropy",
+            loss=_keras2_clipped_crossentropy
+            if training.loss == "keras2_clipped"
+            else "categorical_crossentropy",
         )
         if self.matched:
             model.set_weights(self._keras_order(self._initial))
@@ -203,7 +216,15 @@ class ReferenceEvaluator:
                 logits = logits_model.predict(fold.evaluation.features, batch_size=256, verbose=0)
                 ood_logits = logits_model.predict(fold.ood, batch_size=256, verbose=0)
                 accuracies.append(float(np.mean(np.argmax(logits, axis=-1) == fold.evaluation.labels)))
-                robustness.append(ood_auroc(logits, ood_logits, scoring.temperature, scoring.auroc_estimator))
+                robustness.append(
+                    ood_auroc(
+                        logits,
+                        ood_logits,
+                        scoring.temperature,
+                        scoring.auroc_estimator,
+                        scoring.score_precision,
+                    )
+                )
             results.append(
                 Evaluation(
                     accuracy=float(np.mean(accuracies)),

@@ -46,6 +46,30 @@ def test_fused_equals_per_epoch_path_bitwise(digits_features, restore: str) -> N
         assert objectives(digits_features, config, masks, epochs_per_call=per_call) == per_epoch
 
 
+def reference_config() -> ExperimentConfig:
+    """protocol: reference (clipped loss, Keras 2's float64 decision and restore) with large steps, under
+    which the clip changes most masks' training on digits (tests/workers/test_evaluator.py)."""
+    return ExperimentConfig.model_validate(
+        {
+            "protocol": "reference",
+            "head": {"layers": [32]},
+            "training": {
+                "learning_rate": 0.5,
+                "max_epochs": MAX_EPOCHS,
+                "early_stopping": {"min_delta": 0.001, "patience": 2},
+            },
+        }
+    )
+
+
+def test_fused_equals_per_epoch_path_under_the_reference_protocol(digits_features) -> None:
+    config = reference_config()
+    masks = masks_for(digits_features, config)
+    per_epoch = objectives(digits_features, config, masks, epochs_per_call=1)
+    for per_call in (7, None):
+        assert objectives(digits_features, config, masks, epochs_per_call=per_call) == per_epoch
+
+
 def test_restore_modes_differ_where_they_should(digits_features) -> None:
     # when_stopped restores like always where the patience rule fired (also on the last epoch, which then
     # counts all MAX_EPOCHS) and keeps the last weights like never where the epochs ran out
@@ -108,15 +132,16 @@ def test_epochs_per_call_is_not_part_of_the_protocol() -> None:
 JAX_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from tests.workers.test_fused import HEADS, masks_for, objectives
+from tests.workers.test_fused import HEADS, masks_for, objectives, reference_config
 from tests.workers.conftest import stopping_config
 from tests.workers.conftest import digits_feature_set
 cases = [("features", "always", 1), ("features", "when_stopped", 1), ("features", "never", 1),
-         ("neurons", "always", 1), ("two-layers-both-bias", "always", 1), ("features", "when_stopped", 2)]
+         ("neurons", "always", 1), ("two-layers-both-bias", "always", 1), ("features", "when_stopped", 2),
+         ("features", "reference", 1)]
 report = {{}}
 for head, restore, folds in cases:
     features = digits_feature_set(folds=folds)
-    config = stopping_config(HEADS[head], restore)
+    config = reference_config() if restore == "reference" else stopping_config(HEADS[head], restore)
     masks = masks_for(features, config)
     runs = {{str(k): objectives(features, config, masks, epochs_per_call=k) for k in (1, 7, None)}}
     alone = [objectives(features, config, masks[m : m + 1], group_size=1)[0] for m in (0, 5)]
