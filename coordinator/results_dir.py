@@ -23,8 +23,12 @@ class ExperimentError(Exception):
 
 
 def experiment_fingerprint(config: ExperimentConfig) -> str:
-    """Hash the whole resolved config: two directories with the same one hold the same experiment."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    """Hash the whole resolved config: two directories with the same one hold the same experiment.
+
+    Fields added since directories were first written count only off their defaults
+    (`ExperimentConfig.stable_dump`), so an older directory keeps its fingerprint and still resumes.
+    """
+    text = json.dumps(config.stable_dump(), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

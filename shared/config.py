@@ -443,6 +443,18 @@ def _without_defaults(dump: dict[str, Any], defaults: dict[tuple[str, ...], Any]
     return pruned
 
 
+# Every field added after results directories existed, with its default: a directory's identity
+# (`stable_dump`) leaves such a field out while it has its default, so a directory written before the field
+# existed still resumes as the same experiment.
+ADDED_FIELD_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("dataset", "resize"): "bilinear",
+    ("training", "loss"): "exact",
+    ("training", "early_stopping", "decision"): "float32",
+    ("robustness", "score_precision"): "float64",
+    ("search", "bookkeeping"): "deap",
+}
+
+
 class ExperimentConfig(_Frozen):
     """One experiment: data, backbone, head, training protocol, robustness and search."""
 
@@ -488,6 +500,14 @@ class ExperimentConfig(_Frozen):
         }
         text = json.dumps(relevant, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def stable_dump(self) -> dict[str, Any]:
+        """The resolved config as JSON data, less the added fields that still have their defaults.
+
+        Returns:
+            What identifies the experiment: equal for a directory written before those fields existed.
+        """
+        return _without_defaults(self.model_dump(mode="json"), ADDED_FIELD_DEFAULTS)
 
     def runnable_problems(self) -> list[str]:
         """What keeps a valid config from running as an experiment, one field-named message each.
