@@ -1,4 +1,12 @@
-"""NSGA-II over binary masks as an ask/tell object; DEAP does the non-dominated selection."""
+"""NSGA-II over binary masks as an ask/tell object; DEAP does the non-dominated selection by default.
+
+Two bookkeepings (`search.bookkeeping`) decide what the binary tournament reads. `deap` (the default): the
+survivors of each step are ranked, and their crowding distances computed, afresh among themselves, and so is
+the initial population. `jmetalpy` (the reference's jMetalPy 1.5.7 NSGA-II): the ranks and crowding distances
+computed on the untruncated join of population and offspring are kept with the survivors, the join is walked
+in jMetalPy's order (fronts in discovery order, the truncated front sorted by crowding), and the initial
+population carries none, so the first tournament is a coin toss.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from deap import base, creator, tools
 from evoprune.shared.config import SearchConfig
 from evoprune.shared.masks import decode_mask, encode_mask
 from evoprune.shared.objectives import Evaluation
-from evoprune.shared.pareto import crowding_distance, non_dominated_sort
+from evoprune.shared.pareto import crowding_distance, fronts_in_discovery_order, non_dominated_sort
 
 STATE_VERSION = 1
 
@@ -96,6 +104,9 @@ class NSGA2:
         self._rng = np.random.default_rng(seed)
         self._population = np.zeros((0, mask_length), dtype=bool)
         self._objectives = np.zeros((0, 3), dtype=np.float64)
+        self._jmetalpy = search.bookkeeping == "jmetalpy"
+        # what the tournament reads; under jmetalpy these are state of their own (kept from each step's join),
+        # under deap a function of the population
         self._rank = np.zeros(0, dtype=np.int64)
         self._crowding = np.zeros(0, dtype=np.float64)
         self._next_step = 0
@@ -268,10 +279,20 @@ class NSGA2:
             masks, objectives = self._received.pop(self._applied_through + 1)
             if self._applied_through < 0:
                 self._population, self._objectives = masks, objectives
+            elif self._jmetalpy:
+                self._survival_as_jmetalpy(masks, objectives)
             else:
                 self._environmental_selection(masks, objectives)
             self._applied_through += 1
-            self._rank, self._crowding = _rank_and_crowding(self._objectives)
+            if not self._jmetalpy:
+                self._rank, self._crowding = _rank_and_crowding(self._objectives)
+            elif self._applied_through == 0:
+                # jMetalPy ranks nothing before its first replacement: both tournament comparators read the
+                # missing attributes as a tie, so its binary tournament falls through to the coin. Equal
+                # ranks and distances make `_tournament` do the same: two distinct members drawn, a coin
+                # picks one, each member chosen with probability 1/n.
+                self._rank = np.zeros(len(objectives), dtype=np.int64)
+                self._crowding = np.zeros(len(objectives), dtype=np.float64)
 
     def _environmental_selection(self, masks: np.ndarray, objectives: np.ndarray) -> None:
         combined_masks = np.concatenate([self._population, masks])
@@ -281,11 +302,38 @@ class NSGA2:
         keep = np.array([individual[0] for individual in survivors], dtype=np.int64)
         self._population, self._objectives = combined_masks[keep], combined_objectives[keep]
 
+    def _survival_as_jmetalpy(self, masks: np.ndarray, objectives: np.ndarray) -> None:
+        """Survival as jMetalPy's one-shot ranking-and-crowding replacement, keeping its attributes.
+
+        Follows `RankingAndDensityEstimatorReplacement.one_shot_truncation` as described: the join is ranked;
+        fronts are taken whole, in discovery order, while they fit with room to spare; the front that fills
+        the rest (exactly or beyond) is sorted by its crowding distance, largest first, ties in discovery
+        order, and cut. Each front's distances are computed on the whole front before any cut.
+        """
+        join_masks = np.concatenate([self._population, masks])
+        join_objectives = np.concatenate([self._objectives, objectives])
+        rank = np.zeros(len(join_objectives), dtype=np.int64)
+        crowding = np.zeros(len(join_objectives), dtype=np.float64)
+        keep: list[int] = []
+        for front_index, front in enumerate(fronts_in_discovery_order(join_objectives)):
+            rank[front] = front_index
+            crowding[front] = crowding_distance(join_objectives[front], chained_sorts=True)
+            room = self.search.population_size - len(keep)
+            if len(front) < room:
+                keep.extend(front.tolist())
+                continue
+            by_crowding = front[np.argsort(-crowding[front], kind="stable")]
+            keep.extend(by_crowding[:room].tolist())
+            break
+        survivors = np.array(keep, dtype=np.int64)
+        self._population, self._objectives = join_masks[survivors], join_objectives[survivors]
+        self._rank, self._crowding = rank[survivors], crowding[survivors]
+
     # ---- checkpointing --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the run is, as JSON-ready data."""
-        return {
+        state: dict[str, Any] = {
             "version": STATE_VERSION,
             "mask_length": self.mask_length,
             "next_step": self._next_step,
@@ -299,6 +347,12 @@ class NSGA2:
             "received": {str(step): _arrays_to_json(*pair) for step, pair in self._received.items()},
             "rng": self._rng.bit_generator.state,
         }
+        if self._jmetalpy:
+            # kept from the last join, so not recomputable from the population; deap states leave them out
+            # (recomputed on load), which keeps their checkpoints as they were. JSON has no infinity: None.
+            state["rank"] = self._rank.tolist()
+            state["crowding"] = [None if np.isinf(d) else float(d) for d in self._crowding]
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], search: SearchConfig) -> NSGA2:
@@ -349,13 +403,31 @@ class NSGA2:
             if isinstance(error, SearchStateError):
                 raise
             raise SearchStateError(f"unreadable search state: {error}") from None
-        if len(run._population):
+        if "crowding" in state and run._jmetalpy:
+            run._rank, run._crowding = _attributes_from_json(state, len(run._population))
+        elif len(run._population):
+            # deap's are a function of the population. A jmetalpy state always holds its own; one without
+            # them predates the option, so its run used deap's and its fingerprint refuses a resume: the
+            # recomputed values only serve readers of the population (the live fronts)
             run._rank, run._crowding = _rank_and_crowding(run._objectives)
         return run
 
 
 def _arrays_to_json(masks: np.ndarray, objectives: np.ndarray) -> dict[str, list]:
     return {"masks": [encode_mask(m) for m in masks], "objectives": objectives.tolist()}
+
+
+def _attributes_from_json(state: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        rank = np.array(state["rank"], dtype=np.int64).reshape(-1)
+        crowding = np.array(
+            [np.inf if d is None else float(d) for d in state["crowding"]], dtype=np.float64
+        ).reshape(-1)
+    except (KeyError, TypeError, ValueError) as error:
+        raise SearchStateError(f"unreadable stored ranks or crowding distances: {error}") from None
+    if len(rank) != size or len(crowding) != size:
+        raise SearchStateError("stored ranks or crowding distances do not match the population")
+    return rank, crowding
 
 
 def _arrays_from_json(data: dict[str, list], length: int) -> tuple[np.ndarray, np.ndarray]:

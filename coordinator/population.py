@@ -21,7 +21,9 @@ def population_fronts(results_dir: Path, search: SearchConfig) -> dict[int, dict
 
     The checkpoint holds every run's search state, so this is the live counterpart of front.parquet's
     `population` rows: the non-dominated members of each run's population with every told step applied
-    (the final population once the run has finished).
+    (the final population once the run has finished). Under `search.bookkeeping: jmetalpy` each front
+    keeps one member per objective vector, the first in population order (run order for the union), as
+    front.parquet does.
 
     Args:
         results_dir: the experiment's results directory.
@@ -37,18 +39,27 @@ def population_fronts(results_dir: Path, search: SearchConfig) -> dict[int, dict
         runs = [NSGA2.from_state(state, search) for state in checkpoint["runs"]]
     except (CheckpointError, SearchStateError, KeyError, TypeError):
         return {}
+    distinct_objectives = search.bookkeeping == "jmetalpy"
     fronts: dict[int, dict[str, Any]] = {}
     union: dict[str, np.ndarray] = {}
     for index, run in enumerate(runs):
         masks, objectives = run.population()
         distinct = dict(zip((encode_mask(mask) for mask in masks), objectives, strict=True))
-        front = _front(distinct)
+        front = _front(_first_of_each_point(distinct) if distinct_objectives else distinct)
         fronts[index] = {**front, "evaluations": run.asked - sum(len(m) for m in run.outstanding.values())}
         union.update((mask, distinct[mask]) for mask in front["masks"])
     if fronts:
-        aggregate = _front(union)
+        aggregate = _front(_first_of_each_point(union) if distinct_objectives else union)
         fronts[AGGREGATE_RUN] = {**aggregate, "evaluations": sum(f["evaluations"] for f in fronts.values())}
     return fronts
+
+
+def _first_of_each_point(members: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One mask per objective vector, the first inserted (front.parquet keeps the same ones)."""
+    kept: dict[tuple[float, ...], str] = {}
+    for mask, point in members.items():
+        kept.setdefault(tuple(point.tolist()), mask)
+    return {mask: members[mask] for mask in kept.values()}
 
 
 def _front(members: dict[str, np.ndarray]) -> dict[str, Any]:

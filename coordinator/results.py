@@ -112,15 +112,43 @@ def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
 
 
-def population_front(rows: list[dict[str, Any]], population: list[str]) -> list[dict[str, Any]]:
+def first_of_each_objective_vector(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the first row of each minimisation vector, in order.
+
+    jMetalPy's non-dominated archive (`get_non_dominated_solutions`, which gave the paper its fronts)
+    refuses a solution whose objectives equal one it holds, so of masks with equal objectives the first it
+    was given is the one its front shows.
+
+    Args:
+        rows: evaluation rows, in the order the archive would be given them.
+
+    Returns:
+        The rows whose objective vector no earlier row has.
+
+    """
+    seen: set[tuple[float, ...]] = set()
+    kept = []
+    for row, point in zip(rows, _minimisation(rows), strict=True):
+        key = tuple(point.tolist())
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
+def population_front(
+    rows: list[dict[str, Any]], population: list[str], *, distinct_objectives: bool = False
+) -> list[dict[str, Any]]:
     """Select the paper's front of one run: the non-dominated members of its final population.
 
     Args:
         rows: the run's evaluation rows.
-        population: the hex masks of the run's final population (duplicates allowed).
+        population: the hex masks of the run's final population (duplicates allowed), in the search's order.
+        distinct_objectives: keep one member per objective vector, the first in population order (the
+            reference's front; `search.bookkeeping: jmetalpy`).
 
     Returns:
-        The non-dominated members, one row per distinct mask, best accuracy first.
+        The non-dominated members, one row per distinct mask (or objective vector), best accuracy first.
 
     Raises:
         ValueError: a population member has no evaluation row.
@@ -132,7 +160,8 @@ def population_front(rows: list[dict[str, Any]], population: list[str]) -> list[
     missing = [mask for mask in population if mask not in by_mask]
     if missing:
         raise ValueError(f"{len(missing)} population member(s) have no evaluation, e.g. {missing[0]}")
-    return front_of([by_mask[mask] for mask in population])
+    members = [by_mask[mask] for mask in population]
+    return front_of(first_of_each_objective_vector(members) if distinct_objectives else members)
 
 
 def hypervolume_history(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
@@ -192,7 +221,8 @@ def write_results(
     front.parquet holds two fronts per run and two aggregated ones (run = -1), told apart by `kind`:
     `population` (the paper's: the non-dominated members of each run's final population; aggregated, the
     non-dominated union of those, the paper's "super Pareto front") and `archive` (the non-dominated set of
-    all of a run's evaluations; aggregated, of all runs' evaluations).
+    all of a run's evaluations; aggregated, of all runs' evaluations). Under `search.bookkeeping: jmetalpy`
+    the population fronts hold one member per objective vector, as the reference's did.
 
     Args:
         results_dir: the experiment's results directory.
@@ -215,6 +245,7 @@ def write_results(
     layout = ResultsLayout(results_dir)
     _write_parquet(layout.evaluations, rows_table(ordered, columns))
 
+    distinct_objectives = config.search.bookkeeping == "jmetalpy"
     runs_rows: dict[int, list[dict[str, Any]]] = {run: [] for run in range(config.search.runs)}
     for row in ordered:
         runs_rows[row["run"]].append(row)
@@ -224,7 +255,9 @@ def write_results(
     histories = {}
     for run, run_rows in runs_rows.items():
         fronts = {
-            POPULATION_FRONT: population_front(run_rows, populations.get(run, [])),
+            POPULATION_FRONT: population_front(
+                run_rows, populations.get(run, []), distinct_objectives=distinct_objectives
+            ),
             ARCHIVE_FRONT: front_of(run_rows),
         }
         population_rows.extend(
@@ -237,7 +270,10 @@ def write_results(
         )
     aggregates = {
         # the non-dominated union of the runs' fronts of each kind (for archives: of all evaluations)
-        POPULATION_FRONT: front_of(population_rows),
+        # (of equal objective vectors in several runs, the lowest run's member, as the reference's archive)
+        POPULATION_FRONT: front_of(
+            first_of_each_objective_vector(population_rows) if distinct_objectives else population_rows
+        ),
         ARCHIVE_FRONT: front_of(ordered),
     }
     front_rows = [

@@ -86,11 +86,51 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     return np.asarray(moocore.is_nondominated(array, keep_weakly=True), dtype=bool)
 
 
-def crowding_distance(points: np.ndarray) -> np.ndarray:
+def fronts_in_discovery_order(points: np.ndarray) -> list[np.ndarray]:
+    """Split points into non-dominated fronts, each in the order a fast non-dominated sort finds it.
+
+    Deb et al.'s sort (jMetalPy's `FastNonDominatedRanking`): front 0 in index order; each later front in the
+    order its members lose their last dominator while the previous front is walked in its own order, each
+    member releasing the points it dominates in index order. The fronts are `non_dominated_sort`'s; only the
+    order within them differs, and it matters to whoever breaks ties by position (crowding sorts, truncation).
+
+    Args:
+        points: (n, m) objective vectors, minimised.
+
+    Returns:
+        A list of index arrays, front 0 first. Identical points share a front.
+
+    """
+    array = _as_points(points)
+    if len(array) == 0:
+        return []
+    # [p, q]: p dominates q (quadratic, as the sort it follows; it runs on one step's join of a few dozen)
+    dominance = np.all(array[:, None, :] <= array[None, :, :], axis=2) & np.any(
+        array[:, None, :] < array[None, :, :], axis=2
+    )
+    dominators = dominance.sum(axis=0)
+    fronts: list[np.ndarray] = []
+    current = [int(index) for index in np.flatnonzero(dominators == 0)]
+    while current:
+        fronts.append(np.array(current, dtype=np.int64))
+        following: list[int] = []
+        for member in current:
+            for dominated in np.flatnonzero(dominance[member]):
+                dominators[dominated] -= 1
+                if dominators[dominated] == 0:
+                    following.append(int(dominated))
+        current = following
+    return fronts
+
+
+def crowding_distance(points: np.ndarray, *, chained_sorts: bool = False) -> np.ndarray:
     """NSGA-II crowding distance within one set of points (usually one front).
 
     Args:
         points: (n, m) objective vectors.
+        chained_sorts: sort each objective starting from the previous objective's sorted order, as jMetalPy's
+            `CrowdingDistance` does, instead of from the input order: tied values then meet in another order,
+            which changes which tied point is a boundary and what its neighbours are.
 
     Returns:
         (n,) distances; boundary points of every objective get infinity.
@@ -102,9 +142,12 @@ def crowding_distance(points: np.ndarray) -> np.ndarray:
     if count <= 2:
         distance[:] = np.inf
         return distance
+    order = np.arange(count)
     for objective in range(objectives):
-        # a stable sort keeps ties in input order, so distances do not depend on the sort implementation
-        order = np.argsort(array[:, objective], kind="stable")
+        # a stable sort keeps ties in the order it starts from, so distances do not depend on the sort
+        # implementation
+        start = order if chained_sorts else np.arange(count)
+        order = start[np.argsort(array[start, objective], kind="stable")]
         values = array[order, objective]
         distance[order[0]] = distance[order[-1]] = np.inf
         span = values[-1] - values[0]

@@ -6,6 +6,7 @@ import pytest
 from evoprune.shared.pareto import (
     crowding_distance,
     dominates,
+    fronts_in_discovery_order,
     hypervolume,
     non_dominated_sort,
     pareto_mask,
@@ -81,6 +82,22 @@ def test_crowding_distance_boundaries_and_interior():
     assert distance[1] == pytest.approx(0.5 + 0.5)
     assert distance[2] == pytest.approx(0.75 + 0.75)
     assert np.all(np.isinf(crowding_distance(points[:2])))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fronts_in_discovery_order_are_the_same_fronts(seed):
+    points = np.round(np.random.default_rng(seed).random((40, 3)), 1)
+    found = fronts_in_discovery_order(points)
+    assert [sorted(front.tolist()) for front in found] == [f.tolist() for f in non_dominated_sort(points)]
+    assert found[0].tolist() == sorted(found[0].tolist())  # front 0 in index order, later ones as found
+
+
+def test_chained_sorts_break_ties_by_the_previous_objective():
+    # b and c tie on objective 1; sorted from objective 0's order c comes first, so c is the boundary
+    points = np.array([[0.0, 1.0], [0.2, 0.0], [0.1, 0.0], [0.3, 0.5]])
+    assert np.isinf(crowding_distance(points)[1]) and not np.isinf(crowding_distance(points)[2])
+    chained = crowding_distance(points, chained_sorts=True)
+    assert np.isinf(chained[2]) and not np.isinf(chained[1])
 
 
 def test_hypervolume_of_simple_shapes():
