@@ -88,9 +88,13 @@ def test_each_paper_dataset_file_maps_field_by_field(file, name, source, folds, 
     # and its AUROC estimator, OoD sample and restore rule, through protocol: reference
     assert config.protocol == "reference"
     assert config.training == TrainingConfig(
-        early_stopping=EarlyStoppingConfig(restore_best_weights="when_stopped")
+        early_stopping=EarlyStoppingConfig(restore_best_weights="when_stopped", decision="keras2_float64"),
+        loss="keras2_clipped",
     )
-    assert config.robustness == RobustnessConfig(auroc_estimator="reference", ood_sampling="first_n")
+    assert config.robustness == RobustnessConfig(
+        auroc_estimator="reference", ood_sampling="first_n", score_precision="float32"
+    )
+    assert (config.dataset.resize, config.search.bookkeeping) == ("nearest", "jmetalpy")
 
 
 def test_run_number_and_base_seed_make_the_seed():
