@@ -46,6 +46,7 @@ def test_every_default_is_filled_in(tmp_path, capsys):
         "min_delta": 1e-05,
         "patience": 10,
         "restore_best_weights": "always",
+        "decision": "float32",
     }
     assert printed["search"]["population_size"] == 30 and printed["backbone"]["name"] == "resnet50"
 
