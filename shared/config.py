@@ -422,15 +422,6 @@ def _with_preset(data: dict[str, Any], preset: dict[tuple[str, ...], Any]) -> di
     return resolved
 
 
-# Protocol fields added after fitness caches existed: each is named in the fingerprint only when it differs
-# from its default, so caches written before the field existed keep their keys.
-_NEW_PROTOCOL_DEFAULTS: dict[tuple[str, ...], Any] = {
-    ("loss",): "exact",
-    ("early_stopping", "decision"): "float32",
-    ("score_precision",): "float64",
-}
-
-
 def _without_defaults(dump: dict[str, Any], defaults: dict[tuple[str, ...], Any]) -> dict[str, Any]:
     """`dump` less the fields of `defaults` whose value is the default (nested paths allowed)."""
     pruned = json.loads(json.dumps(dump))
@@ -443,9 +434,9 @@ def _without_defaults(dump: dict[str, Any], defaults: dict[tuple[str, ...], Any]
     return pruned
 
 
-# Every field added after results directories existed, with its default: a directory's identity
-# (`stable_dump`) leaves such a field out while it has its default, so a directory written before the field
-# existed still resumes as the same experiment.
+# Every field added after results directories and fitness caches existed, with its default: a directory's
+# identity (`stable_dump`) and the fitness fingerprint leave such a field out while it has its default, so
+# what was written before the field existed still resumes, and still hits, as the same experiment.
 ADDED_FIELD_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("dataset", "resize"): "bilinear",
     ("training", "loss"): "exact",
@@ -491,13 +482,13 @@ class ExperimentConfig(_Frozen):
             "evaluator_revision": EVALUATOR_REVISION,
             "head": self.head.model_dump(mode="json"),
             # how many epochs a compiled call runs changes no result, so it must not split the fitness cache
-            "training": _without_defaults(
-                self.training.model_dump(mode="json", exclude={"epochs_per_call"}), _NEW_PROTOCOL_DEFAULTS
-            ),
-            "robustness": _without_defaults(self.robustness.model_dump(mode="json"), _NEW_PROTOCOL_DEFAULTS),
+            "training": self.training.model_dump(mode="json", exclude={"epochs_per_call"}),
+            "robustness": self.robustness.model_dump(mode="json"),
             "fitness_split": self.fitness_split,
             "validation": [self.dataset.validation_fraction, self.dataset.split_seed],
         }
+        # fields added since caches existed are named only off their defaults, so older keys still hold
+        relevant = _without_defaults(relevant, ADDED_FIELD_DEFAULTS)
         text = json.dumps(relevant, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
