@@ -7,9 +7,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from evoprune import __version__
 from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.quiet_tensorflow import quiet_tensorflow_start
+from evoprune.api.version import __version__
 
 # Each command's module (api/cli_commands.py) exposes `register(subparsers)`, adding its sub-command with
 # `set_defaults(handler=...)`; a handler takes the parsed namespace and returns the exit status.

@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.api.cli_commands import COMMANDS
 from evoprune.api.cli_types import non_negative_int, positive_int
-from evoprune.api.quiet_tensorflow import quiet_tensorflow_start
 from evoprune.api.reference_flags import add_reference_arguments, reference_config
 
 # Registering the commands imports only the lines above: the config model, Ray and the search are imported
 # when a command runs (`evoprune --help` and `validate` stay fast).
 if TYPE_CHECKING:
-    from evoprune.coordinator.assembly import Backend, RunSettings
-    from evoprune.coordinator.experiment import Experiment
+    from evoprune.api.local_run import LocalRun
+    from evoprune.coordinator.assembly import Backend
     from evoprune.shared.config import ExperimentConfig
-    from evoprune.shared.evaluation_row import EvaluationRow
-    from evoprune.shared.events import Event
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -117,17 +114,16 @@ def run_command(args: argparse.Namespace, backend: Backend | None = None) -> int
         The exit status.
 
     """
-    from evoprune.coordinator.results_dir import ExperimentError, check_new_results_dir
+    from evoprune.api.local_run import new_results_dir, start_locally
+    from evoprune.coordinator.results_dir import ExperimentError
     from evoprune.shared.config import ConfigError
 
     try:
         config = resolve_config(args)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        results_dir = Path(args.out) if args.out else Path("results") / f"{config.name}-{stamp}"
-        check_new_results_dir(results_dir, config)
+        results_dir = new_results_dir(config, args.out or None)
     except (ConfigError, ExperimentError) as error:
         return _bad_input(str(error))
-    return _execute(config, results_dir, args, backend, checkpoint=None)
+    return _execute(lambda run: start_locally(config, results_dir, run), results_dir, args, backend)
 
 
 def resume_command(args: argparse.Namespace, backend: Backend | None = None) -> int:
@@ -141,79 +137,28 @@ def resume_command(args: argparse.Namespace, backend: Backend | None = None) -> 
         The exit status.
 
     """
-    from evoprune.coordinator.results_dir import ExperimentError, load_resumable
+    from evoprune.api.local_run import resume_locally
 
     results_dir = Path(args.directory)
-    try:
-        config, checkpoint = load_resumable(results_dir)
-    except ExperimentError as error:
-        return _bad_input(str(error))
-    return _execute(config, results_dir, args, backend, checkpoint=checkpoint)
-
-
-def run_settings(args: argparse.Namespace) -> RunSettings:
-    """The settings of `run` and `resume`: their flags, and the shared fitness cache as the service reads it.
-
-    Args:
-        args: the parsed arguments.
-
-    Returns:
-        The settings.
-
-    Raises:
-        ConfigError: the environment names the cache badly (EVOPRUNE_REDIS_PREFIX).
-
-    """
-    from pydantic import ValidationError
-
-    from evoprune.api.settings import SharedCacheEnvironment
-    from evoprune.coordinator.assembly import RunSettings
-    from evoprune.shared.config import ConfigError
-
-    try:
-        cache = SharedCacheEnvironment()
-    except ValidationError as error:
-        raise ConfigError([f"environment: {' '.join(str(error).split())}"]) from None
-    return RunSettings(
-        workers=args.workers,
-        address=args.address,
-        redis_url=cache.redis_url or None,
-        redis_prefix=cache.redis_prefix,
-        show_progress=True,
-    )
+    return _execute(lambda run: resume_locally(results_dir, run), results_dir, args, backend)
 
 
 def _execute(
-    config: ExperimentConfig,
+    start: Callable[[LocalRun], None],
     results_dir: Path,
     args: argparse.Namespace,
     backend: Backend | None,
-    checkpoint: dict[str, Any] | None,
 ) -> int:
-    from evoprune.coordinator.assembly import DEFAULT_BACKEND, run_experiment
+    """Run `start` with the flags' settings and turn its outcome into the exit status and messages."""
+    from evoprune.api.local_run import LocalRun
+    from evoprune.api.settings import local_run_settings
     from evoprune.coordinator.evaluator_interface import EvaluationError
     from evoprune.coordinator.results_dir import ExperimentError
     from evoprune.shared.config import ConfigError
-    from evoprune.shared.events import EventBus
-
-    bus = EventBus()
-    progress: ProgressBar | None = None
-
-    def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
-        nonlocal progress
-        url = experiment.evaluator.describe().get("dashboard_url")
-        if url:
-            print(f"Ray dashboard: {url}", file=sys.stderr)
-        progress = ProgressBar(experiment.total_evaluations, experiment.evaluations_done)
-        bus.subscribe(progress)
 
     try:
-        settings = run_settings(args)
-        if backend is None:
-            backend = DEFAULT_BACKEND
-            if tensorflow_runs_here(config, settings):
-                quiet_tensorflow_start()
-        run_experiment(config, results_dir, settings, bus, checkpoint, backend, on_ready=ready)
+        settings = local_run_settings(args.workers, args.address)
+        start(LocalRun(settings, backend, announce_dashboard=True, quiet_tensorflow=True))
     except (ConfigError, ExperimentError) as error:
         return _bad_input(str(error))
     except EvaluationError as error:
@@ -223,36 +168,9 @@ def _execute(
     except KeyboardInterrupt:
         _failed(f"interrupted. Continue with `evoprune resume {results_dir}`.")
         return EXIT_INTERRUPTED
-    finally:
-        if progress is not None:
-            progress.close()
     print(f"Results: {results_dir}", file=sys.stderr)
     print(results_dir)
     return 0
-
-
-def tensorflow_runs_here(config: ExperimentConfig, settings: RunSettings) -> bool:
-    """Whether this process will build Keras models, so that TensorFlow is best started quietly now.
-
-    It does when it evaluates in-process (no Ray workers) or extracts features with a Keras backbone; with
-    Ray workers and the `pixels` backbone (the demo) or `features:` sources it never loads TensorFlow,
-    which would cost it ~0.6 GB of memory and seconds of start-up for nothing.
-
-    Args:
-        config: the experiment.
-        settings: its run settings (the worker count).
-
-    Returns:
-        True when TensorFlow will run in this process.
-
-    """
-    from evoprune.workers.backbones import PIXELS
-
-    if settings.workers == 0:
-        return True
-    sources = [config.dataset.source, *(ood.source for ood in config.ood)]
-    extracts = any(not source.startswith("features:") for source in sources)
-    return extracts and config.backbone.name.lower() != PIXELS
 
 
 def _bad_input(message: str) -> int:
@@ -275,52 +193,3 @@ def _wrapped(line: str, width: int = 110) -> str:
         return line
     indent = " " * (len(line) - len(line.lstrip()))
     return textwrap.fill(line, width=width, subsequent_indent=indent + "  ")
-
-
-class ProgressBar:
-    """The terminal's view of an experiment: a tqdm bar fed by events."""
-
-    def __init__(self, total: int, done: int) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(
-            total=total,
-            initial=done,
-            unit="eval",
-            file=sys.stderr,
-            dynamic_ncols=True,
-            desc="evaluations",
-            mininterval=0.5,
-        )
-        self._hits = 0
-        self._best_accuracy = float("nan")
-        self._hypervolume = 0.0
-
-    def __call__(self, event: Event) -> None:
-        from evoprune.shared.events import EvaluationFinished, ExperimentSucceeded, FrontChanged
-
-        if isinstance(event, EvaluationFinished):
-            self._hits += event.cached
-            if not event.objectives[0] <= self._best_accuracy:
-                self._best_accuracy = event.objectives[0]
-            self._show(refresh=False)
-            self._bar.update(1)
-        elif isinstance(event, FrontChanged) and event.run == -1:
-            # a batch's front changes come after its evaluations: shown now, or the bar lags one batch
-            self._hypervolume = event.hypervolume
-            self._show(refresh=False)
-        elif isinstance(event, ExperimentSucceeded):
-            # the summary's number (summary.json) is the one the bar ends on
-            self._hypervolume = event.hypervolume
-            self._show(refresh=True)
-
-    def _show(self, refresh: bool) -> None:
-        self._bar.set_postfix(
-            hits=self._hits,
-            best_acc=f"{self._best_accuracy:.4f}",
-            hv=f"{self._hypervolume:.4f}",
-            refresh=refresh,
-        )
-
-    def close(self) -> None:
-        self._bar.close()

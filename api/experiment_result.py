@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,15 +197,21 @@ def run_experiment(
         RunFailedError: the experiment stopped before the end (the message says why).
 
     """
-    from evoprune.coordinator.results_dir import check_new_results_dir
+    from evoprune.api.local_run import LocalRun, new_results_dir, start_locally
+    from evoprune.api.settings import local_run_settings
+    from evoprune.coordinator.evaluator_interface import EvaluationError
 
     resolved = _with_overrides(
         _as_config(config), {"runs": runs, "max_evaluations": max_evaluations, "seed": seed}
     )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results_dir = Path(out) if out is not None else Path("results") / f"{resolved.name}-{stamp}"
-    check_new_results_dir(results_dir, resolved)
-    _run_assembled(resolved, results_dir, workers)
+    results_dir = new_results_dir(resolved, out)
+    try:
+        start_locally(resolved, results_dir, LocalRun(local_run_settings(workers, address=None)))
+    except EvaluationError as error:
+        raise RunFailedError(
+            f"the experiment in {results_dir} did not finish: {error} "
+            f"It is checkpointed; continue it with `evoprune resume {results_dir}`."
+        ) from error
     return open_results(results_dir)
 
 
@@ -228,33 +232,3 @@ def _with_overrides(config: ExperimentConfig, overrides: dict[str, int | None]) 
     data = config.model_dump(mode="json")
     data["search"].update(given)
     return parse_config(data, f"{config.name} with overrides {given}")
-
-
-def _run_assembled(config: ExperimentConfig, results_dir: Path, workers: int | None) -> None:
-    """The experiment through the one assembly every way in uses, with the command line's progress bar."""
-    from evoprune.api.cli_run import ProgressBar, run_settings
-    from evoprune.coordinator.assembly import run_experiment as assemble_and_run
-    from evoprune.coordinator.evaluator_interface import EvaluationError
-    from evoprune.coordinator.experiment import Experiment
-    from evoprune.shared.evaluation_row import EvaluationRow
-    from evoprune.shared.events import EventBus
-
-    bus = EventBus()
-    progress: ProgressBar | None = None
-
-    def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
-        nonlocal progress
-        progress = ProgressBar(experiment.total_evaluations, experiment.evaluations_done)
-        bus.subscribe(progress)
-
-    settings = run_settings(argparse.Namespace(workers=workers, address=None))
-    try:
-        assemble_and_run(config, results_dir, settings, bus, on_ready=ready)
-    except EvaluationError as error:
-        raise RunFailedError(
-            f"the experiment in {results_dir} did not finish: {error} "
-            f"It is checkpointed; continue it with `evoprune resume {results_dir}`."
-        ) from error
-    finally:
-        if progress is not None:
-            progress.close()

@@ -1,4 +1,4 @@
-"""Settings of the HTTP service, read from the environment (EVOPRUNE_*, REDIS_URL, RAY_ADDRESS)."""
+"""Run settings from the environment (EVOPRUNE_*, REDIS_URL, RAY_ADDRESS): the service's and a local run's."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from evoprune.api.allowed_paths import resolve_roots
 from evoprune.shared.store import StoreSpec
 from evoprune.shared.store_local import FITNESS_FILE
 
-# The command line reads SharedCacheEnvironment from here: the assembly and the Ray launcher are imported
-# when a Settings is built or asked for run settings, not with this module.
+# A local run (the command line, `evoprune.run`) reads its settings from here too: the assembly and the Ray
+# launcher are imported when a Settings is built or run settings are asked for, not with this module.
 if TYPE_CHECKING:
     from evoprune.coordinator.assembly import RunSettings
 
@@ -85,6 +85,38 @@ class SharedCacheEnvironment(BaseSettings):
         description="Redis for records, events and the shared fitness cache (REDIS_URL); unset = local files",
     )
     redis_prefix: str = Field(default="evoprune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9:_.-]+$")
+
+
+def local_run_settings(workers: int | None, address: str | None) -> RunSettings:
+    """How an experiment runs in this process: the command line's `run`/`resume` and `evoprune.run`.
+
+    Args:
+        workers: worker actors; None one per GPU (else one per CPU node); 0 evaluates without Ray.
+        address: the Ray cluster to join; None: RAY_ADDRESS, else a local Ray.
+
+    Returns:
+        The settings, with the shared fitness cache the environment names, as the service reads it.
+
+    Raises:
+        ConfigError: the environment names the cache badly (EVOPRUNE_REDIS_PREFIX).
+
+    """
+    from pydantic import ValidationError
+
+    from evoprune.coordinator.assembly import RunSettings
+    from evoprune.shared.config import ConfigError
+
+    try:
+        cache = SharedCacheEnvironment()
+    except ValidationError as error:
+        raise ConfigError([f"environment: {' '.join(str(error).split())}"]) from None
+    return RunSettings(
+        workers=workers,
+        address=address,
+        redis_url=cache.redis_url or None,
+        redis_prefix=cache.redis_prefix,
+        show_progress=True,
+    )
 
 
 class Settings(SharedCacheEnvironment):

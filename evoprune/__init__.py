@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# the version lives below the top package, so the command line reads it without importing upwards
+from evoprune.api.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from evoprune.api.experiment_result import ExperimentResult
     from evoprune.shared.config import ExperimentConfig
-
-try:
-    __version__ = version("evoprune")
-except PackageNotFoundError:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = ["__version__", "open", "run"]
 

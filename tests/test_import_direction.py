@@ -127,29 +127,48 @@ def test_checker_sees_a_loop() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def _top_package_names(path: Path) -> set[str]:
-    """Names a file takes from the top package itself (`from evoprune import run`)."""
+def _top_package_imports(path: Path) -> set[str]:
+    """What a file takes from above the layers: `from evoprune import x`, `import evoprune`, `evoprune._x`."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    return {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module == "evoprune" and node.level == 0
-        for alias in node.names
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "evoprune" and node.level == 0:
+            found |= {f"evoprune.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name == "evoprune"}
+    # a module beside evoprune/__init__.py (evoprune._version) is above the layers as much as the package
+    found |= {f"evoprune.{name.split('.')[0]}" for name in _imported_modules(path)} - {
+        f"evoprune.{layer}" for layer in LAYERS
     }
+    return found
 
 
-def test_the_top_package_may_import_any_layer_but_no_layer_imports_its_api() -> None:
-    # evoprune/__init__.py sits above api: it reaches every layer (lazily); the layers below never call
-    # back into it (only the version string is shared)
+def test_the_top_package_may_import_any_layer_but_no_layer_imports_it() -> None:
+    # evoprune/__init__.py sits above api: it reaches every layer (lazily); no layer reaches back up, not
+    # even for the version string (api/version.py holds it, and the top package re-exports it)
     for path in sorted((ROOT / "evoprune").rglob("*.py")):
         assert _imported_packages(path) <= set(LAYERS)
     wrong = [
-        f"{path.relative_to(ROOT)} imports {name} from the top package"
+        f"{path.relative_to(ROOT)} imports {name} from above the layers"
         for layer in LAYERS
         for path in sorted((ROOT / layer).rglob("*.py"))
-        for name in _top_package_names(path) - {"__version__"}
+        for name in sorted(_top_package_imports(path))
     ]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from evoprune import __version__\n",
+        "import evoprune\n",
+        "from evoprune._version import __version__\n",
+    ],
+)
+def test_checker_sees_an_arrow_up_to_the_top_package(tmp_path: Path, source: str) -> None:
+    module = tmp_path / "up.py"
+    module.write_text(source + "from evoprune.shared import config\n")
+    assert len(_top_package_imports(module)) == 1
 
 
 def test_import_evoprune_stays_light() -> None:
