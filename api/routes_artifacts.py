@@ -23,17 +23,12 @@ from evoprune.api.schemas import (
     ExportPublic,
 )
 from evoprune.coordinator.analysis.artifacts import MEDIA_TYPES, list_artifacts
-from evoprune.coordinator.service.analysis_requests import (
-    AnalysisRefusedError,
-    AnalysisUnavailableError,
-    current_analysis,
-    request_analysis,
-)
-from evoprune.coordinator.service.export_requests import (
+from evoprune.coordinator.service.jobs import JobRefusedError, JobUnavailableError
+from evoprune.coordinator.service.jobs_analysis import current_analysis, request_analysis
+from evoprune.coordinator.service.jobs_export import (
     ExportInvalidError,
-    ExportRefusedError,
     ExportRequest,
-    ExportUnavailableError,
+    ExportState,
     current_export,
     request_export,
 )
@@ -159,15 +154,15 @@ def start_analysis(
     options = body or AnalysisCreate()
     try:
         state = request_analysis(record, launcher, top=options.top, samples=options.samples)
-    except AnalysisRefusedError as error:
+    except JobRefusedError as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-    except AnalysisUnavailableError as error:
+    except JobUnavailableError as error:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
     response.headers["Location"] = f"/experiments/{record.id}/artifacts"
     return AnalysisPublic.of(state)
 
 
-def _export_public(request: Request, record: ExperimentRecord, state: dict[str, Any]) -> ExportPublic:
+def _export_public(request: Request, record: ExperimentRecord, state: ExportState) -> ExportPublic:
     urls = {
         entry["name"]: request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
         for entry in list_artifacts(Path(record.results_dir))
@@ -212,9 +207,9 @@ def start_export(
         raise HTTPException(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{field}: {error}"
         ) from None
-    except ExportRefusedError as error:
+    except JobRefusedError as error:
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
-    except ExportUnavailableError as error:
+    except JobUnavailableError as error:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
     response.headers["Location"] = f"/experiments/{record.id}/exports"
     return _export_public(request, record, state)

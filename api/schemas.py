@@ -18,8 +18,9 @@ from pydantic import (
 
 from evoprune.api.input_text import storable, value_problem
 from evoprune.coordinator.population import population_fronts
-from evoprune.coordinator.service.analysis_launch import DEFAULT_SAMPLES, DEFAULT_TOP
-from evoprune.coordinator.service.analysis_status import AnalysisState, AnalysisStatus
+from evoprune.coordinator.service.jobs import JobStatus
+from evoprune.coordinator.service.jobs_analysis import DEFAULT_SAMPLES, DEFAULT_TOP, AnalysisState
+from evoprune.coordinator.service.jobs_export import ExportState
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, FrontState
@@ -280,7 +281,7 @@ class AnalysisCreate(BaseModel):
 class AnalysisPublic(BaseModel):
     """Where the analysis of an experiment stands."""
 
-    status: AnalysisStatus
+    status: JobStatus
     error: str | None = Field(description="why the last analysis failed")
     stage: str | None = Field(description="what a running analysis is doing")
     requested_at: datetime | None
@@ -295,7 +296,7 @@ class AnalysisPublic(BaseModel):
         return cls(
             status=state.status,
             error=state.error,
-            stage=state.stage if state.status == AnalysisStatus.RUNNING else None,
+            stage=state.stage if state.status == JobStatus.RUNNING else None,
             requested_at=utc_time(state.requested_at),
             started_at=utc_time(state.started_at),
             finished_at=utc_time(state.finished_at),
@@ -345,7 +346,7 @@ class ExportCreate(BaseModel):
 class ExportPublic(BaseModel):
     """Where the latest export of an experiment stands, and the files it wrote."""
 
-    status: AnalysisStatus
+    status: JobStatus
     error: str | None = Field(default=None, description="why the last export failed")
     stage: str | None = Field(default=None, description="what a running export is doing")
     name: str | None = Field(default=None, description="the export's folder: exports/NAME/model.keras")
@@ -358,30 +359,23 @@ class ExportPublic(BaseModel):
     finished_at: datetime | None = None
 
     @classmethod
-    def of(cls, state: dict[str, Any], urls: dict[str, str]) -> ExportPublic:
-        """The public view of an export's status file; `urls` maps the listed artifact names to their URLs."""
-        status = AnalysisStatus(state["status"])
-        name = state.get("name") if isinstance(state.get("name"), str) else None
-        stem = f"export-{name}"
-        done = status == AnalysisStatus.SUCCEEDED
-        objectives = state.get("objectives")
+    def of(cls, state: ExportState, urls: dict[str, str]) -> ExportPublic:
+        """The public view of an export's state; `urls` maps the listed artifact names to their URLs."""
+        stem = f"export-{state.name}"
+        done = state.status == JobStatus.SUCCEEDED
         return cls(
-            status=status,
-            error=state.get("error") if isinstance(state.get("error"), str) else None,
-            stage=state.get("stage") if status == AnalysisStatus.RUNNING else None,
-            name=name,
-            options=state.get("options") if isinstance(state.get("options"), dict) else None,
-            objectives=objectives if done and isinstance(objectives, dict) else None,
+            status=state.status,
+            error=state.error,
+            stage=state.stage if state.status == JobStatus.RUNNING else None,
+            name=state.name,
+            options=state.options,
+            objectives=state.objectives if done else None,
             model_url=urls.get(f"{stem}.keras") if done else None,
             report_url=urls.get(f"{stem}.json") if done else None,
-            requested_at=utc_time(_seconds(state.get("requested_at"))),
-            started_at=utc_time(_seconds(state.get("started_at"))),
-            finished_at=utc_time(_seconds(state.get("finished_at"))),
+            requested_at=utc_time(state.requested_at),
+            started_at=utc_time(state.started_at),
+            finished_at=utc_time(state.finished_at),
         )
-
-
-def _seconds(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class ArtifactPublic(BaseModel):

@@ -1,4 +1,4 @@
-"""How the API starts experiment, analysis and export runners on Ray, and asks whether they live."""
+"""How the API starts experiment runners and jobs (analysis, export) on Ray, and asks whether they live."""
 
 from __future__ import annotations
 
@@ -13,14 +13,9 @@ import ray
 
 from evoprune.coordinator.assembly import RunSettings
 from evoprune.coordinator.placement import require_results_node
-from evoprune.coordinator.service.actors import (
-    RAY_NAMESPACE,
-    actor_name,
-    analysis_actor_name,
-    export_actor_name,
-)
-from evoprune.coordinator.service.analysis_launch import ANALYSIS_ACTOR, AnalysisBusyError, AnalysisSpec
-from evoprune.coordinator.service.export_launch import EXPORT_ACTOR, ExportBusyError, ExportSpec
+from evoprune.coordinator.service.actors import RAY_NAMESPACE, actor_name
+from evoprune.coordinator.service.jobs import JobBusyError, JobKind, JobSpec
+from evoprune.coordinator.service.jobs_run import JOB_ACTOR
 from evoprune.coordinator.service.runner import RUNNER_ACTOR, RunnerSpec
 from evoprune.shared.store import ExperimentRecord, StoreSpec
 
@@ -58,32 +53,18 @@ class Launcher(abc.ABC):
     def alive(self, experiment_id: str) -> bool:
         """Whether the experiment's runner exists."""
 
-    def launch_analysis(self, spec: AnalysisSpec) -> None:
-        """Start the analysis of a finished experiment (`evoprune analyze` of its results directory).
+    def launch_job(self, spec: JobSpec) -> None:
+        """Start a job on a finished experiment (an analysis, an export: the spec's kind says which).
 
         Raises:
-            AnalysisBusyError: an analysis of that experiment is already running.
+            JobBusyError: a job of that kind on that experiment is already running.
             NotImplementedError: this launcher runs experiments only.
 
         """
-        raise NotImplementedError(f"{type(self).__name__} cannot run analyses")
+        raise NotImplementedError(f"{type(self).__name__} cannot run jobs ({spec.job_kind.noun})")
 
-    def analysis_alive(self, experiment_id: str) -> bool:
-        """Whether the experiment's analysis actor exists."""
-        return False
-
-    def launch_export(self, spec: ExportSpec) -> None:
-        """Start the export of one front member of a finished experiment (`evoprune export`).
-
-        Raises:
-            ExportBusyError: an export of that experiment is already running.
-            NotImplementedError: this launcher runs experiments only.
-
-        """
-        raise NotImplementedError(f"{type(self).__name__} cannot run exports")
-
-    def export_alive(self, experiment_id: str) -> bool:
-        """Whether the experiment's export actor exists."""
+    def job_alive(self, kind: JobKind[Any, Any], experiment_id: str) -> bool:
+        """Whether the actor of the experiment's job of that kind exists."""
         return False
 
     def close(self) -> None:
@@ -192,41 +173,28 @@ class RayLauncher(Launcher):
             "looking up the runner", lambda: self._named_actor_exists(actor_name(experiment_id))
         )
 
-    def launch_analysis(self, spec: AnalysisSpec) -> None:
-        name = analysis_actor_name(spec.experiment_id)
-        if not self._start_one(ANALYSIS_ACTOR, name, spec, "starting the analysis"):
-            raise AnalysisBusyError(f"experiment {spec.experiment_id} is being analysed")
-
-    def analysis_alive(self, experiment_id: str) -> bool:
-        return self._bounded(
-            "looking up the analysis", lambda: self._named_actor_exists(analysis_actor_name(experiment_id))
-        )
-
-    def launch_export(self, spec: ExportSpec) -> None:
-        name = export_actor_name(spec.experiment_id)
-        if not self._start_one(EXPORT_ACTOR, name, spec, "starting the export"):
-            raise ExportBusyError(f"experiment {spec.experiment_id} is being exported")
-
-    def export_alive(self, experiment_id: str) -> bool:
-        return self._bounded(
-            "looking up the export", lambda: self._named_actor_exists(export_actor_name(experiment_id))
-        )
-
-    def _start_one(self, actor: Any, name: str, spec: Any, what: str) -> bool:
-        """Start a detached named actor on the results node; False when one of that name still exists."""
+    def launch_job(self, spec: JobSpec) -> None:
+        kind = spec.job_kind
+        name = kind.actor_name(spec.experiment_id)
 
         def start() -> bool:
             require_results_node()
             try:
-                actor.options(name=name, namespace=RAY_NAMESPACE, lifetime="detached").remote(spec)
+                JOB_ACTOR.options(name=name, namespace=RAY_NAMESPACE, lifetime="detached").remote(spec)
             except ValueError:
-                # Ray refuses a second actor of one name: one analysis (export) of an experiment at a time
+                # Ray refuses a second actor of one name: one job of a kind on an experiment at a time
                 if self._named_actor_exists(name):
                     return False
                 raise
             return True
 
-        return self._bounded(what, start)
+        if not self._bounded(f"starting the {kind.noun}", start):
+            raise JobBusyError(f"experiment {spec.experiment_id} is being {kind.participle}")
+
+    def job_alive(self, kind: JobKind[Any, Any], experiment_id: str) -> bool:
+        return self._bounded(
+            f"looking up the {kind.noun}", lambda: self._named_actor_exists(kind.actor_name(experiment_id))
+        )
 
     def close(self) -> None:
         if self._started_ray:

@@ -15,8 +15,7 @@ from PIL import Image
 from evoprune.coordinator.analysis.analyze import analyze
 from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
 from evoprune.coordinator.results_dir import ResultsLayout
-from evoprune.coordinator.service.analysis_launch import AnalysisBusyError
-from evoprune.coordinator.service.analysis_status import LOST_AFTER_S, read_status
+from evoprune.coordinator.service.jobs import LOST_AFTER_S, JobBusyError
 from evoprune.shared.store import ExperimentRecord
 from tests.api.conftest import TOKEN, RecordingLauncher, make_client
 from tests.coordinator.analysis.fixtures import session_results
@@ -219,7 +218,7 @@ def test_a_started_analysis_runs_alone_and_reports_its_state(app_client, finishe
     assert second.status_code == 409 and "already running" in second.json()["detail"]
     assert len(launcher.analyses) == 1
     # the actor reports its end in the status file
-    status = read_status(results_dir)
+    status = json.loads(ResultsLayout(results_dir).analysis_status.read_text())
     ResultsLayout(results_dir).analysis_status.write_text(
         json.dumps({**status, "status": "failed", "error": "boom", "finished_at": time.time()})
     )
@@ -239,7 +238,7 @@ def test_a_running_analysis_whose_actor_is_gone_is_reported_failed(app_client, f
     launcher.analysing.clear()  # the actor's process died
     # within the grace period the status file is believed: the actor may not be registered yet
     assert app_client.get(f"{base}/artifacts").json()["analysis"]["status"] == "running"
-    status = read_status(results_dir)
+    status = json.loads(ResultsLayout(results_dir).analysis_status.read_text())
     status["requested_at"] -= LOST_AFTER_S + 1
     ResultsLayout(results_dir).analysis_status.write_text(json.dumps(status))
     analysis = app_client.get(f"{base}/artifacts").json()["analysis"]
@@ -249,7 +248,7 @@ def test_a_running_analysis_whose_actor_is_gone_is_reported_failed(app_client, f
 
 def test_launch_failures_are_reported(tmp_path, local_store, finished):
     class Unreachable(RecordingLauncher):
-        def launch_analysis(self, spec):
+        def launch_job(self, spec):
             raise ConnectionError("no cluster at 10.0.0.1:6379")
 
     with make_client(tmp_path, local_store, Unreachable()) as client:
@@ -260,8 +259,8 @@ def test_launch_failures_are_reported(tmp_path, local_store, finished):
         assert analysis["status"] == "failed" and "no cluster" in analysis["error"]
 
     class Busy(RecordingLauncher):
-        def launch_analysis(self, spec):
-            raise AnalysisBusyError("an actor of that name exists")
+        def launch_job(self, spec):
+            raise JobBusyError("an actor of that name exists")
 
     with make_client(tmp_path, local_store, Busy()) as client:
         experiment_id, results_dir = add_experiment(client, finished[0])

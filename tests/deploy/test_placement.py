@@ -18,8 +18,7 @@ import pytest
 
 from evoprune.coordinator.extraction import extraction_resources
 from evoprune.coordinator.placement import RESULTS_RESOURCE, RESULTS_SHARE
-from evoprune.coordinator.service.analysis_launch import ANALYSIS_ACTOR
-from evoprune.coordinator.service.export_launch import EXPORT_ACTOR
+from evoprune.coordinator.service.jobs_run import JOB_ACTOR
 from evoprune.coordinator.service.runner import RUNNER_ACTOR
 from tests.deploy.tools import EVOPRUNE_SERVICES, KUBERAY, RAY_CLUSTER, load_yaml_documents, resolved_compose
 
@@ -32,7 +31,7 @@ ACTOR_PATH_VARIABLES = (
     "KERAS_HOME",
     "TFDS_DATA_DIR",
 )
-ACTORS = {"runner": RUNNER_ACTOR, "analysis": ANALYSIS_ACTOR, "export": EXPORT_ACTOR}
+ACTORS = {"runner": RUNNER_ACTOR, "job": JOB_ACTOR}
 
 
 @pytest.fixture(scope="module")

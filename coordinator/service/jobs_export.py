@@ -1,0 +1,122 @@
+"""The service's export job: `evoprune export` of one front member, as a kind of the job family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evoprune.coordinator.export import ExportError, choose, export_name
+from evoprune.coordinator.service.actors import export_actor_name
+from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
+from evoprune.coordinator.service.jobs_requests import current_job, request_job
+from evoprune.coordinator.service.launcher import Launcher
+from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND
+from evoprune.shared.store import ExperimentRecord
+
+
+class ExportInvalidError(Exception):
+    """The request names no exportable member; `field` is the option at fault."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """The options of one export, as `evoprune export` takes them."""
+
+    mask: str | None = None
+    rule: str | None = None
+    min_accuracy: float | None = None
+    run: int = AGGREGATE_RUN
+    kind: str = DEFAULT_KIND
+
+
+@dataclass(frozen=True)
+class ExportState(JobState):
+    """Where the latest export of an experiment stands: its status file (export-status.json)."""
+
+    name: str | None = None  # the folder under exports/
+    options: dict[str, Any] | None = None  # the request's options (`ExportRequest`'s fields)
+    objectives: dict[str, float] | None = None  # the exported member's, once succeeded
+    mask: str | None = None  # the exported member's, once succeeded
+
+
+@dataclass(frozen=True)
+class ExportSpec(JobSpec):
+    """What one export needs, picklable: the experiment, its results, and the pick (or the mask)."""
+
+    name: str  # the folder under exports/, chosen when the request was checked
+    mask: str | None = None
+    rule: str | None = None
+    min_accuracy: float | None = None
+    run: int = AGGREGATE_RUN
+    kind: str = DEFAULT_KIND  # the front to pick from, not the job's kind (that is `job_kind`)
+
+    def request(self) -> ExportRequest:
+        """The request's options, as `evoprune export` takes them."""
+        return ExportRequest(self.mask, self.rule, self.min_accuracy, self.run, self.kind)
+
+    def reported(self) -> dict[str, Any]:
+        return {"name": self.name, "options": asdict(self.request())}
+
+
+def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
+    """Export one front member into exports/NAME; the outcome: the member's objectives and mask."""
+    # imported here: building the model pulls in TensorFlow, which only the actor's process should load
+    from evoprune.coordinator.export import export_model
+
+    written = export_model(Path(spec.results_dir), **asdict(spec.request()), log=log)
+    return {"objectives": written.get("objectives"), "mask": written.get("mask")}
+
+
+EXPORT = JobKind[ExportSpec, ExportState](
+    noun="export",
+    a_job="an export",
+    participle="exported",
+    state_type=ExportState,
+    status_path=lambda layout: layout.export_status,
+    actor_name=export_actor_name,
+    work=export,
+)
+ExportSpec.job_kind = EXPORT
+
+
+def current_export(record: ExperimentRecord, launcher: Launcher) -> ExportState:
+    """Where the latest export of an experiment stands (the launcher says whether its actor still exists)."""
+    return current_job(EXPORT, record, launcher)
+
+
+def request_export(record: ExperimentRecord, launcher: Launcher, request: ExportRequest) -> ExportState:
+    """Check an export request against the experiment's results, then start it in a detached Ray actor.
+
+    The member is chosen here, from the results files (no TensorFlow), so that a bad request is answered
+    at once; the actor re-trains it and writes exports/NAME/model.keras and export.json.
+
+    Args:
+        record: the experiment.
+        launcher: starts the export actor.
+        request: the pick (or the mask).
+
+    Returns:
+        The export's state just after the request.
+
+    Raises:
+        JobRefusedError: the experiment has not succeeded, or one of its exports is running.
+        ExportInvalidError: no such run or kind, a malformed or unknown mask, no member qualifies.
+        JobUnavailableError: the results directory cannot be written, or Ray refused the actor.
+
+    """
+
+    def prepare() -> ExportSpec:
+        results_dir = Path(record.results_dir)
+        try:
+            _, choice = choose(results_dir, **asdict(request))
+        except ExportError as error:
+            raise ExportInvalidError(" ".join(str(error).split()), error.field) from None
+        return ExportSpec(record.id, str(results_dir), export_name(choice), **asdict(request))
+
+    return request_job(EXPORT, record, launcher, prepare)
