@@ -59,8 +59,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     # TensorFlow's C++ start-up chatter would bury the stage lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from evoprune.coordinator.analysis.analyze import analyze
-    from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
     from evoprune.coordinator.analysis.inputs import AnalysisError
+    from evoprune.coordinator.results.layout import ANALYSIS_DIR
 
     try:
         index = analyze(

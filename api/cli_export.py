@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.api.cli_commands import COMMANDS
-from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, RULES
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
+from evoprune.coordinator.results.picks import RULES
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2

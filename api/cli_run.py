@@ -115,7 +115,7 @@ def run_command(args: argparse.Namespace, backend: Backend | None = None) -> int
 
     """
     from evoprune.api.local_run import new_results_dir, start_locally
-    from evoprune.coordinator.results_dir import ExperimentError
+    from evoprune.coordinator.results.directory import ExperimentError
     from evoprune.shared.config import ConfigError
 
     try:
@@ -153,7 +153,7 @@ def _execute(
     from evoprune.api.local_run import LocalRun
     from evoprune.api.settings import local_run_settings
     from evoprune.coordinator.evaluator_interface import EvaluationError
-    from evoprune.coordinator.results_dir import ExperimentError
+    from evoprune.coordinator.results.directory import ExperimentError
     from evoprune.shared.config import ConfigError
 
     try:

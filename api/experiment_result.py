@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.coordinator.analysis.inputs import ResultsInput, read_results
-from evoprune.coordinator.results import ARCHIVE_FRONT
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FrontKind
+from evoprune.coordinator.results.picks import front_rows, has_kinds, pick, rows_of_kind
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
-from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND, front_rows, has_kinds, pick, rows_of_kind
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,7 +91,7 @@ class ExperimentResult:
         run: int = AGGREGATE_RUN,
         kind: str = DEFAULT_KIND,
     ) -> dict[str, Any]:
-        """One front member by a rule (evoprune.shared.picks).
+        """One front member by a rule (evoprune.coordinator.results.picks).
 
         Args:
             rule: `best-accuracy`, `knee` (Das 1999: farthest beyond the extreme-point hyperplane) or
@@ -165,7 +165,7 @@ def open_results(path: str | Path) -> ExperimentResult:
 
     """
     # the archive kind reads in files from before fronts had kinds too; fronts and picks use every kind
-    return ExperimentResult(read_results(Path(path), ARCHIVE_FRONT))
+    return ExperimentResult(read_results(Path(path), FrontKind.ARCHIVE))
 
 
 def run_experiment(

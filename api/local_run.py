@@ -46,7 +46,7 @@ def new_results_dir(config: ExperimentConfig, out: str | Path | None) -> Path:
         ExperimentError: it holds something other than this experiment's unstarted results.
 
     """
-    from evoprune.coordinator.results_dir import check_new_results_dir
+    from evoprune.coordinator.results.directory import check_new_results_dir
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = Path(out) if out is not None else RESULTS_ROOT / f"{config.name}-{stamp}"
@@ -93,7 +93,7 @@ def _run(config: ExperimentConfig | None, results_dir: Path, run: LocalRun) -> N
     from evoprune.api.progress import ProgressBar
     from evoprune.api.quiet_tensorflow import quiet_tensorflow_start
     from evoprune.coordinator.assembly import DEFAULT_BACKEND, run_experiment
-    from evoprune.coordinator.results_dir import load_resumable
+    from evoprune.coordinator.results.directory import load_resumable
     from evoprune.shared.events import EventBus
 
     # the checkpoint goes from the directory to the assembly untouched: its form is theirs alone

@@ -22,7 +22,8 @@ from evoprune.api.schemas import (
     ExportCreate,
     ExportPublic,
 )
-from evoprune.coordinator.analysis.artifacts import MEDIA_TYPES, list_artifacts
+from evoprune.coordinator.results.artifacts import MEDIA_TYPES, list_artifacts
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.jobs import JobRefusedError, JobUnavailableError
 from evoprune.coordinator.service.jobs_analysis import current_analysis, request_analysis
 from evoprune.coordinator.service.jobs_export import (
@@ -32,7 +33,6 @@ from evoprune.coordinator.service.jobs_export import (
     current_export,
     request_export,
 )
-from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.shared.store import ExperimentRecord
 
 CHUNK_BYTES = 1 << 16

@@ -14,8 +14,8 @@ from fastapi.responses import StreamingResponse
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
 from evoprune.api.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from evoprune.api.sse import EventStream
-from evoprune.coordinator.results import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.writer import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
 from evoprune.shared.events import EvaluationFinished, event_from_dict
 from evoprune.shared.store import ExperimentRecord, Store
 

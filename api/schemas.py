@@ -17,7 +17,8 @@ from pydantic import (
 )
 
 from evoprune.api.input_text import storable, value_problem
-from evoprune.coordinator.population import population_fronts
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN
+from evoprune.coordinator.results.population import population_fronts
 from evoprune.coordinator.service.jobs import JobStatus
 from evoprune.coordinator.service.jobs_analysis import DEFAULT_SAMPLES, DEFAULT_TOP, AnalysisState
 from evoprune.coordinator.service.jobs_export import ExportState
@@ -202,8 +203,8 @@ class FrontPublic(BaseModel):
         except ValidationError:
             search = None  # a record from a version whose configs no longer validate: no population to read
         fronts = population_fronts(Path(record.results_dir), search) if search is not None else {}
-        aggregate = fronts.get(-1, {}).get("hypervolume", 0.0)
-        state = FrontState(fronts=fronts, history=history)
+        aggregate = fronts[AGGREGATE_RUN].hypervolume if AGGREGATE_RUN in fronts else 0.0
+        state = FrontState(fronts={run: front.to_dict() for run, front in fronts.items()}, history=history)
         return cls.of(record, state, run).model_copy(update={"kind": "population", "hypervolume": aggregate})
 
     @classmethod

@@ -24,7 +24,7 @@ from scipy.stats import wilcoxon
 
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator, MaskEvaluator
 from evoprune.coordinator.experiment import Experiment
-from evoprune.coordinator.results import population_front, read_evaluations
+from evoprune.coordinator.results.writer import population_front, read_evaluations
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
@@ -100,11 +100,11 @@ def run_bookkeeping(
         members = [encode_mask(mask) for mask in experiment._runs[run].search.population()[0]]
         with_duplicates.append(len(population_front([r for r in rows if r["run"] == run], members)))
     return {
-        "hypervolume_population": [run["hypervolume_population"] for run in summary["runs"]],
-        "hypervolume_archive": [run["hypervolume_archive"] for run in summary["runs"]],
-        "front_size_population": [run["front_size_population"] for run in summary["runs"]],
+        "hypervolume_population": [run.front.hypervolume_population for run in summary.runs],
+        "hypervolume_archive": [run.front.hypervolume_archive for run in summary.runs],
+        "front_size_population": [run.front.front_size_population for run in summary.runs],
         "front_size_keeping_equal_objectives": with_duplicates,
-        "super_front_size": summary["aggregate"]["front_size_population"],
+        "super_front_size": summary.aggregate.front_size_population,
         "seconds": round(seconds, 1),
     }
 

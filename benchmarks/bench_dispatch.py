@@ -103,7 +103,7 @@ def time_experiment(evaluator_factory: Any, config: ExperimentConfig, length: in
             described = evaluator.describe()
         finally:
             evaluator.close()
-    evaluations = summary["aggregate"]["evaluations"]
+    evaluations = summary.aggregate.evaluations
     return {
         "seconds": round(seconds, 3),
         "evaluations": evaluations,

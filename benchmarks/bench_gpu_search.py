@@ -244,24 +244,24 @@ def run(
     with GpuSampler() as sampler:
         summary = experiment.run(should_stop=should_stop)
     wall_s = time.perf_counter() - started
-    evaluations = int(summary["aggregate"]["evaluations"])
+    evaluations = int(summary.aggregate.evaluations)
     return {
         "features": f"{TRAIN_SAMPLES}x{feature_width} train, {TEST_SAMPLES} test, {CLASSES} classes",
         "runs": config.search.runs,
         "evaluations_per_run": config.search.max_evaluations,
         "max_epochs": config.training.max_epochs,
-        "status": summary["status"],
+        "status": summary.status,
         "evaluations_done": evaluations,
         "evaluations_total": total,
-        "trained": int(summary["aggregate"]["trained"]),
+        "trained": int(summary.aggregate.trained),
         "wall_s": round(wall_s, 1),
         "evaluations_per_s": round(evaluations / wall_s, 3),
         "projected_full_s": round(wall_s * total / max(evaluations, 1), 1),
         "epochs_per_call": timed.evaluator.epochs_per_call,
         "calls": len(timed.calls),
         **projection(config, timed.calls, peak_tflops),
-        "aggregate_hypervolume_archive": summary["aggregate"]["hypervolume_archive"],
-        "best_accuracy": summary["aggregate"]["best_accuracy"],
+        "aggregate_hypervolume_archive": summary.aggregate.hypervolume_archive,
+        "best_accuracy": summary.aggregate.best_accuracy,
         "backend": backend_name(),
         "device": device_description(),
         **sampler.summary(),

@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 from evoprune.benchmarks.bench_evaluator import synthetic_rps
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
-from evoprune.coordinator.results import AGGREGATE_RUN, ARCHIVE_FRONT, POPULATION_FRONT
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, FrontKind
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.config import ExperimentConfig, ScreeningConfig, demo_config_path, load_config
 from evoprune.shared.pareto import hypervolume, pareto_mask
 from evoprune.workers.features import FeatureSet
@@ -110,21 +110,21 @@ def run_one(
     summary = experiment.run()
     seconds = time.perf_counter() - started
     fronts = pq.read_table(ResultsLayout(directory).front).to_pylist()
-    aggregate = summary["aggregate"]
+    aggregate = summary.aggregate
     return {
         "seconds": seconds,
-        "epochs": aggregate["epochs_trained"],
-        "screened_out": aggregate["screened_out"],
-        "evaluations": aggregate["evaluations"],
-        "hypervolume_archive": aggregate["hypervolume_archive"],
-        "hypervolume_population": aggregate["hypervolume_population"],
+        "epochs": aggregate.epochs_trained,
+        "screened_out": aggregate.screened_out,
+        "evaluations": aggregate.evaluations,
+        "hypervolume_archive": aggregate.hypervolume_archive,
+        "hypervolume_population": aggregate.hypervolume_population,
         "fronts": {
             kind: [
                 [1 - row["accuracy"], row["active_fraction"], 1 - row["auroc"]]
                 for row in fronts
                 if row["kind"] == kind and row["run"] == AGGREGATE_RUN
             ]
-            for kind in (ARCHIVE_FRONT, POPULATION_FRONT)
+            for kind in (FrontKind.ARCHIVE, FrontKind.POPULATION)
         },
     }
 
@@ -137,7 +137,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "screened_out": int(sum(run["screened_out"] for run in runs)),
         "evaluations": int(sum(run["evaluations"] for run in runs)),
     }
-    for kind in (ARCHIVE_FRONT, POPULATION_FRONT):
+    for kind in (FrontKind.ARCHIVE, FrontKind.POPULATION):
         points = np.array([point for run in runs for point in run["fronts"][kind]], dtype=np.float64)
         union = points[pareto_mask(points)] if len(points) else points.reshape(0, 3)
         result[f"hypervolume_{kind}"] = float(hypervolume(union))
@@ -169,7 +169,7 @@ def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Pat
     for mode, total in totals.items():
         total["epoch_reduction"] = full["epochs"] / total["epochs"] if total["epochs"] else None
         total["time_reduction"] = full["seconds"] / total["seconds"] if total["seconds"] else None
-        for kind in (ARCHIVE_FRONT, POPULATION_FRONT):
+        for kind in (FrontKind.ARCHIVE, FrontKind.POPULATION):
             total[f"hypervolume_ratio_{kind}"] = total[f"hypervolume_{kind}"] / full[f"hypervolume_{kind}"]
         total["per_seed"] = [{k: v for k, v in run.items() if k != "fronts"} for run in modes[mode]]
     return {

@@ -70,7 +70,7 @@ def compare(config: ExperimentConfig, seeds: int, out_dir: Path) -> dict[str, An
     summary = experiment.run()
     nsga_s = time.perf_counter() - started
     # both sides are archive fronts: random search keeps no population
-    nsga = [float(run["hypervolume_archive"]) for run in summary["runs"]]
+    nsga = [run.front.hypervolume_archive for run in summary.runs]
 
     started = time.perf_counter()
     seed_list = [config.search.seed + RANDOM_SEED_OFFSET + index for index in range(seeds)]

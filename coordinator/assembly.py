@@ -12,7 +12,9 @@ from typing import Any
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.resilient_cache import ResilientFitnessCache
-from evoprune.coordinator.results_dir import ExperimentError
+from evoprune.coordinator.results.checkpoint import Checkpoint
+from evoprune.coordinator.results.directory import ExperimentError
+from evoprune.coordinator.results.summary import Summary
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
@@ -187,11 +189,11 @@ def run_experiment(
     results_dir: Path,
     settings: RunSettings,
     bus: EventBus,
-    checkpoint: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
     backend: Backend = DEFAULT_BACKEND,
     on_ready: ReadyHook | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
+) -> Summary:
     """Assemble an experiment, start or resume it, run it to its end and release what it used.
 
     Features are loaded, the mask length checked, the fitness cache opened and the evaluator started;
@@ -203,7 +205,8 @@ def run_experiment(
         results_dir: where it writes (and, resuming, what it continues).
         settings: how it runs.
         bus: receives the experiment's events.
-        checkpoint: from `results_dir.load_resumable` to resume; None starts afresh.
+        checkpoint: the checkpoint to resume from (read once, by `directory.load_resumable` or the
+            service runner); None starts afresh.
         backend: where features and evaluations come from.
         on_ready: called once the experiment is started or restored, before it runs, with the
             experiment and the journal rows a resume restored (empty for a fresh start).

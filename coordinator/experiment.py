@@ -6,22 +6,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from evoprune.coordinator.checkpoint import CheckpointError, Journal
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
-from evoprune.coordinator.results import write_config, write_results
-from evoprune.coordinator.results_dir import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    ExperimentError,
-    ResultsLayout,
-    experiment_fingerprint,
-)
-from evoprune.shared.atomic_files import write_json_atomic
+from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, Journal
+from evoprune.coordinator.results.directory import ExperimentError, experiment_fingerprint
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.summary import RunInfo, Summary
+from evoprune.coordinator.results.writer import write_config, write_results
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import (
@@ -143,7 +138,7 @@ class Experiment:
         ]
         self._checkpoint(ExperimentStatus.RUNNING)
 
-    def restore(self, checkpoint: dict[str, Any]) -> list[EvaluationRow]:
+    def restore(self, checkpoint: Checkpoint) -> list[EvaluationRow]:
         """Continues from a checkpoint read by `load_resumable`.
 
         Args:
@@ -156,21 +151,21 @@ class Experiment:
             ExperimentError: the checkpoint does not fit these features or is inconsistent.
 
         """
-        if checkpoint["feature_key"] != self.feature_key or checkpoint["mask_length"] != self.mask_length:
+        if checkpoint.feature_key != self.feature_key or checkpoint.mask_length != self.mask_length:
             raise ExperimentError(
-                f"{self.results_dir} was computed on other features ({checkpoint['feature_key']}) than "
+                f"{self.results_dir} was computed on other features ({checkpoint.feature_key}) than "
                 f"the ones its config now yields ({self.feature_key}); it cannot be resumed."
             )
         search = self.config.search
         try:
-            rows = [EvaluationRow.from_dict(line) for line in self._journal.load(int(checkpoint["rows"]))]
+            rows = [EvaluationRow.from_dict(line) for line in self._journal.load(checkpoint.rows)]
             self._runs = [
                 _Run(index=run, seed=search.seed + run, search=NSGA2.from_state(state, search))
-                for run, state in enumerate(checkpoint["runs"])
+                for run, state in enumerate(checkpoint.runs)
             ]
         except (CheckpointError, SearchStateError) as error:
             raise ExperimentError(f"{self.results_dir} is corrupt and cannot be resumed: {error}") from None
-        self._elapsed_before_s = float(checkpoint.get("elapsed_s", 0.0))
+        self._elapsed_before_s = checkpoint.elapsed_s
         for row in rows:
             run = self._runs[row.run]
             run.evaluations += 1
@@ -192,7 +187,7 @@ class Experiment:
 
     # ---- the loop -------------------------------------------------------------------------------------
 
-    def run(self, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    def run(self, should_stop: Callable[[], bool] | None = None) -> Summary:
         """Run every run to the end (or until `should_stop` says so) and write the results.
 
         Args:
@@ -200,7 +195,7 @@ class Experiment:
                 results so far, checkpoints as "cancelled" (resumable) and emits `ExperimentCancelled`.
 
         Returns:
-            The summary (as written to summary.json); its "status" is "succeeded" or "cancelled".
+            The summary (as written to summary.json); its status is "succeeded" or "cancelled".
 
         """
         self._started = time.monotonic()
@@ -401,7 +396,7 @@ class Experiment:
             run = self._runs[index]
             self.bus.emit(FrontChanged.of_archive(index, run.archive, run.evaluations))
         if aggregate_changed:
-            self.bus.emit(FrontChanged.of_archive(-1, self._aggregate, self.evaluations_done))
+            self.bus.emit(FrontChanged.of_archive(AGGREGATE_RUN, self._aggregate, self.evaluations_done))
         for index in sorted({p.run for p in ready}):
             run = self._runs[index]
             if run.search.done:
@@ -420,22 +415,17 @@ class Experiment:
         return self._elapsed_before_s + time.monotonic() - self._started
 
     def _checkpoint(self, status: ExperimentStatus) -> None:
-        write_json_atomic(
-            self.layout.checkpoint,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": CHECKPOINT_VERSION,
-                "fingerprint": experiment_fingerprint(self.config),
-                "status": status.value,
-                "feature_key": self.feature_key,
-                "mask_length": self.mask_length,
-                "rows": self._journal.count,
-                "elapsed_s": self._elapsed_s(),
-                "runs": [run.search.state_dict() for run in self._runs],
-            },
-        )
+        Checkpoint(
+            fingerprint=experiment_fingerprint(self.config),
+            status=status,
+            feature_key=self.feature_key,
+            mask_length=self.mask_length,
+            rows=self._journal.count,
+            elapsed_s=self._elapsed_s(),
+            runs=tuple(run.search.state_dict() for run in self._runs),
+        ).write(self.layout.checkpoint)
 
-    def _cancel(self) -> dict[str, Any]:
+    def _cancel(self) -> Summary:
         # work in flight is abandoned, not waited for: what finished is journaled, the rest is re-asked
         # from the checkpoint on resume
         summary = self._write_results(ExperimentStatus.CANCELLED)
@@ -445,37 +435,37 @@ class Experiment:
         )
         return summary
 
-    def _finish(self) -> dict[str, Any]:
+    def _finish(self) -> Summary:
         summary = self._write_results(ExperimentStatus.SUCCEEDED)
         self._checkpoint(ExperimentStatus.SUCCEEDED)
         self.bus.emit(
             ExperimentSucceeded(
                 # the live events follow the archive fronts, so the last one carries the archive's volume
-                hypervolume=summary["aggregate"]["hypervolume_archive"],
-                evaluations=summary["aggregate"]["evaluations"],
-                cache_hits=summary["aggregate"]["cache_hits"],
-                seconds=summary["wall_time_s"],
+                hypervolume=summary.aggregate.hypervolume_archive,
+                evaluations=summary.aggregate.evaluations,
+                cache_hits=summary.aggregate.cache_hits,
+                seconds=summary.wall_time_s,
                 results_dir=str(self.results_dir),
             )
         )
         return summary
 
-    def _write_results(self, status: ExperimentStatus) -> dict[str, Any]:
+    def _write_results(self, status: ExperimentStatus) -> Summary:
         rows = self._journal.load(self._journal.count)
         return write_results(
             self.results_dir,
             self.config,
             rows,
-            {
-                "wall_time_s": round(self._elapsed_s(), 3),
-                "resumed_with_rows": self._resumed_rows,
-                "feature_set": self.feature_key,
-                "protocol": self._protocol,
-                "mask_length": self.mask_length,
-                "fingerprint": experiment_fingerprint(self.config),
-                "evaluator": self.evaluator.describe(),
-                "fitness_cache": self._cache.describe(),
-                "status": status.value,
-            },
+            RunInfo(
+                status=status.value,
+                wall_time_s=round(self._elapsed_s(), 3),
+                resumed_with_rows=self._resumed_rows,
+                feature_set=self.feature_key,
+                protocol=self._protocol,
+                mask_length=self.mask_length,
+                fingerprint=experiment_fingerprint(self.config),
+                evaluator=self.evaluator.describe(),
+                fitness_cache=self._cache.describe(),
+            ),
             {run.index: [encode_mask(mask) for mask in run.search.population()[0]] for run in self._runs},
         )

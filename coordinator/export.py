@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evoprune.coordinator.analysis.artifacts import EXPORT_REPORT_NAME
-from evoprune.coordinator.analysis.artifacts import EXPORTS_DIR as ARTIFACT_EXPORTS_DIR
 from evoprune.coordinator.analysis.inputs import (
     AnalysisError,
     ResultsInput,
@@ -20,19 +18,12 @@ from evoprune.coordinator.analysis.inputs import (
     load_features,
     read_results,
 )
-from evoprune.coordinator.results import full_fidelity
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontRow
+from evoprune.coordinator.results.layout import EXPORT_REPORT_NAME, EXPORTS_DIR
+from evoprune.coordinator.results.picks import KNEE_METHOD, PickError, front_rows, has_kinds, pick
+from evoprune.coordinator.results.writer import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
-from evoprune.shared.picks import (
-    AGGREGATE_RUN,
-    DEFAULT_KIND,
-    FRONT_KINDS,
-    KNEE_METHOD,
-    PickError,
-    front_rows,
-    has_kinds,
-    pick,
-)
 from evoprune.workers.datasets import DatasetError
 from evoprune.workers.export_build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.features import FeatureSet
@@ -40,7 +31,6 @@ from evoprune.workers.features import FeatureSet
 EXPORT_FORMAT = "evoprune-export"
 EXPORT_VERSION = 1
 # the export folders' names are the artifacts listing's, which serves them
-EXPORTS_DIR = ARTIFACT_EXPORTS_DIR
 REPORT_NAME = EXPORT_REPORT_NAME
 # k-fold datasets train one head per fold; fold 0's is exported (workers.export_build.FOLD_REASON says why)
 EXPORTED_FOLD = 0
@@ -246,13 +236,14 @@ def _given_mask(inputs: ResultsInput, text: str) -> Choice:
 
 def _picked(
     inputs: ResultsInput,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[FrontRow],
     rule: str,
     min_accuracy: float | None,
     run: int,
     kind: str,
 ) -> Choice:
-    chosen = dict(pick(rows, rule, min_accuracy=min_accuracy))
+    picked = pick(rows, rule, min_accuracy=min_accuracy)
+    chosen = dict(picked)
     kinds_recorded = has_kinds(inputs.every_front_rows)
     description: dict[str, Any] = {
         "rule": rule,
@@ -265,7 +256,7 @@ def _picked(
         description["min_accuracy"] = min_accuracy
     if rule == "knee":
         description["method"] = KNEE_METHOD
-    return Choice(decode_mask(chosen["mask"], inputs.mask_length), chosen, rule, description)
+    return Choice(decode_mask(picked.mask, inputs.mask_length), chosen, rule, description)
 
 
 def _target(results_dir: Path, out: Path | None, choice: Choice) -> Path:

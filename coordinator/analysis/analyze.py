@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evoprune.coordinator.analysis.artifacts import INDEX_NAME, artifact, discard, fresh_staging, publish
 from evoprune.coordinator.analysis.ensembles import ENSEMBLE_SUMMARY_KEYS, ensemble_table
 from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
 from evoprune.coordinator.analysis.importance import neuron_importance
@@ -19,8 +18,11 @@ from evoprune.coordinator.analysis.inputs import (
     load_features,
     read_results,
 )
-from evoprune.coordinator.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from evoprune.coordinator.results import POPULATION_FRONT, hypervolume_history
+from evoprune.coordinator.results.artifacts import artifact, discard, fresh_staging, publish
+from evoprune.coordinator.results.fronts import DEFAULT_KIND
+from evoprune.coordinator.results.layout import ANALYSIS_INDEX_NAME
+from evoprune.coordinator.results.plots import plot_front_3d, plot_front_projections, plot_hypervolume
+from evoprune.coordinator.results.writer import hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
@@ -40,7 +42,7 @@ def analyze(
     samples: int = DEFAULT_SAMPLES,
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
-    front: str = POPULATION_FRONT,
+    front: str = DEFAULT_KIND,
 ) -> dict[str, Any]:
     """Run every analysis of a finished experiment and write them to results_dir/analysis/.
 
@@ -77,7 +79,7 @@ def analyze(
     try:
         index = _write_all(inputs, features, staging, top, samples, say)
         index["seconds"] = round(time.perf_counter() - started, 3)
-        write_atomic(staging / INDEX_NAME, json.dumps(index, indent=2))
+        write_atomic(staging / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
         publish(inputs.results_dir, staging)
     except BaseException:
         discard(staging)
@@ -110,7 +112,7 @@ def _write_all(
         ),
         artifact("ensembles.png", "member accuracy and AUROC per window, ensemble and best member marked"),
     ]
-    artifacts.append(artifact(INDEX_NAME, "this index"))
+    artifacts.append(artifact(ANALYSIS_INDEX_NAME, "this index"))
     return {
         "format": ANALYSIS_FORMAT,
         "version": ANALYSIS_VERSION,

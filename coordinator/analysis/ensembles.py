@@ -7,10 +7,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from evoprune.coordinator.analysis.artifacts import write_table
 from evoprune.coordinator.analysis.importance import FLOAT
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_ensembles
+from evoprune.coordinator.results.artifacts import write_table
 from evoprune.workers.features import FeatureSet
 
 ENSEMBLE_SUMMARY_KEYS = (

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evoprune.coordinator.analysis.artifacts import artifact
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_heatmap_grid, plot_pixel_importance
+from evoprune.coordinator.results.artifacts import artifact
 from evoprune.workers.importance import BitMeaning, bit_label, solutions_using
 
 if TYPE_CHECKING:  # the re-trainer pulls in Keras; this module stays importable without it

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from evoprune.coordinator.analysis.artifacts import artifact, write_table
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_importance
+from evoprune.coordinator.results.artifacts import artifact, write_table
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
     BitMeaning,

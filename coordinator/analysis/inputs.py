@@ -12,15 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from evoprune.coordinator.results import (
-    AGGREGATE_RUN,
-    ARCHIVE_FRONT,
-    EVALUATION_COLUMNS,
-    FRONT_COLUMNS,
-    FRONT_KINDS,
-    POPULATION_FRONT,
-)
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontKind
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.writer import EVALUATION_COLUMNS, FRONT_COLUMNS
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
@@ -44,7 +38,7 @@ class ResultsInput:
     front: list[dict[str, Any]]  # every run's front of `front_kind` and the aggregated one (run = -1)
     aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
     masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
-    front_kind: str = POPULATION_FRONT  # "population" (the paper's fronts) or "archive"
+    front_kind: str = DEFAULT_KIND  # "population" (the paper's fronts) or "archive"
     # every row of front.parquet, both kinds (a file from before fronts had kinds: archive rows, no `kind`)
     every_front: list[dict[str, Any]] | None = None
 
@@ -58,7 +52,7 @@ class ResultsInput:
         return int(self.masks.shape[1])
 
 
-def read_results(results_dir: Path, front_kind: str = POPULATION_FRONT) -> ResultsInput:
+def read_results(results_dir: Path, front_kind: str = DEFAULT_KIND) -> ResultsInput:
     """Read and check a results directory written by `evoprune run`.
 
     Args:
@@ -111,7 +105,7 @@ def read_results(results_dir: Path, front_kind: str = POPULATION_FRONT) -> Resul
 def _of_kind(rows: list[dict[str, Any]], path: Path, front_kind: str) -> list[dict[str, Any]]:
     """The rows of one kind of front; a front.parquet from before fronts had kinds holds archives only."""
     if rows and "kind" not in rows[0]:
-        if front_kind != ARCHIVE_FRONT:
+        if front_kind != FrontKind.ARCHIVE:
             raise AnalysisError(
                 f"{path} was written before population fronts were kept: it holds archive fronts only; "
                 "analyse those with --front archive."

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from evoprune.coordinator.plots import DPI, plt
+from evoprune.coordinator.results.plots import DPI, plt
 
 HEATMAP_ALPHA = 0.5
 HEATMAP_CELL_INCHES = 1.6

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.atomic_files import write_atomic
 
 # A "running" status whose actor cannot be found is only declared lost after this long: the API writes the

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR, INDEX_NAME
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
+from evoprune.coordinator.results.layout import ANALYSIS_DIR
+from evoprune.coordinator.results.layout import ANALYSIS_INDEX_NAME as INDEX_NAME
 from evoprune.coordinator.service.actors import analysis_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobRefusedError, JobSpec, JobState
 from evoprune.coordinator.service.jobs_requests import current_job, request_job

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.coordinator.export import ExportError, choose, export_name
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.actors import export_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
-from evoprune.shared.picks import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.shared.store import ExperimentRecord
 
 

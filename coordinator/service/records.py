@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.live_view import LiveView
 from evoprune.shared.atomic_files import write_json_atomic
 from evoprune.shared.config import ExperimentConfig

@@ -10,15 +10,16 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import ray
 
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
-from evoprune.coordinator.checkpoint import CheckpointError, read_json
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.placement import on_results_node
-from evoprune.coordinator.results_dir import ExperimentError, ResultsLayout, load_resumable
+from evoprune.coordinator.results.checkpoint import Checkpoint
+from evoprune.coordinator.results.directory import ExperimentError, existing_checkpoint, resumable
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.summary import Summary
 from evoprune.coordinator.service.actors import end_this_actor
 from evoprune.coordinator.service.publishing import StorePublisher
 from evoprune.coordinator.service.records import write_record_copy
@@ -106,12 +107,13 @@ def run_service_experiment(
     publisher(StatusChanged(status=ExperimentStatus.RUNNING, started_at=started_at))
     try:
         config = parse_config(record.config, f"experiment {record.id}")
-        checkpoint = _checkpoint(layout)
-        if checkpoint is not None and checkpoint.get("status") == ExperimentStatus.SUCCEEDED:
+        # read once, here, and passed on: the experiment restores from this very checkpoint
+        checkpoint = existing_checkpoint(layout.root)
+        if checkpoint is not None and checkpoint.finished:
             _publish_finished(publisher, layout, checkpoint, config.search.runs)
         else:
             if checkpoint is not None:
-                config, checkpoint = load_resumable(layout.root)
+                checkpoint = resumable(layout.root, config, checkpoint)
 
             def ready(experiment: Experiment, restored: list[EvaluationRow]) -> None:
                 # running still, now with the mask length the features decided
@@ -145,28 +147,19 @@ def run_service_experiment(
     return publisher.view.record.status
 
 
-def _checkpoint(layout: ResultsLayout) -> dict[str, Any] | None:
-    if not layout.checkpoint.exists():
-        return None
-    try:
-        return dict(read_json(layout.checkpoint))
-    except CheckpointError:
-        return None
-
-
 def _publish_finished(
-    publisher: StorePublisher, layout: ResultsLayout, checkpoint: dict[str, Any], runs: int
+    publisher: StorePublisher, layout: ResultsLayout, checkpoint: Checkpoint, runs: int
 ) -> None:
     """The runner died after the experiment finished but before the store heard: publish the end."""
-    lines = layout.journal.read_text(encoding="utf-8").splitlines()[: int(checkpoint["rows"])]
+    lines = layout.journal.read_text(encoding="utf-8").splitlines()[: checkpoint.rows]
     publisher.catch_up([EvaluationRow.from_dict(json.loads(line)) for line in lines], runs)
-    summary = read_json(layout.summary)
+    summary = Summary.read(layout.summary)
     publisher(
         ExperimentSucceeded(
-            hypervolume=summary["aggregate"]["hypervolume_archive"],
-            evaluations=summary["aggregate"]["evaluations"],
-            cache_hits=summary["aggregate"]["cache_hits"],
-            seconds=summary.get("wall_time_s", 0.0),
+            hypervolume=summary.aggregate.hypervolume_archive,
+            evaluations=summary.aggregate.evaluations,
+            cache_hits=summary.aggregate.cache_hits,
+            seconds=summary.wall_time_s,
             results_dir=str(layout.root),
         )
     )

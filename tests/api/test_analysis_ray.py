@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.jobs_analysis import ANALYSIS
 from tests.api.servers import wait_for
 

@@ -432,7 +432,7 @@ def test_a_vanished_record_does_not_end_the_stream_of_a_running_experiment(tmp_p
 
 @pytest.mark.redis
 def test_after_redis_restarts_empty_the_list_shows_the_finished_experiments(tmp_path, redis_store):
-    from evoprune.coordinator.results_dir import ResultsLayout
+    from evoprune.coordinator.results.layout import ResultsLayout
     from evoprune.coordinator.service.records import write_record_copy
 
     with make_client(tmp_path, redis_store) as client:

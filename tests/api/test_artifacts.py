@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from evoprune.coordinator.analysis.analyze import analyze
-from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ANALYSIS_DIR, ResultsLayout
 from evoprune.coordinator.service.jobs import LOST_AFTER_S, JobBusyError
 from evoprune.shared.store import ExperimentRecord
 from tests.api.conftest import TOKEN, RecordingLauncher, make_client

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evoprune.api.cli import main
-from evoprune.shared.picks import front_rows, has_kinds, pick
+from evoprune.coordinator.results.picks import front_rows, has_kinds, pick
 from evoprune.workers.assemble import fitness_rows
 from evoprune.workers.export_inputs import raw_inputs
 from tests.coordinator.analysis.fixtures import session_results

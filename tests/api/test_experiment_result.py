@@ -9,8 +9,8 @@ import pytest
 import evoprune
 from evoprune.coordinator.analysis.inputs import AnalysisError
 from evoprune.coordinator.experiment import ExperimentError
+from evoprune.coordinator.results.picks import PickError, front_rows, pick
 from evoprune.shared.config import ConfigError
-from evoprune.shared.picks import PickError, front_rows, pick
 from tests.coordinator.analysis.fixtures import DIGITS, session_results
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evoprune.api.settings import Settings
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.store import ExperimentRecord
 from evoprune.shared.store_local import LocalStore
 from tests.api.conftest import TOKEN, RecordingLauncher, make_client

@@ -7,7 +7,7 @@ import pytest
 from evoprune.coordinator.dispatch import RayEvaluator
 from evoprune.coordinator.evaluator_interface import EvaluationError
 from evoprune.coordinator.experiment import Experiment
-from evoprune.coordinator.results import read_evaluations
+from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.config import parse_config
 from evoprune.shared.events import EvaluationFinished, EventBus
 from tests.coordinator.fakes import (  # noqa: F401 (ray_session is a fixture)

@@ -16,7 +16,7 @@ from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import resume_command, run_command
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
-from evoprune.coordinator.results import read_evaluations
+from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.config import demo_config_path, load_config, parse_config
 from evoprune.shared.events import EventBus
 from tests.coordinator.fake_cli import BACKEND
@@ -300,7 +300,7 @@ def test_events_report_every_evaluation_and_the_end(tmp_path):
     assert kinds.count("run-finished") == 2 and kinds[-1] == "succeeded"
     fronts = [event for event in seen if event.kind == "front" and event.run == -1]
     # live front events follow the archive fronts
-    assert fronts[-1].hypervolume == pytest.approx(summary["aggregate"]["hypervolume_archive"])
+    assert fronts[-1].hypervolume == pytest.approx(summary.aggregate.hypervolume_archive)
     assert np.all(np.diff([event.hypervolume for event in fronts]) >= -1e-12)
 
 
@@ -320,11 +320,11 @@ def test_with_redis_a_second_experiment_on_the_same_features_trains_nothing(tmp_
     assert [r[:6] for r in comparable(first)] == [r[:6] for r in comparable(second)]
     assert all(row["cached"] for row in second)
     summary = json.loads((tmp_path / "second" / "summary.json").read_text())
-    assert summary["aggregate"]["trained"] == 0 and "redis" in summary["fitness_cache"]
+    assert summary.aggregate.trained == 0 and "redis" in summary.fitness_cache
 
 
 def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupted_result(tmp_path):
-    from evoprune.coordinator.results_dir import load_resumable
+    from evoprune.coordinator.results.directory import load_resumable
 
     config = parse_config({"name": "cancel", "search": SEARCH})
     straight = Experiment(
@@ -340,7 +340,7 @@ def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupt
     experiment = Experiment(config, out, "fake-features", 64, InProcessEvaluator(FakeProblem()), bus)
     experiment.start()
     summary = experiment.run(should_stop=lambda: experiment.evaluations_done >= 50)
-    assert summary["status"] == "cancelled"
+    assert summary.status == "cancelled"
     assert seen[-1].kind == "cancelled" and seen[-1].evaluations == experiment.evaluations_done
     kept = read_evaluations(out)
     assert 50 <= len(kept) < 120
@@ -349,7 +349,7 @@ def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupt
     config_again, checkpoint = load_resumable(out)
     resumed = Experiment(config_again, out, "fake-features", 64, InProcessEvaluator(FakeProblem()))
     resumed.restore(checkpoint)
-    assert resumed.run()["status"] == "succeeded"
+    assert resumed.run().status == "succeeded"
     assert comparable(read_evaluations(out)) == comparable(read_evaluations(tmp_path / "straight"))
     assert pq.read_table(out / "front.parquet").equals(pq.read_table(tmp_path / "straight" / "front.parquet"))
 
@@ -425,7 +425,7 @@ def test_a_cancel_is_seen_within_seconds_while_a_batch_is_still_training(tmp_pat
     asked_at = time.monotonic() + 0.5
     started = time.monotonic()
     summary = experiment.run(should_stop=lambda: time.monotonic() > asked_at)
-    assert summary["status"] == "cancelled"
+    assert summary.status == "cancelled"
     assert time.monotonic() - started < 5.0, "the cancel waited for the batch in flight"
 
 

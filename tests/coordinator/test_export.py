@@ -86,7 +86,7 @@ def test_export_refuses_both_or_neither_of_mask_and_rule(tmp_path):
 
 
 def test_a_screened_out_mask_is_refused_by_name(tmp_path):
-    from evoprune.coordinator.results import read_evaluations
+    from evoprune.coordinator.results.writer import read_evaluations
     from tests.coordinator.test_screening import REAL
 
     config = parse_config(REAL)

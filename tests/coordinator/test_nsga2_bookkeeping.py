@@ -13,9 +13,10 @@ import pytest
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.nsga2 import NSGA2, _rank_and_crowding
-from evoprune.coordinator.population import population_fronts
-from evoprune.coordinator.results import population_front, read_evaluations
-from evoprune.coordinator.results_dir import ResultsLayout, load_resumable
+from evoprune.coordinator.results.directory import load_resumable
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.population import population_fronts
+from evoprune.coordinator.results.writer import population_front, read_evaluations
 from evoprune.shared.config import SearchConfig, parse_config
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
@@ -245,13 +246,13 @@ def test_jmetalpy_experiment_fronts_are_deduplicated_and_resume_to_the_uninterru
     out = tmp_path / "cancelled"
     experiment = Experiment(config, out, "coarse", 64, InProcessEvaluator(CoarseProblem()))
     experiment.start()
-    assert experiment.run(should_stop=lambda: experiment.evaluations_done >= 50)["status"] == "cancelled"
+    assert experiment.run(should_stop=lambda: experiment.evaluations_done >= 50).status == "cancelled"
     checkpoint = json.loads(ResultsLayout(out).checkpoint.read_text())
     assert all("crowding" in state for state in checkpoint["runs"])
     config_again, saved = load_resumable(out)
     resumed = Experiment(config_again, out, "coarse", 64, InProcessEvaluator(CoarseProblem()))
     resumed.restore(saved)
-    assert resumed.run()["status"] == "succeeded"
+    assert resumed.run().status == "succeeded"
     keys = ("run", "step", "mask", "accuracy", "active_fraction", "auroc")
     assert [tuple(r[k] for k in keys) for r in read_evaluations(out)] == [
         tuple(r[k] for k in keys) for r in read_evaluations(tmp_path / "straight")
@@ -265,7 +266,7 @@ def test_jmetalpy_experiment_fronts_are_deduplicated_and_resume_to_the_uninterru
         population = [r for r in written if r["run"] == run and r["kind"] == "population"]
         assert len(set(vectors_of(population))) == len(population)
         live = population_fronts(out, config.search)[run]
-        assert sorted(live["masks"]) == sorted(r["mask"] for r in population)
+        assert sorted(live.masks) == sorted(r["mask"] for r in population)
         if run >= 0:
             members = [encode_mask(mask) for mask in resumed._runs[run].search.population()[0]]
             run_rows = [r for r in rows if r["run"] == run]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evoprune.coordinator.results_dir import experiment_fingerprint
+from evoprune.coordinator.results.directory import experiment_fingerprint
 from evoprune.shared.config import ADDED_FIELD_DEFAULTS, ExperimentConfig
 
 # experiment_fingerprint of the default config as commit 4071760 (before the reference-parity fields)

@@ -15,7 +15,8 @@ from evoprune.coordinator.dispatch import RayEvaluator
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
-from evoprune.coordinator.results import read_evaluations
+from evoprune.coordinator.results.summary import Summary
+from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.config import ConfigError, SearchConfig, parse_config
 from evoprune.shared.fitness_cache import LocalFitnessCache
 from evoprune.shared.masks import encode_mask
@@ -65,7 +66,7 @@ class Recording:
         return self.problem.evaluate(masks, screening=screening)
 
 
-def run(tmp_path: Path, config, cache=None) -> tuple[Experiment, dict, Recording]:
+def run(tmp_path: Path, config, cache=None) -> tuple[Experiment, Summary, Recording]:
     backend = Recording()
     experiment = Experiment(
         config, tmp_path / "out", "fake-features", 64, InProcessEvaluator(backend), cache=cache
@@ -80,7 +81,7 @@ def test_screened_masks_never_enter_a_population_or_a_front(tmp_path, mode):
     rows = read_evaluations(tmp_path / "out")
     screened = {row["mask"] for row in rows if row["fidelity"] < 1}
     assert screened and len(screened) < len(rows), "the rule should stop some masks and keep others"
-    assert summary["aggregate"]["screened_out"] == sum(row["fidelity"] < 1 for row in rows)
+    assert summary.aggregate.screened_out == sum(row["fidelity"] < 1 for row in rows)
     for row in rows:
         expected = 0.1 if row["mask"] in screened else 1.0
         assert row["fidelity"] == expected
@@ -91,7 +92,7 @@ def test_screened_masks_never_enter_a_population_or_a_front(tmp_path, mode):
     front = pq.read_table(tmp_path / "out" / "front.parquet").to_pylist()
     assert front and not {row["mask"] for row in front} & screened
     # the budget is the same: screened masks count as evaluations
-    assert summary["aggregate"]["evaluations"] == 140
+    assert summary.aggregate.evaluations == 140
 
 
 def test_each_offspring_is_judged_against_its_parents_screening_objectives(tmp_path):

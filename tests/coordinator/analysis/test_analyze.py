@@ -13,10 +13,11 @@ from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 
 from evoprune.coordinator.analysis.analyze import analyze
-from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR, fresh_staging, list_artifacts, publish
 from evoprune.coordinator.analysis.heatmaps import draw_heatmaps
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
-from evoprune.coordinator.results import read_evaluations
+from evoprune.coordinator.results.artifacts import fresh_staging, list_artifacts, publish
+from evoprune.coordinator.results.layout import ANALYSIS_DIR
+from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.masks import decode_mask
 from evoprune.workers.head_layout import head_shape
 from evoprune.workers.importance import bit_meanings

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from evoprune.coordinator.analysis.analyze import analyze
-from evoprune.coordinator.analysis.artifacts import ANALYSIS_DIR
+from evoprune.coordinator.results.layout import ANALYSIS_DIR
 from evoprune.shared.config import parse_config
 from tests.coordinator.analysis.fixtures import run_experiment
 from tests.workers.generated_images import CLASSES, shapes_config_data

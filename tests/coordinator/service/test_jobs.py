@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.jobs import (
     LOST_AFTER_S,
     WAITING_STAGE,

@@ -11,16 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout
 
-ANALYSIS_DIR = "analysis"
-INDEX_NAME = "analysis.json"
-STAGING_DIR = ".analysis.partial"
-PREVIOUS_DIR = ".analysis.previous"
-# exports/NAME/ holds one exported model (written by `evoprune export`): model.keras and export.json
-EXPORTS_DIR = "exports"
-EXPORT_MODEL_NAME = "model.keras"
-EXPORT_REPORT_NAME = "export.json"
 EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
     "image": "image/png",
@@ -73,22 +65,20 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
 
     """
     results_dir = Path(results_dir)
+    layout = ResultsLayout(results_dir)
     found = []
     for name, description in RESULT_FILES:
         path = results_dir / name
         if _plain_file(path):
             found.append(_listed(name, path, description, "results"))
-    return (
-        found + _analysis_files(results_dir, {entry["name"] for entry in found}) + _export_files(results_dir)
-    )
+    return found + _analysis_files(layout, {entry["name"] for entry in found}) + _export_files(layout)
 
 
-def _export_files(results_dir: Path) -> list[dict[str, Any]]:
+def _export_files(layout: ResultsLayout) -> list[dict[str, Any]]:
     found = []
-    exports = results_dir / EXPORTS_DIR
-    folders = sorted(exports.iterdir()) if exports.is_dir() else []
+    folders = sorted(layout.exports.iterdir()) if layout.exports.is_dir() else []
     for folder in folders:
-        model, report = folder / EXPORT_MODEL_NAME, folder / EXPORT_REPORT_NAME
+        model, report = layout.export_model(folder.name), layout.export_report(folder.name)
         # a model is listed once its report is written: export.json comes last, after the reload check
         if (
             not SAFE_NAME.match(folder.name)
@@ -102,12 +92,11 @@ def _export_files(results_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _analysis_files(results_dir: Path, taken: set[str]) -> list[dict[str, Any]]:
+def _analysis_files(layout: ResultsLayout, taken: set[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    analysis = results_dir / ANALYSIS_DIR
-    index_path = analysis / INDEX_NAME
+    analysis = layout.analysis
     try:
-        index = json.loads(index_path.read_text())
+        index = json.loads(layout.analysis_index.read_text())
     except (OSError, ValueError):
         return found
     entries = index.get("artifacts", []) if isinstance(index, dict) else []
@@ -141,7 +130,7 @@ def _listed(name: str, path: Path, description: str, source: str) -> dict[str, A
 
 def fresh_staging(results_dir: Path) -> Path:
     """An empty folder to write a new analysis into; the current one stays untouched until it is done."""
-    staging = results_dir / STAGING_DIR
+    staging = ResultsLayout(results_dir).analysis_staging
     if staging.exists():
         shutil.rmtree(staging)  # left by an analysis that was interrupted
     staging.mkdir()
@@ -159,8 +148,8 @@ def publish(results_dir: Path, staging: Path) -> Path:
         The analysis folder.
 
     """
-    target = results_dir / ANALYSIS_DIR
-    previous = results_dir / PREVIOUS_DIR
+    layout = ResultsLayout(results_dir)
+    target, previous = layout.analysis, layout.analysis_previous
     if previous.exists():
         shutil.rmtree(previous)
     if target.exists():

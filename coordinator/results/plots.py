@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ matplotlib.use("Agg")  # files only: never needs a display, safe in workers and 
 
 import matplotlib.pyplot as plt
 
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN
+
+# front rows as plotted: `FrontRow`s, or front.parquet records as the analyses read them
+FrontRecords = Sequence[Mapping[str, Any]]
 AXES = (("accuracy", "accuracy"), ("active_fraction", "active fraction"), ("auroc", "AUROC"))
 PROJECTIONS = ((1, 0), (1, 2), (0, 2))
-AGGREGATE_RUN = -1
 LEGEND_MAX_RUNS = 12
 DPI = 90
 
@@ -33,13 +37,13 @@ def run_style(run: int, runs: int) -> dict[str, Any]:
     return {"color": run_colour(run), "alpha": 0.45 if runs > 2 else 0.6, "s": 14, "label": f"run {run}"}
 
 
-def _run_values(front_rows: list[dict[str, Any]], run: int) -> list[list[float]]:
+def _run_values(front_rows: FrontRecords, run: int) -> list[list[float]]:
     """The run's members as one list per objective, in AXES order."""
     members = [row for row in front_rows if row["run"] == run]
     return [[row[name] for row in members] for name, _ in AXES]
 
 
-def _draw_3d(axes: Any, front_rows: list[dict[str, Any]], runs: list[int]) -> None:
+def _draw_3d(axes: Any, front_rows: FrontRecords, runs: list[int]) -> None:
     for run in runs:
         values = _run_values(front_rows, run)
         axes.scatter(values[0], values[1], values[2], **run_style(run, len(runs)))
@@ -48,7 +52,7 @@ def _draw_3d(axes: Any, front_rows: list[dict[str, Any]], runs: list[int]) -> No
     axes.set_zlabel(AXES[2][1])
 
 
-def _draw_projections(flat_axes: Any, front_rows: list[dict[str, Any]], runs: list[int]) -> None:
+def _draw_projections(flat_axes: Any, front_rows: FrontRecords, runs: list[int]) -> None:
     for run in runs:
         values = _run_values(front_rows, run)
         for axes, (x, y) in zip(flat_axes, PROJECTIONS, strict=True):
@@ -62,7 +66,7 @@ def _draw_projections(flat_axes: Any, front_rows: list[dict[str, Any]], runs: li
         flat_axes[0].legend(fontsize="small")
 
 
-def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto front") -> None:
+def plot_front(front_rows: FrontRecords, path: Path, title: str = "Pareto front") -> None:
     """Draws every run's front (faint) and the aggregated front (run = -1, bold).
 
     Args:
@@ -83,7 +87,7 @@ def plot_front(front_rows: list[dict[str, Any]], path: Path, title: str = "Paret
     plt.close(figure)
 
 
-def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto fronts") -> None:
+def plot_front_3d(front_rows: FrontRecords, path: Path, title: str = "Pareto fronts") -> None:
     """Draws the 3-D fronts alone and large: one colour per run, the aggregated front (run = -1) in black.
 
     Args:
@@ -105,7 +109,7 @@ def plot_front_3d(front_rows: list[dict[str, Any]], path: Path, title: str = "Pa
 
 
 def plot_front_projections(
-    front_rows: list[dict[str, Any]], path: Path, title: str = "Pareto fronts, 2-D projections"
+    front_rows: FrontRecords, path: Path, title: str = "Pareto fronts, 2-D projections"
 ) -> None:
     """Draws the three 2-D projections side by side, the aggregated front drawn on top of the runs.
 
@@ -124,7 +128,7 @@ def plot_front_projections(
     plt.close(figure)
 
 
-def _runs_aggregate_last(front_rows: list[dict[str, Any]]) -> list[int]:
+def _runs_aggregate_last(front_rows: FrontRecords) -> list[int]:
     """Runs in order with the aggregated front drawn last, on top of the others."""
     runs = sorted({row["run"] for row in front_rows} - {AGGREGATE_RUN})
     return runs + [AGGREGATE_RUN] * any(row["run"] == AGGREGATE_RUN for row in front_rows)

@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-Row = Mapping[str, Any]
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontRow
+
 Rule = Literal["best-accuracy", "smallest", "knee"]
 RULES: tuple[str, ...] = ("best-accuracy", "smallest", "knee")
-FRONT_KINDS: tuple[str, ...] = ("population", "archive")
-DEFAULT_KIND = "population"
-AGGREGATE_RUN = -1
+# front.parquet records as read from the file, or rows already typed
+FrontRecords = Iterable[FrontRow | Mapping[str, Any]]
 # Normal vectors of the extreme-point hyperplane whose smallest component falls below this are treated as
 # degenerate (the extreme points do not span a plane facing the ideal point).
 DEGENERATE_NORMAL = 1e-12
@@ -27,7 +27,7 @@ class PickError(ValueError):
     """No front member fits the request; the message says what was asked and what the front offers."""
 
 
-def front_rows(rows: Iterable[Row], *, run: int = AGGREGATE_RUN, kind: str = DEFAULT_KIND) -> list[Row]:
+def front_rows(rows: FrontRecords, *, run: int = AGGREGATE_RUN, kind: str = DEFAULT_KIND) -> list[FrontRow]:
     """Select one front from the rows of front.parquet.
 
     Files written before fronts had a `kind` column hold only the archive front (the non-dominated set of
@@ -46,19 +46,19 @@ def front_rows(rows: Iterable[Row], *, run: int = AGGREGATE_RUN, kind: str = DEF
         PickError: an unknown kind, or no rows for that run and kind.
 
     """
-    every = list(rows)
+    every = _typed(rows)
     of_kind = rows_of_kind(every, kind)
-    runs = sorted({int(row["run"]) for row in every})
+    runs = sorted({row.run for row in every})
     if run not in runs:
         named = ", ".join("-1 (all runs)" if number == AGGREGATE_RUN else str(number) for number in runs)
         raise PickError(f"run {run} has no front; the results hold runs {named}")
-    selected = [row for row in of_kind if int(row["run"]) == run]
+    selected = [row for row in of_kind if row.run == run]
     if not selected:
         raise PickError(f"run {run} has no {kind} front in these results")
     return selected
 
 
-def rows_of_kind(rows: Iterable[Row], kind: str) -> list[Row]:
+def rows_of_kind(rows: FrontRecords, kind: str) -> list[FrontRow]:
     """The rows of one front kind (all of them in files without a `kind` column; see `front_rows`).
 
     Args:
@@ -74,19 +74,23 @@ def rows_of_kind(rows: Iterable[Row], kind: str) -> list[Row]:
     """
     if kind not in FRONT_KINDS:
         raise PickError(f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}")
-    return [row for row in rows if row.get("kind", kind) == kind]
+    return [row for row in _typed(rows) if row.kind is None or row.kind == kind]
 
 
-def has_kinds(rows: Iterable[Row]) -> bool:
+def has_kinds(rows: FrontRecords) -> bool:
     """Whether front rows tell the population front from the archive front (a `kind` column)."""
-    return any(row.get("kind") is not None for row in rows)
+    return any(row.kind is not None for row in _typed(rows))
 
 
-def _best_first_key(row: Row) -> tuple[float, float, float, str]:
-    return (-float(row["accuracy"]), float(row["active_fraction"]), -float(row["auroc"]), str(row["mask"]))
+def _typed(rows: FrontRecords) -> list[FrontRow]:
+    return [row if isinstance(row, FrontRow) else FrontRow.of(row) for row in rows]
 
 
-def best_accuracy(rows: Sequence[Row]) -> Row:
+def _best_first_key(row: FrontRow) -> tuple[float, float, float, str]:
+    return (-row.accuracy, row.active_fraction, -row.auroc, row.mask)
+
+
+def best_accuracy(rows: Sequence[FrontRow]) -> FrontRow:
     """The most accurate member; ties go to fewer active inputs, then to the higher AUROC.
 
     Args:
@@ -103,7 +107,7 @@ def best_accuracy(rows: Sequence[Row]) -> Row:
     return min(rows, key=_best_first_key)
 
 
-def smallest(rows: Sequence[Row], min_accuracy: float) -> Row:
+def smallest(rows: Sequence[FrontRow], min_accuracy: float) -> FrontRow:
     """The member with the fewest active inputs whose accuracy is at least `min_accuracy`.
 
     Ties go to the higher accuracy, then to the higher AUROC.
@@ -122,17 +126,17 @@ def smallest(rows: Sequence[Row], min_accuracy: float) -> Row:
     _require_rows(rows)
     if not (isinstance(min_accuracy, int | float) and 0.0 <= min_accuracy <= 1.0):
         raise PickError(f"--min-accuracy must be a number in [0, 1], got {min_accuracy!r}")
-    qualifying = [row for row in rows if float(row["accuracy"]) >= min_accuracy]
+    qualifying = [row for row in rows if row.accuracy >= min_accuracy]
     if not qualifying:
-        best = max(float(row["accuracy"]) for row in rows)
+        best = max(row.accuracy for row in rows)
         raise PickError(
             f"no front member has accuracy >= {min_accuracy} (--min-accuracy {min_accuracy}); "
             f"the best on this front is {best:.6g}"
         )
-    return min(qualifying, key=lambda row: (float(row["active_fraction"]), *_best_first_key(row)))
+    return min(qualifying, key=lambda row: (row.active_fraction, *_best_first_key(row)))
 
 
-def knee(rows: Sequence[Row]) -> Row:
+def knee(rows: Sequence[FrontRow]) -> FrontRow:
     """The knee of the front: the member that bulges farthest out of the plane through the extreme points.
 
     Das (1999), "On characterizing the 'knee' of the Pareto curve based on normal-boundary intersection",
@@ -161,10 +165,7 @@ def knee(rows: Sequence[Row]) -> Row:
     ordered = sorted(rows, key=_best_first_key)
     if len(ordered) == 1:
         return ordered[0]
-    points = np.array(
-        [(1.0 - row["accuracy"], row["active_fraction"], 1.0 - row["auroc"]) for row in ordered],
-        dtype=np.float64,
-    )
+    points = np.array([row.minimisation() for row in ordered], dtype=np.float64)
     ideal, nadir = points.min(axis=0), points.max(axis=0)
     spread = nadir - ideal
     varying = spread > 0
@@ -196,7 +197,7 @@ def _extreme_plane_normal(points: np.ndarray) -> np.ndarray:
     return normal
 
 
-def pick(rows: Sequence[Row], rule: str, *, min_accuracy: float | None = None) -> Row:
+def pick(rows: Sequence[FrontRow], rule: str, *, min_accuracy: float | None = None) -> FrontRow:
     """Apply a pick rule by name.
 
     Args:
@@ -222,11 +223,10 @@ def pick(rows: Sequence[Row], rule: str, *, min_accuracy: float | None = None) -
     return best_accuracy(rows) if rule == "best-accuracy" else knee(rows)
 
 
-def _require_rows(rows: Sequence[Row]) -> None:
+def _require_rows(rows: Sequence[FrontRow]) -> None:
     if not rows:
         raise PickError("the front is empty: there is nothing to pick from")
     for row in rows:
-        for name in ("accuracy", "active_fraction", "auroc"):
-            value = row.get(name)
-            if value is None or not math.isfinite(float(value)):
-                raise PickError(f"front row {row.get('mask', '?')!r} has no finite {name}")
+        for name, value in zip(("accuracy", "active_fraction", "auroc"), row.objectives, strict=True):
+            if not math.isfinite(value):
+                raise PickError(f"front row {row.mask!r} has no finite {name}")

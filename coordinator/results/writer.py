@@ -1,10 +1,10 @@
-"""The results directory: config.yaml, evaluations.parquet, front.parquet, summary.json and plots."""
+"""Writing a results directory: config.yaml, evaluations.parquet, front.parquet, summary.json and plots."""
 
 from __future__ import annotations
 
-import json
 import platform
 from importlib import metadata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evoprune.coordinator.results_dir import ResultsLayout
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, FrontKind, FrontRow
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.summary import FrontSummary, RunInfo, RunSummary, Summary
 from evoprune.shared.atomic_files import atomic_file, write_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import minimisation_of
@@ -36,12 +38,6 @@ COST_COLUMNS = ("epochs", "fidelity")
 # the objectives at the screening budget, written when search.screening is on
 SCREENING_COLUMNS = ("screen_accuracy", "screen_auroc", "screen_epochs")
 FRONT_COLUMNS = ("run", "kind", "mask", "mask_length", "accuracy", "active_fraction", "auroc")
-AGGREGATE_RUN = -1
-# the paper's front: the non-dominated members of a run's final population (at most population_size points)
-POPULATION_FRONT = "population"
-# the non-dominated set of every evaluation a run made (usually larger, never worse)
-ARCHIVE_FRONT = "archive"
-FRONT_KINDS = (POPULATION_FRONT, ARCHIVE_FRONT)
 VERSIONED_PACKAGES = ("evoprune", "numpy", "deap", "ray", "pyarrow", "tensorflow", "keras", "jax")
 
 COLUMN_TYPES = {
@@ -71,8 +67,8 @@ def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (row["run"], row["step"], row["slot"]))
 
 
-def rows_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
-    """The rows as an Arrow table of `columns`, typed as evaluations.parquet types them."""
+def rows_table(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...]) -> pa.Table:
+    """The rows (evaluation records or `FrontRow`s) as an Arrow table of `columns`, typed as the files are."""
     return pa.table(
         {name: pa.array([row.get(name) for row in rows], type=COLUMN_TYPES[name]) for name in columns}
     )
@@ -213,9 +209,9 @@ def write_results(
     results_dir: Path,
     config: ExperimentConfig,
     rows: list[dict[str, Any]],
-    extra_summary: dict[str, Any],
+    info: RunInfo,
     populations: dict[int, list[str]],
-) -> dict[str, Any]:
+) -> Summary:
     """Write evaluations.parquet, front.parquet, summary.json and the plots.
 
     front.parquet holds two fronts per run and two aggregated ones (run = -1), told apart by `kind`:
@@ -227,15 +223,15 @@ def write_results(
     Args:
         results_dir: the experiment's results directory.
         config: the resolved config.
-        rows: every evaluation row of every run.
-        extra_summary: fields added to summary.json (wall time, evaluator, feature set...).
+        rows: every evaluation row of every run (journal records).
+        info: how the experiment ran (wall time, evaluator, feature set, status...).
         populations: run → hex masks of its final population (the population so far when cancelled).
 
     Returns:
         The summary written to summary.json.
 
     """
-    from evoprune.coordinator.plots import plot_front, plot_hypervolume
+    from evoprune.coordinator.results.plots import plot_front, plot_hypervolume
 
     with_test = config.fitness_split == "validation"
     screening = config.search.screening.enabled
@@ -250,53 +246,64 @@ def write_results(
     for row in ordered:
         runs_rows[row["run"]].append(row)
     population_rows: list[dict[str, Any]] = []
-    archive_rows: list[dict[str, Any]] = []
+    front_rows: dict[FrontKind, list[FrontRow]] = {kind: [] for kind in FrontKind}
     run_summaries = []
     histories = {}
     for run, run_rows in runs_rows.items():
         fronts = {
-            POPULATION_FRONT: population_front(
+            FrontKind.POPULATION: population_front(
                 run_rows, populations.get(run, []), distinct_objectives=distinct_objectives
             ),
-            ARCHIVE_FRONT: front_of(run_rows),
+            FrontKind.ARCHIVE: front_of(run_rows),
         }
-        population_rows.extend(
-            {**row, "run": run, "kind": POPULATION_FRONT} for row in fronts[POPULATION_FRONT]
-        )
-        archive_rows.extend({**row, "run": run, "kind": ARCHIVE_FRONT} for row in fronts[ARCHIVE_FRONT])
+        population_rows.extend(fronts[FrontKind.POPULATION])
+        for kind, front in fronts.items():
+            front_rows[kind].extend(FrontRow.of(row, run=run, kind=kind) for row in front)
         histories[run] = hypervolume_history(run_rows)
         run_summaries.append(
-            {"run": run, "seed": config.search.seed + run, **_front_summary(run_rows, fronts)}
+            RunSummary(run=run, seed=config.search.seed + run, front=_front_summary(run_rows, fronts))
         )
     aggregates = {
         # the non-dominated union of the runs' fronts of each kind (for archives: of all evaluations)
         # (of equal objective vectors in several runs, the lowest run's member, as the reference's archive)
-        POPULATION_FRONT: front_of(
+        FrontKind.POPULATION: front_of(
             first_of_each_objective_vector(population_rows) if distinct_objectives else population_rows
         ),
-        ARCHIVE_FRONT: front_of(ordered),
+        FrontKind.ARCHIVE: front_of(ordered),
     }
-    front_rows = [
-        *population_rows,
-        *({**row, "run": AGGREGATE_RUN, "kind": POPULATION_FRONT} for row in aggregates[POPULATION_FRONT]),
-        *archive_rows,
-        *({**row, "run": AGGREGATE_RUN, "kind": ARCHIVE_FRONT} for row in aggregates[ARCHIVE_FRONT]),
+    every_front = [
+        *front_rows[FrontKind.POPULATION],
+        *(
+            FrontRow.of(row, run=AGGREGATE_RUN, kind=FrontKind.POPULATION)
+            for row in aggregates[FrontKind.POPULATION]
+        ),
+        *front_rows[FrontKind.ARCHIVE],
+        *(
+            FrontRow.of(row, run=AGGREGATE_RUN, kind=FrontKind.ARCHIVE)
+            for row in aggregates[FrontKind.ARCHIVE]
+        ),
     ]
     front_columns = FRONT_COLUMNS + (TEST_COLUMNS if with_test else ())
-    _write_parquet(layout.front, rows_table(front_rows, front_columns))
+    _write_parquet(layout.front, rows_table(every_front, front_columns))
 
-    summary = {
-        "experiment": config.name,
-        "status": "succeeded",
-        "runs": run_summaries,
-        "aggregate": _front_summary(ordered, aggregates),
-        **extra_summary,
-        "versions": versions(),
-    }
-    write_atomic(layout.summary, json.dumps(summary, indent=2))
-    population_plot = [row for row in front_rows if row["kind"] == POPULATION_FRONT]
+    summary = Summary(
+        experiment=config.name,
+        status=info.status,
+        runs=tuple(run_summaries),
+        aggregate=_front_summary(ordered, aggregates),
+        wall_time_s=info.wall_time_s,
+        resumed_with_rows=info.resumed_with_rows,
+        feature_set=info.feature_set,
+        protocol=info.protocol,
+        mask_length=info.mask_length,
+        fingerprint=info.fingerprint,
+        evaluator=info.evaluator,
+        fitness_cache=info.fitness_cache,
+        versions=versions(),
+    )
+    summary.write(layout.summary)
     plot_front(
-        population_plot,
+        [row for row in every_front if row.kind == FrontKind.POPULATION],
         layout.front_plot,
         title=f"{config.name}: Pareto fronts of the final populations",
     )
@@ -306,21 +313,20 @@ def write_results(
     return summary
 
 
-def _front_summary(rows: list[dict[str, Any]], fronts: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Counts of `rows` and both fronts' hypervolumes and sizes, each key naming its front."""
-    return {
-        "hypervolume_population": hypervolume(_minimisation(fronts[POPULATION_FRONT])),
-        "hypervolume_archive": hypervolume(_minimisation(fronts[ARCHIVE_FRONT])),
-        "evaluations": len(rows),
-        "trained": sum(not row["cached"] for row in rows),
-        "screened_out": sum(not full_fidelity(row) for row in rows),
-        # epochs of the masks trained here (cache hits cost none); None where a row predates the column
-        "epochs_trained": _epochs_trained(rows),
-        "cache_hits": sum(bool(row["cached"]) for row in rows),
-        "front_size_population": len(fronts[POPULATION_FRONT]),
-        "front_size_archive": len(fronts[ARCHIVE_FRONT]),
-        "best_accuracy": max((row["accuracy"] for row in rows if full_fidelity(row)), default=None),
-    }
+def _front_summary(rows: list[dict[str, Any]], fronts: dict[FrontKind, list[dict[str, Any]]]) -> FrontSummary:
+    """Counts of `rows` and both fronts' hypervolumes and sizes."""
+    return FrontSummary(
+        hypervolume_population=hypervolume(_minimisation(fronts[FrontKind.POPULATION])),
+        hypervolume_archive=hypervolume(_minimisation(fronts[FrontKind.ARCHIVE])),
+        evaluations=len(rows),
+        trained=sum(not row["cached"] for row in rows),
+        screened_out=sum(not full_fidelity(row) for row in rows),
+        epochs_trained=_epochs_trained(rows),
+        cache_hits=sum(bool(row["cached"]) for row in rows),
+        front_size_population=len(fronts[FrontKind.POPULATION]),
+        front_size_archive=len(fronts[FrontKind.ARCHIVE]),
+        best_accuracy=max((row["accuracy"] for row in rows if full_fidelity(row)), default=None),
+    )
 
 
 def _epochs_trained(rows: list[dict[str, Any]]) -> float | None:

@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from evoprune.shared.picks import (
+from evoprune.coordinator.results.fronts import FrontRow
+from evoprune.coordinator.results.picks import (
     PickError,
     best_accuracy,
     front_rows,
@@ -15,14 +16,17 @@ from evoprune.shared.picks import (
 
 
 def row(mask, accuracy, active, auroc, run=-1, **extra):
-    return {
-        "run": run,
-        "mask": mask,
-        "accuracy": accuracy,
-        "active_fraction": active,
-        "auroc": auroc,
-        **extra,
-    }
+    return FrontRow.of(
+        {
+            "run": run,
+            "mask": mask,
+            "mask_length": 8,
+            "accuracy": accuracy,
+            "active_fraction": active,
+            "auroc": auroc,
+            **extra,
+        }
+    )
 
 
 FRONT = [

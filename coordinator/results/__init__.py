@@ -1,0 +1,1 @@
+"""The results directory of an experiment: its layout, writer, checkpoint, summary and fronts."""

@@ -1,0 +1,154 @@
+"""An experiment's results directory: its identity, and whether it may be run or resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, read_json
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+
+
+class ExperimentError(Exception):
+    """A problem the user can fix (a results directory in the wrong state); the message says how."""
+
+
+def experiment_fingerprint(config: ExperimentConfig) -> str:
+    """Hash the whole resolved config: two directories with the same one hold the same experiment.
+
+    Fields added since directories were first written count only off their defaults
+    (`ExperimentConfig.stable_dump`), so an older directory keeps its fingerprint and still resumes.
+    """
+    text = json.dumps(config.stable_dump(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
+    """Refuses a directory that `evoprune run` must not write into.
+
+    Args:
+        results_dir: where the experiment would write.
+        config: the experiment to run.
+
+    Raises:
+        ExperimentError: the directory holds anything else; nothing is touched.
+
+    """
+    if not results_dir.exists():
+        return
+    if not results_dir.is_dir():
+        raise ExperimentError(f"{results_dir} exists and is not a directory; choose another --out.")
+    if not any(results_dir.iterdir()):
+        return
+    layout = ResultsLayout(results_dir)
+    if not layout.config.exists() and not layout.checkpoint.exists():
+        raise ExperimentError(
+            f"{results_dir} is not empty and is not an evoprune results directory; "
+            "choose an empty or new directory with --out."
+        )
+    checkpoint = Checkpoint.read_if_present(layout.checkpoint)
+    if checkpoint is None or checkpoint.fingerprint != experiment_fingerprint(config):
+        raise ExperimentError(
+            f"{results_dir} belongs to another experiment (its config.yaml differs from this one); "
+            "nothing was overwritten. Choose another --out."
+        )
+    if checkpoint.finished:
+        raise ExperimentError(
+            f"{results_dir} already holds the finished results of this experiment; nothing was overwritten. "
+            "Choose another --out to run it again."
+        )
+    raise ExperimentError(
+        f"{results_dir} holds an unfinished run of this experiment; continue it with "
+        f"`evoprune resume {results_dir}` or choose another --out."
+    )
+
+
+def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, Checkpoint]:
+    """Read the config and checkpoint of an interrupted experiment (`evoprune resume`).
+
+    Args:
+        results_dir: the results directory given to `evoprune resume`.
+
+    Returns:
+        (config, checkpoint), the checkpoint checked against the config.
+
+    Raises:
+        ExperimentError: missing, finished, or corrupt; nothing is touched.
+
+    """
+    layout = ResultsLayout(results_dir)
+    if not results_dir.is_dir():
+        raise ExperimentError(
+            f"{results_dir} is not a directory; give the results directory of an experiment."
+        )
+    try:
+        config = parse_config(yaml.safe_load(layout.config.read_text()), str(layout.config))
+    except FileNotFoundError:
+        raise ExperimentError(
+            f"{results_dir} has no config.yaml: it is not an evoprune results directory."
+        ) from None
+    except (OSError, yaml.YAMLError, ConfigError) as error:
+        raise ExperimentError(
+            f"{results_dir} is corrupt: its config.yaml cannot be read ({error})."
+        ) from None
+    try:
+        checkpoint = Checkpoint.read(layout.checkpoint)
+    except CheckpointError as error:
+        raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
+    return config, resumable(results_dir, config, checkpoint)
+
+
+def resumable(results_dir: Path, config: ExperimentConfig, checkpoint: Checkpoint) -> Checkpoint:
+    """Check that a checkpoint continues this config's experiment and has something left to do.
+
+    Args:
+        results_dir: the directory it was read from (named in the messages).
+        config: the experiment to resume.
+        checkpoint: its checkpoint, read once by the caller.
+
+    Returns:
+        The same checkpoint, to pass on to `run_experiment`.
+
+    Raises:
+        ExperimentError: another experiment's checkpoint, or a finished one.
+
+    """
+    if checkpoint.fingerprint != experiment_fingerprint(config):
+        raise ExperimentError(
+            f"{results_dir} is corrupt and cannot be resumed: "
+            "the checkpoint belongs to a different config than config.yaml."
+        )
+    if checkpoint.finished:
+        raise ExperimentError(f"{results_dir} is already finished; there is nothing to resume.")
+    return checkpoint
+
+
+def existing_checkpoint(results_dir: Path) -> Checkpoint | None:
+    """The checkpoint a restarted service runner finds: None when it never wrote one.
+
+    Args:
+        results_dir: the experiment's results directory.
+
+    Returns:
+        The checkpoint; None when the file is missing or is not JSON at all (the experiment starts
+        afresh, as before its first checkpoint).
+
+    Raises:
+        ExperimentError: the file is JSON but not a valid checkpoint.
+
+    """
+    path = ResultsLayout(results_dir).checkpoint
+    if not path.exists():
+        return None
+    try:
+        data = read_json(path)
+    except CheckpointError:
+        return None
+    try:
+        return Checkpoint.from_dict(data)
+    except CheckpointError as error:
+        raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
