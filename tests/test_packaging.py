@@ -14,7 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
-COPY_IGNORED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", "results")
+COPY_IGNORED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache")
+# `evoprune run`'s default output folder, at the root only: coordinator/results is a package
+ROOT_IGNORED = ("results",)
+
+
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    ignored = set(shutil.ignore_patterns(*COPY_IGNORED)(folder, names))
+    return ignored | ({name for name in names if name in ROOT_IGNORED} if Path(folder) == ROOT else set())
 
 
 def _site_packages(environment: Path) -> Path:
@@ -26,7 +33,7 @@ def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
     # a copy of the sources: setuptools would otherwise reuse the checkout's build/ folder, whose stale files
     # can hide a package-data rule that no longer ships them
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*COPY_IGNORED))
+    shutil.copytree(ROOT, source, ignore=_ignored)
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels),
