@@ -28,8 +28,10 @@ NO_OOD_MESSAGE = (
 )
 # Part of every fitness-cache key: raised whenever the evaluator's rules change a mask's objectives for an
 # unchanged config, so that a shared cache never mixes results of two rules. 2: early stopping compares in
-# float32 as on the device, and training without early stopping keeps the last epoch's weights.
-EVALUATOR_REVISION = 2
+# float32 as on the device, and training without early stopping keeps the last epoch's weights. 3: products
+# and batch sums no longer depend on the group's size (XLA:CPU's YNNPACK fusions off, two-row batch sums),
+# which moves some objectives by a last bit.
+EVALUATOR_REVISION = 3
 
 
 class ConfigError(ValueError):

@@ -2,15 +2,70 @@
 
 from __future__ import annotations
 
+import importlib.util
+import mmap
+import os
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import keras
+
+# XLA:CPU hands some products to YNNPACK, whose kernels (picked at run time for the CPU) and blocking
+# change with the operands' shapes: with one model XLA drops the model axis, so a model alone and the same
+# model in a group were summed in different orders (a last-bit difference that flipped an AUROC rank on
+# AVX2 machines). With the fusion type empty, every product goes through XLA's own dot emitters, whose
+# batched form runs each model's slice as the unbatched one (tests/workers/test_company.py).
+YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+# The shared library holding each backend's XLA flag table: a flag it does not know makes XLA abort at
+# start-up, so the flag is only passed where the installed build lists it.
+XLA_LIBRARIES = {
+    "tensorflow": ("libtensorflow_framework.so.2", "libtensorflow_framework.2.dylib"),
+    "jaxlib": ("libjax_common.so", "libjax_common.dylib"),
+}
 
 
 def backend_name() -> str:
     """The active Keras backend ("tensorflow", "jax", ...)."""
     return str(keras.backend.backend())
+
+
+@cache
+def xla_knows_flag(package: str, flag: str = YNN_FUSION_FLAG) -> bool:
+    """Whether the installed `package` (tensorflow or jaxlib) ships an XLA that lists `flag`.
+
+    Found without importing the package, by the flag's name in its XLA library (a memory-mapped search:
+    milliseconds).
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for name in XLA_LIBRARIES[package]:
+        library = folder / name
+        if library.is_file():
+            with library.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return data.find(flag.encode() + b"\0") >= 0
+    return False
+
+
+def pin_cpu_products() -> None:
+    """Turns XLA:CPU's YNNPACK fusions off for this process and the ones it starts, unless chosen already.
+
+    Through XLA_FLAGS, read when a backend compiles its first function, so this runs when the module is
+    imported (before the evaluator compiles anything); only when every installed XLA knows the flag.
+    JAX also gets it per function (`compile_function`), which holds even if JAX compiled before.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if f"--{YNN_FUSION_FLAG}" in flags:
+        return  # the user's own choice
+    installed = [package for package in XLA_LIBRARIES if importlib.util.find_spec(package) is not None]
+    if installed and all(xla_knows_flag(package) for package in installed):
+        os.environ["XLA_FLAGS"] = f"{flags} --{YNN_FUSION_FLAG}=".strip()
+
+
+pin_cpu_products()
 
 
 def compile_function(
@@ -41,7 +96,8 @@ def compile_function(
     if backend == "jax":
         import jax
 
-        jitted = jax.jit(function)
+        options = {YNN_FUSION_FLAG: ""} if _jax_ynn_off() else None
+        jitted = jax.jit(function, compiler_options=options)
         if not x64:
             return jitted
 
@@ -51,6 +107,13 @@ def compile_function(
 
         return call_in_x64
     return function
+
+
+def _jax_ynn_off() -> bool:
+    """Whether JAX's functions are compiled with the YNNPACK fusions off (see YNN_FUSION_FLAG)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    chosen = f"--{YNN_FUSION_FLAG}" in flags and f"--{YNN_FUSION_FLAG}= " not in f"{flags} "
+    return not chosen and xla_knows_flag("jaxlib")
 
 
 def device_description() -> str:

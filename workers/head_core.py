@@ -83,10 +83,16 @@ def batch_sum(values: Tensor) -> Tensor:
     """Sum over axis 1 of (P, B, X) as a batched matmul with ones.
 
     A plain reduction's order can depend on how many models share the batch (measured on the TF CPU
-    backend with 10 classes); a batched matmul computes each model's slice identically.
+    backend with 10 classes); a batched matmul computes each model's slice identically. Both sides keep
+    at least two rows and two columns: with one model XLA drops the model axis, and a product that is
+    then a vector (one row of ones, or one column of values) goes to its matrix-vector emitter, whose
+    summation order differs from the matrix product's (measured under TF-XLA; tests/workers/test_company.py).
     """
-    ones = ops.ones((ops.shape(values)[0], 1, ops.shape(values)[1]), dtype=values.dtype)
-    return ops.squeeze(ops.matmul(ones, values), axis=1)
+    columns = ops.shape(values)[2]
+    if columns == 1:
+        values = ops.concatenate([values, values], axis=2)
+    ones = ops.ones((ops.shape(values)[0], 2, ops.shape(values)[1]), dtype=values.dtype)
+    return ops.matmul(ones, values)[:, 0, :columns]
 
 
 def _split(spec: CoreSpec, params: tuple[Tensor, ...]) -> tuple[list[Tensor], list[Tensor], Tensor]:
