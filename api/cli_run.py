@@ -84,7 +84,7 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         ConfigError: the file or an override is invalid.
 
     """
-    from evoprune.shared.config import demo_config_path, load_config, parse_config
+    from evoprune.shared.config import demo_config_path, load_config
 
     reference = reference_config(args)
     if reference is None:
@@ -93,13 +93,11 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     else:
         # --seed is already in: a reference run's seed is SEED + N
         (config, origin), seed = reference, None
-    data = config.model_dump(mode="json")
-    overrides = {"runs": args.runs, "max_evaluations": args.max_evaluations, "seed": seed}
-    data["search"].update({key: value for key, value in overrides.items() if value is not None})
-    return parse_config(
-        data,
-        origin
-        + (" with command-line overrides" if any(value is not None for value in overrides.values()) else ""),
+    return config.with_search_overrides(
+        runs=args.runs,
+        max_evaluations=args.max_evaluations,
+        seed=seed,
+        origin=f"{origin} with command-line overrides",
     )
 
 

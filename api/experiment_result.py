@@ -201,8 +201,11 @@ def run_experiment(
     from evoprune.api.settings import local_run_settings
     from evoprune.coordinator.evaluator_interface import EvaluationError
 
-    resolved = _with_overrides(
-        _as_config(config), {"runs": runs, "max_evaluations": max_evaluations, "seed": seed}
+    base = _as_config(config)
+    overrides = {"runs": runs, "max_evaluations": max_evaluations, "seed": seed}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    resolved = base.with_search_overrides(
+        runs=runs, max_evaluations=max_evaluations, seed=seed, origin=f"{base.name} with overrides {given}"
     )
     results_dir = new_results_dir(resolved, out)
     try:
@@ -223,12 +226,3 @@ def _as_config(config: ConfigInput) -> ExperimentConfig:
     if isinstance(config, str | Path):
         return load_config(Path(config))
     return parse_config(dict(config), "config mapping")
-
-
-def _with_overrides(config: ExperimentConfig, overrides: dict[str, int | None]) -> ExperimentConfig:
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if not given:
-        return config
-    data = config.model_dump(mode="json")
-    data["search"].update(given)
-    return parse_config(data, f"{config.name} with overrides {given}")

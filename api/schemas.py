@@ -199,7 +199,8 @@ class FrontPublic(BaseModel):
     ) -> FrontPublic:
         """The population fronts, read from the experiment's checkpoint (none before its first step)."""
         try:
-            search = ExperimentConfig.model_validate(record.config).search
+            # the search section alone: a GET must not pay for validating the whole config each time
+            search = ExperimentConfig.stored_search(record.config)
         except ValidationError:
             search = None  # a record from a version whose configs no longer validate: no population to read
         fronts = population_fronts(Path(record.results_dir), search) if search is not None else {}

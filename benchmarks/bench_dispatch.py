@@ -45,7 +45,7 @@ def _noop_evaluations(masks: np.ndarray, worker: str) -> list[Evaluation]:
 class NoOpWorker:
     """The FeatureWorker interface with no training at all: what is left is the coordinator's own cost."""
 
-    def __init__(self, feature_set: FeatureSet, config_json: str) -> None:
+    def __init__(self, feature_set: FeatureSet, config: ExperimentConfig) -> None:
         self._name = f"noop-{os.getpid()}"
 
     def prepare(self) -> dict[str, Any]:

@@ -134,7 +134,8 @@ class RayEvaluator(Evaluator):
         self._actor_class = actor_class
         self._resources = resources_per_worker(cluster, count)
         self._feature_ref = ray.put(feature_set)
-        self._config_json = config.model_dump_json()
+        # the frozen config travels typed: Ray pickles it, and unpickling validates nothing a second time
+        self._config = config
         self._max_per_call = max_masks_per_call
         self._workers = [self._new_worker(index) for index in range(count)]
         self._queue: list[_Chunk] = []
@@ -152,7 +153,7 @@ class RayEvaluator(Evaluator):
     def _new_worker(self, index: int, generation: int = 0) -> _Worker:
         # SPREAD: on a CPU cluster the default packing would put every worker on the first node
         handle = self._actor_class.options(**self._resources, scheduling_strategy="SPREAD").remote(
-            self._feature_ref, self._config_json
+            self._feature_ref, self._config
         )
         return _Worker(index=index, handle=handle, prepared=handle.prepare.remote(), generation=generation)
 

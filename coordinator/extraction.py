@@ -74,7 +74,7 @@ def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> 
         **options, runtime_env=EXTRACTION_RUNTIME_ENV, name="evoprune-extract-features"
     )
     try:
-        report: dict[str, Any] = ray.get(task.remote(config.model_dump_json()))
+        report: dict[str, Any] = ray.get(task.remote(config))
     except ray.exceptions.RayTaskError as error:
         # the task's own exception (DatasetError names the source), not Ray's wrapper
         raise error.as_instanceof_cause() from None

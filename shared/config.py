@@ -502,6 +502,66 @@ class ExperimentConfig(_Frozen):
         """
         return _without_defaults(self.model_dump(mode="json"), ADDED_FIELD_DEFAULTS)
 
+    def with_search_overrides(
+        self,
+        *,
+        runs: int | None = None,
+        max_evaluations: int | None = None,
+        seed: int | None = None,
+        origin: str | None = None,
+    ) -> ExperimentConfig:
+        """A copy with some search fields replaced, as `run --runs/--max-evaluations/--seed` ask.
+
+        Only the search section is validated again (its bounds, and that the budget fits the population):
+        the rest of the config is already valid and is shared with the copy as it is.
+
+        Args:
+            runs: independent runs; None keeps the config's.
+            max_evaluations: evaluations per run; None keeps the config's.
+            seed: the first run's seed; None keeps the config's.
+            origin: where the overrides came from, for messages.
+
+        Returns:
+            The overridden config (this one when every override is None).
+
+        Raises:
+            ConfigError: an override is out of bounds; each problem names its `search.` field.
+
+        """
+        given = {
+            name: value
+            for name, value in (("runs", runs), ("max_evaluations", max_evaluations), ("seed", seed))
+            if value is not None
+        }
+        if not given:
+            return self
+        try:
+            # the section's own values, typed (screening stays a model), so only its validators run
+            search = SearchConfig(**(dict(self.search) | given))
+        except ValidationError as error:
+            raise ConfigError(_format_errors(error, within="search"), origin) from None
+        return self.model_copy(update={"search": search})
+
+    @classmethod
+    def stored_search(cls, data: Mapping[str, Any]) -> SearchConfig:
+        """The search section of a stored config mapping, validated alone (readers that need no more).
+
+        Args:
+            data: a config as stored (`model_dump(mode="json")` of a resolved config, or an older one).
+
+        Returns:
+            Its search config, with the `protocol: reference` preset applied as a whole config would.
+
+        Raises:
+            ValidationError: the search section (or the mapping) is not valid.
+
+        """
+        search = data.get("search", {})
+        if data.get("protocol") == "reference" and isinstance(search, Mapping):
+            preset = {path[1:]: value for path, value in REFERENCE_PROTOCOL.items() if path[0] == "search"}
+            search = _with_preset(dict(search), preset)
+        return SearchConfig.model_validate(search)
+
     def runnable_problems(self) -> list[str]:
         """What keeps a valid config from running as an experiment, one field-named message each.
 
@@ -516,10 +576,11 @@ class ExperimentConfig(_Frozen):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format_errors(error: ValidationError) -> list[str]:
+def _format_errors(error: ValidationError, within: str | None = None) -> list[str]:
+    """One "field.path: message" per error; `within` names the section a section's own errors lie in."""
     problems = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
+        location = ".".join(str(part) for part in ((within,) if within else ()) + tuple(item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"

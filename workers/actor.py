@@ -22,9 +22,9 @@ class FeatureWorkerImpl:
     are loaded lazily in `prepare`, so a replacement actor rebuilds itself from the same reference.
     """
 
-    def __init__(self, feature_set_ref: Any, config_json: str) -> None:
+    def __init__(self, feature_set_ref: Any, config: ExperimentConfig) -> None:
         self._feature_set_ref = feature_set_ref
-        self._config = ExperimentConfig.model_validate_json(config_json)
+        self._config = config
         self._evaluator: Any = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 

@@ -10,14 +10,14 @@ from typing import Any
 from evoprune.shared.config import ExperimentConfig
 
 
-def extract_into_cache(config_json: str) -> dict[str, Any]:
+def extract_into_cache(config: ExperimentConfig) -> dict[str, Any]:
     """Extract (or find) the features of an experiment's dataset and OoD sources in the feature cache.
 
     The cache is content-addressed, so whichever node fills it, a reader that mounts the same folder finds
     the same files under the same names (`workers.feature_cache.cache_key`).
 
     Args:
-        config_json: the experiment config as JSON (configs travel to Ray workers as text).
+        config: the experiment (Ray pickles the frozen model; nothing validates it again here).
 
     Returns:
         `cached` (the names of the cache files, dataset first), `cache_dir`, `backend` (Keras's, which
@@ -31,7 +31,6 @@ def extract_into_cache(config_json: str) -> dict[str, Any]:
     from evoprune.workers.feature_cache import resolve_cache_dir
 
     started = time.perf_counter()
-    config = ExperimentConfig.model_validate_json(config_json)
     paths = extract_features(config, progress=False)
     cache_dir = resolve_cache_dir(config.cache_dir)
     return {

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import ray
 
+from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation, minimisation_of
 from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features import FeatureSet, Fold, Split
@@ -83,9 +84,9 @@ def fake_feature_set(length: int = 64, key: str = "fake-features") -> FeatureSet
 class FakeWorker:
     """The FeatureWorker interface (prepare, evaluate) around FakeProblem."""
 
-    def __init__(self, feature_set: object, config_json: str, delay_s: float = 0.0) -> None:
+    def __init__(self, feature_set: object, config: ExperimentConfig, delay_s: float = 0.0) -> None:
         self._feature_set = feature_set
-        self._config_json = config_json
+        self._config = config
         self._delay_s = delay_s
         self._problem: FakeProblem | None = None
 
@@ -101,8 +102,8 @@ class FakeWorker:
 class SlowFakeWorker(FakeWorker):
     """A FakeWorker that takes 50 ms per call, so that a test can kill it mid-run."""
 
-    def __init__(self, feature_set: object, config_json: str) -> None:
-        super().__init__(feature_set, config_json, delay_s=0.05)
+    def __init__(self, feature_set: object, config: ExperimentConfig) -> None:
+        super().__init__(feature_set, config, delay_s=0.05)
 
 
 # no restarts: a killed worker stays dead, so the dispatcher's own re-dispatch path is what is tested

@@ -33,7 +33,7 @@ config = parse_config({
 })
 features = load_feature_set(config)
 ray.init(address=sys.argv[1], log_to_driver=False)
-worker = FeatureWorker.remote(ray.put(features), config.model_dump_json())
+worker = FeatureWorker.remote(ray.put(features), config)
 described = ray.get(worker.prepare.remote())
 masks = np.ones((2, described["mask_length"]), dtype=bool)
 evaluations = ray.get(worker.evaluate.remote(masks))
