@@ -153,12 +153,13 @@ class ApiServer:
 
         def healthy() -> bool:
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as answer:
+                # liveness: readiness (/health) also waits for Ray, which some tests keep away on purpose
+                with urllib.request.urlopen(self.url + "/health/live", timeout=1) as answer:
                     return answer.status == 200
             except OSError:
                 return False
 
-        wait_for(healthy, 60, "the API to answer /health", pause_s=0.3)
+        wait_for(healthy, 60, "the API to answer /health/live", pause_s=0.3)
 
     def kill(self) -> None:
         if self.process is not None:

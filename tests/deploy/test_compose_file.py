@@ -153,7 +153,11 @@ def test_api_serves_on_8000_attached_to_the_ray_head_with_redis(compose):
     api = compose["services"]["api"]
     script = api["command"][-1]
     assert "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0" in script
-    assert script.endswith("exec evoprune serve --host 0.0.0.0 --port 8000")
+    # the server runs under the guard that ends the container when its Ray node is gone (restart: joins again)
+    assert "exec python3 /opt/evoprune/deploy/ray_node_guard.py" in script
+    assert "--raylet-url http://127.0.0.1:52365/api/local_raylet_healthz" in script
+    assert script.endswith("-- evoprune serve --host 0.0.0.0 --port 8000")
+    assert api["restart"] == "unless-stopped"
     environment = api["environment"]
     assert environment["RAY_ADDRESS"] == "ray-head:6379"
     assert environment["REDIS_URL"] == "redis://redis:6379/0"
