@@ -23,13 +23,18 @@ GA_LINE = f"6,first,{SIDE_PX * SIDE_PX * 3},16,-1,10,0,1,1,0\n"
 
 
 def _images(folder: Path, per_class: int, seed: int, shift: float) -> None:
-    """Two classes that differ in brightness, so that a small head can tell them apart."""
+    """Two classes that differ in brightness, so that a small head can tell them apart.
+
+    Dim images: the `pixels` extractor passes raw 0-255 values, and on bright ones the first logits are so
+    large that Keras 2's clipped cross-entropy (`protocol: reference`) gives the wrongly classified samples
+    no gradient at all, so no mask learns (measured: best accuracy 0.67, against 0.83 with the exact loss).
+    """
     generator = np.random.default_rng(seed)
     for label, name in enumerate(("dark", "light")):
         (folder / name).mkdir(parents=True, exist_ok=True)
         for index in range(per_class):
-            base = 60 + 120 * label + shift
-            pixels = np.clip(generator.normal(base, 25, (SIDE_PX, SIDE_PX, 3)), 0, 255).astype(np.uint8)
+            base = 4 + 8 * label + shift
+            pixels = np.clip(generator.normal(base, 2, (SIDE_PX, SIDE_PX, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / name / f"{index}.png")
 
 
@@ -37,8 +42,8 @@ def _reference_files(root: Path) -> tuple[Path, Path]:
     """A tiny dataset and two OoD sets, described by CSV files in the reference's format."""
     _images(root / "data" / "tiny" / "train", per_class=6, seed=0, shift=0)
     _images(root / "data" / "tiny" / "test", per_class=3, seed=1, shift=0)
-    _images(root / "dataood" / "noise", per_class=4, seed=2, shift=40)
-    _images(root / "dataood" / "other", per_class=4, seed=3, shift=-40)
+    _images(root / "dataood" / "noise", per_class=4, seed=2, shift=4)
+    _images(root / "dataood" / "other", per_class=4, seed=3, shift=-3)
     configs = root / "configs"
     configs.mkdir()
     dataset = configs / "configDatasetTiny.csv"
