@@ -10,8 +10,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
-# Ray at the image's version (deploy/constraints.txt): tests/deploy checks that the two agree
-python -m pip install --quiet -e ".[test]" "ray[default]==$(sed -n 's/^ray==//p' deploy/constraints.txt)"
+# Every dependency at the image's version (deploy/constraints.txt, the same Python): the tests import the
+# stack the image runs, and tests/deploy/test_lock.py checks that they agree
+python -m pip install --quiet -e ".[test]" --constraint deploy/constraints.txt
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
