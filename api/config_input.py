@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from evoprune.api.allowed_paths import path_problems
-from evoprune.api.input_text import MAX_DEPTH, value_problem
+from evoprune.api.input_text import MAX_DEPTH, AliasExpansionError, load_yaml_within_budget, value_problem
 from evoprune.api.schemas import ExperimentCreate
 from evoprune.api.settings import Settings
 from evoprune.coordinator.assembly import mask_length_problem
@@ -102,7 +102,11 @@ def resolve_config(body: ExperimentCreate, settings: Settings) -> ExperimentConf
     data: Any = body.config
     if body.config_yaml is not None:
         try:
-            data = yaml.safe_load(body.config_yaml)
+            data = load_yaml_within_budget(body.config_yaml)
+        except AliasExpansionError as error:
+            raise ConfigInputError(
+                [{"loc": ["body", "config_yaml"], "msg": f"config_yaml: {error}", "type": "value_error.yaml"}]
+            ) from None
         except yaml.YAMLError as error:
             message = " ".join(f"config_yaml: not valid YAML: {error}".split())
             raise ConfigInputError(

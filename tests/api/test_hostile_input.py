@@ -1,9 +1,11 @@
 """Hostile input answers 4xx, never 500, and never poisons what other clients read (issue 13)."""
 
 import json
+import threading
 from urllib.parse import quote
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -64,6 +66,45 @@ def test_deep_nesting_is_a_422(client):
     )
     assert deep_json.status_code == 422, deep_json.text
     assert "nested" in deep_json.text
+
+
+def alias_bomb(levels):
+    """YAML whose every level is a list of nine aliases to the level below: 9**levels strings expanded."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for level in range(1, levels):
+        below, name = chr(ord("a") + level - 1), chr(ord("a") + level)
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{below}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+# generous: a refusal takes milliseconds; before the fix nine levels held a core for about five minutes
+ALIAS_BOMB_ANSWERED_WITHIN_S = 30
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(client, levels):
+    answers = []
+    body = {"config_yaml": alias_bomb(levels)}
+    assert len(body["config_yaml"]) < 400
+    poster = threading.Thread(target=lambda: answers.append(post_raw(client, body)), daemon=True)
+    poster.start()
+    poster.join(ALIAS_BOMB_ANSWERED_WITHIN_S)
+    assert answers, f"no answer within {ALIAS_BOMB_ANSWERED_WITHIN_S} s"
+    response = answers[0]
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"][0]
+    assert detail["loc"] == ["body", "config_yaml"]
+    assert "alias" in detail["msg"], detail
+
+
+def test_a_config_that_uses_an_anchor_a_few_times_is_accepted(client):
+    config = json.loads(json.dumps(TINY_CONFIG))
+    text = yaml.safe_dump(config, sort_keys=False).replace(
+        "max_epochs: 3", "max_epochs: &e 3\n  batch_size: *e"
+    )
+    assert "*e" in text
+    response = post_raw(client, {"config_yaml": text})
+    assert response.status_code == 201, response.text
 
 
 def test_a_unicode_digit_as_last_event_id_is_a_400(client):
