@@ -158,7 +158,10 @@ class Experiment:
             )
         search = self.config.search
         try:
-            rows = [EvaluationRow.from_dict(line) for line in self._journal.load(checkpoint.rows)]
+            rows = [
+                EvaluationRow.from_dict(line)
+                for line in self._journal.load(checkpoint.rows, checkpoint.journal_sha256)
+            ]
             self._runs = [
                 _Run(index=run, seed=search.seed + run, search=NSGA2.from_state(state, search))
                 for run, state in enumerate(checkpoint.runs)
@@ -421,6 +424,7 @@ class Experiment:
             feature_key=self.feature_key,
             mask_length=self.mask_length,
             rows=self._journal.count,
+            journal_sha256=self._journal.sha256,
             elapsed_s=self._elapsed_s(),
             runs=tuple(run.search.state_dict() for run in self._runs),
         ).write(self.layout.checkpoint)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from evoprune.shared.atomic_files import atomic_file
 from evoprune.shared.config import BackboneConfig
+from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
 from evoprune.workers import backbones
 from evoprune.workers.datasets import (
     DEFAULT_RESIZE,
@@ -167,11 +166,18 @@ def read_feature_file(path: Path, *, ood: bool = False, key: str = "") -> Featur
         DatasetError: the file cannot be read, or a column is missing or malformed (the message names it).
 
     """
-    origin = str(path)
+    return _feature_table(_read_parquet(path), str(path), ood=ood, key=key)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    # a cache entry carries a whole-file digest and page checksums; a user's own file may have neither
     try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as error:
-        raise DatasetError(f"{origin}: cannot read the Parquet file: {error}") from None
+        return read_verified_parquet(path)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the Parquet file: {error}") from None
+
+
+def _feature_table(table: pa.Table, origin: str, *, ood: bool, key: str) -> FeatureTable:
     features = _features_matrix(_column(table, "features", origin), origin)
     rows = len(features)
     metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
@@ -233,8 +239,8 @@ def write_feature_file(path: Path, table: FeatureTable, metadata: dict[str, Any]
     recorded = metadata | {"class_names": list(table.class_names)}
     arrow = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(recorded).encode()})
     # a cache is meant to be shared like any other file, whatever the writer's umask
-    with atomic_file(path, mode=CACHE_FILE_MODE) as handle:
-        pq.write_table(arrow, handle)
+    # page checksums and a whole-file digest: a damaged entry is detected on reading and rebuilt
+    write_parquet(path, arrow, mode=CACHE_FILE_MODE)
 
 
 def _extract(source: ImageSource, backbone: BackboneConfig, resize: str, progress: bool) -> FeatureTable:
@@ -276,13 +282,14 @@ def _extract(source: ImageSource, backbone: BackboneConfig, resize: str, progres
 
 def _read_cache_entry(path: Path, key: str) -> FeatureTable:
     """Read a cache file, accepted only if its recorded key and format match what was asked for."""
+    table = _read_parquet(path)
     try:
-        metadata = json.loads((pq.read_schema(path).metadata or {}).get(METADATA_KEY, b"{}"))
-    except (OSError, pa.ArrowException, ValueError) as error:
-        raise DatasetError(f"{path}: cannot read the Parquet schema: {error}") from None
+        metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    except ValueError as error:
+        raise DatasetError(f"{path}: cannot read the recorded metadata: {error}") from None
     if metadata.get("key") != key or metadata.get("format") != FORMAT_VERSION:
         raise DatasetError(f"{path}: recorded key/format do not match the file name")
-    return read_feature_file(path, key=key)
+    return _feature_table(table, str(path), ood=False, key=key)
 
 
 def source_features(

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontKind
@@ -18,6 +17,7 @@ from evoprune.coordinator.results.writer import EVALUATION_COLUMNS, FRONT_COLUMN
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
+from evoprune.shared.parquet_files import read_verified_parquet
 
 if TYPE_CHECKING:
     from evoprune.workers.features import FeatureSet
@@ -160,7 +160,7 @@ def _check_finished(results_dir: Path, summary: dict[str, Any]) -> None:
 
 def _read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     try:
-        table = pq.read_table(path)
+        table = read_verified_parquet(path)
     except FileNotFoundError:
         raise AnalysisError(f"{path.parent} is corrupt: {path.name} is missing.") from None
     except (OSError, pa.ArrowException) as error:

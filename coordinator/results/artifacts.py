@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.shared.parquet_files import write_parquet
 
 EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
@@ -174,4 +174,4 @@ def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> No
         schema: the columns and their types.
 
     """
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    write_parquet(path, pa.Table.from_pylist(rows, schema=schema))

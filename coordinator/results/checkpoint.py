@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,27 @@ from evoprune.shared.events import ExperimentStatus
 
 CHECKPOINT_FORMAT = "evoprune-experiment"
 CHECKPOINT_VERSION = 1
+# written since digests: the checkpoint's own sha256 and that of the journal lines it vouches for; a
+# checkpoint without them (written before) is read as before
+SELF_DIGEST_KEY = "sha256"
+JOURNAL_DIGEST_KEY = "journal_sha256"
+KNOWN_KEYS = frozenset(
+    {
+        "format",
+        "version",
+        "fingerprint",
+        "status",
+        "feature_key",
+        "mask_length",
+        "rows",
+        "elapsed_s",
+        "runs",
+        JOURNAL_DIGEST_KEY,
+        SELF_DIGEST_KEY,
+    }
+)
+RESTART_ADVICE = "restore it from a backup, or run the experiment again into a new directory (--out)"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -33,6 +56,7 @@ class Checkpoint:
     rows: int  # how many journal lines the checkpoint vouches for
     elapsed_s: float  # wall time of the experiment before this checkpoint (over every resume)
     runs: tuple[dict[str, Any], ...]  # each run's NSGA-II state, in `NSGA2.state_dict` form
+    journal_sha256: str | None = None  # of the first `rows` journal lines; None in older checkpoints
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 
@@ -42,8 +66,8 @@ class Checkpoint:
         return self.status == ExperimentStatus.SUCCEEDED
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form written to state/checkpoint.json (key order kept, so files stay byte-equal)."""
-        return {
+        """The JSON form written to state/checkpoint.json, sealed by its own sha256 (`_content_digest`)."""
+        data: dict[str, Any] = {
             "format": self.format,
             "version": self.version,
             "fingerprint": self.fingerprint,
@@ -54,14 +78,23 @@ class Checkpoint:
             "elapsed_s": self.elapsed_s,
             "runs": list(self.runs),
         }
+        if self.journal_sha256 is not None:
+            data[JOURNAL_DIGEST_KEY] = self.journal_sha256
+        data[SELF_DIGEST_KEY] = _content_digest(data)
+        return data
 
     def write(self, path: Path) -> None:
-        """Replace the checkpoint file atomically.
+        """Replace the checkpoint file atomically, keeping the one it replaces beside it.
+
+        The kept one (`previous_path`) is what a resume falls back to when this one is found damaged: the
+        journal lines past it are produced again from the ledger, so nothing is trained twice.
 
         Args:
             path: the results directory's `ResultsLayout.checkpoint`.
 
         """
+        if path.exists():
+            _keep_previous(path, previous_path(path))
         write_json_atomic(path, self.to_dict())
 
     @classmethod
@@ -80,6 +113,15 @@ class Checkpoint:
         """
         if not isinstance(data, dict):
             raise CheckpointError("the checkpoint is not a JSON object")
+        # a flipped byte in a key name would otherwise hide a field (and with the digest, the check itself)
+        unknown = sorted(set(data) - KNOWN_KEYS)
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            raise CheckpointError(f"the checkpoint is damaged: unknown field(s) {names}")
+        if SELF_DIGEST_KEY in data:
+            content = {key: value for key, value in data.items() if key != SELF_DIGEST_KEY}
+            if data[SELF_DIGEST_KEY] != _content_digest(content):
+                raise CheckpointError("the checkpoint is damaged: its content does not match its sha256")
         if data.get("format") != CHECKPOINT_FORMAT or data.get("version") != CHECKPOINT_VERSION:
             raise CheckpointError("not a checkpoint of this evoprune version")
         for name in ("fingerprint", "rows", "runs", "feature_key", "mask_length", "status"):
@@ -98,6 +140,7 @@ class Checkpoint:
                 # written since the first version, but read leniently as before: a missing one counts 0
                 elapsed_s=float(data.get("elapsed_s", 0.0)),
                 runs=tuple(runs),
+                journal_sha256=_optional_str(data.get(JOURNAL_DIGEST_KEY)),
             )
         except (TypeError, ValueError) as error:
             raise CheckpointError(f"the checkpoint is corrupt: {error}") from None
@@ -116,7 +159,41 @@ class Checkpoint:
             CheckpointError: missing, not JSON, or not a valid checkpoint.
 
         """
-        return cls.from_dict(read_json(path))
+        try:
+            return cls.from_dict(read_json(path))
+        except CheckpointError as error:
+            raise CheckpointError(f"{path}: {error}") from None
+
+    @classmethod
+    def read_or_previous(cls, path: Path) -> Checkpoint:
+        """Read a checkpoint, falling back to the one it replaced when it is damaged or missing.
+
+        A checkpoint is replaced after every step; the one before vouches for fewer journal lines, and a
+        resume from it produces the steps since again (from the ledger, nothing trained twice) with the
+        same result.
+
+        Args:
+            path: state/checkpoint.json.
+
+        Returns:
+            The checkpoint, or the previous one (a warning is logged).
+
+        Raises:
+            CheckpointError: neither can be read; the message names both files and what to do.
+
+        """
+        try:
+            return cls.read(path)
+        except CheckpointError as error:
+            previous = previous_path(path)
+            if not previous.exists():
+                raise CheckpointError(f"{error}; {RESTART_ADVICE}") from None
+            try:
+                fallback = cls.read(previous)
+            except CheckpointError as second:
+                raise CheckpointError(f"{error}, and {second}; {RESTART_ADVICE}") from None
+            log.warning("%s; resuming from %s and the journal instead", error, previous)
+            return fallback
 
     @classmethod
     def read_if_present(cls, path: Path) -> Checkpoint | None:
@@ -129,12 +206,39 @@ class Checkpoint:
             The checkpoint, or None.
 
         """
-        if not path.exists():
+        if not path.exists() and not previous_path(path).exists():
             return None
         try:
-            return cls.read(path)
+            return cls.read_or_previous(path)
         except CheckpointError:
             return None
+
+
+def previous_path(path: Path) -> Path:
+    """Where the checkpoint replaced by the latest one is kept (state/checkpoint.previous.json)."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def _keep_previous(path: Path, previous: Path) -> None:
+    # a hard link keeps the old content without copying it and leaves `path` in place for readers
+    staged = previous.with_name(f".{previous.name}.link")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(path, staged)
+    except OSError:
+        staged.write_bytes(path.read_bytes())  # a filesystem without hard links
+    os.replace(staged, previous)
+
+
+def _content_digest(data: dict[str, Any]) -> str:
+    # the compact JSON that write_json_atomic writes: equal values give equal text, so equal digests
+    return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{JOURNAL_DIGEST_KEY!r} is not a string")
 
 
 def read_json(path: Path) -> Any:
@@ -162,12 +266,19 @@ class Journal:
     """JSON lines appended and fsynced as they are produced; a checkpoint records how many are valid.
 
     Lines past the checkpoint's count (written after the last checkpoint, before a crash) are dropped on
-    resume and produced again identically.
+    resume and produced again identically. The running sha256 of the lines (`sha256`) goes into each
+    checkpoint, so a damaged line is found on resume rather than read as another result.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
+        self._digest = hashlib.sha256()
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 of the `count` lines written or loaded so far."""
+        return self._digest.hexdigest()
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Append records durably.
@@ -179,40 +290,76 @@ class Journal:
         if not records:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        text = _lines(records)
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records))
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        self._digest.update(text.encode("utf-8"))
         self.count += len(records)
 
-    def load(self, committed: int) -> list[dict[str, Any]]:
-        """Read the first `committed` records and cut the file back to them.
+    def read(self, committed: int, sha256: str | None = None) -> list[dict[str, Any]]:
+        """Read the first `committed` records, checked against the checkpoint's digest; the file is untouched.
 
         Args:
             committed: how many records the checkpoint vouches for.
+            sha256: the checkpoint's digest of those lines (None for a checkpoint written before digests).
 
         Returns:
             Those records.
 
         Raises:
-            CheckpointError: fewer valid records than `committed`.
+            CheckpointError: fewer valid records than `committed`, or lines that differ from those the
+                checkpoint vouched for; the message names the file and what to do.
 
         """
+        if committed <= 0:
+            return []
+        try:
+            lines = self.path.read_bytes().split(b"\n")
+        except OSError as error:
+            raise CheckpointError(f"{self.path} is unreadable: {error}; {RESTART_ADVICE}") from None
         records: list[dict[str, Any]] = []
-        if committed > 0:
+        for line in lines[:committed]:
             try:
-                lines = self.path.read_text(encoding="utf-8").splitlines()
-            except OSError as error:
-                raise CheckpointError(f"{self.path} is unreadable: {error}") from None
-            for line in lines[:committed]:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    break
-            if len(records) < committed:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+        if len(records) < committed:
+            raise CheckpointError(
+                f"{self.path} is damaged: it holds {len(records)} valid records but the checkpoint "
+                f"vouches for {committed}; {RESTART_ADVICE}"
+            )
+        if sha256 is not None:
+            digest = hashlib.sha256(b"".join(line + b"\n" for line in lines[:committed])).hexdigest()
+            if digest != sha256:
                 raise CheckpointError(
-                    f"{self.path} holds {len(records)} valid records but the checkpoint expects {committed}"
+                    f"{self.path} is damaged: its first {committed} records are not those the checkpoint "
+                    f"vouches for (sha256 differs); {RESTART_ADVICE}"
                 )
-        write_atomic(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-        self.count = len(records)
         return records
+
+    def load(self, committed: int, sha256: str | None = None) -> list[dict[str, Any]]:
+        """Read the first `committed` records (see `read`) and cut the file back to them.
+
+        Args:
+            committed: how many records the checkpoint vouches for.
+            sha256: the checkpoint's digest of those lines, when it has one.
+
+        Returns:
+            Those records.
+
+        Raises:
+            CheckpointError: see `read`.
+
+        """
+        records = self.read(committed, sha256)
+        text = _lines(records)
+        write_atomic(self.path, text)
+        self.count = len(records)
+        self._digest = hashlib.sha256(text.encode("utf-8"))
+        return records
+
+
+def _lines(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, read_json
+from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, previous_path
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 
@@ -93,22 +93,30 @@ def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, Checkpoint]:
         ) from None
     except (OSError, yaml.YAMLError, ConfigError) as error:
         raise ExperimentError(
-            f"{results_dir} is corrupt: its config.yaml cannot be read ({error})."
+            f"{results_dir} is corrupt: its config.yaml cannot be read ({error}); restore the config.yaml "
+            "the experiment was started with, or run the experiment again into a new directory (--out)."
         ) from None
     try:
-        checkpoint = Checkpoint.read(layout.checkpoint)
+        checkpoint = Checkpoint.read_or_previous(layout.checkpoint)
     except CheckpointError as error:
         raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None
-    return config, resumable(results_dir, config, checkpoint)
+    return config, resumable(results_dir, config, checkpoint, config_source=layout.config.name)
 
 
-def resumable(results_dir: Path, config: ExperimentConfig, checkpoint: Checkpoint) -> Checkpoint:
+def resumable(
+    results_dir: Path,
+    config: ExperimentConfig,
+    checkpoint: Checkpoint,
+    *,
+    config_source: str = "the experiment's config",
+) -> Checkpoint:
     """Check that a checkpoint continues this config's experiment and has something left to do.
 
     Args:
         results_dir: the directory it was read from (named in the messages).
         config: the experiment to resume.
         checkpoint: its checkpoint, read once by the caller.
+        config_source: where `config` came from (named in the messages).
 
     Returns:
         The same checkpoint, to pass on to `run_experiment`.
@@ -117,10 +125,14 @@ def resumable(results_dir: Path, config: ExperimentConfig, checkpoint: Checkpoin
         ExperimentError: another experiment's checkpoint, or a finished one.
 
     """
-    if checkpoint.fingerprint != experiment_fingerprint(config):
+    fingerprint = experiment_fingerprint(config)
+    if checkpoint.fingerprint != fingerprint:
+        # the checkpoint vouches for itself (its sha256), so it is the config that differs
         raise ExperimentError(
-            f"{results_dir} is corrupt and cannot be resumed: "
-            "the checkpoint belongs to a different config than config.yaml."
+            f"{results_dir} cannot be resumed: {config_source} is not the config the experiment was started "
+            f"with (fingerprint {fingerprint}; the checkpoint's is {checkpoint.fingerprint}), so it was "
+            f"changed or damaged since. Restore the original {config_source}, or run the changed config "
+            "into a new directory (--out)."
         )
     if checkpoint.finished:
         raise ExperimentError(f"{results_dir} is already finished; there is nothing to resume.")
@@ -134,21 +146,18 @@ def existing_checkpoint(results_dir: Path) -> Checkpoint | None:
         results_dir: the experiment's results directory.
 
     Returns:
-        The checkpoint; None when the file is missing or is not JSON at all (the experiment starts
-        afresh, as before its first checkpoint).
+        The checkpoint (the previous one when the latest is damaged, see `Checkpoint.read_or_previous`);
+        None when there is none (the experiment starts afresh, as before its first checkpoint).
 
     Raises:
-        ExperimentError: the file is JSON but not a valid checkpoint.
+        ExperimentError: neither the checkpoint nor the previous one can be read; the message says what
+            to do.
 
     """
     path = ResultsLayout(results_dir).checkpoint
-    if not path.exists():
+    if not path.exists() and not previous_path(path).exists():
         return None
     try:
-        data = read_json(path)
-    except CheckpointError:
-        return None
-    try:
-        return Checkpoint.from_dict(data)
+        return Checkpoint.read_or_previous(path)
     except CheckpointError as error:
         raise ExperimentError(f"{results_dir} is corrupt and cannot be resumed: {error}.") from None

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, FrontKind, FrontRow
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.summary import FrontSummary, RunInfo, RunSummary, Summary
-from evoprune.shared.atomic_files import atomic_file, write_atomic
+from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import minimisation_of
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
+from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
 
 EVALUATION_COLUMNS = (
     "run",
@@ -337,8 +337,8 @@ def _epochs_trained(rows: list[dict[str, Any]]) -> float | None:
 
 
 def _write_parquet(path: Path, table: pa.Table) -> None:
-    with atomic_file(path) as handle:
-        pq.write_table(table, handle)
+    # page checksums and a whole-file digest: a damaged file is refused on reading, never read as other rows
+    write_parquet(path, table)
 
 
 def read_evaluations(results_dir: Path) -> list[dict[str, Any]]:
@@ -350,5 +350,8 @@ def read_evaluations(results_dir: Path) -> list[dict[str, Any]]:
     Returns:
         One mapping per row.
 
+    Raises:
+        CorruptFileError: the file is damaged (the message names it).
+
     """
-    return pq.read_table(ResultsLayout(results_dir).evaluations).to_pylist()
+    return read_verified_parquet(ResultsLayout(results_dir).evaluations).to_pylist()

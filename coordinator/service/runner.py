@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -16,7 +15,7 @@ import ray
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings, run_experiment
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.placement import on_results_node
-from evoprune.coordinator.results.checkpoint import Checkpoint
+from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, Journal
 from evoprune.coordinator.results.directory import ExperimentError, existing_checkpoint, resumable
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.summary import Summary
@@ -151,8 +150,11 @@ def _publish_finished(
     publisher: StorePublisher, layout: ResultsLayout, checkpoint: Checkpoint, runs: int
 ) -> None:
     """The runner died after the experiment finished but before the store heard: publish the end."""
-    lines = layout.journal.read_text(encoding="utf-8").splitlines()[: checkpoint.rows]
-    publisher.catch_up([EvaluationRow.from_dict(json.loads(line)) for line in lines], runs)
+    try:
+        records = Journal(layout.journal).read(checkpoint.rows, checkpoint.journal_sha256)
+    except CheckpointError as error:
+        raise ExperimentError(f"{layout.root} is corrupt: {error}.") from None
+    publisher.catch_up([EvaluationRow.from_dict(record) for record in records], runs)
     summary = Summary.read(layout.summary)
     publisher(
         ExperimentSucceeded(

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from evoprune.shared import atomic_files
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers import backbones, feature_cache
 from evoprune.workers.datasets import DatasetError
@@ -234,7 +235,8 @@ def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(feature_cache.pq, "write_table", fail)
+    # fails after the bytes are written, before the rename: the temporary file must go too
+    monkeypatch.setattr(atomic_files.os, "fsync", fail)
     with pytest.raises(OSError, match="disk full"):
         write_feature_file(tmp_path / "x.parquet", sample_table(), {})
     assert cache_files(tmp_path) == []
