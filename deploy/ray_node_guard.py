@@ -48,9 +48,7 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> Non
         process.wait()
 
 
-def guard(
-    command: Sequence[str], raylet_url: str, poll_s: float = POLL_S, failures: int = FAILURES
-) -> int:
+def guard(command: Sequence[str], raylet_url: str, poll_s: float = POLL_S, failures: int = FAILURES) -> int:
     """Run `command` until it exits or the raylet behind `raylet_url` fails `failures` checks in a row.
 
     Args:
