@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from evoprune.api import routes_artifacts, routes_experiments, routes_health, routes_results, web
 from evoprune.api.input_text import storable
 from evoprune.api.openapi_events import with_event_schemas
+from evoprune.api.request_body import RequestBodyGuard
 from evoprune.api.response_cache import ResponseCache
 from evoprune.api.routes_health import service_version
 from evoprune.api.settings import Settings
@@ -41,62 +42,6 @@ Submit an experiment config with `POST /experiments`, follow it with `GET /exper
 """
 
 
-class BodySizeLimit:
-    """Answers 413 to a request body over `max_bytes`, before the app reads any of it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit() or int(length) > self.max_bytes:
-                await self._too_large(send)
-                return
-            await self.app(scope, receive, send)
-            return
-        if b"transfer-encoding" not in headers:
-            await self.app(scope, receive, send)
-            return
-        # a chunked body has no announced length: read it (up to the limit) before the app sees it
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            incoming = await receive()
-            if incoming["type"] != "http.request":
-                return
-            chunks.append(incoming.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            if not incoming.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"the request body is over {self.max_bytes} bytes (EVOPRUNE_MAX_BODY_BYTES)"},
-            status_code=413,
-        )
-        await response({"type": "http"}, _no_body, send)
-
-
 class SecurityHeaders:
     """Adds headers that keep browsers from sniffing types or framing any response of the API."""
 
@@ -116,10 +61,6 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.disconnect"}
 
 
 def _attempt(what: str, step: Callable[[], T]) -> T | None:
@@ -202,7 +143,12 @@ def create_app(
     # the page and its files are served from memory by coroutines: nothing a stalled store holds up
     web.warm()
     app.openapi = with_event_schemas(app)  # type: ignore[method-assign]
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestBodyGuard,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_s,
+        token=settings.token,
+    )
     app.add_middleware(SecurityHeaders)
     if settings.trusted_host_list:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_host_list)

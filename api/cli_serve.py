@@ -112,5 +112,6 @@ def serve_command(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         http=http_protocol.BoundedHeadersProtocol,
         timeout_keep_alive=int(max(1, settings.keep_alive_s)),
+        limit_concurrency=settings.max_connections,
     )
     return 0

@@ -49,6 +49,7 @@ async def in_store_thread(call: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(call, *args, limiter=_store_limiters[loop], abandon_on_cancel=True)
 
 
+UNAUTHORIZED_DETAIL = "missing or invalid bearer token (send `Authorization: Bearer <EVOPRUNE_API_TOKEN>`)"
 _bearer = HTTPBearer(auto_error=False, description="EVOPRUNE_API_TOKEN, when the server sets one")
 
 
@@ -99,7 +100,7 @@ async def require_token(
     if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or invalid bearer token (send `Authorization: Bearer <EVOPRUNE_API_TOKEN>`)",
+            detail=UNAUTHORIZED_DETAIL,
             headers={"WWW-Authenticate": "Bearer"},
         )
 

@@ -145,6 +145,18 @@ class Settings(SharedCacheEnvironment):
     keep_alive_s: float = Field(
         default=5.0, gt=0, le=300, description="idle keep-alive connections close after it"
     )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="a request body not all arrived by then is answered 408 and its connection closed",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=2,
+        description="open connections (SSE streams included) beyond which requests are answered 503 "
+        "(uvicorn's limit_concurrency); keep it under the process's file limit (ulimit -n)",
+    )
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
