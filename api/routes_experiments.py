@@ -27,7 +27,7 @@ from evoprune.coordinator.service.records import (
     restore_lost_records,
 )
 from evoprune.shared.events import ExperimentStatus
-from evoprune.shared.store import ExperimentRecord, Store
+from evoprune.shared.store import ExperimentRecord, Store, TooManyActiveError
 
 ID_BYTES = 8
 MAX_PAGE = 500
@@ -66,16 +66,17 @@ def create_experiment(
         config = resolve_config(body, settings)
     except ConfigInputError as error:
         raise HTTPException(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, detail=error.detail) from None
-    active = sum(not record.terminal for record in store.records())
-    if active >= settings.max_active_experiments:
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"{active} experiments are queued or running, the most this server allows "
-            f"(EVOPRUNE_MAX_ACTIVE_EXPERIMENTS={settings.max_active_experiments}); try again later",
-        )
     experiment_id = secrets.token_hex(ID_BYTES)
     record = new_record(experiment_id, config, settings.store_spec().results_root, name=body.name)
-    store.create(record)
+    try:
+        # counted and created in one step: concurrent submissions cannot all slip under the cap
+        store.create(record, max_active=settings.max_active_experiments)
+    except TooManyActiveError as error:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"{error.active} experiments are queued or running, the most this server allows "
+            f"(EVOPRUNE_MAX_ACTIVE_EXPERIMENTS={settings.max_active_experiments}); try again later",
+        ) from None
     _launch(store, launcher, record)
     response.headers["Location"] = f"/experiments/{experiment_id}"
     return ExperimentCreated(id=experiment_id)

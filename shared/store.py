@@ -27,6 +27,15 @@ class StoreUnavailableError(StoreError):
     """The store cannot be reached (Redis down, a disk error); the message says which and why."""
 
 
+class TooManyActiveError(StoreError):
+    """A new record would pass the cap on experiments queued or running at once."""
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(f"{active} experiments are queued or running, the most allowed ({limit})")
+        self.active = active
+        self.limit = limit
+
+
 def valid_experiment_id(text: str) -> bool:
     """Whether `text` has the form of an experiment id (16 lowercase hex characters)."""
     # fullmatch: `$` with match() also accepts a trailing newline, which would reach a key or a file name
@@ -188,16 +197,23 @@ class Store(abc.ABC):
     # ---- records ---------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def create(self, record: ExperimentRecord) -> None:
-        """Store a new record.
+    def create(self, record: ExperimentRecord, max_active: int | None = None) -> None:
+        """Store a new record, counting the active ones and creating it in one step.
 
         Args:
             record: the new experiment.
+            max_active: refuse when this many experiments are already queued or running (None: no cap).
+                Counted from an index of active records, never by reading every record.
 
         Raises:
+            TooManyActiveError: the cap is reached; nothing was written.
             StoreError: an experiment with this id exists.
 
         """
+
+    @abc.abstractmethod
+    def active_ids(self) -> list[str]:
+        """The ids of the experiments queued or running, from the index of active records."""
 
     @abc.abstractmethod
     def get(self, experiment_id: str) -> ExperimentRecord | None:

@@ -23,10 +23,13 @@ from evoprune.shared.store import (
     StoredEvent,
     StoreError,
     StoreUnavailableError,
+    TooManyActiveError,
     valid_experiment_id,
 )
 
 STORE_DIR = "store"
+# one empty file per queued or running experiment: the cap on active experiments is counted from here
+ACTIVE_DIR = "active"
 FITNESS_FILE = "fitness.jsonl"
 # the tail read to find the last event's number; an event line is far shorter than this
 TAIL_BYTES = 1 << 20
@@ -50,7 +53,7 @@ class LocalStore(Store):
     """Files under `data_dir/store/<id>/`, shared safely by the API and runner processes.
 
     record.json and front.json are replaced atomically; events.jsonl is append-only, one `SEQ<TAB>JSON`
-    line per event; `cancel` is a flag file.
+    line per event; `cancel` is a flag file. `data_dir/store/active/<id>` marks the queued or running ones.
 
     Writers of one experiment take an exclusive lock on its folder, so the API and the runner never
     interleave. Readers need no lock: they only see complete lines and whole files.
@@ -86,16 +89,56 @@ class LocalStore(Store):
 
     # ---- records ---------------------------------------------------------------------------------------
 
-    def create(self, record: ExperimentRecord) -> None:
+    def create(self, record: ExperimentRecord, max_active: int | None = None) -> None:
         folder = self._folder(record.id)
         if folder is None:
             raise StoreError(f"{record.id!r} is not an experiment id")
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            raise StoreError(f"an experiment {record.id} already exists") from None
-        with self._locked(folder):
-            _write_atomic(folder / "record.json", json.dumps(record.to_dict()))
+        # one creation at a time across processes: the count and the new record are one step
+        with self._locked(self._root):
+            if max_active is not None:
+                active = len(self.active_ids())
+                if active >= max_active:
+                    raise TooManyActiveError(active, max_active)
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                raise StoreError(f"an experiment {record.id} already exists") from None
+            with self._locked(folder):
+                _write_atomic(folder / "record.json", json.dumps(record.to_dict()))
+            self._mark_active(record)
+
+    def _mark_active(self, record: ExperimentRecord) -> None:
+        marker = self._root / ACTIVE_DIR / record.id
+        if record.terminal:
+            marker.unlink(missing_ok=True)
+        elif (self._root / ACTIVE_DIR).is_dir():
+            marker.touch()
+
+    def active_ids(self) -> list[str]:
+        active_dir = self._root / ACTIVE_DIR
+        if not active_dir.is_dir():
+            # a store from before the index: built once from every record, then kept up to date
+            building = self._root / f".{ACTIVE_DIR}-{os.getpid()}-{threading.get_ident()}"
+            building.mkdir(exist_ok=True)
+            for existing in self.records():
+                if not existing.terminal:
+                    (building / existing.id).touch()
+            try:
+                building.rename(active_dir)
+            except OSError:  # another process built it first
+                for marker in building.iterdir():
+                    marker.unlink()
+                building.rmdir()
+        ids = []
+        for marker in active_dir.iterdir():
+            folder = self._folder(marker.name)
+            record = self._read_record(folder) if folder is not None else None
+            # a marker outlives its record's end only if a process died between the two writes
+            if record is None or record.terminal:
+                marker.unlink(missing_ok=True)
+            else:
+                ids.append(marker.name)
+        return sorted(ids)
 
     def _read_record(self, folder: Path) -> ExperimentRecord | None:
         path = folder / "record.json"
@@ -169,6 +212,8 @@ class LocalStore(Store):
                 if front is not None:
                     _write_atomic(folder / "front.json", json.dumps(front.to_dict()))
                 _write_atomic(folder / "record.json", json.dumps(record.to_dict()))
+            if record.terminal or not expect_existing:
+                self._mark_active(record)
         except OSError as error:
             raise StoreUnavailableError(f"the local store {self._root} cannot be written: {error}") from None
         return True

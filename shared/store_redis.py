@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import redis
 import redis.exceptions
 
+from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.shared.redis_client import open_redis
@@ -20,6 +21,7 @@ from evoprune.shared.store import (
     StoredEvent,
     StoreError,
     StoreUnavailableError,
+    TooManyActiveError,
     valid_experiment_id,
 )
 
@@ -27,16 +29,17 @@ MAX_BLOCK_S = 2.0  # below redis_client.SOCKET_TIMEOUT_S
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
 
-# Appends the events whose numbers are new, then replaces the record (and front) and indexes the
-# experiment — all in one atomic step, so a reader's (record, front) is always consistent with the stream.
-# KEYS: hash, stream, index. ARGV: expect_existing, record, front ('' keeps it), id, created_at, then
-# (seq, event JSON) pairs.
+# Appends the events whose numbers are new, then replaces the record (and front), indexes the experiment and
+# keeps it in (or takes it out of) the index of active experiments — all in one atomic step, so a reader's
+# (record, front) is always consistent with the stream.
+# KEYS: hash, stream, index, active. ARGV: expect_existing, record, front ('' keeps it), id, created_at,
+# active ('1' queued or running), then (seq, event JSON) pairs.
 PUBLISH_SCRIPT = """
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = 0
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
   if seq > last then
     redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'e', ARGV[i + 1])
@@ -46,15 +49,50 @@ end
 redis.call('HSET', KEYS[1], 'record', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'front', ARGV[3]) end
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+if ARGV[6] == '1' then redis.call('SADD', KEYS[4], ARGV[4]) else redis.call('SREM', KEYS[4], ARGV[4]) end
 return 1
 """
+
+# Counts the active experiments and creates the record in one atomic step, so concurrent submissions cannot
+# all pass the cap. The count reads only the members of the active index (about the cap's worth), checking
+# each against its record so an index left stale (a crash between steps of older code) heals itself; the
+# index is built once from every record where it never existed.
+# KEYS: hash, index, active, active-built marker. ARGV: record, id, created_at, cap ('' = none), the prefix
+# of record keys, then the statuses that count as active. Returns {1 created | 0 cap reached | -1 id taken,
+# active count}. Record keys are derived from ids inside the script: fine on one Redis, not on a cluster.
+CREATE_SCRIPT = """
+local statuses = {}
+for i = 6, #ARGV do statuses[ARGV[i]] = true end
+local function active(id)
+  local raw = redis.call('HGET', ARGV[5] .. id, 'record')
+  if not raw then return false end
+  return statuses[cjson.decode(raw)['status']] == true
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if active(id) then redis.call('SADD', KEYS[3], id) end
+  end
+  redis.call('SET', KEYS[4], '1')
+end
+local count = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if active(id) then count = count + 1 else redis.call('SREM', KEYS[3], id) end
+end
+if ARGV[4] ~= '' and count >= tonumber(ARGV[4]) then return {0, count} end
+if redis.call('HSETNX', KEYS[1], 'record', ARGV[1]) == 0 then return {-1, count} end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+return {1, count + 1}
+"""
+ACTIVE_STATUSES = [status.value for status in ExperimentStatus if not status.terminal]
 
 
 class RedisStore(Store):
     """Experiments in Redis, under keys that start with `PREFIX:`.
 
     `exp:<id>` (hash: record, front), `exp:<id>:events` (stream), `exp:<id>:cancel` (flag), `experiments`
-    (sorted set by creation time), `fitness:<key>` (the fitness cache).
+    (sorted set by creation time), `active` (set of the queued or running ids), `fitness:<key>` (the
+    fitness cache).
 
     Event sequence numbers become stream ids `SEQ-0`, so a re-sent event lands on the same id and is
     skipped, and the SSE ids are the stream ids.
@@ -70,6 +108,7 @@ class RedisStore(Store):
         self._client = client or open_redis(url)
         self._once = client or open_redis(url, retries=0)
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
+        self._create = self._client.register_script(CREATE_SCRIPT)
 
     def _key(self, experiment_id: str, suffix: str = "") -> str:
         return f"{self.prefix}:exp:{experiment_id}{suffix}"
@@ -77,6 +116,10 @@ class RedisStore(Store):
     @property
     def _index_key(self) -> str:
         return f"{self.prefix}:experiments"
+
+    @property
+    def _active_key(self) -> str:
+        return f"{self.prefix}:active"
 
     def _call(self, operation: Callable[[], T]) -> T:
         """Run one Redis operation, turning redis-py's errors (after its own retries) into the store's."""
@@ -95,18 +138,27 @@ class RedisStore(Store):
 
     # ---- records ---------------------------------------------------------------------------------------
 
-    def create(self, record: ExperimentRecord) -> None:
+    def create(self, record: ExperimentRecord, max_active: int | None = None) -> None:
         if not valid_experiment_id(record.id):
             raise StoreError(f"{record.id!r} is not an experiment id")
-
-        def create() -> int:
-            pipeline = self._client.pipeline(transaction=True)
-            pipeline.hsetnx(self._key(record.id), "record", json.dumps(record.to_dict()))
-            pipeline.zadd(self._index_key, {record.id: record.created_at}, nx=True)
-            return int(pipeline.execute()[0])
-
-        if not self._call(create):
+        keys = [self._key(record.id), self._index_key, self._active_key, f"{self._active_key}:built"]
+        arguments = [
+            json.dumps(record.to_dict()),
+            record.id,
+            record.created_at,
+            "" if max_active is None else max_active,
+            self._key(""),
+            *ACTIVE_STATUSES,
+        ]
+        outcome, active = self._call(lambda: self._create(keys=keys, args=arguments))
+        if outcome == 0 and max_active is not None:
+            raise TooManyActiveError(int(active), max_active)
+        if outcome != 1:
             raise StoreError(f"an experiment {record.id} already exists")
+
+    def active_ids(self) -> list[str]:
+        raw: Any = self._call(lambda: self._client.smembers(self._active_key))
+        return sorted(member.decode() for member in raw)
 
     @staticmethod
     def _record(raw: Any) -> ExperimentRecord | None:
@@ -164,10 +216,16 @@ class RedisStore(Store):
             json.dumps(front.to_dict()) if front is not None else "",
             experiment_id,
             record.created_at,
+            "0" if record.terminal else "1",
         ]
         for seq, data in events:
             arguments += [seq, json.dumps(data, separators=(",", ":"))]
-        keys = [self._key(experiment_id), self._key(experiment_id, ":events"), self._index_key]
+        keys = [
+            self._key(experiment_id),
+            self._key(experiment_id, ":events"),
+            self._index_key,
+            self._active_key,
+        ]
         # the script skips events already stored, so a retry after a lost reply adds nothing twice
         return bool(self._call(lambda: self._publish(keys=keys, args=arguments)))
 
