@@ -22,7 +22,12 @@ from evoprune.api.schemas import (
     ExportCreate,
     ExportPublic,
 )
-from evoprune.coordinator.results.artifacts import MEDIA_TYPES, list_artifacts
+from evoprune.coordinator.results.artifacts import (
+    CHECKED_KINDS,
+    MEDIA_TYPES,
+    check_artifact,
+    list_artifacts,
+)
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.jobs import JobRefusedError, JobUnavailableError
 from evoprune.coordinator.service.jobs_analysis import current_analysis, request_analysis
@@ -33,6 +38,7 @@ from evoprune.coordinator.service.jobs_export import (
     current_export,
     request_export,
 )
+from evoprune.shared.parquet_files import CorruptFileError
 from evoprune.shared.store import ExperimentRecord
 
 CHUNK_BYTES = 1 << 16
@@ -93,6 +99,7 @@ async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     response_class=StreamingResponse,
     responses={
         404: {"description": "unknown id, or no such file (the message names the available ones)"},
+        500: {"description": "the table or JSON file is damaged; the message names it and what to do"},
         200: {
             "description": "the file, with its media type",
             "content": {
@@ -104,7 +111,7 @@ async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
 def get_artifact(
     record: RecordDep,
     name: Annotated[str, PathParameter(max_length=MAX_NAME_LENGTH, description="a name from the list")],
-) -> StreamingResponse:
+) -> Response:
     """One file of the experiment, by a name that `GET /experiments/{id}/artifacts` lists."""
     listed = {entry["name"]: entry for entry in list_artifacts(Path(record.results_dir))}
     entry = listed.get(name)
@@ -123,11 +130,23 @@ def get_artifact(
         )
     disposition = "inline" if entry["kind"] in INLINE_KINDS else "attachment"
     headers = {
-        "Content-Length": str(os.fstat(handle.fileno()).st_size),
         "Content-Disposition": f'{disposition}; filename="{name}"',
         # a new analysis replaces the files under the same names
         "Cache-Control": "no-cache",
     }
+    if entry["kind"] in CHECKED_KINDS:
+        # checked before a byte is sent: a damaged file is an error, never a 200
+        with handle:
+            data = handle.read()
+        try:
+            check_artifact(data, name, entry["kind"])
+        except CorruptFileError as error:
+            raise HTTPException(
+                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+                detail=f"experiment {record.id}: {error}; restore it from a backup or produce it again",
+            ) from None
+        return Response(data, media_type=entry["media_type"], headers=headers)
+    headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
     return StreamingResponse(_chunks(handle), media_type=entry["media_type"], headers=headers)
 
 

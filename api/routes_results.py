@@ -17,6 +17,7 @@ from evoprune.api.sse import EventStream
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.writer import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
 from evoprune.shared.events import EvaluationFinished, event_from_dict
+from evoprune.shared.parquet_files import CorruptFileError, read_verified_parquet
 from evoprune.shared.store import ExperimentRecord, Store
 
 PARQUET = "application/vnd.apache.parquet"
@@ -104,10 +105,21 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
         Rows as in evaluations.parquet: from that file once the experiment has ended (the source of
         truth), from the event stream while it runs.
 
+    Raises:
+        HTTPException: 500 naming the file when evaluations.parquet is damaged.
+
     """
     path = ResultsLayout(Path(record.results_dir)).evaluations
     if record.terminal and path.exists():
-        return pq.read_table(path).to_pylist()
+        try:
+            return read_verified_parquet(path).to_pylist()
+        except CorruptFileError as error:
+            raise HTTPException(
+                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+                # the client is told the file's name, not the server's path
+                detail=f"experiment {record.id}: {str(error).replace(str(path), path.name)}; "
+                "restore it from a backup or run the experiment again",
+            ) from None
     return _from_events(store, record)
 
 
@@ -123,6 +135,7 @@ def _parquet(rows: list[dict[str, Any]]) -> bytes:
     response_model=EvaluationList,
     responses={
         **NOT_FOUND,
+        500: {"description": "evaluations.parquet is damaged; the message names it and what to do"},
         200: {
             "description": f"JSON, or Parquet with `Accept: {PARQUET}` or `?format=parquet`",
             "content": {PARQUET: {"schema": {"type": "string", "format": "binary"}}},

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from evoprune.coordinator.results.layout import ResultsLayout
-from evoprune.shared.parquet_files import write_parquet
+from evoprune.shared.parquet_files import CorruptFileError, verify_parquet_bytes, write_parquet
 
 EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
@@ -22,6 +23,8 @@ MEDIA_TYPES = {
     # a .keras file is a zip archive that only Keras reads: a download
     "model": "application/octet-stream",
 }
+# small files whose bytes are checked before they are served (images and models are streamed)
+CHECKED_KINDS = frozenset({"table", "json"})
 KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml", ".keras": "model"}
 _NAMES = ResultsLayout(Path())
 RESULT_FILES = (
@@ -126,6 +129,28 @@ def _listed(name: str, path: Path, description: str, source: str) -> dict[str, A
         "media_type": MEDIA_TYPES[kind],
         "description": description,
     }
+
+
+def check_artifact(data: bytes, name: str, kind: str) -> None:
+    """Check the bytes of a table or JSON artifact before they are served (other kinds pass as they are).
+
+    Args:
+        data: the file's bytes.
+        name: its name, for the message.
+        kind: its kind (see `kind_of`).
+
+    Raises:
+        CorruptFileError: a table whose digest differs (one written before digests must at least parse
+            as Parquet), or JSON that does not parse.
+
+    """
+    try:
+        if kind == "json":
+            json.loads(data)
+        elif kind == "table" and not verify_parquet_bytes(data, name):
+            pq.read_metadata(pa.BufferReader(data))
+    except (ValueError, pa.ArrowException) as error:
+        raise CorruptFileError(f"{name} is damaged: {error}") from None
 
 
 def fresh_staging(results_dir: Path) -> Path:

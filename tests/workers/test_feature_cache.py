@@ -268,3 +268,33 @@ def test_cnn_features_are_cached_too(tmp_path, monkeypatch):
         "sklearn:sample_images", backbone=mobilenet, image_size=(32, 32), cache_dir=cache
     )
     assert np.array_equal(table.features, again.features)
+
+
+def test_every_changed_byte_of_a_cache_entry_is_refused_or_changes_nothing(tmp_path):
+    path = tmp_path / "entry.parquet"
+    write_feature_file(path, sample_table(folds=True), {"format": 1, "key": "k"})
+    data = path.read_bytes()
+    expected = read_feature_file(path, key="k")
+    for position in range(len(data)):
+        changed = bytearray(data)
+        changed[position] ^= 1 << (position % 8)
+        path.write_bytes(bytes(changed))
+        try:
+            table = read_feature_file(path, key="k")
+        except DatasetError as error:
+            assert str(path) in str(error)
+            continue
+        # the flips that pass change nothing that is read (the digest's own marker, say)
+        assert np.array_equal(table.features, expected.features), f"byte {position}"
+        assert np.array_equal(table.labels, expected.labels) and table.class_names == expected.class_names
+
+
+def test_a_flipped_bit_in_an_entry_is_rebuilt_to_the_same_features(tmp_path, caplog):
+    folder, cache = make_image_folder(tmp_path / "images"), tmp_path / "cache"
+    table, path = source_features(f"folder:{folder}", backbone=PIXELS, image_size=None, cache_dir=cache)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 4] ^= 0x10  # inside the feature values
+    path.write_bytes(bytes(data))
+    rebuilt, _ = source_features(f"folder:{folder}", backbone=PIXELS, image_size=None, cache_dir=cache)
+    assert "rebuilding" in caplog.text and path.name in caplog.text
+    assert np.array_equal(rebuilt.features, table.features)
