@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -190,5 +192,42 @@ def create_app(
 
 
 def app_from_environment() -> Any:
-    """The app for `uvicorn --factory api.app:app_from_environment`."""
-    return create_app()
+    """The app for `uvicorn --factory evoprune.api.app:app_from_environment`, as safe as `evoprune serve`.
+
+    uvicorn calls the factory from its Config's `load`, before it binds or accepts anything: the factory
+    finds that Config on the stack and gives it what `evoprune serve` gives its own (the open-bind refusal,
+    trusted loopback Host names, the header timeout, the connection cap), so both ways in are equally safe.
+
+    Returns:
+        The app.
+
+    Raises:
+        SystemExit: status 2 on invalid settings or an open bind without a token.
+
+    """
+    from evoprune.api.cli_serve import bound_server, serving_settings, settings_or_exit
+
+    settings = settings_or_exit()
+    config = _loading_uvicorn_config()
+    if config is None:
+        log.warning(
+            "not loaded by uvicorn: the open-bind refusal, header timeout and connection cap are left to "
+            "the server that loaded the app; `evoprune serve` applies them"
+        )
+        return create_app(settings)
+    settings = serving_settings(config.host, settings)
+    bound_server(config, settings)
+    return create_app(settings)
+
+
+def _loading_uvicorn_config() -> Any:
+    """The uvicorn Config whose `load` is calling the factory, or None under another server."""
+    import uvicorn
+
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, uvicorn.Config):
+            return candidate
+        frame = frame.f_back
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,9 @@ from evoprune.shared.store_local import FITNESS_FILE
 if TYPE_CHECKING:
     from evoprune.coordinator.assembly import RunSettings
 
-MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_LENGTH = 32
+# a generated token (`openssl rand -hex 32`, 64 characters of 16 kinds) has far more kinds than this
+MIN_TOKEN_CHARACTER_KINDS = 8
 # tokens copied from examples rather than generated: refusing them beats a server that looks protected
 PLACEHOLDER_TOKENS = frozenset(
     {
@@ -38,7 +41,22 @@ PLACEHOLDER_TOKENS = frozenset(
         "dev",
     }
 )
+# words of example text; a token that holds one was written by a person, not generated
+PLACEHOLDER_WORDS = (
+    "changeme",
+    "changethis",
+    "replaceme",
+    "yourtoken",
+    "tokenhere",
+    "placeholder",
+    "example",
+)
+# "${EVOPRUNE_API_TOKEN}" or "$TOKEN": a variable reference that nothing expanded (a quoted .env, a unit file)
+_VARIABLE_REFERENCE = re.compile(r"\$\{[^}]*\}|^\$[A-Za-z_]")
+# the same piece over and over: "changeme-changeme", "abcd1234abcd1234..."
+_REPEATED = re.compile(r"(.+?)\1+")
 MIB = 1 << 20
+_GENERATE = "generate one, e.g. `openssl rand -hex 32`"
 
 
 def token_problem(token: str | None) -> str | None:
@@ -53,18 +71,21 @@ def token_problem(token: str | None) -> str | None:
     """
     if not token:
         return "EVOPRUNE_API_TOKEN is empty but EVOPRUNE_REQUIRE_TOKEN=true"
+    if _VARIABLE_REFERENCE.search(token):
+        # not echoed: a reference with a default (`${TOKEN:-...}`) would print the default to the logs
+        return f"EVOPRUNE_API_TOKEN holds a variable reference that was never expanded; {_GENERATE}"
     lowered = token.strip().lower()
+    letters = "".join(character for character in lowered if character.isalnum())
     if (
         lowered in PLACEHOLDER_TOKENS
         or lowered.strip("<>{}$ ") in PLACEHOLDER_TOKENS
-        or len(set(lowered)) < 4
+        or any(word in letters for word in PLACEHOLDER_WORDS)
+        or _REPEATED.fullmatch(letters) is not None
+        or len(set(lowered)) < MIN_TOKEN_CHARACTER_KINDS
     ):
-        return "EVOPRUNE_API_TOKEN is a placeholder; generate one, e.g. `openssl rand -hex 32`"
+        return f"EVOPRUNE_API_TOKEN is a placeholder; {_GENERATE}"
     if len(token) < MIN_TOKEN_LENGTH:
-        return (
-            f"EVOPRUNE_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; "
-            "generate one, e.g. `openssl rand -hex 32`"
-        )
+        return f"EVOPRUNE_API_TOKEN is shorter than {MIN_TOKEN_LENGTH} characters; {_GENERATE}"
     return None
 
 

@@ -1,5 +1,6 @@
 import io
 import json
+import secrets
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -149,11 +150,38 @@ def test_auth(tmp_path, local_store):
 
 
 @pytest.mark.parametrize(
-    "token", ["", "changeme", "change-me", "<token>", "short-token", "aaaaaaaaaaaaaaaaaaaa"]
+    "token",
+    [
+        "",
+        "changeme",
+        "change-me",
+        "<token>",
+        "short-token",
+        "aaaaaaaaaaaaaaaaaaaa",
+        "${EVOPRUNE_API_TOKEN}",
+        "changeme-changeme",
+        "changeme-changeme-changeme-changeme",
+        "a" * 40,
+        "0123456789abcdef" * 2,
+        "abcd1234" * 5,
+        "9f2c41d7e08b3a56c1f4d9e27b80a3c",  # 31 characters
+        "your-token-here-0123456789abcdefgh",
+        "${EVOPRUNE_API_TOKEN:-0123456789abcdef0123}",
+    ],
 )
 def test_settings_refuse_a_placeholder_token_when_one_is_required(token):
     with pytest.raises(ValueError, match="EVOPRUNE_API_TOKEN"):
         Settings(api_token=token, require_token=True)
+    if token:
+        with pytest.raises(ValueError, match="EVOPRUNE_API_TOKEN"):
+            Settings(api_token=token)
+
+
+@pytest.mark.parametrize(
+    "token", [secrets.token_hex(16), secrets.token_hex(32), secrets.token_urlsafe(32), TOKEN]
+)
+def test_settings_accept_a_generated_token(token):
+    assert Settings(api_token=token, require_token=True).token == token
 
 
 def test_settings_from_the_environment(monkeypatch):

@@ -15,6 +15,7 @@ from tests.api.servers import free_port, wait_for
 HEADER_TIMEOUT_S = 1
 # generous: the server closes after HEADER_TIMEOUT_S; before the fix it never did
 CLOSED_WITHIN_S = 15
+MAX_CONNECTIONS = 10
 
 
 @pytest.mark.parametrize(
@@ -38,9 +39,22 @@ def test_an_open_api_off_loopback_needs_an_explicit_flag(host, token, allow_open
     assert is_loopback(host) == (host in ("127.0.0.1", "::1", "localhost"))
 
 
-def serve(arguments, environment):
+# every documented way to start the server: each must enforce the same defaults
+LAUNCHERS = {
+    "serve": [sys.executable, "-m", "evoprune.api.cli", "serve"],
+    "uvicorn-factory": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "evoprune.api.app:app_from_environment",
+    ],
+}
+
+
+def serve(arguments, environment, launcher="serve"):
     return subprocess.Popen(
-        [sys.executable, "-m", "evoprune.api.cli", "serve", *arguments, "--log-level", "warning"],
+        [*LAUNCHERS[launcher], *arguments, "--log-level", "warning"],
         env={**os.environ, "EVOPRUNE_CONNECT_RAY_ON_START": "false", "REDIS_URL": "", **environment},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,19 +62,27 @@ def serve(arguments, environment):
     )
 
 
-def test_serving_on_every_interface_without_a_token_refuses_to_start(tmp_path):
-    process = serve(["--host", "0.0.0.0", "--port", str(free_port())], {"EVOPRUNE_DATA_DIR": str(tmp_path)})
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_serving_on_every_interface_without_a_token_refuses_to_start(tmp_path, launcher):
+    process = serve(
+        ["--host", "0.0.0.0", "--port", str(free_port())], {"EVOPRUNE_DATA_DIR": str(tmp_path)}, launcher
+    )
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "EVOPRUNE_API_TOKEN" in stderr and "--allow-open" in stderr
 
 
-@pytest.fixture
-def loopback_server(tmp_path):
+@pytest.fixture(params=list(LAUNCHERS))
+def loopback_server(tmp_path, request):
     port = free_port()
     process = serve(
         ["--host", "127.0.0.1", "--port", str(port)],
-        {"EVOPRUNE_DATA_DIR": str(tmp_path), "EVOPRUNE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S)},
+        {
+            "EVOPRUNE_DATA_DIR": str(tmp_path),
+            "EVOPRUNE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+            "EVOPRUNE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        },
+        request.param,
     )
 
     def healthy():
@@ -108,3 +130,16 @@ def test_a_connection_that_never_completes_its_headers_is_closed(loopback_server
         except (TimeoutError, ConnectionResetError) as error:
             closed = isinstance(error, ConnectionResetError)
     assert closed and time.monotonic() - started < CLOSED_WITHIN_S
+
+
+def test_connections_over_the_cap_are_answered_503(loopback_server):
+    idle = [
+        socket.create_connection(("127.0.0.1", loopback_server), timeout=5) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        time.sleep(0.3)  # the idle ones accepted before the request that is one too many
+        status, _ = raw_request(loopback_server, f"127.0.0.1:{loopback_server}")
+        assert status == 503
+    finally:
+        for connection in idle:
+            connection.close()
