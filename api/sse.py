@@ -23,7 +23,7 @@ from evoprune.shared.events import (
     StatusChanged,
     event_from_dict,
 )
-from evoprune.shared.store import Store, StoredEvent, StoreError
+from evoprune.shared.store import ExperimentRecord, Store, StoredEvent, StoreError
 
 KEEP_ALIVE_S = 15.0
 T = TypeVar("T")
@@ -84,6 +84,17 @@ class EventStream:
         # from the store with short reads, then follow the feed
         events = await client_call(self.store.read_events, self.experiment_id, cursor, BATCH)
         return events or feed.after(cursor)
+
+    async def _nothing_left(self, cursor: int, latest: ExperimentRecord) -> bool:
+        """Whether a client at `cursor` has had every event the store holds of an experiment that ended."""
+        if cursor >= latest.last_event_seq:
+            return True
+        # behind the record: its events may still be on their way to the feed, or gone for good (the record
+        # was restored from its results directory after Redis lost the stream); only the store can say which
+        try:
+            return not await client_call(self.store.read_events, self.experiment_id, cursor, 1)
+        except StoreError:
+            return False
 
     async def messages(self, request: Request) -> AsyncIterator[bytes]:
         """The encoded messages, ending after `done` (or when the client goes away).
@@ -149,7 +160,7 @@ class EventStream:
                 # or the record was rebuilt from a results directory. A record the store has lost (Redis
                 # restarted empty) ends nothing: its runner may still be publishing.
                 latest = feed.latest
-                if latest is not None and latest.terminal and cursor >= latest.last_event_seq:
+                if latest is not None and latest.terminal and await self._nothing_left(cursor, latest):
                     yield message("done", DoneEvent.of(latest).model_dump_json())
                     return
                 if time.monotonic() - quiet_since >= KEEP_ALIVE_S:

@@ -497,3 +497,37 @@ def test_a_snapshot_read_that_fails_after_the_headers_is_retried(tmp_path):
         messages = read_stream(client, f"/experiments/{experiment_id}/events")
     assert [m["event"] for m in messages if "event" in m] == ["snapshot", "done"]
     assert any("store is unavailable" in m.get("", "") for m in messages)
+
+
+# generous: `done` follows within a feed's quiet read (about a second); before the fix only keep-alives came
+RESUMED_DONE_WITHIN_S = 30
+
+
+@pytest.mark.redis
+def test_a_resumed_stream_of_an_experiment_restored_from_disk_ends_with_done(tmp_path, redis_store):
+    import threading
+
+    from evoprune.coordinator.results.layout import ResultsLayout
+    from evoprune.coordinator.service.records import write_record_copy
+
+    with make_client(tmp_path, redis_store) as client:
+        experiment_id = submit(client).json()["id"]
+        run_fake_experiment(redis_store, experiment_id, steps=2)
+        snapshot = redis_store.snapshot(experiment_id)
+        write_record_copy(ResultsLayout(Path(snapshot.record.results_dir)), snapshot.record, snapshot.front)
+        redis_store.delete_all()  # Redis restarted without persistence: the record comes back, its events not
+        middle = redis_store.event_id(snapshot.record.last_event_seq // 2)
+        streams: list[list[dict]] = []
+        reader = threading.Thread(
+            target=lambda: streams.append(
+                read_stream(client, f"/experiments/{experiment_id}/events", {"Last-Event-ID": middle})
+            ),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(RESUMED_DONE_WITHIN_S)
+        assert streams, f"the resumed stream did not end within {RESUMED_DONE_WITHIN_S} s"
+        events = [message["event"] for message in streams[0] if "event" in message]
+        assert events == ["done"]
+        done = next(message["data"] for message in streams[0] if message.get("event") == "done")
+        assert done["status"] == "succeeded"
