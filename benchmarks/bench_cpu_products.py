@@ -49,7 +49,7 @@ def measure(masks: int, epochs: int) -> dict:
     from evoprune.workers.evaluator import BatchedEvaluator
 
     config = ExperimentConfig.model_validate(
-        {"head": {"layers": [32]}, "training": {"max_epochs": epochs, "early_stopping": None}}
+        {"head": {"layers": [32]}, "training": {"max_epochs": epochs}}
     )
     problems = {"rps": synthetic_rps(0), "digits": digits()}
     report = {}

@@ -16,6 +16,7 @@ from evoprune.api.cli import build_parser
 from evoprune.api.cli_run import resume_command, run_command
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
+from evoprune.coordinator.results.summary import Summary
 from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.config import demo_config_path, load_config, parse_config
 from evoprune.shared.events import EventBus
@@ -319,8 +320,8 @@ def test_with_redis_a_second_experiment_on_the_same_features_trains_nothing(tmp_
     first, second = read_evaluations(tmp_path / "first"), read_evaluations(tmp_path / "second")
     assert [r[:6] for r in comparable(first)] == [r[:6] for r in comparable(second)]
     assert all(row["cached"] for row in second)
-    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
-    assert summary.aggregate.trained == 0 and "redis" in summary.fitness_cache
+    summary = Summary.read(tmp_path / "second" / "summary.json")
+    assert summary.aggregate.trained == 0 and summary.fitness_cache and "redis" in summary.fitness_cache
 
 
 def test_a_cancelled_experiment_keeps_its_results_and_resumes_to_the_uninterrupted_result(tmp_path):
