@@ -43,12 +43,15 @@ fi
 cleanup() { if [ -n "$started_redis" ] && [ -f "$started_redis" ]; then kill "$(cat "$started_redis")" || true; fi; }
 trap cleanup EXIT
 
-ruff check .
-# mypy cannot follow setuptools' editable-install finder, which maps evoprune.api to api/ and so on; a tree
-# of directory links gives it the installed layout (new modules are seen without reinstalling).
-typecheck_root=build/typecheck
-rm -rf "$typecheck_root" && mkdir -p "$typecheck_root/evoprune"
-ln -s "$PWD/evoprune/__init__.py" "$typecheck_root/evoprune/__init__.py"
-for folder in api coordinator workers shared benchmarks configs; do ln -s "$PWD/$folder" "$typecheck_root/evoprune/$folder"; done
-(cd "$typecheck_root" && mypy --config-file ../../pyproject.toml evoprune)
+# EVOPRUNE_SKIP_LINT=1 skips ruff and mypy: .ci/run lints once, then runs further pytest passes through here.
+if [ -z "${EVOPRUNE_SKIP_LINT:-}" ]; then
+  ruff check .
+  # mypy cannot follow setuptools' editable-install finder, which maps evoprune.api to api/ and so on; a tree
+  # of directory links gives it the installed layout (new modules are seen without reinstalling).
+  typecheck_root=build/typecheck
+  rm -rf "$typecheck_root" && mkdir -p "$typecheck_root/evoprune"
+  ln -s "$PWD/evoprune/__init__.py" "$typecheck_root/evoprune/__init__.py"
+  for folder in api coordinator workers shared benchmarks configs; do ln -s "$PWD/$folder" "$typecheck_root/evoprune/$folder"; done
+  (cd "$typecheck_root" && mypy --config-file ../../pyproject.toml evoprune)
+fi
 python -m pytest "$@"
