@@ -89,3 +89,26 @@ def resolve_roots(folders: list[str | os.PathLike[str]]) -> list[Path]:
         if root not in roots:
             roots.append(root)
     return roots
+
+
+def reached_without_links(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """Whether `path` lies under `root` and no component between them is a symbolic link.
+
+    A results directory holds plain files and folders only: a link on a folder inside it (`analysis/`,
+    `exports/`) could expose anything the server can read. `root` itself may be a link (a mounted volume).
+
+    Args:
+        path: a file named under `root`.
+        root: the results directory.
+
+    Returns:
+        True when `path`, resolved, is exactly `root` (resolved) joined with the rest of `path`.
+
+    """
+    try:
+        relative = Path(path).relative_to(root)
+    except ValueError:
+        return False
+    if ".." in relative.parts:
+        return False
+    return Path(path).resolve() == Path(root).resolve() / relative

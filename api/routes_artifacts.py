@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi import Path as PathParameter
 from fastapi.responses import StreamingResponse
 
+from evoprune.api.allowed_paths import reached_without_links
 from evoprune.api.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
 from evoprune.api.schemas import (
     AnalysisCreate,
@@ -78,12 +79,17 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
     while `analysis.status` is `running`.
     """
     state = current_analysis(record, launcher)
-    entries = list_artifacts(Path(record.results_dir))
+    entries = _reachable(record, list_artifacts(Path(record.results_dir)))
     return ArtifactList(
         experiment_id=record.id,
         analysis=AnalysisPublic.of(state),
         artifacts=[_public(request, record, entry) for entry in entries],
     )
+
+
+def _reachable(record: ExperimentRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # a folder of the results directory replaced by a link (analysis/, exports/) leads out of it
+    return [entry for entry in entries if reached_without_links(entry["path"], record.results_dir)]
 
 
 async def _chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
@@ -113,7 +119,7 @@ def get_artifact(
     name: Annotated[str, PathParameter(max_length=MAX_NAME_LENGTH, description="a name from the list")],
 ) -> Response:
     """One file of the experiment, by a name that `GET /experiments/{id}/artifacts` lists."""
-    listed = {entry["name"]: entry for entry in list_artifacts(Path(record.results_dir))}
+    listed = {entry["name"]: entry for entry in _reachable(record, list_artifacts(Path(record.results_dir)))}
     entry = listed.get(name)
     handle = None
     if entry is not None:

@@ -268,3 +268,31 @@ def test_launch_failures_are_reported(tmp_path, local_store, finished):
         # the status is as before the request
         assert not ResultsLayout(results_dir).analysis_status.exists()
         assert client.get(f"/experiments/{experiment_id}/artifacts").json()["analysis"]["status"] == "none"
+
+
+@pytest.mark.parametrize("linked", ["analysis", "exports"])
+def test_a_results_folder_replaced_by_a_link_is_not_served(app_client, analysed, tmp_path, linked):
+    from evoprune.coordinator.results.layout import ResultsLayout
+
+    source, _ = analysed
+    experiment_id, results_dir = add_experiment(app_client, source)
+    layout = ResultsLayout(results_dir)
+    elsewhere = tmp_path / "elsewhere"
+    if linked == "analysis":
+        # the folder moved out of the results directory, a link left in its place
+        shutil.move(layout.analysis, elsewhere)
+        layout.analysis.symlink_to(elsewhere, target_is_directory=True)
+        probe = "importance.png"
+    else:
+        (elsewhere / "knee").mkdir(parents=True)
+        elsewhere_layout = ResultsLayout(tmp_path / "fake-results")
+        for path in (elsewhere_layout.export_model("knee"), elsewhere_layout.export_report("knee")):
+            (elsewhere / "knee" / path.name).write_text('{"secret": "x"}')
+        layout.exports.symlink_to(elsewhere, target_is_directory=True)
+        probe = "export-knee.json"
+    base = f"/experiments/{experiment_id}/artifacts"
+    names = {item["name"] for item in app_client.get(base).json()["artifacts"]}
+    assert probe not in names and "front.png" in names
+    answer = app_client.get(f"{base}/{probe}")
+    assert answer.status_code == 404, answer.text
+    assert app_client.get(f"{base}/front.png").status_code == 200
