@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import hmac
+import re
 
 import anyio
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from evoprune.api.deps import UNAUTHORIZED_DETAIL
+from evoprune.api.input_text import MAX_DEPTH
+
+# a JSON string, escapes included (possessive: linear time on any input)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether the JSON text `body` nests arrays and objects more than `limit` deep (strings ignored).
+
+    Python's parser gives up near 1,000 levels with an error FastAPI can only answer 400 "error parsing
+    the body"; measured first, the answer names the problem.
+    """
+    depth = 0
+    for bracket in _BRACKETS.finditer(_JSON_STRING.sub(b"", body)):
+        depth += 1 if bracket.group() in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
 
 
 async def _no_body() -> Message:
@@ -48,6 +68,19 @@ class RequestBodyGuard:
             return
         body = await self._read(receive, send)
         if body is None:
+            return
+        content_type = headers.get(b"content-type", b"")
+        # the body wraps the config one level deeper than the config's own bound
+        if (not content_type or b"json" in content_type) and json_depth_exceeds(body, MAX_DEPTH + 1):
+            detail = [
+                {
+                    "loc": ["body"],
+                    "msg": f"the JSON body is nested more than {MAX_DEPTH} levels deep",
+                    "type": "value_error.depth",
+                }
+            ]
+            response = JSONResponse({"detail": detail}, status_code=422)
+            await response(scope, _no_body, send)
             return
         replayed = False
 

@@ -66,6 +66,15 @@ def test_deep_nesting_is_a_422(client):
     )
     assert deep_json.status_code == 422, deep_json.text
     assert "nested" in deep_json.text
+    # past the JSON parser's own recursion limit (about 1,000 levels) the body cannot even be parsed
+    for levels in (1_500, 100_000):
+        deeper = client.post(
+            "/experiments",
+            content='{"config": {"name": ' + "[" * levels + "]" * levels + "}}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert deeper.status_code == 422, deeper.text
+        assert "nested more than" in deeper.json()["detail"][0]["msg"]
 
 
 def alias_bomb(levels):
