@@ -71,7 +71,7 @@ def test_live_population_fronts_read_the_old_checkpoint():
 
 def test_the_cancelled_directory_resumes_to_the_finished_one(tmp_path, capsys):
     out = copy_of(CANCELLED, tmp_path)
-    config, checkpoint = load_resumable(out)
+    _config, checkpoint = load_resumable(out)
     assert checkpoint.status == "cancelled" and checkpoint.rows == 12
     assert main(["resume", str(out), "--workers", "0"]) == 0
     assert json.loads((out / "summary.json").read_text())["status"] == "succeeded"
