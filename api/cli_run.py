@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from evoprune.api.local_run import LocalRun
     from evoprune.coordinator.assembly import Backend
     from evoprune.shared.config import ExperimentConfig
+    from evoprune.shared.storage import StoragePath
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -43,7 +44,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--runs", type=positive_int, help="independent runs with seeds SEED..SEED+N-1")
     run.add_argument("--max-evaluations", type=positive_int, metavar="K", help="evaluations per run")
     run.add_argument("--seed", type=int, help="seed of the first run")
-    run.add_argument("--out", metavar="DIR", help="results directory (default: results/NAME-TIMESTAMP)")
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        help="results directory, local or s3://BUCKET/PREFIX, gs://... (default: results/NAME-TIMESTAMP)",
+    )
     _add_runtime_options(run)
     add_reference_arguments(run)
     run.set_defaults(handler=run_command)
@@ -53,7 +58,9 @@ def register(subparsers: Any) -> None:
         help=COMMANDS["resume"].help,
         description="Continues an interrupted experiment from its checkpoint; nothing is trained again.",
     )
-    resume.add_argument("directory", metavar="DIR", help="the experiment's results directory")
+    resume.add_argument(
+        "directory", metavar="DIR", help="the experiment's results directory (local, s3:// or gs://)"
+    )
     _add_runtime_options(resume)
     resume.set_defaults(handler=resume_command)
 
@@ -135,15 +142,19 @@ def resume_command(args: argparse.Namespace, backend: Backend | None = None) -> 
         The exit status.
 
     """
-    from evoprune.api.local_run import resume_locally
+    from evoprune.api.local_run import results_location, resume_locally
+    from evoprune.coordinator.results.directory import ExperimentError
 
-    results_dir = Path(args.directory)
+    try:
+        results_dir = results_location(args.directory)
+    except ExperimentError as error:
+        return _bad_input(str(error))
     return _execute(lambda run: resume_locally(results_dir, run), results_dir, args, backend)
 
 
 def _execute(
     start: Callable[[LocalRun], None],
-    results_dir: Path,
+    results_dir: StoragePath,
     args: argparse.Namespace,
     backend: Backend | None,
 ) -> int:

@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoprune.coordinator.analysis.inputs import ResultsInput, read_results
+from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FrontKind
 from evoprune.coordinator.results.picks import front_rows, has_kinds, pick, rows_of_kind
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
+from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +34,7 @@ class ExperimentResult:
 
     def __init__(self, inputs: ResultsInput) -> None:
         self._inputs = inputs
-        self.path: Path = inputs.results_dir
+        self.path: StoragePath = inputs.results_dir
         self.config: ExperimentConfig = inputs.config
         self.summary: dict[str, Any] = inputs.summary
 
@@ -151,11 +152,12 @@ class ExperimentResult:
         )
 
 
-def open_results(path: str | Path) -> ExperimentResult:
+def open_results(path: str | Path | ObjectPath) -> ExperimentResult:
     """Open the results directory of a finished experiment.
 
     Args:
-        path: the directory `evoprune run` (or `run_experiment`) wrote.
+        path: the directory `evoprune run` (or `run_experiment`) wrote: a local path, or an s3:// or gs://
+            prefix (read with the store's standard credentials).
 
     Returns:
         Its results.
@@ -165,7 +167,11 @@ def open_results(path: str | Path) -> ExperimentResult:
 
     """
     # the archive kind reads in files from before fronts had kinds too; fronts and picks use every kind
-    return ExperimentResult(read_results(Path(path), FrontKind.ARCHIVE))
+    try:
+        location = storage_path(path)
+    except ValueError as error:
+        raise AnalysisError(f"{error}; check the URI and the store's credentials") from None
+    return ExperimentResult(read_results(location, FrontKind.ARCHIVE))
 
 
 def run_experiment(

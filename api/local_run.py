@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from evoprune.coordinator.experiment import Experiment
     from evoprune.shared.config import ExperimentConfig
     from evoprune.shared.evaluation_row import EvaluationRow
+    from evoprune.shared.storage import StoragePath
 
 RESULTS_ROOT = Path("results")
 
@@ -32,29 +33,53 @@ class LocalRun:
     quiet_tensorflow: bool = False
 
 
-def new_results_dir(config: ExperimentConfig, out: str | Path | None) -> Path:
+def new_results_dir(config: ExperimentConfig, out: str | Path | None) -> StoragePath:
     """The results directory of a new experiment, checked to be free for it.
 
     Args:
         config: the experiment.
-        out: the directory asked for; None: results/NAME-TIMESTAMP under the working directory.
+        out: the directory asked for (a local path, or an s3:// or gs:// prefix); None:
+            results/NAME-TIMESTAMP under the working directory.
 
     Returns:
         The directory.
 
     Raises:
-        ExperimentError: it holds something other than this experiment's unstarted results.
+        ExperimentError: it holds something other than this experiment's unstarted results, or names
+            object storage that cannot be reached.
 
     """
     from evoprune.coordinator.results.directory import check_new_results_dir
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results_dir = Path(out) if out is not None else RESULTS_ROOT / f"{config.name}-{stamp}"
+    results_dir = results_location(out) if out is not None else RESULTS_ROOT / f"{config.name}-{stamp}"
     check_new_results_dir(results_dir, config)
     return results_dir
 
 
-def start_locally(config: ExperimentConfig, results_dir: Path, run: LocalRun) -> None:
+def results_location(value: str | Path) -> StoragePath:
+    """A results directory given by its user: a local path, or an s3:// or gs:// prefix.
+
+    Args:
+        value: the path or URI.
+
+    Returns:
+        The directory.
+
+    Raises:
+        ExperimentError: an object-storage URI without a bucket, or one whose store cannot be set up.
+
+    """
+    from evoprune.coordinator.results.directory import ExperimentError
+    from evoprune.shared.storage import storage_path
+
+    try:
+        return storage_path(value)
+    except ValueError as error:
+        raise ExperimentError(f"{error}; check the URI and the store's credentials") from None
+
+
+def start_locally(config: ExperimentConfig, results_dir: StoragePath, run: LocalRun) -> None:
     """Run a new experiment to its end in this process (Ray workers when the settings ask for them).
 
     Args:
@@ -72,7 +97,7 @@ def start_locally(config: ExperimentConfig, results_dir: Path, run: LocalRun) ->
     _run(config, results_dir, run)
 
 
-def resume_locally(results_dir: Path, run: LocalRun) -> None:
+def resume_locally(results_dir: StoragePath, run: LocalRun) -> None:
     """Continue an interrupted experiment from its checkpoint to its end; nothing is trained again.
 
     Args:
@@ -88,7 +113,7 @@ def resume_locally(results_dir: Path, run: LocalRun) -> None:
     _run(None, results_dir, run)
 
 
-def _run(config: ExperimentConfig | None, results_dir: Path, run: LocalRun) -> None:
+def _run(config: ExperimentConfig | None, results_dir: StoragePath, run: LocalRun) -> None:
     """A new experiment (config given) or a resumed one (None: the directory's), progress on the terminal."""
     from evoprune.api.progress import ProgressBar
     from evoprune.api.quiet_tensorflow import quiet_tensorflow_start

@@ -6,7 +6,6 @@ import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evoprune.coordinator.evaluator_interface import Evaluator
@@ -19,6 +18,7 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
+from evoprune.shared.storage import StoragePath
 from evoprune.workers.features import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ ReadyHook = Callable[[Experiment, list[EvaluationRow]], None]
 
 def run_experiment(
     config: ExperimentConfig,
-    results_dir: Path,
+    results_dir: StoragePath,
     settings: RunSettings,
     bus: EventBus,
     checkpoint: Checkpoint | None = None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from evoprune.shared.masks import encode_mask, fitness_key
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.pareto import ParetoArchive
 from evoprune.shared.screening import ScreeningRequest, ScreeningRule, screening_epochs
+from evoprune.shared.storage import StoragePath, storage_path
 
 STOP_POLL_S = 1.0
 
@@ -80,7 +80,7 @@ class Experiment:
     def __init__(
         self,
         config: ExperimentConfig,
-        results_dir: Path,
+        results_dir: StoragePath,
         feature_key: str,
         mask_length: int,
         evaluator: Evaluator,
@@ -88,7 +88,7 @@ class Experiment:
         cache: FitnessCache | None = None,
     ) -> None:
         self.config = config
-        self.results_dir = Path(results_dir)
+        self.results_dir = storage_path(results_dir)
         self.feature_key = feature_key
         self.mask_length = mask_length
         self.evaluator = evaluator

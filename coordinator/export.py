@@ -24,6 +24,7 @@ from evoprune.coordinator.results.picks import KNEE_METHOD, PickError, front_row
 from evoprune.coordinator.results.writer import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
+from evoprune.shared.storage import ObjectPath, StoragePath
 from evoprune.workers.datasets import DatasetError
 from evoprune.workers.export_build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.features import FeatureSet
@@ -59,7 +60,7 @@ class Choice:
 
 
 def export_model(
-    results_dir: Path,
+    results_dir: StoragePath,
     *,
     mask: str | None = None,
     rule: str | None = None,
@@ -100,10 +101,14 @@ def export_model(
     started = time.perf_counter()
     if (mask is None) == (rule is None):
         raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
-    inputs, choice = choose(
-        Path(results_dir), mask=mask, rule=rule, min_accuracy=min_accuracy, run=run, kind=kind
-    )
-    target = _target(inputs.results_dir, out, choice)
+    if isinstance(results_dir, ObjectPath):
+        raise ExportError(
+            f"{results_dir}: exports are written into local results directories only so far; copy it to a "
+            "local folder first (e.g. `aws s3 sync`)"
+        )
+    local_dir = Path(results_dir)
+    inputs, choice = choose(local_dir, mask=mask, rule=rule, min_accuracy=min_accuracy, run=run, kind=kind)
+    target = _target(local_dir, out, choice)
     say(
         f"exporting {choice.rule}: accuracy {choice.row['accuracy']:.6g}, "
         f"active {choice.row['active_fraction']:.4g}, AUROC {choice.row['auroc']:.6g}"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
 
 
 def _read_umask() -> int:
@@ -36,23 +39,35 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, *, durable: bool = True, mode: int | None = None) -> Iterator[IO[bytes]]:
+def atomic_file(
+    path: StoragePath, *, durable: bool = True, mode: int | None = None
+) -> Iterator[IO[bytes]]:
     """A binary handle whose content replaces `path` when the block ends without an exception.
 
-    The temporary file is unique per call (several processes, the API and a runner, may write the same
-    file); on an exception it is removed and `path` keeps its old content.
+    Locally the content goes to a temporary file, unique per call (several processes, the API and a
+    runner, may write the same file), renamed over `path`. On object storage, which has no rename, it is
+    kept in memory and uploaded whole in one request when the block ends: the store makes a completed
+    upload visible atomically, and a process killed before the end has uploaded nothing. On an exception
+    `path` keeps its old content either way.
 
     Args:
-        path: the target file; its folder is created when missing.
+        path: the target file (local or an `ObjectPath`); a local folder is created when missing.
         durable: fsync the file and its folder, so the new content survives a power loss (a file rewritten
-            every fraction of a second, whose content is also elsewhere, may skip that cost).
-        mode: permission bits of the new file (default: those of a file created normally, umask applied).
+            every fraction of a second, whose content is also elsewhere, may skip that cost); an upload
+            is durable once the store acknowledges it.
+        mode: permission bits of the new file (default: those of a file created normally, umask applied;
+            object storage has none).
 
     Yields:
         The open handle to write to.
 
     """
-    path = Path(path)
+    path = storage_path(path)
+    if isinstance(path, ObjectPath):
+        buffer = io.BytesIO()
+        yield buffer
+        path.write_bytes(buffer.getvalue())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -71,7 +86,7 @@ def atomic_file(path: Path, *, durable: bool = True, mode: int | None = None) ->
         _fsync_directory(path.parent)
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+def write_atomic(path: StoragePath, text: str, *, durable: bool = True) -> None:
     """Replace `path` with `text` (UTF-8) atomically.
 
     Args:
@@ -84,7 +99,7 @@ def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
         handle.write(text.encode("utf-8"))
 
 
-def write_json_atomic(path: Path, data: Any, *, durable: bool = True) -> None:
+def write_json_atomic(path: StoragePath, data: Any, *, durable: bool = True) -> None:
     """Replace `path` with compact JSON atomically.
 
     Args:

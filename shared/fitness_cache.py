@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from evoprune.shared.objectives import Evaluation
+from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
 
 
 class FitnessCache(abc.ABC):
@@ -51,18 +52,22 @@ class LocalFitnessCache(FitnessCache):
     """An in-memory dict, optionally persisted as an append-only JSON-lines file.
 
     Appending one line per entry (and fsyncing) means a crash can at worst leave a torn last line, which
-    loading skips; everything written before survives.
+    loading skips; everything written before survives. Object storage cannot append: there the file's
+    text is kept in memory and each `put_many` uploads it whole (one atomic PUT).
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | ObjectPath | None = None) -> None:
         self._entries: dict[str, Evaluation] = {}
-        self._path = Path(path) if path is not None else None
+        self._path = storage_path(path) if path is not None else None
         self._torn_tail = False
+        self._uploaded = ""  # the object's text as uploaded last, when the file lives on object storage
         if self._path is not None and self._path.exists():
             self._load(self._path)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: StoragePath) -> None:
         text = path.read_text(encoding="utf-8", errors="replace")
+        if isinstance(path, ObjectPath):
+            self._uploaded = text
         # the next append must not glue its first record onto a torn last line
         self._torn_tail = bool(text) and not text.endswith("\n")
         for line in text.splitlines():
@@ -83,13 +88,17 @@ class LocalFitnessCache(FitnessCache):
         self._entries.update(new)
         if self._path is None or not new:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         lines = "".join(
             json.dumps({"key": key, "evaluation": value.to_dict()}) + "\n" for key, value in new.items()
         )
         if self._torn_tail:
             lines = "\n" + lines
             self._torn_tail = False
+        if isinstance(self._path, ObjectPath):
+            self._path.write_text(self._uploaded + lines)
+            self._uploaded += lines
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         with self._path.open("a", encoding="utf-8") as handle:
             handle.write(lines)
             handle.flush()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evoprune.shared.atomic_files import atomic_file
+from evoprune.shared.storage import StoragePath, storage_path
 
 # The digest lives in the footer's key-value metadata, so file and digest are replaced in one rename. It
 # covers the whole file with its own 64 hex digits read as zeros: written as a placeholder, then patched in
@@ -46,11 +46,11 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return bytes(data)
 
 
-def write_parquet(path: Path, table: pa.Table, *, mode: int | None = None) -> None:
+def write_parquet(path: StoragePath, table: pa.Table, *, mode: int | None = None) -> None:
     """Replace `path` atomically with a self-vouching Parquet file (see `parquet_bytes`).
 
     Args:
-        path: the file.
+        path: the file (local or on object storage: the digest covers the uploaded bytes alike).
         table: what to write.
         mode: permission bits (see `shared.atomic_files.atomic_file`).
 
@@ -90,7 +90,7 @@ def verify_parquet_bytes(data: bytes, origin: str) -> bool:
     return True
 
 
-def read_verified_parquet(path: Path, *, columns: list[str] | None = None) -> pa.Table:
+def read_verified_parquet(path: StoragePath, *, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file, refusing one whose bytes are damaged.
 
     The embedded digest is checked first (files written before digests have none and are read as they
@@ -108,7 +108,7 @@ def read_verified_parquet(path: Path, *, columns: list[str] | None = None) -> pa
         CorruptFileError: the file is damaged or not Parquet (the message names it).
 
     """
-    data = Path(path).read_bytes()
+    data = storage_path(path).read_bytes()
     verify_parquet_bytes(data, str(path))
     try:
         table = pq.read_table(pa.BufferReader(data), columns=columns, page_checksum_verification=True)
@@ -117,7 +117,7 @@ def read_verified_parquet(path: Path, *, columns: list[str] | None = None) -> pa
     return _without_digest(table)
 
 
-def read_verified_metadata(path: Path) -> dict[bytes, bytes]:
+def read_verified_metadata(path: StoragePath) -> dict[bytes, bytes]:
     """The schema metadata of a verified Parquet file (without the digest).
 
     Args:
@@ -131,7 +131,7 @@ def read_verified_metadata(path: Path) -> dict[bytes, bytes]:
         CorruptFileError: the file is damaged or not Parquet.
 
     """
-    data = Path(path).read_bytes()
+    data = storage_path(path).read_bytes()
     verify_parquet_bytes(data, str(path))
     try:
         schema = pq.read_schema(pa.BufferReader(data))

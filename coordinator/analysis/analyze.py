@@ -24,6 +24,7 @@ from evoprune.coordinator.results.layout import ANALYSIS_INDEX_NAME
 from evoprune.coordinator.results.plots import plot_front_3d, plot_front_projections, plot_hypervolume
 from evoprune.coordinator.results.writer import hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
+from evoprune.shared.storage import ObjectPath
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.importance import (
     DEFAULT_TOP,
@@ -36,7 +37,7 @@ Log = Callable[[str], None]
 
 
 def analyze(
-    results_dir: Path,
+    results_dir: Path | ObjectPath,
     *,
     top: int = DEFAULT_TOP,
     samples: int = DEFAULT_SAMPLES,
@@ -70,17 +71,23 @@ def analyze(
     if top < 1 or samples < 1:
         raise AnalysisError(f"top ({top}) and samples ({samples}) must be at least 1")
     started = time.perf_counter()
-    inputs = read_results(Path(results_dir), front)
+    if isinstance(results_dir, ObjectPath):
+        raise AnalysisError(
+            f"{results_dir}: analyses are written into local results directories only so far; copy it to a "
+            "local folder first (e.g. `aws s3 sync`)"
+        )
+    local_dir = Path(results_dir)
+    inputs = read_results(local_dir, front)
     if feature_set is None:
         say("loading the experiment's features (extracted again if the feature cache lost them)")
     features = feature_set if feature_set is not None else load_features(inputs, progress=log is not None)
     check_features(inputs, features)
-    staging = fresh_staging(inputs.results_dir)
+    staging = fresh_staging(local_dir)
     try:
         index = _write_all(inputs, features, staging, top, samples, say)
         index["seconds"] = round(time.perf_counter() - started, 3)
         write_atomic(staging / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
-        publish(inputs.results_dir, staging)
+        publish(local_dir, staging)
     except BaseException:
         discard(staging)
         raise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
 from evoprune.shared.parquet_files import read_verified_parquet
+from evoprune.shared.storage import StoragePath, storage_path
 
 if TYPE_CHECKING:
     from evoprune.workers.features import FeatureSet
@@ -31,7 +31,7 @@ class AnalysisError(Exception):
 class ResultsInput:
     """What the analyses read from a finished results directory."""
 
-    results_dir: Path
+    results_dir: StoragePath
     config: ExperimentConfig
     summary: dict[str, Any]
     evaluations: list[dict[str, Any]]
@@ -52,7 +52,7 @@ class ResultsInput:
         return int(self.masks.shape[1])
 
 
-def read_results(results_dir: Path, front_kind: str = DEFAULT_KIND) -> ResultsInput:
+def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> ResultsInput:
     """Read and check a results directory written by `evoprune run`.
 
     Args:
@@ -67,7 +67,7 @@ def read_results(results_dir: Path, front_kind: str = DEFAULT_KIND) -> ResultsIn
         AnalysisError: the directory is missing, the experiment has not finished, or a file is corrupt.
 
     """
-    results_dir = Path(results_dir)
+    results_dir = storage_path(results_dir)
     if front_kind not in FRONT_KINDS:
         raise AnalysisError(f"front: {front_kind!r} is not one of {', '.join(FRONT_KINDS)}")
     if not results_dir.is_dir():
@@ -102,7 +102,7 @@ def read_results(results_dir: Path, front_kind: str = DEFAULT_KIND) -> ResultsIn
     )
 
 
-def _of_kind(rows: list[dict[str, Any]], path: Path, front_kind: str) -> list[dict[str, Any]]:
+def _of_kind(rows: list[dict[str, Any]], path: StoragePath, front_kind: str) -> list[dict[str, Any]]:
     """The rows of one kind of front; a front.parquet from before fronts had kinds holds archives only."""
     if rows and "kind" not in rows[0]:
         if front_kind != FrontKind.ARCHIVE:
@@ -114,7 +114,7 @@ def _of_kind(rows: list[dict[str, Any]], path: Path, front_kind: str) -> list[di
     return [row for row in rows if row["kind"] == front_kind]
 
 
-def _read_config(results_dir: Path) -> ExperimentConfig:
+def _read_config(results_dir: StoragePath) -> ExperimentConfig:
     path = ResultsLayout(results_dir).config
     try:
         return parse_config(yaml.safe_load(path.read_text()), str(path))
@@ -126,7 +126,7 @@ def _read_config(results_dir: Path) -> ExperimentConfig:
         raise AnalysisError(f"{results_dir} is corrupt: its config.yaml cannot be read ({error}).") from None
 
 
-def _read_summary(results_dir: Path) -> dict[str, Any]:
+def _read_summary(results_dir: StoragePath) -> dict[str, Any]:
     path = ResultsLayout(results_dir).summary
     try:
         summary = json.loads(path.read_text())
@@ -142,7 +142,7 @@ def _read_summary(results_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _check_finished(results_dir: Path, summary: dict[str, Any]) -> None:
+def _check_finished(results_dir: StoragePath, summary: dict[str, Any]) -> None:
     status = summary.get("status")
     checkpoint_path = ResultsLayout(results_dir).checkpoint
     checkpoint_status = None
@@ -158,7 +158,7 @@ def _check_finished(results_dir: Path, summary: dict[str, Any]) -> None:
         )
 
 
-def _read_table(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+def _read_table(path: StoragePath, columns: tuple[str, ...]) -> list[dict[str, Any]]:
     try:
         table = read_verified_parquet(path)
     except FileNotFoundError:

@@ -12,6 +12,7 @@ from typing import Any
 
 from evoprune.shared.atomic_files import write_atomic, write_json_atomic
 from evoprune.shared.events import ExperimentStatus
+from evoprune.shared.storage import ObjectPath, StoragePath
 
 CHECKPOINT_FORMAT = "evoprune-experiment"
 CHECKPOINT_VERSION = 1
@@ -83,11 +84,13 @@ class Checkpoint:
         data[SELF_DIGEST_KEY] = _content_digest(data)
         return data
 
-    def write(self, path: Path) -> None:
+    def write(self, path: StoragePath) -> None:
         """Replace the checkpoint file atomically, keeping the one it replaces beside it.
 
         The kept one (`previous_path`) is what a resume falls back to when this one is found damaged: the
-        journal lines past it are produced again from the ledger, so nothing is trained twice.
+        journal lines past it are produced again from the ledger, so nothing is trained twice. Locally the
+        new file is renamed over the old; on object storage it is one upload of the whole object (a PUT,
+        which readers see whole or not at all), after a server-side copy keeps the previous one.
 
         Args:
             path: the results directory's `ResultsLayout.checkpoint`.
@@ -146,7 +149,7 @@ class Checkpoint:
             raise CheckpointError(f"the checkpoint is corrupt: {error}") from None
 
     @classmethod
-    def read(cls, path: Path) -> Checkpoint:
+    def read(cls, path: StoragePath) -> Checkpoint:
         """Read and validate a checkpoint file.
 
         Args:
@@ -165,7 +168,7 @@ class Checkpoint:
             raise CheckpointError(f"{path}: {error}") from None
 
     @classmethod
-    def read_or_previous(cls, path: Path) -> Checkpoint:
+    def read_or_previous(cls, path: StoragePath) -> Checkpoint:
         """Read a checkpoint, falling back to the one it replaced when it is damaged or missing.
 
         A checkpoint is replaced after every step; the one before vouches for fewer journal lines, and a
@@ -196,7 +199,7 @@ class Checkpoint:
             return fallback
 
     @classmethod
-    def read_if_present(cls, path: Path) -> Checkpoint | None:
+    def read_if_present(cls, path: StoragePath) -> Checkpoint | None:
         """The checkpoint, or None when there is none or it cannot be read (a directory to start afresh).
 
         Args:
@@ -214,12 +217,16 @@ class Checkpoint:
             return None
 
 
-def previous_path(path: Path) -> Path:
+def previous_path(path: StoragePath) -> StoragePath:
     """Where the checkpoint replaced by the latest one is kept (state/checkpoint.previous.json)."""
     return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
-def _keep_previous(path: Path, previous: Path) -> None:
+def _keep_previous(path: StoragePath, previous: StoragePath) -> None:
+    if isinstance(path, ObjectPath) and isinstance(previous, ObjectPath):
+        path.copy_to(previous)  # a server-side copy: the previous object appears whole, as an upload does
+        return
+    assert isinstance(path, Path) and isinstance(previous, Path)
     # a hard link keeps the old content without copying it and leaves `path` in place for readers
     staged = previous.with_name(f".{previous.name}.link")
     staged.unlink(missing_ok=True)
@@ -241,7 +248,7 @@ def _optional_str(value: Any) -> str | None:
     raise TypeError(f"{JOURNAL_DIGEST_KEY!r} is not a string")
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: StoragePath) -> Any:
     """Read a JSON file (written by `shared.atomic_files.write_json_atomic`).
 
     Args:
@@ -268,12 +275,17 @@ class Journal:
     Lines past the checkpoint's count (written after the last checkpoint, before a crash) are dropped on
     resume and produced again identically. The running sha256 of the lines (`sha256`) goes into each
     checkpoint, so a damaged line is found on resume rather than read as another result.
+
+    Object storage cannot append: there the journal's text is kept in memory and each append uploads it
+    whole (one atomic PUT), so the object always ends on a complete line.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: StoragePath) -> None:
         self.path = path
         self.count = 0
         self._digest = hashlib.sha256()
+        # the whole journal as uploaded last, when it lives on object storage
+        self._uploaded = bytearray()
 
     @property
     def sha256(self) -> str:
@@ -289,12 +301,16 @@ class Journal:
         """
         if not records:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         text = _lines(records)
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        if isinstance(self.path, ObjectPath):
+            self.path.write_bytes(bytes(self._uploaded + text.encode("utf-8")))
+            self._uploaded += text.encode("utf-8")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
         self._digest.update(text.encode("utf-8"))
         self.count += len(records)
 
@@ -356,6 +372,7 @@ class Journal:
         records = self.read(committed, sha256)
         text = _lines(records)
         write_atomic(self.path, text)
+        self._uploaded = bytearray(text.encode("utf-8")) if isinstance(self.path, ObjectPath) else bytearray()
         self.count = len(records)
         self._digest = hashlib.sha256(text.encode("utf-8"))
         return records

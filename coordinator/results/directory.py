@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import yaml
 
 from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, previous_path
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+from evoprune.shared.storage import StoragePath
 
 
 class ExperimentError(Exception):
@@ -27,7 +27,7 @@ def experiment_fingerprint(config: ExperimentConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
+def check_new_results_dir(results_dir: StoragePath, config: ExperimentConfig) -> None:
     """Refuses a directory that `evoprune run` must not write into.
 
     Args:
@@ -67,7 +67,7 @@ def check_new_results_dir(results_dir: Path, config: ExperimentConfig) -> None:
     )
 
 
-def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, Checkpoint]:
+def load_resumable(results_dir: StoragePath) -> tuple[ExperimentConfig, Checkpoint]:
     """Read the config and checkpoint of an interrupted experiment (`evoprune resume`).
 
     Args:
@@ -104,7 +104,7 @@ def load_resumable(results_dir: Path) -> tuple[ExperimentConfig, Checkpoint]:
 
 
 def resumable(
-    results_dir: Path,
+    results_dir: StoragePath,
     config: ExperimentConfig,
     checkpoint: Checkpoint,
     *,
@@ -139,7 +139,7 @@ def resumable(
     return checkpoint
 
 
-def existing_checkpoint(results_dir: Path) -> Checkpoint | None:
+def existing_checkpoint(results_dir: StoragePath) -> Checkpoint | None:
     """The checkpoint a restarted service runner finds: None when it never wrote one.
 
     Args:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only: never needs a display, safe in workers and 
 import matplotlib.pyplot as plt
 
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN
+from evoprune.shared.atomic_files import atomic_file
+from evoprune.shared.storage import StoragePath
 
 # front rows as plotted: `FrontRow`s, or front.parquet records as the analyses read them
 FrontRecords = Sequence[Mapping[str, Any]]
@@ -66,7 +68,7 @@ def _draw_projections(flat_axes: Any, front_rows: FrontRecords, runs: list[int])
         flat_axes[0].legend(fontsize="small")
 
 
-def plot_front(front_rows: FrontRecords, path: Path, title: str = "Pareto front") -> None:
+def plot_front(front_rows: FrontRecords, path: StoragePath, title: str = "Pareto front") -> None:
     """Draws every run's front (faint) and the aggregated front (run = -1, bold).
 
     Args:
@@ -83,11 +85,11 @@ def plot_front(front_rows: FrontRecords, path: Path, title: str = "Pareto front"
     _draw_projections(flat_axes, front_rows, runs)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
 
 
-def plot_front_3d(front_rows: FrontRecords, path: Path, title: str = "Pareto fronts") -> None:
+def plot_front_3d(front_rows: FrontRecords, path: StoragePath, title: str = "Pareto fronts") -> None:
     """Draws the 3-D fronts alone and large: one colour per run, the aggregated front (run = -1) in black.
 
     Args:
@@ -104,12 +106,12 @@ def plot_front_3d(front_rows: FrontRecords, path: Path, title: str = "Pareto fro
         axes.legend(fontsize="small", loc="upper left")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
 
 
 def plot_front_projections(
-    front_rows: FrontRecords, path: Path, title: str = "Pareto fronts, 2-D projections"
+    front_rows: FrontRecords, path: StoragePath, title: str = "Pareto fronts, 2-D projections"
 ) -> None:
     """Draws the three 2-D projections side by side, the aggregated front drawn on top of the runs.
 
@@ -124,7 +126,7 @@ def plot_front_projections(
     _draw_projections(flat_axes, front_rows, runs)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
 
 
@@ -136,7 +138,7 @@ def _runs_aggregate_last(front_rows: FrontRecords) -> list[int]:
 
 def plot_hypervolume(
     histories: dict[int, list[tuple[int, float]]],
-    path: Path,
+    path: StoragePath,
     title: str = "Hypervolume",
     aggregate: list[tuple[float, float]] | None = None,
 ) -> None:
@@ -164,5 +166,13 @@ def plot_hypervolume(
         axes.legend(fontsize="small")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     plt.close(figure)
+
+
+def _save(figure: Any, path: StoragePath) -> None:
+    # rendered in memory and written in one piece: a reader never sees half a PNG, on disk or in a bucket
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    with atomic_file(path, durable=False) as handle:
+        handle.write(buffer.getvalue())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from evoprune.shared.atomic_files import write_atomic
+from evoprune.shared.storage import StoragePath
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Summary:
             "versions": self.versions,
         }
 
-    def write(self, path: Path) -> None:
+    def write(self, path: StoragePath) -> None:
         """Replace summary.json atomically (indented, as people read it).
 
         Args:
@@ -178,7 +178,7 @@ class Summary:
         )
 
     @classmethod
-    def read(cls, path: Path) -> Summary:
+    def read(cls, path: StoragePath) -> Summary:
         """Read summary.json.
 
         Args:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Mapping, Sequence
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import minimisation_of
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
 from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
+from evoprune.shared.storage import StoragePath
 
 EVALUATION_COLUMNS = (
     "run",
@@ -194,7 +194,7 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_config(results_dir: Path, config: ExperimentConfig) -> None:
+def write_config(results_dir: StoragePath, config: ExperimentConfig) -> None:
     """Write config.yaml, the fully resolved config.
 
     Args:
@@ -206,7 +206,7 @@ def write_config(results_dir: Path, config: ExperimentConfig) -> None:
 
 
 def write_results(
-    results_dir: Path,
+    results_dir: StoragePath,
     config: ExperimentConfig,
     rows: list[dict[str, Any]],
     info: RunInfo,
@@ -336,12 +336,12 @@ def _epochs_trained(rows: list[dict[str, Any]]) -> float | None:
     return float(sum(trained))  # type: ignore[arg-type]
 
 
-def _write_parquet(path: Path, table: pa.Table) -> None:
+def _write_parquet(path: StoragePath, table: pa.Table) -> None:
     # page checksums and a whole-file digest: a damaged file is refused on reading, never read as other rows
     write_parquet(path, table)
 
 
-def read_evaluations(results_dir: Path) -> list[dict[str, Any]]:
+def read_evaluations(results_dir: StoragePath) -> list[dict[str, Any]]:
     """Read the rows of evaluations.parquet as dicts (for tests and analyses).
 
     Args:
