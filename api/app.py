@@ -205,7 +205,7 @@ def app_from_environment() -> Any:
         SystemExit: status 2 on invalid settings or an open bind without a token.
 
     """
-    from evoprune.api.cli_serve import bound_server, serving_settings, settings_or_exit
+    from evoprune.api.serving_safety import bound_server, serving_settings, settings_or_exit
 
     settings = settings_or_exit()
     config = _loading_uvicorn_config()

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from evoprune.api.cli_serve import is_loopback, open_problem
+from evoprune.api.serving_safety import is_loopback, open_problem
 from tests.api.servers import free_port, wait_for
 
 HEADER_TIMEOUT_S = 1
