@@ -10,6 +10,7 @@ import pytest
 
 from evoprune.api.cli import main
 from evoprune.coordinator.results.picks import front_rows, has_kinds, pick
+from evoprune.shared.parquet_files import write_parquet
 from evoprune.workers.assemble import fitness_rows
 from evoprune.workers.export_inputs import raw_inputs
 from tests.coordinator.analysis.fixtures import session_results
@@ -151,7 +152,7 @@ def test_a_model_that_does_not_reproduce_the_record_is_an_error(finished, tmp_pa
     # the record claims a better accuracy than the mask's head reaches
     accuracy = pa.array([value + 0.01 for value in table.column("accuracy").to_pylist()], pa.float64())
     table = table.set_column(table.column_names.index("accuracy"), "accuracy", accuracy)
-    pq.write_table(table, results_dir / "front.parquet")
+    write_parquet(results_dir / "front.parquet", table)  # a sound file, with its own digest
     assert main(["export", str(results_dir), "--pick", "best-accuracy"]) == 1
     error = " ".join(capsys.readouterr().err.split())
     assert "evoprune: error: re-training the mask gives accuracy" in error
