@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -11,6 +18,26 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.features import FeatureSet, Fold, Split
 
 MAX_EPOCHS = 24  # of `stopping_config`
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def json_under_jax(script: str, timeout: float = 900) -> Any:
+    """Run `script` in a fresh process under Keras's JAX backend on the CPU; its last stdout line as JSON.
+
+    The backend is chosen at Keras's import, so a test process that already runs TensorFlow compares
+    against JAX this way. `{root}` in the script is the repository root (for `sys.path`, to import tests).
+    """
+    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script.format(root=str(ROOT))],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def digits_feature_set(samples: int = 600, folds: int = 1) -> FeatureSet:

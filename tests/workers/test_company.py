@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +14,8 @@ from evoprune.workers import backend
 from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
 from evoprune.workers.head_layout import active_indices
-from tests.workers.conftest import density_masks, digits_feature_set, stopping_config
+from tests.workers.conftest import density_masks, digits_feature_set, json_under_jax, stopping_config
 
-ROOT = Path(__file__).resolve().parents[2]
 GROUP_SIZES = (1, 2, 3, 5)
 # The head shapes whose reductions differ most: a compacted input, a compacted hidden layer, and two layers.
 HEADS = {
@@ -102,17 +99,8 @@ print(json.dumps(company_report(None)))
 @pytest.mark.jax
 def test_a_model_is_bitwise_the_same_in_any_company_under_jax() -> None:
     pytest.importorskip("jax")
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT.format(root=str(ROOT))],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {name: [] for name in configs()}
+    report = json_under_jax(JAX_SCRIPT, timeout=900)
+    assert report == {name: [] for name in configs()}
 
 
 PIN_SCRIPT = """
@@ -144,6 +132,7 @@ def test_an_unknown_flag_is_not_found() -> None:
 
 
 JAX_HLO_SCRIPT = """
+import json
 import os
 import numpy as np
 from keras import ops
@@ -151,16 +140,11 @@ from evoprune.workers.backend import compile_function
 os.environ["XLA_FLAGS"] = ""  # as if JAX had read its flags before the backend pinned them
 compiled = compile_function(lambda a, b: ops.matmul(a, b))
 a, b = np.ones((1, 32, 64), np.float32), np.ones((1, 64, 16), np.float32)
-print("__ynn_fusion" in compiled.lower(a, b).compile().as_text())
+print(json.dumps("__ynn_fusion" in compiled.lower(a, b).compile().as_text()))
 """
 
 
 @pytest.mark.jax
 def test_jax_functions_are_compiled_without_ynnpack_fusions_whatever_xla_flags_say() -> None:
     pytest.importorskip("jax")
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, "-c", JAX_HLO_SCRIPT], capture_output=True, text=True, env=environment, check=False
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.strip().splitlines()[-1] == "False"
+    assert json_under_jax(JAX_HLO_SCRIPT) is False

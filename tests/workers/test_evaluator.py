@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,13 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import MaskError
 from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
-from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
+from tests.workers.conftest import (
+    MAX_EPOCHS,
+    density_masks,
+    digits_feature_set,
+    json_under_jax,
+    stopping_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -243,17 +245,7 @@ print(json.dumps([[r.accuracy, r.auroc, r.epochs] for r in results]))
 @pytest.mark.jax
 def test_same_core_runs_under_jax(digits_features) -> None:
     pytest.importorskip("jax")
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT.format(root=str(ROOT))],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    jax_results = json.loads(completed.stdout.strip().splitlines()[-1])
+    jax_results = json_under_jax(JAX_SCRIPT, timeout=600)
     config = ExperimentConfig.model_validate({"training": {"max_epochs": 6}, "head": {"layers": [64]}})
     tf_results = BatchedEvaluator(digits_features, config).evaluate(density_masks(4, 64, seed=7))
     # the same float32 program under two compilers: measured equal to the last digit

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +10,13 @@ import pytest
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.evaluator import BatchedEvaluator
 from evoprune.workers.features import FeatureSet
-from tests.workers.conftest import MAX_EPOCHS, density_masks, digits_feature_set, stopping_config
+from tests.workers.conftest import (
+    MAX_EPOCHS,
+    density_masks,
+    digits_feature_set,
+    json_under_jax,
+    stopping_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADS = {
@@ -153,17 +155,7 @@ print(json.dumps(report))
 @pytest.mark.jax
 def test_fused_equals_per_epoch_path_under_jax() -> None:
     pytest.importorskip("jax")
-    environment = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    completed = subprocess.run(
-        [sys.executable, "-c", JAX_SCRIPT.format(root=str(ROOT))],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=900,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    report = json_under_jax(JAX_SCRIPT, timeout=900)
     for case, outcome in report.items():
         per_epoch = outcome["runs"]["1"]
         assert outcome["runs"]["7"] == per_epoch, case
