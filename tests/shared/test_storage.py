@@ -22,7 +22,10 @@ pytestmark = pytest.mark.s3
 # the server and a fresh bucket per test, as fixtures of this module
 s3_environment = s3_server.s3_environment
 bucket = s3_server.bucket
-READ_WHILE_WRITTEN_S = 3.0
+# rounds of replacing the checkpoint while another thread reads it; after each write the writer waits for
+# two more reads (one of them wholly after the write), so both versions are seen and reads overlap writes
+ROUNDS = 12
+READS_WAIT_S = 30.0
 
 
 def test_local_paths_stay_paths(tmp_path):
@@ -103,10 +106,13 @@ def test_a_reader_never_sees_a_torn_checkpoint(bucket):
     reader = threading.Thread(target=read_while_written)
     reader.start()
     try:
-        deadline = time.monotonic() + READ_WHILE_WRITTEN_S
-        while time.monotonic() < deadline or len(set(seen)) < 2:
+        for _ in range(ROUNDS):
             for checkpoint in (large, small):
                 checkpoint.write(path)
+                reads_before = len(seen) + len(failures)
+                deadline = time.monotonic() + READS_WAIT_S
+                while len(seen) + len(failures) < reads_before + 2 and time.monotonic() < deadline:
+                    time.sleep(0.001)
     finally:
         done.set()
         reader.join()
