@@ -1,1 +1,1 @@
-"""The ways in: the `evoprune` command line and (later) the HTTP service."""
+"""The ways in: the command line (cli/), the HTTP service (http/), the Python API, and what they share."""

@@ -115,8 +115,8 @@ def resume_locally(results_dir: StoragePath, run: LocalRun) -> None:
 
 def _run(config: ExperimentConfig | None, results_dir: StoragePath, run: LocalRun) -> None:
     """A new experiment (config given) or a resumed one (None: the directory's), progress on the terminal."""
-    from evoprune.api.progress import ProgressBar
-    from evoprune.api.quiet_tensorflow import quiet_tensorflow_start
+    from evoprune.api._progress import ProgressBar
+    from evoprune.api._quiet_tensorflow import quiet_tensorflow_start
     from evoprune.coordinator.assembly import DEFAULT_BACKEND, run_experiment
     from evoprune.coordinator.results.directory import load_resumable
     from evoprune.shared.events import EventBus

@@ -12,7 +12,10 @@ UNTYPED = ("dict[str,Any]", "Mapping[str,Any]")
 # Counted on 2026-12-03 (issue 22 asks for at most 40 in all, at I/O edges only). Lower a ceiling when a
 # package sheds some; never raise one: give the data a type instead.
 CEILINGS = {
-    "api": 31,
+    "api": 10,
+    "api/cli": 6,
+    "api/http": 9,
+    "api/http/routes": 6,
     "coordinator": 11,
     "coordinator/analysis": 16,
     "coordinator/results": 36,

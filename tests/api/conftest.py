@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from evoprune.api.app import create_app
+from evoprune.api.http.app import create_app
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service.actors import RAY_NAMESPACE
 from evoprune.coordinator.service.jobs import JobKind, JobSpec

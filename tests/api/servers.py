@@ -141,7 +141,7 @@ class ApiServer:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "--factory", "evoprune.api.app:app_from_environment",
+                sys.executable, "-m", "uvicorn", "--factory", "evoprune.api.http.app:app_from_environment",
                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
             ],
             cwd=REPO,

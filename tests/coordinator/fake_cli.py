@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from evoprune.api.cli import build_parser
-from evoprune.api.cli_run import resume_command, run_command
+from evoprune.api.cli.main import build_parser
+from evoprune.api.cli.run import resume_command, run_command
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings
 from evoprune.coordinator.evaluator_interface import Evaluator, InProcessEvaluator
 from evoprune.shared.config import ExperimentConfig

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from evoprune.api.cli import build_parser
-from evoprune.api.cli_run import resume_command, run_command
+from evoprune.api.cli.main import build_parser
+from evoprune.api.cli.run import resume_command, run_command
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.results.summary import Summary

@@ -198,7 +198,7 @@ def test_the_build_context_installs_and_its_command_line_runs(tmp_path):
         "import evoprune.api, evoprune.api.cli, evoprune.shared.config, sys; "
         "assert evoprune.api.__file__.startswith(sys.argv[1]), evoprune.api.__file__; "
         "assert evoprune.shared.config.demo_config_path().is_file(); "
-        "evoprune.api.cli.build_parser().parse_args(['run', '--help'])"
+        "evoprune.api.cli.main.build_parser().parse_args(['run', '--help'])"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(site)],

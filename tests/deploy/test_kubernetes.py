@@ -162,7 +162,7 @@ def test_the_api_takes_its_token_from_a_secret_and_probes_readiness_and_liveness
     assert api["readinessProbe"]["httpGet"]["path"] == "/health"
     assert api["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert api["startupProbe"]["httpGet"]["path"] == "/health/live"
-    # a check takes at most 2 s per dependency (api/routes_health.py): the probe waits for both
+    # a check takes at most 2 s per dependency (api/http/routes/health.py): the probe waits for both
     assert api["readinessProbe"]["timeoutSeconds"] > 4
     redis = _container("evoprune-redis")
     assert {"readinessProbe", "livenessProbe"} <= set(redis)

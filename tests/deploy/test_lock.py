@@ -114,7 +114,7 @@ def test_this_environment_holds_the_images_versions():
 def test_a_fresh_interpreter_imports_the_worker_and_api_stacks_at_the_images_versions():
     program = (
         "import json, jax, keras, ray, tensorflow, fastapi, uvicorn, redis, pydantic\n"
-        "import evoprune.api.app, evoprune.workers\n"
+        "import evoprune.api.http.app, evoprune.workers\n"
         "stack = (jax, keras, ray, tensorflow, fastapi, uvicorn, redis, pydantic)\n"
         "versions = {module.__name__: module.__version__ for module in stack}\n"
         "print(json.dumps({'backend': keras.backend.backend(), 'versions': versions}))\n"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import evoprune
-from evoprune.api.cli import main
+from evoprune.api.cli.main import main
 from evoprune.coordinator.results.artifacts import list_artifacts
 from evoprune.coordinator.results.checkpoint import Checkpoint
 from evoprune.coordinator.results.directory import load_resumable

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from evoprune.api.cli import main
+from evoprune.api.cli.main import main
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
 from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, Journal, previous_path
 from evoprune.coordinator.results.directory import ExperimentError, load_resumable

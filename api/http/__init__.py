@@ -1,0 +1,1 @@
+"""The HTTP half of the ways in: the FastAPI app (app.py), its routes, schemas, dependencies and SSE."""
