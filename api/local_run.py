@@ -164,7 +164,7 @@ def tensorflow_runs_here(config: ExperimentConfig, settings: RunSettings) -> boo
         True when TensorFlow will run in this process.
 
     """
-    from evoprune.workers.backbones import PIXELS
+    from evoprune.workers.features.backbones import PIXELS
 
     if settings.workers == 0:
         return True

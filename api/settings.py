@@ -253,7 +253,7 @@ class Settings(SharedCacheEnvironment):
 
     def allowed_root_paths(self) -> list[Path]:
         """The resolved folders posted configs may name paths under: data, datasets, feature cache, extras."""
-        from evoprune.workers.feature_cache import resolve_cache_dir
+        from evoprune.workers.features.feature_cache import resolve_cache_dir
 
         folders: list[str | os.PathLike[str]] = [self.data_dir, resolve_cache_dir(None)]
         if self.datasets_dir is not None:

@@ -161,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.problem == "fake":
         backend, feature_key, mask_length = FakeProblem(test_size=args.test_size), "fake", 64
     else:
-        from evoprune.workers.assemble import load_feature_set
+        from evoprune.workers.features.assemble import load_feature_set
 
         feature_set = load_feature_set(config, progress=False)
         mask_length = config.head.mask_length(feature_set.input_dim)
         feature_key = feature_set.key
-        from evoprune.workers.evaluator import BatchedEvaluator
+        from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
         backend = BatchedEvaluator(feature_set, config)
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from evoprune.workers.backend import YNN_FUSION_FLAG
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 # XLA's default fusion list in the pinned builds (tensorflow 2.21, jaxlib 0.10): products one by one.
 YNN_ON = "individual_dot,individual_convolution"
@@ -46,7 +46,7 @@ def measure(masks: int, epochs: int) -> dict:
     """In this process: seconds and objectives per problem (the flag comes from the environment)."""
     from evoprune.benchmarks.bench_evaluator import reference_masks, synthetic_rps
     from evoprune.shared.config import ExperimentConfig
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
     config = ExperimentConfig.model_validate(
         {"head": {"layers": [32]}, "training": {"max_epochs": epochs}}

@@ -27,7 +27,7 @@ from evoprune.shared.config import ExperimentConfig, parse_config
 from evoprune.shared.events import EventBus
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 
 def _noop_evaluations(masks: np.ndarray, worker: str) -> list[Evaluation]:

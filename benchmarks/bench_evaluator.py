@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evoprune.shared.config import ExperimentConfig
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 # RPS-sized features: ResNet50's 2048 average-pooled features of rock-paper-scissors (2520 / 372 images).
 TRAIN_SAMPLES, TEST_SAMPLES, FEATURES, CLASSES = 2520, 372, 2048, 3
@@ -161,7 +161,7 @@ def run_benchmark(settings: BenchSettings, log=print, peak_tflops: float | None 
     """
     from evoprune.benchmarks.reference_evaluator import ReferenceEvaluator
     from evoprune.workers.backend import backend_name, device_description
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
     features = synthetic_rps(settings.seed)
     config = ExperimentConfig.model_validate(

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from evoprune.shared.config import HeadConfig
-from evoprune.workers.export_model import full_kept, head_cost, head_latency_ms, pruned_widths
-from evoprune.workers.head_layout import active_indices, head_shape, initial_weights
+from evoprune.workers.evaluation.head_layout import active_indices, head_shape, initial_weights
+from evoprune.workers.export.model import full_kept, head_cost, head_latency_ms, pruned_widths
 
 
 def compact_weights(weights: list[np.ndarray], kept: list[np.ndarray]) -> list[np.ndarray]:

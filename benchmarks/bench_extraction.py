@@ -3,10 +3,10 @@
 Run: python -m evoprune.benchmarks.bench_extraction [--backbone mobilenetv2] [--images 256] [--size 224]
      [--batch 32] [--backends tensorflow,jax]
 Generated images (seeded uniform noise: throughput does not depend on content) go through
-`workers.backbones.Backbone.extract` with `weights=None` (random, seeded: no download), batch by batch as
-`workers.feature_cache` does. Each backend runs in a fresh process (Keras picks its backend once per
-process); one warm-up batch (model build, tracing) is excluded and reported separately. The last line
-printed is one JSON object with every number.
+`workers.features.backbones.Backbone.extract` with `weights=None` (random, seeded: no download), batch by
+batch as `workers.features.feature_cache` does. Each backend runs in a fresh process (Keras picks its
+backend once per process); one warm-up batch (model build, tracing) is excluded and reported separately.
+The last line printed is one JSON object with every number.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def measure(backbone: str, images: int, size: int, batch: int) -> dict[str, Any]
     """Images per second of one backbone in this process, under this process's Keras backend.
 
     Args:
-        backbone: a keras.applications model name (workers.backbones).
+        backbone: a keras.applications model name (workers.features.backbones).
         images: how many images are timed (after the warm-up batch).
         size: image side in pixels.
         batch: images per extraction batch (the config's backbone.batch_size; default 32).
@@ -39,8 +39,8 @@ def measure(backbone: str, images: int, size: int, batch: int) -> dict[str, Any]
     """
     import keras
 
-    from evoprune.workers.backbones import build_backbone
     from evoprune.workers.backend import device_description
+    from evoprune.workers.features.backbones import build_backbone
 
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, size=(images + WARMUP_BATCHES * batch, size, size, 3), dtype=np.uint8)

@@ -37,7 +37,7 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import EvaluationFinished, Event, EventBus
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 GPU_SAMPLE_PERIOD_MS = 500
 
@@ -215,7 +215,7 @@ def run(
 
     """
     from evoprune.workers.backend import backend_name, device_description
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
     features = features_of_width(feature_width)
     timed = TimedCalls(BatchedEvaluator(features, config))

@@ -19,9 +19,9 @@ import numpy as np
 
 from evoprune.coordinator.analysis.inputs import read_results
 from evoprune.shared.config import ExperimentConfig
-from evoprune.workers.assemble import load_feature_set
-from evoprune.workers.odin import auroc, odin_scores, reference_auroc
-from evoprune.workers.retrain import RetrainedModel, retrain
+from evoprune.workers.evaluation.odin import auroc, odin_scores, reference_auroc
+from evoprune.workers.evaluation.retrain import RetrainedModel, retrain
+from evoprune.workers.features.assemble import load_feature_set
 
 
 def _stats(values: list[float] | np.ndarray) -> dict[str, float]:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from evoprune.shared.config import BackboneConfig
-from evoprune.workers.feature_cache import source_features
+from evoprune.workers.features.feature_cache import source_features
 
 MIN_SIDE = 33
 MAX_SIDE = 300

@@ -29,7 +29,7 @@ def time_round(masks: int, epochs: int) -> dict:
         Seconds and microseconds per step of each path, and whether their objectives are identical.
     """
     from evoprune.workers.backend import backend_name, device_description
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
     features = synthetic_rps(0)
     config = ExperimentConfig.model_validate(

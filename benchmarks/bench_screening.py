@@ -38,7 +38,7 @@ from evoprune.coordinator.results.fronts import AGGREGATE_RUN, FrontKind
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.config import ExperimentConfig, ScreeningConfig, demo_config_path, load_config
 from evoprune.shared.pareto import hypervolume, pareto_mask
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 PROBLEMS = ("digits", "rps")
 DEFAULT_RULES = ("0.1:0:0:0", "0.1:0:0:0.002", "0.05:0:0:0.005")
@@ -93,7 +93,7 @@ def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, Feat
     base["name"] = f"screening-{name}"
     config = ExperimentConfig.model_validate(base)
     if name == "digits":
-        from evoprune.workers.assemble import load_feature_set
+        from evoprune.workers.features.assemble import load_feature_set
 
         return config, load_feature_set(config, progress=False)
     return config, synthetic_rps(0, train_samples=args.rps_train)
@@ -148,7 +148,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Path, log: Any) -> dict:
     """Full protocol against every rule on one problem, over the seeds."""
     config, features = problem(name, args)
-    from evoprune.workers.evaluator import BatchedEvaluator  # TensorFlow/JAX: imported when used
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator  # TensorFlow/JAX: imported when used
 
     evaluator = InProcessEvaluator(BatchedEvaluator(features, config))
     modes: dict[str, list[dict[str, Any]]] = {"full": []}

@@ -56,7 +56,7 @@ def compare(config: ExperimentConfig, seeds: int, out_dir: Path) -> dict[str, An
         Hypervolumes per seed of both methods, wins, the one-sided Mann-Whitney U p-value and timings.
 
     """
-    from evoprune.workers.assemble import load_feature_set
+    from evoprune.workers.features.assemble import load_feature_set
 
     feature_set = load_feature_set(config, progress=False)
     mask_length = config.head.mask_length(feature_set.input_dim)

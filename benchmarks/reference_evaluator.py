@@ -10,9 +10,9 @@ import numpy as np
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import active_fraction
 from evoprune.shared.objectives import Evaluation
-from evoprune.workers.features import FeatureSet, Split
-from evoprune.workers.head_layout import HeadShape, head_shape, initial_weights
-from evoprune.workers.odin import ood_auroc
+from evoprune.workers.evaluation.head_layout import HeadShape, head_shape, initial_weights
+from evoprune.workers.evaluation.odin import ood_auroc
+from evoprune.workers.features.feature_set import FeatureSet, Split
 
 
 class MaskedDense(keras.layers.Dense):

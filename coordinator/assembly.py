@@ -19,7 +19,7 @@ from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.storage import StoragePath
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def load_features(config: ExperimentConfig, settings: RunSettings) -> FeatureSet
 
     """
     from evoprune.coordinator.extraction import on_a_cluster
-    from evoprune.workers.assemble import load_feature_set  # TensorFlow and datasets: loaded when used
+    from evoprune.workers.features.assemble import (
+        load_feature_set,  # TensorFlow and datasets: loaded when used
+    )
 
     problems = config.runnable_problems()
     if problems:

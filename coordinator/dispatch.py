@@ -27,7 +27,7 @@ from evoprune.coordinator.placement import results_node_resources
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class RayEvaluator(Evaluator):
     ) -> None:
         super().__init__()
         if actor_class is None:
-            from evoprune.workers.actor import (
+            from evoprune.workers.evaluation.actor import (
                 FeatureWorker,  # the default worker: the real masked-head trainer
             )
 

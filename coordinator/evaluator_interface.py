@@ -13,7 +13,7 @@ import numpy as np
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 
 class EvaluationError(RuntimeError):
@@ -21,7 +21,7 @@ class EvaluationError(RuntimeError):
 
 
 class MaskEvaluator(Protocol):
-    """Anything that turns a (P, L) batch of masks into P evaluations (workers.evaluator.BatchedEvaluator)."""
+    """Anything that turns a (P, L) batch of masks into P evaluations (workers' BatchedEvaluator)."""
 
     def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]: ...
 
@@ -140,7 +140,7 @@ class InProcessEvaluator(Evaluator):
             A ready evaluator.
 
         """
-        from evoprune.workers.evaluator import (
+        from evoprune.workers.evaluation.evaluator import (
             BatchedEvaluator,  # heavy (TensorFlow/JAX): imported only when used
         )
 

@@ -25,15 +25,15 @@ from evoprune.coordinator.results.writer import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.storage import ObjectPath, StoragePath
-from evoprune.workers.datasets import DatasetError
-from evoprune.workers.export_build import MODEL_SUFFIX, build_and_check
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.export.build import MODEL_SUFFIX, build_and_check
+from evoprune.workers.features.datasets import DatasetError
+from evoprune.workers.features.feature_set import FeatureSet
 
 EXPORT_FORMAT = "evoprune-export"
 EXPORT_VERSION = 1
 # the export folders' names are the artifacts listing's, which serves them
 REPORT_NAME = EXPORT_REPORT_NAME
-# k-fold datasets train one head per fold; fold 0's is exported (workers.export_build.FOLD_REASON says why)
+# k-fold datasets train one head per fold; fold 0's is exported (workers.export.build.FOLD_REASON says why)
 EXPORTED_FOLD = 0
 Log = Callable[[str], None]
 

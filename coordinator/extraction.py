@@ -66,7 +66,7 @@ def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> 
 
     """
     from evoprune.coordinator.dispatch import ensure_ray
-    from evoprune.workers.extract_task import extract_into_cache
+    from evoprune.workers.features.extract_task import extract_into_cache
 
     ensure_ray(address)
     options = extraction_resources(ray.cluster_resources())
@@ -90,8 +90,8 @@ def _copy_missing(config: ExperimentConfig, report: dict[str, Any]) -> list[str]
     nodes each have their own disk, so the files come through the object store.
     """
     from evoprune.shared.atomic_files import atomic_file
-    from evoprune.workers.extract_task import read_cache_files
-    from evoprune.workers.feature_cache import resolve_cache_dir
+    from evoprune.workers.features.extract_task import read_cache_files
+    from evoprune.workers.features.feature_cache import resolve_cache_dir
 
     cache_dir = resolve_cache_dir(config.cache_dir)
     missing = [name for name in report["cached"] if not (cache_dir / name).is_file()]

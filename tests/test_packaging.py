@@ -84,7 +84,7 @@ def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["runs"][0]["evaluations"] == 30
     imported_from = subprocess.run(
-        [str(python), "-c", "import evoprune.workers.evaluator as m; print(m.__file__)"],
+        [str(python), "-c", "import evoprune.workers.evaluation.evaluator as m; print(m.__file__)"],
         capture_output=True, text=True, timeout=60, check=True, cwd=work, env=environment_variables,
     ).stdout.strip()  # fmt: skip
     assert imported_from.startswith(str(site)), imported_from

@@ -1,1 +1,1 @@
-"""GPU/CPU work: datasets, feature extraction and cache, the batched masked-head evaluator, OoD scoring."""
+"""GPU/CPU work in four parts: features, evaluation (the batched evaluator), export and analysis."""

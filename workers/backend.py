@@ -16,7 +16,7 @@ import keras
 # change with the operands' shapes: with one model XLA drops the model axis, so a model alone and the same
 # model in a group were summed in different orders (a last-bit difference that flipped an AUROC rank on
 # AVX2 machines). With the fusion type empty, every product goes through XLA's own dot emitters, whose
-# batched form runs each model's slice as the unbatched one (tests/workers/test_company.py).
+# batched form runs each model's slice as the unbatched one (tests/workers/evaluation/test_company.py).
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 # The shared library holding each backend's XLA flag table: a flag it does not know makes XLA abort at
 # start-up, so the flag is only passed where the installed build lists it.

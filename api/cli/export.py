@@ -75,7 +75,7 @@ def export_command(args: argparse.Namespace) -> int:
     # TensorFlow's C++ start-up chatter would bury the stage lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from evoprune.coordinator.export import ExportError, export_model
-    from evoprune.workers.export_build import ExportMismatchError
+    from evoprune.workers.export.build import ExportMismatchError
 
     if args.min_accuracy is not None and args.pick != "smallest":
         return _error("--min-accuracy applies only to --pick smallest", EXIT_BAD_INPUT)

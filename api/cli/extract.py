@@ -28,7 +28,7 @@ def _handle(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from evoprune.workers.assemble import extract_features
+    from evoprune.workers.features.assemble import extract_features
 
     try:
         paths = extract_features(config, progress=True)

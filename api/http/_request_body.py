@@ -38,7 +38,7 @@ async def _no_body() -> Message:
 class RequestBodyGuard:
     """Reads a request's whole body before the app sees it, within `max_bytes` and `timeout_s`.
 
-    uvicorn bounds the time to send headers (http_protocol) but not the body: a client that sends one byte
+    uvicorn bounds the time to send headers (_http_protocol) but not the body: a client that sends one byte
     every few seconds holds a socket and a request thread for as long as it likes. Every route that takes a
     body is protected, so a body from a client without the token is refused before a byte of it is read.
     Refusals close the connection, so the unread rest of a body cannot be taken for a next request.

@@ -25,10 +25,10 @@ from evoprune.coordinator.results.plots import plot_front_3d, plot_front_project
 from evoprune.coordinator.results.writer import hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.storage import ObjectPath
-from evoprune.workers.features import FeatureSet
-from evoprune.workers.importance import (
+from evoprune.workers.analysis.importance import (
     DEFAULT_TOP,
 )
+from evoprune.workers.features.feature_set import FeatureSet
 
 ANALYSIS_FORMAT = "evoprune-analysis"
 ANALYSIS_VERSION = 1
@@ -97,7 +97,7 @@ def analyze(
 def _write_all(
     inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log
 ) -> dict[str, Any]:
-    from evoprune.workers.retrain import retrain
+    from evoprune.workers.evaluation.retrain import retrain
 
     config = inputs.config
     artifacts = _front_plots(inputs, out)

@@ -11,7 +11,7 @@ from evoprune.coordinator.analysis.importance import FLOAT
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_ensembles
 from evoprune.coordinator.results.artifacts import write_table
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 ENSEMBLE_SUMMARY_KEYS = (
     "window_lower",
@@ -41,7 +41,7 @@ def ensemble_table(
         One row per window.
 
     """
-    from evoprune.workers.ensembles import window_ensembles
+    from evoprune.workers.analysis.ensembles import window_ensembles
 
     config = inputs.config
     with_test = config.fitness_split == "validation"

@@ -11,10 +11,10 @@ import numpy as np
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_heatmap_grid, plot_pixel_importance
 from evoprune.coordinator.results.artifacts import artifact
-from evoprune.workers.importance import BitMeaning, bit_label, solutions_using
+from evoprune.workers.analysis.importance import BitMeaning, bit_label, solutions_using
 
 if TYPE_CHECKING:  # the re-trainer pulls in Keras; this module stays importable without it
-    from evoprune.workers.retrain import RetrainedModel
+    from evoprune.workers.evaluation.retrain import RetrainedModel
 
 HEATMAPS_PNG = "heatmaps.png"
 PIXEL_IMPORTANCE_PNG = "pixel_importance.png"
@@ -52,8 +52,8 @@ def draw_heatmaps(
         and the description says why.
 
     """
-    from evoprune.workers import gradcam
-    from evoprune.workers.datasets import DatasetError
+    from evoprune.workers.analysis import gradcam
+    from evoprune.workers.features.datasets import DatasetError
 
     config = inputs.config
     if not top:
@@ -143,7 +143,7 @@ def _owner(inputs: ResultsInput, bit: int) -> int:
 
 
 def _target(inputs: ResultsInput, meaning: BitMeaning, models: list[RetrainedModel]) -> Any:
-    from evoprune.workers import gradcam
+    from evoprune.workers.analysis import gradcam
 
     if meaning.position == 0:
         return gradcam.feature_target(meaning.unit)

@@ -11,8 +11,7 @@ import pyarrow as pa
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_importance
 from evoprune.coordinator.results.artifacts import artifact, write_table
-from evoprune.workers.features import FeatureSet
-from evoprune.workers.importance import (
+from evoprune.workers.analysis.importance import (
     BitMeaning,
     bit_frequencies,
     bit_label,
@@ -20,6 +19,7 @@ from evoprune.workers.importance import (
     solutions_using,
     top_bits,
 )
+from evoprune.workers.features.feature_set import FeatureSet
 
 OBJECTIVES = ("accuracy", "active_fraction", "auroc")
 FLOAT = pa.float64()
@@ -56,7 +56,7 @@ def neuron_importance(
         (artifacts written, the top bits' rows, every bit's meaning, the top bits in rank order, frequencies).
 
     """
-    from evoprune.workers.head_layout import head_shape
+    from evoprune.workers.evaluation.head_layout import head_shape
 
     config = inputs.config
     counts, frequencies = bit_frequencies(inputs.masks)

@@ -20,7 +20,7 @@ from evoprune.shared.parquet_files import read_verified_parquet
 from evoprune.shared.storage import StoragePath, storage_path
 
 if TYPE_CHECKING:
-    from evoprune.workers.features import FeatureSet
+    from evoprune.workers.features.feature_set import FeatureSet
 
 
 class AnalysisError(Exception):
@@ -180,7 +180,9 @@ def load_features(inputs: ResultsInput, progress: bool) -> FeatureSet:
         AnalysisError: the dataset cannot be loaded; the message names the source.
 
     """
-    from evoprune.workers.assemble import load_feature_set  # TensorFlow and datasets: loaded when used
+    from evoprune.workers.features.assemble import (
+        load_feature_set,  # TensorFlow and datasets: loaded when used
+    )
 
     try:
         return load_feature_set(inputs.config, progress=progress)

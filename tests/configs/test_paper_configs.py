@@ -168,7 +168,7 @@ def _offline(config: ExperimentConfig, cache: Path) -> ExperimentConfig:
 @pytest.mark.parametrize(("name", "folds"), [("rps", 1), ("leaves", 5)])
 def test_tfds_configs_load_with_mock_data(name, folds, data_root):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from evoprune.workers.assemble import load_feature_set
+    from evoprune.workers.features.assemble import load_feature_set
 
     _ood_folders(data_root)
     config = load_config(CONFIGS / f"{name}.yaml")

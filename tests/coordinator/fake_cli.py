@@ -21,7 +21,7 @@ from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
 
@@ -44,7 +44,7 @@ class LoggingTrainer:
     """The real batched trainer, with every mask it trains appended to FAKE_LOG."""
 
     def __init__(self, feature_set: FeatureSet, config: ExperimentConfig, log_path: str | None) -> None:
-        from evoprune.workers.evaluator import BatchedEvaluator
+        from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
         self.trainer = BatchedEvaluator(feature_set, config)
         self.log_path = log_path

@@ -13,7 +13,7 @@ import ray
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation, minimisation_of
 from evoprune.shared.screening import ScreeningRequest
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 
 class FakeProblem:

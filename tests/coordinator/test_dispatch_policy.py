@@ -37,7 +37,7 @@ def test_failure_policy():
 
 
 def test_ray_does_not_retry_on_top_of_the_policy():
-    from evoprune.workers.actor import FeatureWorker
+    from evoprune.workers.evaluation.actor import FeatureWorker
 
     options = FeatureWorker._default_options
     assert options["max_restarts"] == 0 and options["max_task_retries"] == 0

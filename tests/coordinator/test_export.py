@@ -6,11 +6,11 @@ import pytest
 
 from evoprune.coordinator.export import ExportError, export_model
 from evoprune.shared.config import parse_config
-from evoprune.workers.assemble import fitness_rows
-from evoprune.workers.export_inputs import raw_inputs
+from evoprune.workers.export.inputs import raw_inputs
+from evoprune.workers.features.assemble import fitness_rows
 from tests.coordinator.analysis.fixtures import run_experiment
+from tests.workers.export.test_inputs import digits_features_file
 from tests.workers.generated_images import shapes_config_data
-from tests.workers.test_export_inputs import digits_features_file
 
 
 def test_a_cnn_export_reads_images_through_the_backbone(tmp_path_factory):

@@ -249,8 +249,8 @@ REAL = {
 def test_real_runs_hold_exactly_the_full_protocols_objectives(tmp_path, mode):
     """The real trainer: each full-fidelity row is what the unscreened evaluator gives that mask, bitwise."""
     from evoprune.shared.masks import decode_mask
-    from evoprune.workers.assemble import load_feature_set
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
+    from evoprune.workers.features.assemble import load_feature_set
 
     modes = {"generational": {"offspring_per_step": 8}}
     config = parse_config({**REAL, "search": {**REAL["search"], **modes.get(mode, MODES[mode])}})
@@ -275,8 +275,8 @@ def test_real_runs_hold_exactly_the_full_protocols_objectives(tmp_path, mode):
 
 @pytest.mark.usefixtures("ray_session")
 def test_the_real_ray_worker_screens_as_the_in_process_evaluator_does():
-    from evoprune.workers.assemble import load_feature_set
-    from evoprune.workers.evaluator import BatchedEvaluator
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
+    from evoprune.workers.features.assemble import load_feature_set
 
     config = parse_config(REAL)
     features = load_feature_set(config, progress=False)

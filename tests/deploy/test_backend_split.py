@@ -22,8 +22,8 @@ DRIVER = """
 import json, sys
 import keras, numpy as np, ray
 from evoprune.shared.config import parse_config
-from evoprune.workers.actor import FeatureWorker
-from evoprune.workers.assemble import load_feature_set
+from evoprune.workers.evaluation.actor import FeatureWorker
+from evoprune.workers.features.assemble import load_feature_set
 
 config = parse_config({
     "name": "split", "dataset": {"source": "sklearn:digits"}, "ood": [{"source": "sklearn:sample_images"}],
@@ -71,7 +71,7 @@ def test_a_worker_node_started_with_jax_evaluates_under_jax_for_a_tensorflow_dri
 EXTRACTION_DRIVER = """
 import json, sys
 import ray
-import evoprune.workers.feature_cache as feature_cache
+import evoprune.workers.features.feature_cache as feature_cache
 from evoprune.coordinator.assembly import RunSettings, load_features
 from evoprune.shared.config import parse_config
 

@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from evoprune.shared.config import ExperimentConfig
-from evoprune.workers.features import FeatureSet, Fold, Split
+from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 MAX_EPOCHS = 24  # of `stopping_config`
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import pytest
 from evoprune.api.cli.main import main
 from evoprune.coordinator.results.picks import front_rows, has_kinds, pick
 from evoprune.shared.parquet_files import write_parquet
-from evoprune.workers.assemble import fitness_rows
-from evoprune.workers.export_inputs import raw_inputs
+from evoprune.workers.export.inputs import raw_inputs
+from evoprune.workers.features.assemble import fitness_rows
 from tests.coordinator.analysis.fixtures import session_results
 
 # plain Keras in a fresh interpreter: the file needs nothing of evoprune to load

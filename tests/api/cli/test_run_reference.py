@@ -15,7 +15,7 @@ from evoprune.api.cli.run import run_command
 from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend, RunSettings
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.shared.config import ExperimentConfig
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.feature_set import FeatureSet
 
 SIDE_PX = 8
 # population 6, feature selection over the 8×8×3 pixels, one hidden layer of 16, 10 evaluations

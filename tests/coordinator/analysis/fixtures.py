@@ -8,8 +8,8 @@ from typing import Any
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig, parse_config
-from evoprune.workers.assemble import load_feature_set
-from evoprune.workers.features import FeatureSet
+from evoprune.workers.features.assemble import load_feature_set
+from evoprune.workers.features.feature_set import FeatureSet
 
 DIGITS = {
     "name": "tiny",

@@ -19,9 +19,9 @@ from evoprune.coordinator.results.artifacts import fresh_staging, list_artifacts
 from evoprune.coordinator.results.layout import ANALYSIS_DIR
 from evoprune.coordinator.results.writer import read_evaluations
 from evoprune.shared.masks import decode_mask
-from evoprune.workers.head_layout import head_shape
-from evoprune.workers.importance import bit_meanings
-from evoprune.workers.retrain import retrain
+from evoprune.workers.analysis.importance import bit_meanings
+from evoprune.workers.evaluation.head_layout import head_shape
+from evoprune.workers.evaluation.retrain import retrain
 from tests.coordinator.analysis.fixtures import run_experiment, session_results, tiny_config
 
 TEMPERATURE = 1000.0

@@ -1,0 +1,206 @@
+"""Ensembles of front members: majority vote over percentile windows of the front's accuracies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from evoprune.workers.evaluation.odin import AUROC_ESTIMATORS, odin_scores
+from evoprune.workers.evaluation.retrain import RetrainedModel
+from evoprune.workers.features.feature_set import FeatureSet, Split
+
+# The paper's windows: (50, 60), (55, 65), ..., (85, 95) percentiles of the front's accuracies.
+WINDOW_FIRST_LOWER = 50
+WINDOW_LAST_LOWER = 85
+WINDOW_STEP = 5
+WINDOW_WIDTH = 10
+
+
+def percentile_windows(
+    first_lower: int = WINDOW_FIRST_LOWER,
+    last_lower: int = WINDOW_LAST_LOWER,
+    step: int = WINDOW_STEP,
+    width: int = WINDOW_WIDTH,
+) -> list[tuple[int, int]]:
+    """The (lower, upper) percentile windows, in increasing order.
+
+    Args:
+        first_lower: lower percentile of the first window.
+        last_lower: lower percentile of the last window.
+        step: distance between successive lower percentiles.
+        width: upper minus lower percentile.
+
+    Returns:
+        [(first_lower, first_lower + width), ..., (last_lower, last_lower + width)].
+
+    """
+    if not 0 <= first_lower <= last_lower or last_lower + width > 100 or step <= 0 or width <= 0:
+        raise ValueError("percentile windows must lie within 0..100 with positive step and width")
+    return [(lower, lower + width) for lower in range(first_lower, last_lower + 1, step)]
+
+
+def window_members(accuracies: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """The members whose accuracy lies in a percentile window, both ends included.
+
+    Percentiles are numpy's default (linear interpolation) over all the given accuracies; a window can
+    be empty when the accuracies jump over it.
+
+    Args:
+        accuracies: (P,) accuracy of every front member.
+        window: (lower, upper) percentiles.
+
+    Returns:
+        Indices of the members in the window, in increasing order.
+
+    """
+    values = np.asarray(accuracies, dtype=np.float64)
+    low, high = np.percentile(values, window)
+    return np.flatnonzero((values >= low) & (values <= high))
+
+
+def majority_vote(predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """The class most members predict for each sample; a tie goes to the smallest class index.
+
+    Args:
+        predictions: (P, N) predicted classes of P members on N samples.
+        num_classes: C.
+
+    Returns:
+        (N,) voted classes.
+
+    """
+    predictions = np.asarray(predictions, dtype=np.int64)
+    votes = np.zeros((num_classes, predictions.shape[1]), dtype=np.int64)
+    for row in predictions:
+        np.add.at(votes, (row, np.arange(predictions.shape[1])), 1)
+    return np.argmax(votes, axis=0)  # argmax keeps the first (smallest) class among equal counts
+
+
+def ensemble_objectives(
+    logits: Sequence[np.ndarray],
+    ood_logits: Sequence[np.ndarray],
+    split: Split,
+    num_classes: int,
+    temperature: float,
+    estimator: str = "exact",
+) -> tuple[float, float]:
+    """Accuracy of the majority vote and AUROC of the members' mean ODIN score, on one split.
+
+    Args:
+        logits: per member, (N, C) logits on the in-distribution split.
+        ood_logits: per member, (M, C) logits on the OoD samples.
+        split: the in-distribution split (its labels).
+        num_classes: C.
+        temperature: the ODIN temperature.
+        estimator: the AUROC estimator ("exact" or "reference", as `robustness.auroc_estimator`).
+
+    Returns:
+        (accuracy, AUROC).
+
+    """
+    votes = majority_vote(np.stack([np.argmax(member, axis=-1) for member in logits]), num_classes)
+    accuracy = float(np.mean(votes == split.labels))
+    inside = np.mean([odin_scores(member, temperature) for member in logits], axis=0)
+    outside = np.mean([odin_scores(member, temperature) for member in ood_logits], axis=0)
+    return accuracy, AUROC_ESTIMATORS[estimator](inside, outside)
+
+
+@dataclass(frozen=True)
+class WindowEnsemble:
+    """One percentile window's ensemble against its best single member."""
+
+    window: tuple[int, int]
+    accuracy_range: tuple[float, float]  # the window's bounds in accuracy
+    members: tuple[int, ...]  # indices into the models given to `window_ensembles`
+    accuracy: float | None  # None for an empty window
+    auroc: float | None
+    best_member: int | None  # the most accurate member (then highest AUROC, then first)
+    best_accuracy: float | None
+    best_auroc: float | None
+    test_accuracy: float | None = None  # with fitness_split = validation
+    test_auroc: float | None = None
+    best_test_accuracy: float | None = None
+    best_test_auroc: float | None = None
+
+
+def _mean_over_folds(
+    models: list[RetrainedModel], feature_set: FeatureSet, temperature: float, test: bool, estimator: str
+) -> tuple[float, float] | None:
+    """The ensemble's (accuracy, AUROC) averaged over folds; None for test when there is no test split."""
+    scores = []
+    for fold_index, fold in enumerate(feature_set.folds):
+        outputs = [model.folds[fold_index] for model in models]
+        if not test:
+            logits = [o.evaluation_logits for o in outputs]
+            ood = [o.ood_logits for o in outputs]
+            split = fold.evaluation
+        else:
+            test_logits = [o.test_logits for o in outputs if o.test_logits is not None]
+            test_ood = [o.test_ood_logits for o in outputs if o.test_ood_logits is not None]
+            if fold.test is None or len(test_logits) != len(outputs) or len(test_ood) != len(outputs):
+                return None
+            logits, ood, split = test_logits, test_ood, fold.test
+        scores.append(
+            ensemble_objectives(logits, ood, split, feature_set.num_classes, temperature, estimator)
+        )
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def window_ensembles(
+    models: list[RetrainedModel],
+    feature_set: FeatureSet,
+    temperature: float,
+    windows: Sequence[tuple[int, int]] | None = None,
+    estimator: str = "exact",
+) -> list[WindowEnsemble]:
+    """Build the ensemble of every percentile window and score it like a single model.
+
+    Accuracy and AUROC are taken per fold and averaged over folds, as the fitness is.
+
+    Args:
+        models: the re-trained front members.
+        feature_set: the features they were trained on.
+        temperature: the ODIN temperature.
+        windows: percentile windows; the paper's eight when None.
+        estimator: the AUROC estimator, as the experiment's `robustness.auroc_estimator`.
+
+    Returns:
+        One WindowEnsemble per window, in window order.
+
+    """
+    if not models:
+        raise ValueError("no models to build ensembles from")
+    accuracies = np.array([model.evaluation.accuracy for model in models])
+    results = []
+    for window in windows or percentile_windows():
+        bounds = (int(window[0]), int(window[1]))
+        low, high = (float(value) for value in np.percentile(accuracies, bounds))
+        members = window_members(accuracies, bounds)
+        if len(members) == 0:
+            results.append(WindowEnsemble(bounds, (low, high), (), None, None, None, None, None))
+            continue
+        chosen = [models[m] for m in members]
+        best = max(members, key=lambda m: (models[m].evaluation.accuracy, models[m].evaluation.auroc, -m))
+        scores = _mean_over_folds(chosen, feature_set, temperature, test=False, estimator=estimator)
+        assert scores is not None
+        test_scores = _mean_over_folds(chosen, feature_set, temperature, test=True, estimator=estimator)
+        best_evaluation = models[best].evaluation
+        results.append(
+            WindowEnsemble(
+                window=bounds,
+                accuracy_range=(low, high),
+                members=tuple(int(m) for m in members),
+                accuracy=scores[0],
+                auroc=scores[1],
+                best_member=int(best),
+                best_accuracy=best_evaluation.accuracy,
+                best_auroc=best_evaluation.auroc,
+                test_accuracy=None if test_scores is None else test_scores[0],
+                test_auroc=None if test_scores is None else test_scores[1],
+                best_test_accuracy=best_evaluation.test_accuracy,
+                best_test_auroc=best_evaluation.test_auroc,
+            )
+        )
+    return results

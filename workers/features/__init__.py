@@ -1,0 +1,1 @@
+"""Features: image sources, backbones, the content-addressed feature cache and the in-memory FeatureSet."""
