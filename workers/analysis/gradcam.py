@@ -87,13 +87,6 @@ def load_backbone(config: ExperimentConfig, samples: SampleImages) -> Backbone:
     return build_backbone(backbone.name, backbone.weights, (height, width), config.dataset.resize)
 
 
-def model_inputs(backbone: Backbone, images: np.ndarray, pixel_max: float) -> np.ndarray:
-    """The backbone's input batch for images, prepared by the same steps as `Backbone.extract`."""
-    if backbone.model is None or backbone.preprocess is None:
-        return images.reshape(len(images), -1).astype(np.float32)
-    return np.asarray(backbone.preprocess(backbone.rgb_batch(images, pixel_max)), dtype=np.float32)
-
-
 def last_conv_layer(model: Any) -> Any:
     """The last layer with a 4-D (batch, height, width, channels) output: the input of global pooling."""
     for layer in reversed(model.layers):
@@ -168,7 +161,7 @@ def gradcam(backbone: Backbone, samples: SampleImages, targets: list[Target]) ->
 
     conv_layer = last_conv_layer(backbone.model)
     probe = keras.Model(backbone.model.inputs[0], [conv_layer.output, backbone.model.output])
-    inputs = tf.convert_to_tensor(model_inputs(backbone, samples.images, samples.pixel_max))
+    inputs = tf.convert_to_tensor(backbone.model_inputs(samples.images, samples.pixel_max))
     # The backbone is frozen (no trainable variables), so the tape is told to follow the inputs.
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(inputs)
@@ -198,8 +191,9 @@ def pixel_saliency(samples: SampleImages, targets: list[Target]) -> np.ndarray:
     import tensorflow as tf
 
     height, width, channels = samples.images.shape[1:]
-    # the features of the `pixels` backbone are the raw values, flattened (Backbone.extract)
-    features = tf.convert_to_tensor(samples.images.reshape(len(samples.images), -1).astype(np.float32))
+    # the features of the `pixels` backbone are its inputs, the raw values flattened
+    pixels = build_backbone(PIXELS, None, (height, width))
+    features = tf.convert_to_tensor(pixels.model_inputs(samples.images, samples.pixel_max))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(features)
         outputs = [target(features) for target in targets]

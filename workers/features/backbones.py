@@ -134,12 +134,31 @@ class Backbone:
             (n, D) float32 features.
 
         """
-        if self.model is None or self.preprocess is None:
-            return images.reshape(len(images), -1).astype(np.float32)
+        inputs = self.model_inputs(images, pixel_max)
+        if self.model is None:
+            return inputs  # the `pixels` backbone: its inputs are the features
         import keras
 
-        inputs = self.preprocess(self.rgb_batch(images, pixel_max))
         return np.asarray(keras.ops.convert_to_numpy(self.model(inputs, training=False)), dtype=np.float32)
+
+    def model_inputs(self, images: np.ndarray, pixel_max: float) -> np.ndarray:
+        """The batch the model takes for images: the one preprocessing of extraction and of Grad-CAM.
+
+        Feature extraction (`extract`) and the heatmaps (workers.analysis.gradcam) both call this, so the
+        images a heatmap is drawn on are the ones the cached features came from.
+
+        Args:
+            images: (n, H, W, C) images with values in [0, pixel_max].
+            pixel_max: the brightest value of the source.
+
+        Returns:
+            For a CNN, (n, height, width, 3) float32 after the family's `preprocess_input`; for `pixels`,
+            (n, H·W·C) float32: the raw values flattened, which are that backbone's features.
+
+        """
+        if self.model is None or self.preprocess is None:
+            return images.reshape(len(images), -1).astype(np.float32)
+        return np.asarray(self.preprocess(self.rgb_batch(images, pixel_max)), dtype=np.float32)
 
     def rgb_batch(self, images: np.ndarray, pixel_max: float) -> np.ndarray:
         """A CNN's batch before its `preprocess_input`: 0..255, three channels, at the input size.

@@ -5,6 +5,7 @@ import pytest
 from evoprune.shared.config import parse_config
 from evoprune.workers.analysis import gradcam
 from evoprune.workers.features.assemble import load_feature_set
+from evoprune.workers.features.backbones import Backbone
 from tests.workers.generated_images import CLASSES, shapes_config_data
 
 TEST_PER_CLASS = 8  # generated_images.write_shapes_dataset's default
@@ -22,7 +23,7 @@ def shapes(tmp_path_factory):
 def conv_activations(backbone, samples):
     layer = gradcam.last_conv_layer(backbone.model)
     probe = keras.Model(backbone.model.inputs[0], layer.output)
-    inputs = gradcam.model_inputs(backbone, samples.images, samples.pixel_max)
+    inputs = backbone.model_inputs(samples.images, samples.pixel_max)
     return np.asarray(keras.ops.convert_to_numpy(probe(inputs, training=False)), dtype=np.float64)
 
 
@@ -49,7 +50,7 @@ def test_the_probe_sees_the_cached_features(shapes):
     features = load_feature_set(config, progress=False)
     # the test split is read class by class, so each class's first test image is every 8th row
     cached = features.folds[0].evaluation.features[[0, TEST_PER_CLASS, 2 * TEST_PER_CLASS]]
-    inputs = gradcam.model_inputs(backbone, samples.images, samples.pixel_max)
+    inputs = backbone.model_inputs(samples.images, samples.pixel_max)
     pooled = np.asarray(keras.ops.convert_to_numpy(backbone.model(inputs, training=False)))
     np.testing.assert_allclose(pooled, cached, rtol=1e-4, atol=1e-5)
     assert gradcam.last_conv_layer(backbone.model).name == "out_relu"
@@ -82,6 +83,27 @@ def test_gradcam_of_a_hidden_unit_weights_channels_by_its_kernel(shapes):
     np.testing.assert_allclose(maps[:, 0], upsample_and_normalise(weighted, (96, 96)), atol=1e-4)
     with pytest.raises(gradcam.HeatmapError, match="does not keep unit 5"):
         gradcam.unit_target(params, kept, False, position=1, unit=5)
+
+
+def test_extraction_and_heatmaps_prepare_images_by_one_function(shapes, monkeypatch):
+    _, samples, backbone = shapes
+    prepared = []
+    original = Backbone.model_inputs
+
+    def recording(self, images, pixel_max):
+        inputs = original(self, images, pixel_max)
+        prepared.append((self.name, inputs))
+        return inputs
+
+    monkeypatch.setattr(Backbone, "model_inputs", recording)
+    features = backbone.extract(samples.images, samples.pixel_max)
+    gradcam.gradcam(backbone, samples, [gradcam.feature_target(0)])
+    gradcam.pixel_saliency(samples, [gradcam.feature_target(0)])
+    assert [name for name, _ in prepared] == [backbone.name, backbone.name, "pixels"]
+    # extraction and Grad-CAM fed the model the same batch, and extraction's features are the model's output
+    np.testing.assert_array_equal(prepared[0][1], prepared[1][1])
+    pooled = keras.ops.convert_to_numpy(backbone.model(prepared[0][1], training=False))
+    np.testing.assert_array_equal(features, pooled)
 
 
 def test_pixel_saliency_is_gradient_times_input(tmp_path):

@@ -198,7 +198,7 @@ def test_cnn_backbone_resizes_its_input_by_the_choice():
     # images already at the input size are not resized: the resize alone explains any difference
     assert np.array_equal(features, nearest.extract(pil_nearest, pixel_max=255))
     assert np.array_equal(
-        gradcam.model_inputs(nearest, images, 255.0), gradcam.model_inputs(nearest, pil_nearest, 255.0)
+        nearest.model_inputs(images, 255.0), nearest.model_inputs(pil_nearest, 255.0)
     )
     bilinear = build_backbone("mobilenet", None, (32, 32))
     assert not np.array_equal(bilinear.extract(images, pixel_max=255), features)
