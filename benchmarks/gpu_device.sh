@@ -13,7 +13,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || { echo "wheel install failed" >&2; exit 1; }
 fi
-# The installed layout (evoprune.workers = workers/, ...) as a tree of links, as scripts/test.sh builds it.
+# The installed layout (evoprune.workers = workers/, ...) as a tree of folder links: this bare machine has no
+# setuptools to install the checkout with, and the links need none.
 namespace=/tmp/evoprune-namespace
 rm -rf "$namespace" && mkdir -p "$namespace/evoprune"
 ln -s "$PWD/evoprune/__init__.py" "$namespace/evoprune/__init__.py"

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from pkgutil import extend_path
 from typing import TYPE_CHECKING, Any
+
+# Under the strict editable install (README, scripts/test.sh) the layers exist only in a tree of links that
+# a .pth file puts on sys.path; a checkout's own evoprune/ folder (this file alone) comes first wherever
+# the repository root is on sys.path (pytest, `python -m`, a shell in the checkout). Every evoprune/ folder
+# on sys.path joins the package's search path, so evoprune.api is found behind either of them.
+__path__ = extend_path(__path__, __name__)
 
 # the version lives below the top package, so the command line reads it without importing upwards
 from evoprune.api.version import __version__

@@ -11,8 +11,11 @@ fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 # Every dependency at the image's version (deploy/constraints.txt, the same Python): the tests import the
-# stack the image runs, and tests/deploy/test_lock.py checks that they agree
-python -m pip install --quiet -e ".[test]" --constraint deploy/constraints.txt
+# stack the image runs, and tests/deploy/test_lock.py checks that they agree. The editable install is
+# setuptools' strict mode: a tree of links (build/__editable__.*/evoprune/) that mypy and editors follow,
+# where the default mode's import hook is invisible to them; a module added since is linked by this run.
+python -m pip install --quiet -e ".[test]" --constraint deploy/constraints.txt \
+  --config-settings editable_mode=strict
 
 # The browser tests drive Debian's Chromium; install it when missing and we may (root with apt-get).
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -46,12 +49,10 @@ trap cleanup EXIT
 # EVOPRUNE_SKIP_LINT=1 skips ruff and mypy: .ci/run lints once, then runs further pytest passes through here.
 if [ -z "${EVOPRUNE_SKIP_LINT:-}" ]; then
   ruff check .
-  # mypy cannot follow setuptools' editable-install finder, which maps evoprune.api to api/ and so on; a tree
-  # of directory links gives it the installed layout (new modules are seen without reinstalling).
-  typecheck_root=build/typecheck
-  rm -rf "$typecheck_root" && mkdir -p "$typecheck_root/evoprune"
-  ln -s "$PWD/evoprune/__init__.py" "$typecheck_root/evoprune/__init__.py"
-  for folder in api coordinator workers shared benchmarks configs; do ln -s "$PWD/$folder" "$typecheck_root/evoprune/$folder"; done
-  (cd "$typecheck_root" && mypy --config-file ../../pyproject.toml evoprune)
+  # mypy over the installed names, from the folder that holds the installed evoprune/: here at the root,
+  # evoprune/ is the top package's __init__.py alone, and mypy would look no further for its subpackages.
+  installed=$(python -c 'import evoprune.api, pathlib; print(pathlib.Path(evoprune.api.__file__).parents[2])')
+  root=$PWD
+  (cd "$installed" && python -m mypy --config-file "$root/pyproject.toml" --cache-dir "$root/.mypy_cache" -p evoprune)
 fi
 python -m pytest "$@"

@@ -1,4 +1,4 @@
-"""Imports point one way: evoprune → api → coordinator → workers → shared; shared imports nothing of ours."""
+"""Imports point one way: evoprune → api → coordinator → workers → shared, and within layers; _x stay home."""
 
 from __future__ import annotations
 
@@ -108,6 +108,73 @@ def test_no_import_loops() -> None:
     assert not loops, "modules that import each other (also through lazy imports):\n" + "\n".join(
         " ⇄ ".join(loop) for loop in loops
     )
+
+
+# Inside a layer its parts import one way too (a module belongs to its longest key): what api/ shares sits
+# below both halves; the command line may start the HTTP half, never the reverse; evaluation builds on
+# features, export and analysis on both, and neither on the other.
+WINGS = {
+    "api": ("api.cli", "api.http"),
+    "api.cli": (),
+    "api.http": ("api.cli",),
+    "workers": ("workers.features", "workers.evaluation", "workers.export", "workers.analysis"),
+    "workers.features": ("workers.evaluation", "workers.export", "workers.analysis"),
+    "workers.evaluation": ("workers.export", "workers.analysis"),
+    "workers.export": ("workers.analysis",),
+    "workers.analysis": ("workers.export",),
+}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _wing_arrows(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        wings = [wing for wing in WINGS if _within(module, wing)]
+        if not wings:
+            continue
+        forbidden = WINGS[max(wings, key=len)]
+        wrong += [f"{module} imports {target}" for target in sorted(targets)
+                  if any(_within(target, part) for part in forbidden)]  # fmt: skip
+    return wrong
+
+
+def test_wings_import_one_way() -> None:
+    wrong = _wing_arrows(_module_graph())
+    assert not wrong, "imports between the parts of a layer pointing the wrong way:\n" + "\n".join(wrong)
+
+
+def _private_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """Imports of a private module (`_name`) from outside the package that holds it."""
+    wrong = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            parts = target.split(".")
+            private = [i for i, part in enumerate(parts) if part[:1] == "_" and part[:2] != "__"]
+            if private and not _within(module, ".".join(parts[: private[0]])):
+                wrong.append(f"{module} imports {target}")
+    return wrong
+
+
+def test_private_modules_stay_in_their_package() -> None:
+    wrong = _private_arrows(_module_graph())
+    assert not wrong, "private modules imported from outside their package:\n" + "\n".join(wrong)
+
+
+def test_checker_sees_a_wrong_wing_arrow_and_a_private_module_leaving_home() -> None:
+    graph = {
+        "api.http.app": {"api.cli.main", "api.settings"},
+        "api.cli.serve": {"api.http.app", "api.http._sse", "api._progress"},
+        "workers.features.assemble": {"workers.evaluation.evaluator"},
+        "workers.evaluation.evaluator": {"workers.evaluation._trainer", "workers.features.feature_set"},
+    }
+    assert _wing_arrows(graph) == [
+        "api.http.app imports api.cli.main",
+        "workers.features.assemble imports workers.evaluation.evaluator",
+    ]
+    assert _private_arrows(graph) == ["api.cli.serve imports api.http._sse"]
 
 
 def test_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:

@@ -67,7 +67,8 @@ def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
             relative = marker.relative_to(ROOT)
             assert (site / "evoprune" / relative).is_file(), relative
     assert (site / "evoprune" / "configs" / "demo.yaml").is_file()
-    assert (site / "evoprune" / "api" / "web" / "index.html").is_file()
+    assert (site / "evoprune" / "api" / "http" / "web" / "index.html").is_file()
+    assert (site / "evoprune" / "py.typed").is_file()  # PEP 561: type checkers read its annotations
 
     out = tmp_path / "demo-results"
     work = tmp_path / "elsewhere"  # away from the checkout, so nothing is imported from its folders

@@ -195,7 +195,7 @@ def test_the_build_context_installs_and_its_command_line_runs(tmp_path):
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
     probe = (
-        "import evoprune.api, evoprune.api.cli, evoprune.shared.config, sys; "
+        "import evoprune.api, evoprune.api.cli.main, evoprune.shared.config, sys; "
         "assert evoprune.api.__file__.startswith(sys.argv[1]), evoprune.api.__file__; "
         "assert evoprune.shared.config.demo_config_path().is_file(); "
         "evoprune.api.cli.main.build_parser().parse_args(['run', '--help'])"
