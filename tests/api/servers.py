@@ -128,7 +128,7 @@ class RayHead:
 
 
 class ApiServer:
-    """`uvicorn api.app:app_from_environment` in a subprocess, killed and restarted at will."""
+    """`uvicorn evoprune.api.http.app:app_from_environment` in a subprocess, killed and restarted at will."""
 
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
         self.port = free_port()
