@@ -14,6 +14,7 @@ from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.shared.redis_client import open_redis
 from evoprune.shared.store import (
+    ExperimentActiveError,
     ExperimentRecord,
     FrontState,
     Snapshot,
@@ -84,6 +85,26 @@ redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 return {1, count + 1}
 """
+# Removes an ended experiment's keys and its index entries in one atomic step, after checking its status, so
+# a record cannot be queued again in between. KEYS: hash, stream, cancel flag, index, active. ARGV: id, then
+# the statuses that count as active. Returns {1 removed | 0 unknown | -1 active, status}.
+DELETE_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], 'record')
+if not raw then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('SREM', KEYS[5], ARGV[1])
+  return {0, ''}
+end
+local status = cjson.decode(raw)['status']
+for i = 2, #ARGV do
+  if ARGV[i] == status then return {-1, status} end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+return {1, status}
+"""
 ACTIVE_STATUSES = [status.value for status in ExperimentStatus if not status.terminal]
 
 
@@ -109,6 +130,7 @@ class RedisStore(Store):
         self._once = client or open_redis(url, retries=0)
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
         self._create = self._client.register_script(CREATE_SCRIPT)
+        self._delete = self._client.register_script(DELETE_SCRIPT)
 
     def _key(self, experiment_id: str, suffix: str = "") -> str:
         return f"{self.prefix}:exp:{experiment_id}{suffix}"
@@ -155,6 +177,21 @@ class RedisStore(Store):
             raise TooManyActiveError(int(active), max_active)
         if outcome != 1:
             raise StoreError(f"an experiment {record.id} already exists")
+
+    def delete(self, experiment_id: str) -> bool:
+        if not valid_experiment_id(experiment_id):
+            return False
+        keys = [
+            self._key(experiment_id),
+            self._key(experiment_id, ":events"),
+            self._key(experiment_id, ":cancel"),
+            self._index_key,
+            self._active_key,
+        ]
+        outcome, status = self._call(lambda: self._delete(keys=keys, args=[experiment_id, *ACTIVE_STATUSES]))
+        if outcome == -1:
+            raise ExperimentActiveError(experiment_id, status.decode())
+        return bool(outcome == 1)
 
     def active_ids(self) -> list[str]:
         raw: Any = self._call(lambda: self._client.smembers(self._active_key))

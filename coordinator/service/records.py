@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import threading
 from pathlib import Path
 
 from evoprune.coordinator.results.layout import ResultsLayout
@@ -22,6 +25,8 @@ from evoprune.shared.store import (
 )
 
 log = logging.getLogger(__name__)
+# a results directory being removed is first renamed to this prefix (not an id, so never restored or served)
+DELETED_PREFIX = ".deleted-"
 
 
 def new_record(
@@ -152,3 +157,47 @@ def lost_record_ids(known: set[str], spec: StoreSpec) -> list[str]:
         and valid_experiment_id(folder.name)
         and ResultsLayout(folder).record_copy.is_file()
     ]
+
+
+def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool:
+    """Remove an ended experiment for good: its record in the store and its results directory.
+
+    The results directory is first renamed aside, so nothing serves or restores it any more; then the store
+    removes the record (refusing an active one, when the directory is put back); then the directory is
+    deleted. A removal cut short by a crash leaves either the record (remove it again) or a renamed folder
+    that the next removal sweeps; never a record copy that would bring the experiment back.
+
+    Args:
+        store: the store.
+        spec: where the results directories are; only `results_root/<id>` is removed, never a directory
+            elsewhere that a record names.
+        experiment_id: the experiment.
+
+    Returns:
+        False when neither the store nor the results root held it.
+
+    Raises:
+        ExperimentActiveError: it is queued or running; nothing was removed.
+        StoreError: the store failed; the results directory is back in place.
+
+    """
+    if not valid_experiment_id(experiment_id):
+        return False
+    root = spec.results_root
+    results = root / experiment_id
+    aside = root / f"{DELETED_PREFIX}{experiment_id}-{os.getpid()}-{threading.get_ident()}"
+    # a link is removed as a link: what it points to is not this experiment's to delete
+    moved = results.is_dir() and not results.is_symlink()
+    if moved:
+        results.rename(aside)
+    try:
+        removed = store.delete(experiment_id)
+    except BaseException:
+        if moved:
+            aside.rename(results)
+        raise
+    if results.is_symlink():
+        results.unlink()
+    for leftover in root.glob(f"{DELETED_PREFIX}*") if root.is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed or moved
