@@ -27,6 +27,12 @@ from evoprune.shared.store import (
 )
 
 MAX_BLOCK_S = 2.0  # below redis_client.SOCKET_TIMEOUT_S
+# Connections of a store, at most: MAX_CONNECTIONS (16) for ordinary calls, these for the calls that must
+# answer at once and for the blocking event reads. A waiter for a blocking read's connection waits for
+# several reads of MAX_BLOCK_S to end (the API follows up to 256 experiments at once).
+ONCE_CONNECTIONS = 8
+BLOCKING_CONNECTIONS = 32
+BLOCKING_POOL_TIMEOUT_S = 10.0
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
 
@@ -127,7 +133,12 @@ class RedisStore(Store):
         # retries happen inside redis-py (redis_client.RETRIES); `_once` is for the calls that must answer at
         # once: the health check, and the cancel and event polls, which their callers repeat anyway
         self._client = client or open_redis(url)
-        self._once = client or open_redis(url, retries=0)
+        self._once = client or open_redis(url, retries=0, max_connections=ONCE_CONNECTIONS)
+        # blocking XREADs hold a connection for up to MAX_BLOCK_S: a pool of their own, so followed streams
+        # never take the connections of the health check, the API's reads and the runners' publishes
+        self._blocking = client or open_redis(
+            url, retries=0, max_connections=BLOCKING_CONNECTIONS, pool_timeout_s=BLOCKING_POOL_TIMEOUT_S
+        )
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
         self._create = self._client.register_script(CREATE_SCRIPT)
         self._delete = self._client.register_script(DELETE_SCRIPT)
@@ -292,7 +303,7 @@ class RedisStore(Store):
         block_ms = max(1, int(min(timeout_s, MAX_BLOCK_S) * 1000))
         # XREAD BLOCK holds a pooled connection until an event arrives or the time is up
         answer: Any = self._call(
-            lambda: self._once.xread({stream: f"{after}-0"}, count=limit, block=block_ms)
+            lambda: self._blocking.xread({stream: f"{after}-0"}, count=limit, block=block_ms)
         )
         # one stream asked, so the answer is [[stream, entries]]
         return self._events(answer[0][1]) if answer else []
@@ -343,3 +354,4 @@ class RedisStore(Store):
     def close(self) -> None:
         self._client.close()
         self._once.close()
+        self._blocking.close()
