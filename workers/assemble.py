@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.storage import StoragePath
 from evoprune.workers.datasets import DatasetError
 from evoprune.workers.feature_cache import (
     FORMAT_VERSION,
@@ -167,7 +167,7 @@ def _num_classes(table: FeatureTable, config: ExperimentConfig) -> int:
 
 def _load_tables(
     config: ExperimentConfig, progress: bool
-) -> tuple[FeatureTable, list[FeatureTable], list[Path]]:
+) -> tuple[FeatureTable, list[FeatureTable], list[StoragePath]]:
     cache_dir = resolve_cache_dir(config.cache_dir)
     image_size = config.dataset.image_size
     table, path = source_features(
@@ -202,7 +202,7 @@ def _load_tables(
     return table, ood_tables, paths
 
 
-def extract_features(config: ExperimentConfig, progress: bool = True) -> list[Path]:
+def extract_features(config: ExperimentConfig, progress: bool = True) -> list[StoragePath]:
     """Build (or find) the cached features of the dataset and of every OoD source.
 
     Args:
