@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -11,9 +10,9 @@ from pathlib import Path
 
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.live_view import LiveView
-from evoprune.shared.atomic_files import write_json_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import Event, ExperimentCancelled, ExperimentFailed
+from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
 from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
@@ -93,7 +92,8 @@ def write_record_copy(layout: ResultsLayout, record: ExperimentRecord, front: Fr
 
     """
     try:
-        write_json_atomic(layout.record_copy, {"record": record.to_dict(), "front": front.to_dict()})
+        # sealed: a changed byte would otherwise bring back another record than the one that ended
+        write_sealed_json(layout.record_copy, {"record": record.to_dict(), "front": front.to_dict()})
     except OSError as error:
         log.error("cannot write %s: %s", layout.record_copy, error)
 
@@ -120,11 +120,13 @@ def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None)
         if not path.is_file() or store.get(folder.name) is not None:
             continue
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
+            state = read_sealed_json(path)  # a copy written before seals is read as it is
             record = ExperimentRecord.from_dict(state["record"])
             front = FrontState.from_dict(state["front"])
-        except (OSError, ValueError, KeyError, StoreError) as error:
-            log.error("cannot restore %s: %s", path, error)
+        except (OSError, ValueError, KeyError, TypeError, StoreError) as error:
+            log.error(
+                "cannot restore %s: %s; the experiment stays unlisted until it is restored", path, error
+            )
             continue
         if record.id != folder.name:
             continue
