@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from evoprune.shared.atomic_files import write_atomic
@@ -19,7 +20,7 @@ DIGEST_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 DAMAGED_ADVICE = "restore it from a backup, or run the experiment again into a new directory (--out)"
 
 
-def content_digest(data: dict[str, Any]) -> str:
+def content_digest(data: Mapping[str, object]) -> str:
     """The sha256 of a JSON object's content in compact form (equal values give equal digests).
 
     Args:
@@ -32,7 +33,7 @@ def content_digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
 
 
-def sealed(data: dict[str, Any]) -> dict[str, Any]:
+def sealed(data: Mapping[str, object]) -> dict[str, object]:
     """`data` with its seal as the last key (any older seal replaced)."""
     content = {key: value for key, value in data.items() if key != SEAL_KEY}
     return {**content, SEAL_KEY: content_digest(content)}
@@ -107,7 +108,7 @@ def read_sealed_json(path: StoragePath) -> Any:
     return parse_sealed_json(path.read_bytes(), str(path))
 
 
-def write_sealed_json(path: StoragePath, data: dict[str, Any], *, indent: int | None = None) -> None:
+def write_sealed_json(path: StoragePath, data: Mapping[str, object], *, indent: int | None = None) -> None:
     """Replace `path` atomically with `data` sealed by its sha256.
 
     Args:
