@@ -19,7 +19,7 @@ from evoprune.workers.feature_cache import (
     source_features,
 )
 from evoprune.workers.features import FeatureSet, Fold, Split
-from evoprune.workers.ood import sample_ood, seeded_generator
+from evoprune.workers.ood import choose_ood_indices, sample_ood, seeded_generator
 
 # Independent random streams drawn from dataset.split_seed, so that changing one use (say the validation
 # slice) never shifts another (the test holdout or the OoD draw).
@@ -322,3 +322,52 @@ def fitness_rows(config: ExperimentConfig, fold: int, *, progress: bool = False)
     if not 0 <= fold < len(rounds):
         raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
     return rounds[fold].evaluation
+
+
+def training_rows(config: ExperimentConfig, fold: int) -> np.ndarray:
+    """Which samples of the dataset one fold trains on, as row numbers in the source's own order.
+
+    Args:
+        config: the experiment.
+        fold: the fold (0 for a dataset without folds).
+
+    Returns:
+        The rows, in the order of the fold's training split.
+
+    Raises:
+        DatasetError: unreadable data, or no such fold.
+
+    """
+    table, _, _ = _load_tables(config, progress=False)
+    rounds = _rounds(table, config)
+    if not 0 <= fold < len(rounds):
+        raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
+    return rounds[fold].train
+
+
+def ood_rows(config: ExperimentConfig, fold: int) -> list[np.ndarray]:
+    """Which samples of each OoD source one fold's fitness split is scored against, as load_feature_set draws.
+
+    Args:
+        config: the experiment.
+        fold: the fold (0 for a dataset without folds).
+
+    Returns:
+        Per OoD source (config order), row numbers in its own order; the fold's `ood` features are those
+        rows of each source's features, concatenated.
+
+    Raises:
+        DatasetError: unreadable data, or no such fold.
+
+    """
+    table, ood_tables, _ = _load_tables(config, progress=False)
+    rounds = _rounds(table, config)
+    if not 0 <= fold < len(rounds):
+        raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
+    if not ood_tables:
+        return []
+    sampling = config.robustness.ood_sampling
+    # as load_feature_set's draw: under first_n every fold scores the first fold's OoD set
+    total = len(rounds[0].evaluation if sampling == "first_n" else rounds[fold].evaluation)
+    labels = [ood_table.labels for ood_table in ood_tables]
+    return choose_ood_indices(labels, total, [config.dataset.split_seed, STREAM_OOD, fold], sampling)
