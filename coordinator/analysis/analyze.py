@@ -86,14 +86,14 @@ def analyze(
         # drawn in a local folder, then uploaded with the index last (object storage has no rename)
         with tempfile.TemporaryDirectory(prefix="evoprune-analysis-") as workspace:
             staging = Path(workspace)
-            index = _write_index(inputs, features, staging, top, samples, say, started)
+            index = _write_all(inputs, features, staging, top, samples, say, started)
             say(f"uploading the analysis to {results_dir / ANALYSIS_DIR}")
             upload_folder(staging, results_dir / ANALYSIS_DIR, last=ANALYSIS_INDEX_NAME)
         return index
     local_dir = Path(results_dir)
     staging = fresh_staging(local_dir)
     try:
-        index = _write_index(inputs, features, staging, top, samples, say, started)
+        index = _write_all(inputs, features, staging, top, samples, say, started)
         publish(local_dir, staging)
     except BaseException:
         discard(staging)
@@ -101,25 +101,10 @@ def analyze(
     return index
 
 
-def _write_index(
-    inputs: ResultsInput,
-    features: FeatureSet,
-    out: Path,
-    top: int,
-    samples: int,
-    say: Log,
-    started: float,
-) -> dict[str, Any]:
-    """Every analysis written into `out`, then the index that lists them (written last)."""
-    index = _write_all(inputs, features, out, top, samples, say)
-    index["seconds"] = round(time.perf_counter() - started, 3)
-    write_atomic(out / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
-    return index
-
-
 def _write_all(
-    inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log
+    inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log, started: float
 ) -> dict[str, Any]:
+    """Every analysis written into `out`, then the index that lists them (last); returns the index."""
     from evoprune.workers.retrain import retrain
 
     config = inputs.config
@@ -143,7 +128,7 @@ def _write_all(
         artifact("ensembles.png", "member accuracy and AUROC per window, ensemble and best member marked"),
     ]
     artifacts.append(artifact(ANALYSIS_INDEX_NAME, "this index"))
-    return {
+    index = {
         "format": ANALYSIS_FORMAT,
         "version": ANALYSIS_VERSION,
         "experiment": config.name,
@@ -163,6 +148,9 @@ def _write_all(
         ],
         "artifacts": artifacts,
     }
+    index["seconds"] = round(time.perf_counter() - started, 3)
+    write_atomic(out / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
+    return index
 
 
 def _front_plots(inputs: ResultsInput, out: Path) -> list[dict[str, str]]:
