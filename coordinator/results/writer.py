@@ -311,17 +311,14 @@ def write_results(
     histories = {}
     for run, run_rows in runs_rows.items():
         population = populations.get(run, [])
+
+        def population_front_among(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            # all rows: the whole population, so a member without a row is still refused
+            members = population if chosen is run_rows else _members_among(population, chosen)  # noqa: B023
+            return population_front(run_rows, members, distinct_objectives=distinct_objectives)  # noqa: B023
+
         fronts = {
-            FrontKind.POPULATION: _marked(
-                lambda chosen, run_rows=run_rows, population=population: population_front(
-                    run_rows,
-                    # all rows: the whole population, so a member without a row is still refused
-                    population if chosen is run_rows else _members_among(population, chosen),
-                    distinct_objectives=distinct_objectives,
-                ),
-                run_rows,
-                feasible,
-            ),
+            FrontKind.POPULATION: _marked(population_front_among, run_rows, feasible),
             FrontKind.ARCHIVE: _marked(front_of, run_rows, feasible),
         }
         population_rows.extend(fronts[FrontKind.POPULATION])
