@@ -126,6 +126,16 @@ class Client:
         """Ask the experiment to stop."""
         return dict(self._call("DELETE", f"/experiments/{_quote(experiment_id)}"))
 
+    def delete(self, experiment_id: str) -> None:
+        """Remove an ended experiment for good: its record and its results directory on the server.
+
+        Raises:
+            ApiError: 409 while it is queued or running (cancel it first) or being analysed or exported;
+                404 for an unknown id.
+
+        """
+        self._call("DELETE", f"/experiments/{_quote(experiment_id)}?purge=true")
+
     def analyse(
         self, experiment_id: str, top: int | None = None, samples: int | None = None
     ) -> dict[str, Any]:

@@ -255,7 +255,10 @@ class Settings(SharedCacheEnvironment):
         """The resolved folders posted configs may name paths under: data, datasets, feature cache, extras."""
         from evoprune.workers.features.feature_cache import resolve_cache_dir
 
-        folders: list[str | os.PathLike[str]] = [self.data_dir, resolve_cache_dir(None)]
+        folders: list[str | os.PathLike[str]] = [self.data_dir]
+        cache_dir = resolve_cache_dir(None)
+        if isinstance(cache_dir, Path):  # a cache on object storage is no folder of this machine
+            folders.append(cache_dir)
         if self.datasets_dir is not None:
             folders.append(self.datasets_dir)
         folders += [folder.strip() for folder in self.allowed_roots.split(",") if folder.strip()]

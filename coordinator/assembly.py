@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from evoprune.coordinator.constraints import Constraints
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.resilient_cache import ResilientFitnessCache
@@ -231,7 +232,10 @@ def run_experiment(
     evaluator: Evaluator | None = None
     try:
         evaluator = backend.make_evaluator(feature_set, config, settings)
-        experiment = Experiment(config, results_dir, feature_set.key, mask_length, evaluator, bus, cache)
+        constraints = Constraints.of(config, feature_set.input_dim, feature_set.num_classes)
+        experiment = Experiment(
+            config, results_dir, feature_set.key, mask_length, evaluator, bus, cache, constraints
+        )
         if checkpoint is None:
             experiment.start()
             restored: list[EvaluationRow] = []

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evoprune.coordinator.constraints import Constraints
 from evoprune.coordinator.evaluator_interface import Evaluator
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
 from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, Journal
@@ -86,8 +87,17 @@ class Experiment:
         evaluator: Evaluator,
         bus: EventBus | None = None,
         cache: FitnessCache | None = None,
+        constraints: Constraints | None = None,
     ) -> None:
+        if constraints is None and config.search.constraints.on_head_size:
+            raise ExperimentError(
+                "search.constraints sets a head budget: the experiment needs the head's layout "
+                "(Constraints.of(config, input_dim, num_classes))"
+            )
+        if constraints is None and config.search.constraints.active:
+            constraints = Constraints(config.search.constraints)
         self.config = config
+        self.constraints = constraints
         self.results_dir = storage_path(results_dir)
         self.feature_key = feature_key
         self.mask_length = mask_length
@@ -133,7 +143,11 @@ class Experiment:
         write_config(self.results_dir, self.config)
         search = self.config.search
         self._runs = [
-            _Run(index=run, seed=search.seed + run, search=NSGA2(self.mask_length, search, search.seed + run))
+            _Run(
+                index=run,
+                seed=search.seed + run,
+                search=NSGA2(self.mask_length, search, search.seed + run, self.constraints),
+            )
             for run in range(search.runs)
         ]
         self._checkpoint(ExperimentStatus.RUNNING)
@@ -163,7 +177,11 @@ class Experiment:
                 for line in self._journal.load(checkpoint.rows, checkpoint.journal_sha256)
             ]
             self._runs = [
-                _Run(index=run, seed=search.seed + run, search=NSGA2.from_state(state, search))
+                _Run(
+                    index=run,
+                    seed=search.seed + run,
+                    search=NSGA2.from_state(state, search, self.constraints),
+                )
                 for run, state in enumerate(checkpoint.runs)
             ]
         except (CheckpointError, SearchStateError) as error:
@@ -472,4 +490,5 @@ class Experiment:
                 fitness_cache=self._cache.describe(),
             ),
             {run.index: [encode_mask(mask) for mask in run.search.population()[0]] for run in self._runs},
+            constraints=self.constraints,
         )

@@ -1,4 +1,4 @@
-"""`evoprune export`: one front member as a deployable, physically smaller Keras model, checked on reload."""
+"""`evoprune export`: one front member as a deployable, physically smaller model in the formats asked for."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.storage import ObjectPath, StoragePath
 from evoprune.workers.export.build import MODEL_SUFFIX, build_and_check
+from evoprune.workers.export.formats import FormatError, check_request, parse_formats
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -70,13 +71,17 @@ def export_model(
     out: Path | None = None,
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
+    formats: Sequence[str] | str | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
-    """Export one front member of a finished experiment as a Keras model and check it.
+    """Export one front member of a finished experiment as a Keras model (and other formats) and check it.
 
     The head is re-trained from its mask with the experiment's protocol (fitness is deterministic, so the
     re-trained objectives equal the recorded ones exactly), put behind the backbone, saved, loaded back with
     `keras.saving.load_model`, and run on fold 0's fitness split from the raw inputs. The file is moved into
-    place only when those predictions reproduce the search's; export.json is written beside it.
+    place only when those predictions reproduce the search's; export.json is written beside it. Then the
+    other formats asked for are converted from it, and every file is reloaded in a fresh process by its own
+    runtime and run on the same samples and the fold's OoD samples (workers.export._deploy).
 
     Args:
         results_dir: the experiment's results directory.
@@ -88,12 +93,16 @@ def export_model(
         out: the `.keras` file to write (default results_dir/exports/NAME/model.keras).
         feature_set: the experiment's features, if already loaded (else loaded from the feature cache).
         log: called with a line per stage.
+        formats: keras, saved_model, tflite, onnx (a list or comma-separated; keras is always written).
+        quantize: post-training quantisation of the TFLite file: float16 or int8 (calibrated on training
+            samples).
 
     Returns:
         The report written to export.json.
 
     Raises:
-        ExportError: bad input (unknown run, malformed mask, no qualifying member, unreadable results).
+        ExportError: bad input (unknown run, malformed mask, no qualifying member, unreadable results, an
+            unknown format, a quantisation without TFLite, a format whose packages are missing).
         ExportMismatchError: the reloaded model does not reproduce the recorded accuracy.
 
     """
@@ -101,6 +110,7 @@ def export_model(
     started = time.perf_counter()
     if (mask is None) == (rule is None):
         raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
+    chosen_formats = checked_formats(formats, quantize)
     if isinstance(results_dir, ObjectPath):
         raise ExportError(
             f"{results_dir}: exports are written into local results directories only so far; copy it to a "
@@ -123,7 +133,15 @@ def export_model(
     say("re-training the head from its mask and building the model")
     try:
         report = build_and_check(
-            inputs.config, feature_set, choice.mask, choice.row, target, EXPORTED_FOLD, say
+            inputs.config,
+            feature_set,
+            choice.mask,
+            choice.row,
+            target,
+            EXPORTED_FOLD,
+            say,
+            chosen_formats,
+            quantize,
         )
     except (DatasetError, OSError) as error:
         # the images are read again from the source: it may have moved since the features were cached
@@ -149,6 +167,29 @@ def export_model(
     }
     write_atomic(target.parent / REPORT_NAME, json.dumps(report, indent=2))
     return report
+
+
+def checked_formats(formats: Sequence[str] | str | None, quantize: str | None) -> tuple[str, ...]:
+    """The formats to write (keras always among them), refused before any work when they cannot be.
+
+    Args:
+        formats: as `export_model` takes them.
+        quantize: None, "float16" or "int8".
+
+    Returns:
+        The formats, in the order they are written.
+
+    Raises:
+        ExportError: an unknown format or quantisation, a quantisation without tflite, or a format whose
+            converter or runtime is not installed; `field` is formats or quantize.
+
+    """
+    try:
+        chosen = parse_formats(formats)
+        check_request(chosen, quantize)
+    except FormatError as error:
+        raise ExportError(str(error), field=error.field) from None
+    return chosen
 
 
 def choose(

@@ -6,6 +6,13 @@ the initial population. `jmetalpy` (the reference's jMetalPy 1.5.7 NSGA-II): the
 computed on the untruncated join of population and offspring are kept with the survivors, the join is walked
 in jMetalPy's order (fronts in discovery order, the truncated front sorted by crowding), and the initial
 population carries none, so the first tournament is a coin toss.
+
+With `search.constraints`, every comparison is constrained domination (Deb's rule, shared.pareto): ranks,
+survival and so the binary tournament put feasible masks before infeasible ones, and less violating
+infeasible ones before more violating ones. DEAP has no constrained sort, so constrained survival is this
+module's own (fronts taken whole, the last one cut by crowding distance, as `selNSGA2`); unconstrained
+searches keep DEAP's, step for step as before. Each member's total violation is computed when its step is
+told and kept (and checkpointed) beside its objectives, so a resumed run needs no more than its state.
 """
 
 from __future__ import annotations
@@ -18,10 +25,16 @@ from typing import Any
 import numpy as np
 from deap import base, creator, tools
 
+from evoprune.coordinator.constraints import Constraints, ConstraintsError
 from evoprune.shared.config import SearchConfig
 from evoprune.shared.masks import decode_mask, encode_mask
 from evoprune.shared.objectives import Evaluation
-from evoprune.shared.pareto import crowding_distance, fronts_in_discovery_order, non_dominated_sort
+from evoprune.shared.pareto import (
+    constrained_non_dominated_sort,
+    crowding_distance,
+    fronts_in_discovery_order,
+    non_dominated_sort,
+)
 
 STATE_VERSION = 1
 
@@ -74,14 +87,22 @@ def _individuals(objectives: np.ndarray) -> list:
     return population
 
 
-def _rank_and_crowding(objectives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rank_and_crowding(
+    objectives: np.ndarray, violation: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Non-domination rank and crowding distance of every member, as NSGA-II's tournament reads them.
 
-    Vectorised (shared.pareto) rather than DEAP's per-pair Python loop: it runs after every step.
+    Vectorised (shared.pareto) rather than DEAP's per-pair Python loop: it runs after every step. With
+    violations the ranks are constrained domination's.
     """
     rank = np.zeros(len(objectives), dtype=np.int64)
     crowding = np.zeros(len(objectives), dtype=np.float64)
-    for front_index, front in enumerate(non_dominated_sort(objectives)):
+    fronts = (
+        non_dominated_sort(objectives)
+        if violation is None
+        else constrained_non_dominated_sort(objectives, violation)
+    )
+    for front_index, front in enumerate(fronts):
         rank[front] = front_index
         crowding[front] = crowding_distance(objectives[front])
     return rank, crowding
@@ -95,15 +116,34 @@ class NSGA2:
     search (and its RNG stream) is the same whatever the completion order.
     """
 
-    def __init__(self, mask_length: int, search: SearchConfig, seed: int) -> None:
+    def __init__(
+        self, mask_length: int, search: SearchConfig, seed: int, constraints: Constraints | None = None
+    ) -> None:
+        """Start a run; nothing is asked yet.
+
+        Args:
+            mask_length: bits per mask.
+            search: the search config.
+            seed: the run's seed.
+            constraints: the checker of `search.constraints`; None builds it from the config, which is
+                enough unless a head budget is set (that needs the head's layout: `Constraints.of`).
+                Without one such a run can be read (its state holds every violation) but not told.
+
+        """
         if mask_length <= 0:
             raise ValueError("mask_length must be > 0")
         self.mask_length = mask_length
         self.search = search
+        self._constrained = search.constraints.active
+        if constraints is None and self._constrained and not search.constraints.on_head_size:
+            constraints = Constraints(search.constraints)
+        self._constraints = constraints
         self.lag = steps_in_flight(search)
         self._rng = np.random.default_rng(seed)
         self._population = np.zeros((0, mask_length), dtype=bool)
         self._objectives = np.zeros((0, 3), dtype=np.float64)
+        # each member's total constraint violation (all 0 without constraints)
+        self._violation = np.zeros(0, dtype=np.float64)
         self._jmetalpy = search.bookkeeping == "jmetalpy"
         # what the tournament reads; under jmetalpy these are state of their own (kept from each step's join),
         # under deap a function of the population
@@ -114,7 +154,7 @@ class NSGA2:
         self._applied_through = -1
         self._outstanding: dict[int, np.ndarray] = {}
         self._parents: dict[int, np.ndarray] = {}  # outstanding step → the population it was bred from
-        self._received: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._received: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # ---- progress -------------------------------------------------------------------------------------
 
@@ -218,9 +258,23 @@ class NSGA2:
         full = np.array([e.full_fidelity for e in evaluations], dtype=bool)
         if step == 0 and not full.all():
             raise SearchStateError("the initial population cannot hold screened-out masks")
+        violation = self._violations_of(masks[full], objectives[full])
         del self._outstanding[step]
         self._parents.pop(step, None)
-        self._received[step] = (masks[full], objectives[full])
+        self._received[step] = (masks[full], objectives[full], violation)
+
+    def _violations_of(self, masks: np.ndarray, objectives: np.ndarray) -> np.ndarray:
+        if not self._constrained:
+            return np.zeros(len(masks), dtype=np.float64)
+        if self._constraints is None:
+            raise SearchStateError(
+                "search.constraints sets a head budget, which needs the head's layout: build the run with "
+                "constraints=Constraints.of(config, input_dim, num_classes)"
+            )
+        try:
+            return self._constraints.total_violation(masks, objectives)
+        except ConstraintsError as error:
+            raise SearchStateError(str(error)) from None
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
         """Return the population as it stands with every told step applied; the run itself is not changed.
@@ -233,12 +287,23 @@ class NSGA2:
             (masks (P, L) bool, minimisation objectives (P, 3)).
 
         """
+        masks, objectives, _ = self.population_with_violations()
+        return masks, objectives
+
+    def population_with_violations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The population as `population` gives it, with each member's total constraint violation.
+
+        Returns:
+            (masks (P, L) bool, minimisation objectives (P, 3), violations (P,); 0 = feasible, and all 0
+            without constraints).
+
+        """
         available = self._available_through()
         if available == self._applied_through:
-            return self._population.copy(), self._objectives.copy()
+            return self._population.copy(), self._objectives.copy(), self._violation.copy()
         preview = copy.deepcopy(self)
         preview._apply_through(available)
-        return preview._population, preview._objectives
+        return preview._population, preview._objectives, preview._violation
 
     # ---- operators ------------------------------------------------------------------------------------
 
@@ -276,16 +341,18 @@ class NSGA2:
 
     def _apply_through(self, step: int) -> None:
         while self._applied_through < step:
-            masks, objectives = self._received.pop(self._applied_through + 1)
+            masks, objectives, violation = self._received.pop(self._applied_through + 1)
             if self._applied_through < 0:
-                self._population, self._objectives = masks, objectives
+                self._population, self._objectives, self._violation = masks, objectives, violation
             elif self._jmetalpy:
-                self._survival_as_jmetalpy(masks, objectives)
+                self._survival_as_jmetalpy(masks, objectives, violation)
+            elif self._constrained:
+                self._constrained_selection(masks, objectives, violation)
             else:
-                self._environmental_selection(masks, objectives)
+                self._environmental_selection(masks, objectives, violation)
             self._applied_through += 1
             if not self._jmetalpy:
-                self._rank, self._crowding = _rank_and_crowding(self._objectives)
+                self._rank, self._crowding = self._ranked()
             elif self._applied_through == 0:
                 # jMetalPy ranks nothing before its first replacement: both tournament comparators read the
                 # missing attributes as a tie, so its binary tournament falls through to the coin. Equal
@@ -294,28 +361,65 @@ class NSGA2:
                 self._rank = np.zeros(len(objectives), dtype=np.int64)
                 self._crowding = np.zeros(len(objectives), dtype=np.float64)
 
-    def _environmental_selection(self, masks: np.ndarray, objectives: np.ndarray) -> None:
+    def _ranked(self) -> tuple[np.ndarray, np.ndarray]:
+        return _rank_and_crowding(self._objectives, self._violation if self._constrained else None)
+
+    def _environmental_selection(
+        self, masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray
+    ) -> None:
         combined_masks = np.concatenate([self._population, masks])
         combined_objectives = np.concatenate([self._objectives, objectives])
+        combined_violation = np.concatenate([self._violation, violation])
         # DEAP's O(N log N) sort finds the same fronts as the quadratic one, at half the cost per step
         survivors = tools.selNSGA2(_individuals(combined_objectives), self.search.population_size, nd="log")
         keep = np.array([individual[0] for individual in survivors], dtype=np.int64)
         self._population, self._objectives = combined_masks[keep], combined_objectives[keep]
+        self._violation = combined_violation[keep]
 
-    def _survival_as_jmetalpy(self, masks: np.ndarray, objectives: np.ndarray) -> None:
+    def _constrained_selection(
+        self, masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray
+    ) -> None:
+        """`selNSGA2` under constrained domination: whole fronts while they fit, the last cut by crowding.
+
+        The fronts are constrained domination's (feasible fronts, then each violation level's); the front
+        that overflows keeps its members of largest crowding distance, computed on that whole front, ties in
+        index order (population before offspring).
+        """
+        combined_masks = np.concatenate([self._population, masks])
+        combined_objectives = np.concatenate([self._objectives, objectives])
+        combined_violation = np.concatenate([self._violation, violation])
+        keep: list[int] = []
+        for front in constrained_non_dominated_sort(combined_objectives, combined_violation):
+            room = self.search.population_size - len(keep)
+            if room <= 0:
+                break
+            if len(front) <= room:
+                keep.extend(front.tolist())
+                continue
+            crowding = crowding_distance(combined_objectives[front])
+            keep.extend(front[np.argsort(-crowding, kind="stable")][:room].tolist())
+        survivors = np.array(keep, dtype=np.int64)
+        self._population, self._objectives = combined_masks[survivors], combined_objectives[survivors]
+        self._violation = combined_violation[survivors]
+
+    def _survival_as_jmetalpy(self, masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray) -> None:
         """Survival as jMetalPy's one-shot ranking-and-crowding replacement, keeping its attributes.
 
         Follows `RankingAndDensityEstimatorReplacement.one_shot_truncation` as described: the join is ranked;
         fronts are taken whole, in discovery order, while they fit with room to spare; the front that fills
         the rest (exactly or beyond) is sorted by its crowding distance, largest first, ties in discovery
-        order, and cut. Each front's distances are computed on the whole front before any cut.
+        order, and cut. Each front's distances are computed on the whole front before any cut. With
+        constraints the ranking is constrained domination's, as jMetalPy's `DominanceComparator` ranks
+        solutions that carry constraints.
         """
         join_masks = np.concatenate([self._population, masks])
         join_objectives = np.concatenate([self._objectives, objectives])
+        join_violation = np.concatenate([self._violation, violation])
         rank = np.zeros(len(join_objectives), dtype=np.int64)
         crowding = np.zeros(len(join_objectives), dtype=np.float64)
         keep: list[int] = []
-        for front_index, front in enumerate(fronts_in_discovery_order(join_objectives)):
+        fronts = fronts_in_discovery_order(join_objectives, join_violation if self._constrained else None)
+        for front_index, front in enumerate(fronts):
             rank[front] = front_index
             crowding[front] = crowding_distance(join_objectives[front], chained_sorts=True)
             room = self.search.population_size - len(keep)
@@ -327,6 +431,7 @@ class NSGA2:
             break
         survivors = np.array(keep, dtype=np.int64)
         self._population, self._objectives = join_masks[survivors], join_objectives[survivors]
+        self._violation = join_violation[survivors]
         self._rank, self._crowding = rank[survivors], crowding[survivors]
 
     # ---- checkpointing --------------------------------------------------------------------------------
@@ -339,12 +444,12 @@ class NSGA2:
             "next_step": self._next_step,
             "asked": self._asked,
             "applied_through": self._applied_through,
-            "population": _arrays_to_json(self._population, self._objectives),
+            "population": _arrays_to_json(self._population, self._objectives, self._violation),
             "outstanding": {
                 str(step): [encode_mask(m) for m in masks] for step, masks in self._outstanding.items()
             },
             "parents": {str(step): [encode_mask(m) for m in masks] for step, masks in self._parents.items()},
-            "received": {str(step): _arrays_to_json(*pair) for step, pair in self._received.items()},
+            "received": {str(step): _arrays_to_json(*triple) for step, triple in self._received.items()},
             "rng": self._rng.bit_generator.state,
         }
         if self._jmetalpy:
@@ -355,12 +460,15 @@ class NSGA2:
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], search: SearchConfig) -> NSGA2:
+    def from_state(
+        cls, state: dict[str, Any], search: SearchConfig, constraints: Constraints | None = None
+    ) -> NSGA2:
         """Rebuilds a run saved by `state_dict`.
 
         Args:
             state: the saved mapping.
             search: the search config the run was started with.
+            constraints: as for the constructor; only telling more steps needs it.
 
         Returns:
             The run, continuing exactly where it was saved.
@@ -373,11 +481,11 @@ class NSGA2:
             if state["version"] != STATE_VERSION:
                 raise SearchStateError(f"search state version {state['version']} is not {STATE_VERSION}")
             length = int(state["mask_length"])
-            run = cls(length, search, seed=0)
+            run = cls(length, search, seed=0, constraints=constraints)
             run._next_step = int(state["next_step"])
             run._asked = int(state["asked"])
             run._applied_through = int(state["applied_through"])
-            run._population, run._objectives = _arrays_from_json(state["population"], length)
+            run._population, run._objectives, run._violation = _arrays_from_json(state["population"], length)
             run._outstanding = {
                 int(step): np.array([decode_mask(m, length) for m in masks], dtype=bool).reshape(-1, length)
                 for step, masks in state["outstanding"].items()
@@ -409,12 +517,16 @@ class NSGA2:
             # deap's are a function of the population. A jmetalpy state always holds its own; one without
             # them predates the option, so its run used deap's and its fingerprint refuses a resume: the
             # recomputed values only serve readers of the population (the live fronts)
-            run._rank, run._crowding = _rank_and_crowding(run._objectives)
+            run._rank, run._crowding = run._ranked()
         return run
 
 
-def _arrays_to_json(masks: np.ndarray, objectives: np.ndarray) -> dict[str, list]:
-    return {"masks": [encode_mask(m) for m in masks], "objectives": objectives.tolist()}
+def _arrays_to_json(masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray) -> dict[str, list]:
+    data = {"masks": [encode_mask(m) for m in masks], "objectives": objectives.tolist()}
+    if np.any(violation):
+        # only where something is infeasible, so unconstrained states read and compare as they always did
+        data["violation"] = violation.tolist()
+    return data
 
 
 def _attributes_from_json(state: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -430,9 +542,12 @@ def _attributes_from_json(state: dict[str, Any], size: int) -> tuple[np.ndarray,
     return rank, crowding
 
 
-def _arrays_from_json(data: dict[str, list], length: int) -> tuple[np.ndarray, np.ndarray]:
+def _arrays_from_json(data: dict[str, list], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     masks = np.array([decode_mask(m, length) for m in data["masks"]], dtype=bool).reshape(-1, length)
     objectives = np.array(data["objectives"], dtype=np.float64).reshape(-1, 3)
-    if len(masks) != len(objectives):
-        raise SearchStateError("saved masks and objectives differ in number")
-    return masks, objectives
+    violation = np.array(data.get("violation", [0.0] * len(masks)), dtype=np.float64).reshape(-1)
+    if len(masks) != len(objectives) or len(violation) != len(masks):
+        raise SearchStateError("saved masks, objectives and violations differ in number")
+    if not np.all(np.isfinite(violation)) or np.any(violation < 0):
+        raise SearchStateError("saved constraint violations must be finite and >= 0")
+    return masks, objectives, violation

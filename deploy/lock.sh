@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates deploy/constraints.txt, the one list of versions deploy/Dockerfile installs: the project's
-# dependencies with its `gpu` extra, around the pins of deploy/requirements-image.in, for the image's Python
-# (3.11, the Python of the dev machines and CI too) on Linux x86-64. Needs access to PyPI and uv at
+# dependencies with its `gpu` and `export` extras (an image built with EXTRAS=gpu,export converts to ONNX),
+# around the pins of deploy/requirements-image.in, for the image's Python (3.11, the Python of the dev
+# machines and CI too) on Linux x86-64. Needs access to PyPI and uv at
 # UV_VERSION (pip install "uv==0.13.9"; the test extra pins it).
 #
 # The same inputs give the same file, on any machine and on any day, because every input of the resolution
@@ -41,6 +42,7 @@ UV_NO_CONFIG=1 uv pip compile pyproject.toml deploy/requirements-image.in \
   --upgrade \
   --default-index "${LOCK_INDEX_URL:-https://pypi.org/simple}" \
   --extra gpu \
+  --extra export \
   --python-version "$PYTHON_VERSION" \
   --python-platform x86_64-manylinux_2_28 \
   --no-python-downloads \

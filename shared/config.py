@@ -350,6 +350,49 @@ class ScreeningConfig(_Frozen):
     )
 
 
+class ConstraintsConfig(_Frozen):
+    """Constraints the search keeps to, by constrained domination (Deb's rule); unset ones do not apply.
+
+    A mask that breaks one is infeasible: every feasible mask beats it, and of two infeasible masks the one
+    with the smaller total violation wins. Each violation is normalised to a fraction of its full range so
+    that they add up: a fraction's by itself, a head budget's by the unpruned head's count. The objectives
+    are unchanged, so constraints are part of the experiment's identity but not of the fitness-cache key.
+    """
+
+    max_active_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="the largest fraction of active mask bits allowed"
+    )
+    min_accuracy: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="the lowest accuracy on the fitness split allowed"
+    )
+    min_auroc: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="the lowest OoD AUROC on the fitness split allowed"
+    )
+    max_head_parameters: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "the most parameters (kernel weights and biases) the pruned head may keep, counted as "
+            "`evoprune export` counts them"
+        ),
+    )
+    max_head_flops: int | None = Field(
+        default=None,
+        gt=0,
+        description="the most FLOPs per image the pruned head may take (2 per kernel weight, 1 per bias)",
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any constraint is set."""
+        return any(getattr(self, name) is not None for name in type(self).model_fields)
+
+    @property
+    def on_head_size(self) -> bool:
+        """Whether a budget on the pruned head's size is set (it needs the head's layout to check)."""
+        return self.max_head_parameters is not None or self.max_head_flops is not None
+
+
 class SearchConfig(_Frozen):
     """The NSGA-II search."""
 
@@ -374,6 +417,7 @@ class SearchConfig(_Frozen):
         ),
     )
     screening: ScreeningConfig = ScreeningConfig()
+    constraints: ConstraintsConfig = ConstraintsConfig()
 
     @model_validator(mode="after")
     def _budget_fits(self) -> SearchConfig:
@@ -445,6 +489,7 @@ ADDED_FIELD_DEFAULTS: dict[tuple[str, ...], Any] = {
     ("training", "early_stopping", "decision"): "float32",
     ("robustness", "score_precision"): "float64",
     ("search", "bookkeeping"): "deap",
+    ("search", "constraints"): ConstraintsConfig().model_dump(mode="json"),
 }
 
 

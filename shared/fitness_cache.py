@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
+
+# Each line carries the first LINE_DIGEST_HEX hex digits of the sha256 of its entry, so a changed byte is
+# found rather than read as another evaluation; lines written before (without it) are read as they were.
+LINE_DIGEST_KEY = "sha256"
+LINE_DIGEST_HEX = 16
+log = logging.getLogger(__name__)
 
 
 class FitnessCache(abc.ABC):
@@ -52,7 +61,9 @@ class LocalFitnessCache(FitnessCache):
     """An in-memory dict, optionally persisted as an append-only JSON-lines file.
 
     Appending one line per entry (and fsyncing) means a crash can at worst leave a torn last line, which
-    loading skips; everything written before survives. Object storage cannot append: there the file's
+    loading skips; everything written before survives. A line whose digest differs from its entry (a byte
+    changed on disk) is skipped too, with a warning naming the file: its mask is trained again, which gives
+    the same evaluation, never a wrong one. Object storage cannot append: there the file's
     text is kept in memory and each `put_many` uploads it whole (one atomic PUT).
     """
 
@@ -70,12 +81,24 @@ class LocalFitnessCache(FitnessCache):
             self._uploaded = text
         # the next append must not glue its first record onto a torn last line
         self._torn_tail = bool(text) and not text.endswith("\n")
-        for line in text.splitlines():
+        lines = text.splitlines()
+        damaged = 0
+        for number, line in enumerate(lines, start=1):
             try:
                 record = json.loads(line)
-                self._entries[record["key"]] = Evaluation.from_dict(record["evaluation"])
+                key, evaluation = record["key"], record["evaluation"]
+                if LINE_DIGEST_KEY in record and record[LINE_DIGEST_KEY] != _line_digest(key, evaluation):
+                    raise ValueError("the line's digest differs from its entry")
+                self._entries[key] = Evaluation.from_dict(evaluation)
             except (ValueError, KeyError, TypeError):
-                continue  # a torn line from an interrupted write: the entry is simply recomputed
+                # a torn last line is what an interrupted write leaves; any other is damage worth a word
+                damaged += number < len(lines) or text.endswith("\n")
+        if damaged:
+            log.warning(
+                "%s: %d damaged line(s) skipped; their masks are trained again (the same evaluations)",
+                path,
+                damaged,
+            )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -88,9 +111,7 @@ class LocalFitnessCache(FitnessCache):
         self._entries.update(new)
         if self._path is None or not new:
             return
-        lines = "".join(
-            json.dumps({"key": key, "evaluation": value.to_dict()}) + "\n" for key, value in new.items()
-        )
+        lines = "".join(_line(key, value) for key, value in new.items())
         if self._torn_tail:
             lines = "\n" + lines
             self._torn_tail = False
@@ -106,3 +127,14 @@ class LocalFitnessCache(FitnessCache):
 
     def describe(self) -> str:
         return f"local file {self._path}" if self._path else "in memory"
+
+
+def _line_digest(key: Any, evaluation: Any) -> str:
+    text = json.dumps({"key": key, "evaluation": evaluation}, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:LINE_DIGEST_HEX]
+
+
+def _line(key: str, value: Evaluation) -> str:
+    evaluation = value.to_dict()
+    entry = {"key": key, "evaluation": evaluation, LINE_DIGEST_KEY: _line_digest(key, evaluation)}
+    return json.dumps(entry) + "\n"

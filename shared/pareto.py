@@ -2,6 +2,12 @@
 
 Sorting and hypervolume are moocore's (C implementations: O(n log n) non-dominated sorting in 3-D, where a
 table of every pair of points took 3.3 s and 350 MB for 8,000 points).
+
+Constrained domination (Deb's rule, for `search.constraints`): with a total violation per point (0 =
+feasible), `a` constrained-dominates `b` when its violation is smaller, or when both are equal and `a`
+Pareto-dominates `b`. So a feasible point beats every infeasible one, the less violating of two infeasible
+points wins, and feasible points compare as before; two infeasible points of equal violation fall back on
+Pareto dominance (as jMetalPy's `DominanceComparator` does) rather than tying outright.
 """
 
 from __future__ import annotations
@@ -70,6 +76,74 @@ def non_dominated_sort(points: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(rank == front) for front in range(int(rank.max()) + 1)]
 
 
+def _as_violation(violation: np.ndarray | list, count: int) -> np.ndarray:
+    array = np.asarray(violation, dtype=np.float64).reshape(-1)
+    if len(array) != count:
+        raise ValueError(f"{len(array)} violations for {count} points")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError("violations must be finite and >= 0 (0 = feasible)")
+    return array
+
+
+def constrained_dominates(a: np.ndarray, violation_a: float, b: np.ndarray, violation_b: float) -> bool:
+    """Whether `a` constrained-dominates `b` (Deb's rule; see the module docstring).
+
+    Args:
+        a: one objective vector, minimised.
+        violation_a: its total constraint violation (0 = feasible).
+        b: another of the same length.
+        violation_b: its total violation.
+
+    Returns:
+        True when `a` violates less, or as much and Pareto-dominates `b`.
+
+    """
+    if violation_a != violation_b:
+        return violation_a < violation_b
+    return dominates(a, b)
+
+
+def constrained_non_dominated_sort(points: np.ndarray, violation: np.ndarray | list) -> list[np.ndarray]:
+    """Split points into successive fronts under constrained domination.
+
+    Every point of a violation level dominates every point of a higher level, so the fronts are the
+    Pareto fronts of the feasible points, then those of the least violating infeasible level, and so on.
+
+    Args:
+        points: (n, m) objective vectors, minimised.
+        violation: (n,) total violations, 0 for feasible points.
+
+    Returns:
+        A list of index arrays, front 0 first; each front's indices in increasing order. With no violation
+        the fronts are `non_dominated_sort`'s.
+
+    """
+    array = _as_points(points)
+    levels = _as_violation(violation, len(array))
+    fronts: list[np.ndarray] = []
+    for level in np.unique(levels):
+        members = np.flatnonzero(levels == level)
+        fronts.extend(members[front] for front in non_dominated_sort(array[members]))
+    return fronts
+
+
+def constrained_ranks(points: np.ndarray, violation: np.ndarray | list) -> np.ndarray:
+    """The front index of every point under constrained domination (0 = the first front).
+
+    Args:
+        points: (n, m) objective vectors, minimised.
+        violation: (n,) total violations, 0 for feasible points.
+
+    Returns:
+        (n,) integer ranks.
+
+    """
+    rank = np.zeros(len(_as_points(points)), dtype=np.int64)
+    for index, front in enumerate(constrained_non_dominated_sort(points, violation)):
+        rank[front] = index
+    return rank
+
+
 def pareto_mask(points: np.ndarray) -> np.ndarray:
     """Mark the non-dominated points (the first front).
 
@@ -86,7 +160,9 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     return np.asarray(moocore.is_nondominated(array, keep_weakly=True), dtype=bool)
 
 
-def fronts_in_discovery_order(points: np.ndarray) -> list[np.ndarray]:
+def fronts_in_discovery_order(
+    points: np.ndarray, violation: np.ndarray | list | None = None
+) -> list[np.ndarray]:
     """Split points into non-dominated fronts, each in the order a fast non-dominated sort finds it.
 
     Deb et al.'s sort (jMetalPy's `FastNonDominatedRanking`): front 0 in index order; each later front in the
@@ -96,6 +172,8 @@ def fronts_in_discovery_order(points: np.ndarray) -> list[np.ndarray]:
 
     Args:
         points: (n, m) objective vectors, minimised.
+        violation: (n,) total constraint violations; given, the sort follows constrained domination (the
+            fronts are then `constrained_non_dominated_sort`'s).
 
     Returns:
         A list of index arrays, front 0 first. Identical points share a front.
@@ -108,6 +186,10 @@ def fronts_in_discovery_order(points: np.ndarray) -> list[np.ndarray]:
     dominance = np.all(array[:, None, :] <= array[None, :, :], axis=2) & np.any(
         array[:, None, :] < array[None, :, :], axis=2
     )
+    if violation is not None:
+        levels = _as_violation(violation, len(array))
+        less = levels[:, None] < levels[None, :]
+        dominance = less | (dominance & (levels[:, None] == levels[None, :]))
     dominators = dominance.sum(axis=0)
     fronts: list[np.ndarray] = []
     current = [int(index) for index in np.flatnonzero(dominators == 0)]

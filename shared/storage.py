@@ -172,6 +172,41 @@ class ObjectPath:
 StoragePath = Path | ObjectPath
 
 
+def upload_folder(local: Path, target: ObjectPath, *, last: str) -> list[str]:
+    """Replace the objects under `target` with a local folder's files, `last` uploaded after all others.
+
+    Object storage has no rename, so a folder cannot be swapped in whole; `last` (an index naming the
+    other files) goes up only when every file it names is there, and objects left from an earlier upload
+    are deleted only after it, so a reader that follows the index never finds a file missing.
+
+    Args:
+        local: the folder (its sub-folders are uploaded too).
+        target: the prefix to fill.
+        last: the name, relative to `local`, of the file to upload last; it must exist.
+
+    Returns:
+        The uploaded files' names relative to `local`, `last` at the end.
+
+    Raises:
+        FileNotFoundError: `local` holds no `last`.
+
+    """
+    if not (local / last).is_file():
+        raise FileNotFoundError(f"{local / last} does not exist: nothing marks the upload as complete")
+    names = sorted(path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file())
+    names.remove(last)
+    names.append(last)
+    for name in names:
+        (target / name).write_bytes((local / name).read_bytes())
+    kept = {target.key + "/" + name for name in names}
+    if target.is_dir():
+        selector = pafs.FileSelector(target.key, recursive=True)
+        for info in target.filesystem.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.path not in kept:
+                target.filesystem.delete_file(info.path)
+    return names
+
+
 def is_object_uri(text: str) -> bool:
     """Whether `text` names object storage (s3://, gs://) rather than a local path."""
     scheme, separator, _ = text.partition("://")

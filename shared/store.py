@@ -27,6 +27,15 @@ class StoreUnavailableError(StoreError):
     """The store cannot be reached (Redis down, a disk error); the message says which and why."""
 
 
+class ExperimentActiveError(StoreError):
+    """The experiment is queued or running: only an ended one can be removed."""
+
+    def __init__(self, experiment_id: str, status: str) -> None:
+        super().__init__(f"experiment {experiment_id} is {status}; cancel it and remove it once it has ended")
+        self.experiment_id = experiment_id
+        self.status = status
+
+
 class TooManyActiveError(StoreError):
     """A new record would pass the cap on experiments queued or running at once."""
 
@@ -222,6 +231,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def records(self) -> list[ExperimentRecord]:
         """Every record, newest first."""
+
+    @abc.abstractmethod
+    def delete(self, experiment_id: str) -> bool:
+        """Remove an ended experiment: its record, fronts, events and cancel flag, in one step.
+
+        The check that it has ended and the removal are one step, so a record cannot become active in
+        between. The results directory is not the store's: `records.remove_experiment` removes it.
+
+        Args:
+            experiment_id: the experiment.
+
+        Returns:
+            False when the store holds no such experiment (nothing to remove).
+
+        Raises:
+            ExperimentActiveError: it is queued or running; nothing was removed.
+
+        """
 
     @abc.abstractmethod
     def snapshot(self, experiment_id: str) -> Snapshot | None:

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.store import (
+    ExperimentActiveError,
     ExperimentRecord,
     FrontState,
     Snapshot,
@@ -31,6 +33,9 @@ STORE_DIR = "store"
 # one empty file per queued or running experiment: the cap on active experiments is counted from here
 ACTIVE_DIR = "active"
 FITNESS_FILE = "fitness.jsonl"
+# an experiment's folder is renamed to this prefix (not a valid id, so never listed) and then removed: a
+# reader sees the whole folder or none of it, and a removal cut short leaves only a folder to sweep
+DELETED_PREFIX = ".deleted-"
 # the tail read to find the last event's number; an event line is far shorter than this
 TAIL_BYTES = 1 << 20
 
@@ -113,6 +118,35 @@ class LocalStore(Store):
             marker.unlink(missing_ok=True)
         elif (self._root / ACTIVE_DIR).is_dir():
             marker.touch()
+
+    def delete(self, experiment_id: str) -> bool:
+        folder = self._folder(experiment_id)
+        if folder is None:
+            return False
+        trash = self._root / f"{DELETED_PREFIX}{experiment_id}-{os.getpid()}-{threading.get_ident()}"
+        try:
+            # under the store-wide lock, as creation: the status check and the removal are one step
+            with self._locked(self._root):
+                if not folder.is_dir():
+                    return False
+                with self._locked(folder):
+                    record = self._read_record(folder)
+                    if record is not None and not record.terminal:
+                        raise ExperimentActiveError(experiment_id, record.status.value)
+                    folder.rename(trash)
+                (self._root / ACTIVE_DIR / experiment_id).unlink(missing_ok=True)
+            with self._lock:
+                self._indexes.pop(experiment_id, None)
+                self._records.pop(folder / "record.json", None)
+            self._sweep()
+        except OSError as error:
+            raise StoreUnavailableError(f"the local store {self._root} cannot be written: {error}") from None
+        return record is not None
+
+    def _sweep(self) -> None:
+        # this removal's folder, and any left by a removal that a crash cut short
+        for leftover in self._root.glob(f"{DELETED_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def active_ids(self) -> list[str]:
         active_dir = self._root / ACTIVE_DIR

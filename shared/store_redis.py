@@ -14,6 +14,7 @@ from evoprune.shared.fitness_cache import FitnessCache
 from evoprune.shared.fitness_cache_redis import RedisFitnessCache
 from evoprune.shared.redis_client import open_redis
 from evoprune.shared.store import (
+    ExperimentActiveError,
     ExperimentRecord,
     FrontState,
     Snapshot,
@@ -26,6 +27,12 @@ from evoprune.shared.store import (
 )
 
 MAX_BLOCK_S = 2.0  # below redis_client.SOCKET_TIMEOUT_S
+# Connections of a store, at most: MAX_CONNECTIONS (16) for ordinary calls, these for the calls that must
+# answer at once and for the blocking event reads. A waiter for a blocking read's connection waits for
+# several reads of MAX_BLOCK_S to end (the API follows up to 256 experiments at once).
+ONCE_CONNECTIONS = 8
+BLOCKING_CONNECTIONS = 32
+BLOCKING_POOL_TIMEOUT_S = 10.0
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 T = TypeVar("T")
 
@@ -84,6 +91,26 @@ redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 return {1, count + 1}
 """
+# Removes an ended experiment's keys and its index entries in one atomic step, after checking its status, so
+# a record cannot be queued again in between. KEYS: hash, stream, cancel flag, index, active. ARGV: id, then
+# the statuses that count as active. Returns {1 removed | 0 unknown | -1 active, status}.
+DELETE_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], 'record')
+if not raw then
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('SREM', KEYS[5], ARGV[1])
+  return {0, ''}
+end
+local status = cjson.decode(raw)['status']
+for i = 2, #ARGV do
+  if ARGV[i] == status then return {-1, status} end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('SREM', KEYS[5], ARGV[1])
+return {1, status}
+"""
 ACTIVE_STATUSES = [status.value for status in ExperimentStatus if not status.terminal]
 
 
@@ -106,9 +133,15 @@ class RedisStore(Store):
         # retries happen inside redis-py (redis_client.RETRIES); `_once` is for the calls that must answer at
         # once: the health check, and the cancel and event polls, which their callers repeat anyway
         self._client = client or open_redis(url)
-        self._once = client or open_redis(url, retries=0)
+        self._once = client or open_redis(url, retries=0, max_connections=ONCE_CONNECTIONS)
+        # blocking XREADs hold a connection for up to MAX_BLOCK_S: a pool of their own, so followed streams
+        # never take the connections of the health check, the API's reads and the runners' publishes
+        self._blocking = client or open_redis(
+            url, retries=0, max_connections=BLOCKING_CONNECTIONS, pool_timeout_s=BLOCKING_POOL_TIMEOUT_S
+        )
         self._publish = self._client.register_script(PUBLISH_SCRIPT)
         self._create = self._client.register_script(CREATE_SCRIPT)
+        self._delete = self._client.register_script(DELETE_SCRIPT)
 
     def _key(self, experiment_id: str, suffix: str = "") -> str:
         return f"{self.prefix}:exp:{experiment_id}{suffix}"
@@ -155,6 +188,21 @@ class RedisStore(Store):
             raise TooManyActiveError(int(active), max_active)
         if outcome != 1:
             raise StoreError(f"an experiment {record.id} already exists")
+
+    def delete(self, experiment_id: str) -> bool:
+        if not valid_experiment_id(experiment_id):
+            return False
+        keys = [
+            self._key(experiment_id),
+            self._key(experiment_id, ":events"),
+            self._key(experiment_id, ":cancel"),
+            self._index_key,
+            self._active_key,
+        ]
+        outcome, status = self._call(lambda: self._delete(keys=keys, args=[experiment_id, *ACTIVE_STATUSES]))
+        if outcome == -1:
+            raise ExperimentActiveError(experiment_id, status.decode())
+        return bool(outcome == 1)
 
     def active_ids(self) -> list[str]:
         raw: Any = self._call(lambda: self._client.smembers(self._active_key))
@@ -255,7 +303,7 @@ class RedisStore(Store):
         block_ms = max(1, int(min(timeout_s, MAX_BLOCK_S) * 1000))
         # XREAD BLOCK holds a pooled connection until an event arrives or the time is up
         answer: Any = self._call(
-            lambda: self._once.xread({stream: f"{after}-0"}, count=limit, block=block_ms)
+            lambda: self._blocking.xread({stream: f"{after}-0"}, count=limit, block=block_ms)
         )
         # one stream asked, so the answer is [[stream, entries]]
         return self._events(answer[0][1]) if answer else []
@@ -306,3 +354,4 @@ class RedisStore(Store):
     def close(self) -> None:
         self._client.close()
         self._once.close()
+        self._blocking.close()

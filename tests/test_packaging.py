@@ -11,6 +11,8 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_TIMEOUT_S = 300
 RUN_TIMEOUT_S = 600
@@ -29,6 +31,7 @@ def _site_packages(environment: Path) -> Path:
     return environment / relative
 
 
+@pytest.mark.slow
 def test_wheel_installs_only_evoprune_and_runs_the_demo(tmp_path: Path) -> None:
     # a copy of the sources: setuptools would otherwise reuse the checkout's build/ folder, whose stale files
     # can hide a package-data rule that no longer ships them

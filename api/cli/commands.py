@@ -26,7 +26,9 @@ COMMANDS: dict[str, Command] = {
         "evoprune.api.cli.analyze",
         "analyse a finished experiment: fronts, important neurons, heatmaps, ensembles",
     ),
-    "export": Command("evoprune.api.cli.export", "write one front member as a pruned Keras model (.keras)"),
+    "export": Command(
+        "evoprune.api.cli.export", "write one front member as a pruned model: Keras, SavedModel, TFLite, ONNX"
+    ),
     "serve": Command("evoprune.api.cli.serve", "run the HTTP API and web page"),
     "submit": Command("evoprune.api.cli.submit", "submit an experiment to an evoprune server"),
 }

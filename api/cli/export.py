@@ -1,10 +1,9 @@
-"""The `evoprune export DIR` sub-command: one front member as a deployable, physically smaller Keras model."""
+"""The `evoprune export DIR` sub-command: one front member as a deployable, smaller model, in any format."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from evoprune.api.cli.commands import COMMANDS
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
+from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -31,8 +31,12 @@ def register(subparsers: Any) -> None:
         description=(
             "Re-trains one front member from its mask (fitness is deterministic), writes it as a .keras "
             "model from raw inputs to class probabilities whose head keeps only the active inputs or units, "
-            "loads the file back and checks that it reproduces the recorded accuracy, and writes export.json "
-            "beside it: parameters, head FLOPs and CPU latency before and after, objectives, the pick rule."
+            "loads the file back and checks that it reproduces the recorded accuracy, converts it to the "
+            "other formats asked for, reloads every file in a fresh process with its own runtime (Keras, "
+            "TensorFlow, the LiteRT interpreter, onnxruntime) and scores it on the fitness split and the OoD "
+            "samples, and writes export.json beside them: files, sizes, accuracy and AUROC per format, "
+            "parameters, head FLOPs and CPU latency before and after, objectives, the pick rule. Prints a "
+            "summary and the report's path (--json: the report)."
         ),
     )
     parser.add_argument("directory", metavar="DIR", help="the experiment's results directory")
@@ -56,8 +60,26 @@ def register(subparsers: Any) -> None:
         help="the paper's front of the final populations (default) or the archive of all evaluations",
     )
     parser.add_argument(
-        "--out", metavar="FILE", help="the .keras file (default: DIR/exports/RULE/model.keras)"
+        "--out",
+        metavar="FILE",
+        help="the .keras file (default: DIR/exports/RULE/model.keras); the other formats go beside it",
     )
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        metavar="FORMATS",
+        help=f"{'|'.join(FORMATS)}, several comma-separated or repeated (default keras; the .keras file "
+        "is always written, the others are converted from it). onnx needs "
+        f"{EXTRA_HINT.removeprefix('pip install ')}",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        help="post-training quantisation of the TFLite file: float16 weights, or int8 throughout "
+        "(calibrated on training samples); export.json records the size and the accuracy and AUROC change",
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole report (export.json) instead")
     parser.set_defaults(handler=export_command)
 
 
@@ -72,8 +94,6 @@ def export_command(args: argparse.Namespace) -> int:
         reproduce the recorded accuracy (nothing is left behind either).
 
     """
-    # TensorFlow's C++ start-up chatter would bury the stage lines
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from evoprune.coordinator.export import ExportError, export_model
     from evoprune.workers.export.build import ExportMismatchError
 
@@ -95,35 +115,74 @@ def export_command(args: argparse.Namespace) -> int:
             kind=args.kind or DEFAULT_KIND,
             out=Path(args.out) if args.out else None,
             log=lambda line: print(f"evoprune export: {line}", file=sys.stderr),
+            formats=args.formats,
+            quantize=args.quantize,
         )
     except ExportError as error:
         return _error(str(error), EXIT_BAD_INPUT)
     except ExportMismatchError as error:
         return _error(str(error), EXIT_FAILED)
-    print(summary_lines(report), file=sys.stderr)
-    print(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(summary_lines(report))
     return 0
 
 
 def summary_lines(report: dict[str, Any]) -> str:
-    """A few human lines about an export: the file, the check, the savings."""
+    """A short account of an export: the files with their sizes and scores, the savings, the report's path."""
     head = report["head"]
     check = report["check"]
     latency = head["cpu_latency_ms"]
     method = latency["method"]
-    return "\n".join(
-        [
-            f"evoprune export: wrote {report['model']}",
-            f"  accuracy {check['exported_accuracy']:.6g} on fold {report['fold']['exported']}'s "
-            f"{check['split']} split ({'exact' if check['exact'] else 'to float error'}; recorded "
-            f"{check['recorded_accuracy']:.6g})",
-            f"  head parameters {head['parameters']['before']:,} -> {head['parameters']['after']:,}, "
-            f"FLOPs/image {head['flops']['before']:,} -> {head['flops']['after']:,}",
-            f"  head CPU latency per image, median [quartiles] of {method['repetitions']} repetitions: "
-            f"{_latency(latency, 'single_ms')} ms one at a time, "
-            f"{_latency(latency, 'batched_ms')} ms in batches of {method['batch_size']['batched_ms']}",
-        ]
-    )
+    model = Path(report["model"])
+    objectives = report["objectives"]
+    lines = [
+        f"evoprune export: wrote {model.parent}/ ({report['pick']['rule']}: recorded accuracy "
+        f"{objectives['accuracy']:.6g}, active {objectives['active_fraction']:.4g}, AUROC "
+        f"{objectives['auroc']:.6g})",
+        f"  accuracy on fold {report['fold']['exported']}'s {check['split']} split, {check['samples']} "
+        f"samples; each file reloaded in a fresh process:",
+    ]
+    entries = report.get("formats", {})
+    width = max((len(entry["file"]) for entry in entries.values()), default=0)
+    for entry in entries.values():
+        lines.append(f"    {entry['file']:<{width}}  {_size(entry['bytes']):>9}  {_scores(entry)}")
+    if report.get("float_tflite_bytes"):
+        lines.append(f"    (the unquantised TFLite file would be {_size(report['float_tflite_bytes'])})")
+    lines += [
+        f"  model parameters {report['model_parameters']['before']:,} -> "
+        f"{report['model_parameters']['after']:,}; head parameters {head['parameters']['before']:,} -> "
+        f"{head['parameters']['after']:,}, FLOPs/image {head['flops']['before']:,} -> "
+        f"{head['flops']['after']:,}",
+        f"  head CPU latency per image, median [quartiles] of {method['repetitions']} repetitions: "
+        f"{_latency(latency, 'single_ms')} ms one at a time, "
+        f"{_latency(latency, 'batched_ms')} ms in batches of {method['batch_size']['batched_ms']}",
+        f"  report: {model.parent / 'export.json'}",
+    ]
+    return "\n".join(lines)
+
+
+def _scores(entry: dict[str, Any]) -> str:
+    accuracy = f"accuracy {entry['retrained_accuracy']:.6g} -> {entry['accuracy']:.6g}"
+    if entry["exact"]:
+        accuracy += " (exact)"
+    elif entry["disagreements"]:
+        accuracy += f" ({entry['disagreements']} predictions differ)"
+    if entry.get("auroc") is None:
+        auroc = "AUROC not measured"
+    else:
+        auroc = f"AUROC {entry['retrained_auroc']:.6g} -> {entry['auroc']:.6g}"
+    quantized = f"  [{entry['quantization']}]" if entry.get("quantization") else ""
+    return f"{accuracy}, {auroc}{quantized}"
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024**2:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024**2:.1f} MiB"
 
 
 def _latency(latency: dict[str, Any], key: str) -> str:

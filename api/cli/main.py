@@ -15,7 +15,7 @@ from evoprune.api.version import __version__
 # `set_defaults(handler=...)`; a handler takes the parsed namespace and returns the exit status.
 # The sub-commands that certainly build Keras models in this process; `run` and `resume` start TensorFlow
 # here only when they need it here (cli/run.py), not when Ray workers do all the training.
-TENSORFLOW_COMMANDS = frozenset({"extract", "bench", "analyze"})
+TENSORFLOW_COMMANDS = frozenset({"extract", "bench", "analyze", "export"})
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from evoprune.coordinator.service.jobs_export import ExportState
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import ExperimentRecord, FrontState
+from evoprune.workers.export.formats import KERAS, ONNX, QUANTIZATIONS, TFLITE, file_name
 
 MAX_NAME_LENGTH = 200
 # the HTTP bounds of an analysis request (the command line takes any)
@@ -308,7 +309,10 @@ class AnalysisPublic(BaseModel):
 
 
 class ExportCreate(BaseModel):
-    """Which front member to export (`evoprune export --mask | --pick --min-accuracy --run --kind`)."""
+    """Which front member to export, and in which formats.
+
+    As `evoprune export --mask | --pick --min-accuracy --run --kind --format --quantize`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -331,6 +335,18 @@ class ExportCreate(BaseModel):
     kind: Literal["population", "archive"] | None = Field(
         default=None, description="the front to pick from: population (default, the paper's) or archive"
     )
+    formats: list[Literal["keras", "saved_model", "tflite", "onnx"]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4,
+        description="the files to write besides model.keras (always written): saved_model, tflite, onnx; "
+        "each is reloaded with its own runtime and scored",
+    )
+    quantize: Literal["float16", "int8"] | None = Field(
+        default=None,
+        description="post-training quantisation of the TFLite file (needs tflite among formats); int8 is "
+        "calibrated on training samples",
+    )
 
     @model_validator(mode="after")
     def _one_choice(self) -> ExportCreate:
@@ -342,6 +358,8 @@ class ExportCreate(BaseModel):
             raise ValueError("min_accuracy applies only to pick smallest")
         if self.mask is not None and (self.run is not None or self.kind is not None):
             raise ValueError("run and kind choose the front to pick from; they do not apply to mask")
+        if self.quantize is not None and "tflite" not in (self.formats or []):
+            raise ValueError("quantize applies to the TFLite file only; add tflite to formats")
         return self
 
 
@@ -355,6 +373,11 @@ class ExportPublic(BaseModel):
     options: dict[str, Any] | None = Field(default=None, description="the request's mask or pick options")
     objectives: dict[str, float] | None = Field(default=None, description="the exported member's objectives")
     model_url: str | None = Field(default=None, description="where to GET the .keras file once succeeded")
+    file_urls: dict[str, str] | None = Field(
+        default=None,
+        description="once succeeded, where to GET the file of each format written as one file (keras, "
+        "tflite, onnx; a SavedModel is a folder, kept on the server)",
+    )
     report_url: str | None = Field(default=None, description="where to GET its export.json once succeeded")
     requested_at: datetime | None = None
     started_at: datetime | None = None
@@ -373,11 +396,22 @@ class ExportPublic(BaseModel):
             options=state.options,
             objectives=state.objectives if done else None,
             model_url=urls.get(f"{stem}.keras") if done else None,
+            file_urls=_export_file_urls(stem, urls) if done else None,
             report_url=urls.get(f"{stem}.json") if done else None,
             requested_at=utc_time(state.requested_at),
             started_at=utc_time(state.started_at),
             finished_at=utc_time(state.finished_at),
         )
+
+
+def _export_file_urls(stem: str, urls: dict[str, str]) -> dict[str, str]:
+    """Format -> URL of the files of an export among the listed artifacts (export-NAME-int8.tflite, ...)."""
+    candidates = [
+        (name, file_name(stem, name, quantize))
+        for name in (KERAS, TFLITE, ONNX)
+        for quantize in ((None, *QUANTIZATIONS) if name == TFLITE else (None,))
+    ]
+    return {name: urls[listed] for name, listed in candidates if listed in urls}
 
 
 class ArtifactPublic(BaseModel):

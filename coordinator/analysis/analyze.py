@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,11 +21,11 @@ from evoprune.coordinator.analysis.inputs import (
 )
 from evoprune.coordinator.results.artifacts import artifact, discard, fresh_staging, publish
 from evoprune.coordinator.results.fronts import DEFAULT_KIND
-from evoprune.coordinator.results.layout import ANALYSIS_INDEX_NAME
+from evoprune.coordinator.results.layout import ANALYSIS_DIR, ANALYSIS_INDEX_NAME
 from evoprune.coordinator.results.plots import plot_front_3d, plot_front_projections, plot_hypervolume
 from evoprune.coordinator.results.writer import hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
-from evoprune.shared.storage import ObjectPath
+from evoprune.shared.storage import ObjectPath, storage_path, upload_folder
 from evoprune.workers.analysis.importance import (
     DEFAULT_TOP,
 )
@@ -37,7 +38,7 @@ Log = Callable[[str], None]
 
 
 def analyze(
-    results_dir: Path | ObjectPath,
+    results_dir: str | Path | ObjectPath,
     *,
     top: int = DEFAULT_TOP,
     samples: int = DEFAULT_SAMPLES,
@@ -48,10 +49,11 @@ def analyze(
     """Run every analysis of a finished experiment and write them to results_dir/analysis/.
 
     The new analysis is written beside the old one and swapped in only when complete, so a failure
-    leaves the previous analysis as it was.
+    leaves the previous analysis as it was. On object storage it is drawn locally and uploaded with its
+    index last, so a reader following the index never meets a missing file.
 
     Args:
-        results_dir: the experiment's results directory.
+        results_dir: the experiment's results directory: a local path, or an s3:// or gs:// URI.
         top: how many of the most important neurons to report and draw.
         samples: sample images of the heatmap grid.
         feature_set: the experiment's features, if already loaded (else loaded from the feature cache).
@@ -71,22 +73,27 @@ def analyze(
     if top < 1 or samples < 1:
         raise AnalysisError(f"top ({top}) and samples ({samples}) must be at least 1")
     started = time.perf_counter()
-    if isinstance(results_dir, ObjectPath):
-        raise AnalysisError(
-            f"{results_dir}: analyses are written into local results directories only so far; copy it to a "
-            "local folder first (e.g. `aws s3 sync`)"
-        )
-    local_dir = Path(results_dir)
-    inputs = read_results(local_dir, front)
+    try:
+        results_dir = storage_path(results_dir)
+    except ValueError as error:
+        raise AnalysisError(str(error)) from None
+    inputs = read_results(results_dir, front)
     if feature_set is None:
         say("loading the experiment's features (extracted again if the feature cache lost them)")
     features = feature_set if feature_set is not None else load_features(inputs, progress=log is not None)
     check_features(inputs, features)
+    if isinstance(results_dir, ObjectPath):
+        # drawn in a local folder, then uploaded with the index last (object storage has no rename)
+        with tempfile.TemporaryDirectory(prefix="evoprune-analysis-") as workspace:
+            staging = Path(workspace)
+            index = _write_all(inputs, features, staging, top, samples, say, started)
+            say(f"uploading the analysis to {results_dir / ANALYSIS_DIR}")
+            upload_folder(staging, results_dir / ANALYSIS_DIR, last=ANALYSIS_INDEX_NAME)
+        return index
+    local_dir = Path(results_dir)
     staging = fresh_staging(local_dir)
     try:
-        index = _write_all(inputs, features, staging, top, samples, say)
-        index["seconds"] = round(time.perf_counter() - started, 3)
-        write_atomic(staging / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
+        index = _write_all(inputs, features, staging, top, samples, say, started)
         publish(local_dir, staging)
     except BaseException:
         discard(staging)
@@ -95,8 +102,9 @@ def analyze(
 
 
 def _write_all(
-    inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log
+    inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log, started: float
 ) -> dict[str, Any]:
+    """Every analysis written into `out`, then the index that lists them (last); returns the index."""
     from evoprune.workers.evaluation.retrain import retrain
 
     config = inputs.config
@@ -120,7 +128,7 @@ def _write_all(
         artifact("ensembles.png", "member accuracy and AUROC per window, ensemble and best member marked"),
     ]
     artifacts.append(artifact(ANALYSIS_INDEX_NAME, "this index"))
-    return {
+    index = {
         "format": ANALYSIS_FORMAT,
         "version": ANALYSIS_VERSION,
         "experiment": config.name,
@@ -140,6 +148,9 @@ def _write_all(
         ],
         "artifacts": artifacts,
     }
+    index["seconds"] = round(time.perf_counter() - started, 3)
+    write_atomic(out / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
+    return index
 
 
 def _front_plots(inputs: ResultsInput, out: Path) -> list[dict[str, str]]:

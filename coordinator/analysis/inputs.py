@@ -17,6 +17,7 @@ from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
 from evoprune.shared.parquet_files import read_verified_parquet
+from evoprune.shared.sealed_json import read_sealed_json
 from evoprune.shared.storage import StoragePath, storage_path
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def _read_config(results_dir: StoragePath) -> ExperimentConfig:
 def _read_summary(results_dir: StoragePath) -> dict[str, Any]:
     path = ResultsLayout(results_dir).summary
     try:
-        summary = json.loads(path.read_text())
+        summary = read_sealed_json(path)  # its seal checked; one written before seals is read as it is
     except FileNotFoundError:
         raise AnalysisError(
             f"{results_dir} has no summary.json: the experiment has not finished. "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.parquet_files import CorruptFileError, verify_parquet_bytes, write_parquet
+from evoprune.shared.sealed_json import parse_sealed_json
 
 EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
@@ -23,9 +25,21 @@ MEDIA_TYPES = {
     # a .keras file is a zip archive that only Keras reads: a download
     "model": "application/octet-stream",
 }
-# small files whose bytes are checked before they are served (images and models are streamed)
-CHECKED_KINDS = frozenset({"table", "json"})
-KINDS_BY_SUFFIX = {".png": "image", ".parquet": "table", ".json": "json", ".yaml": "yaml", ".keras": "model"}
+# files whose bytes are checked before they are served (models are streamed: Keras checks the zip's CRCs
+# when it loads one)
+CHECKED_KINDS = frozenset({"table", "json", "image"})
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KINDS_BY_SUFFIX = {
+    ".png": "image",
+    ".parquet": "table",
+    ".json": "json",
+    ".yaml": "yaml",
+    ".keras": "model",
+    ".tflite": "model",
+    ".onnx": "model",
+}
+# the files of other formats an export may write beside model.keras (a SavedModel is a folder: not served)
+EXPORT_OTHER_FILES = ("model.tflite", "model-float16.tflite", "model-int8.tflite", "model.onnx")
 _NAMES = ResultsLayout(Path())
 RESULT_FILES = (
     (_NAMES.config.name, "the fully resolved experiment config"),
@@ -91,6 +105,10 @@ def _export_files(layout: ResultsLayout) -> list[dict[str, Any]]:
             continue
         stem = EXPORT_PREFIX + folder.name
         found.append(_listed(f"{stem}.keras", model, f"the pruned model exported as {folder.name}", "export"))
+        for other in EXPORT_OTHER_FILES:
+            if _plain_file(folder / other):
+                name = stem + other.removeprefix("model")
+                found.append(_listed(name, folder / other, f"{folder.name} exported as {other}", "export"))
         found.append(_listed(f"{stem}.json", report, f"what the {folder.name} export measured", "export"))
     return found
 
@@ -141,16 +159,54 @@ def check_artifact(data: bytes, name: str, kind: str) -> None:
 
     Raises:
         CorruptFileError: a table whose digest differs (one written before digests must at least parse
-            as Parquet), or JSON that does not parse.
+            as Parquet), JSON that does not parse or whose seal differs (summary.json), or a PNG whose
+            chunks' CRCs differ or that is cut short.
 
     """
+    if kind == "json":
+        parse_sealed_json(data, name)
+        return
+    if kind == "image":
+        check_png(data, name)
+        return
     try:
-        if kind == "json":
-            json.loads(data)
-        elif kind == "table" and not verify_parquet_bytes(data, name):
+        if kind == "table" and not verify_parquet_bytes(data, name):
             pq.read_metadata(pa.BufferReader(data))
     except (ValueError, pa.ArrowException) as error:
         raise CorruptFileError(f"{name} is damaged: {error}") from None
+
+
+def check_png(data: bytes, name: str) -> None:
+    """Check a PNG's signature, every chunk's CRC and that it ends with IEND (so a cut file is found).
+
+    Args:
+        data: the file's bytes.
+        name: its name, for the message.
+
+    Raises:
+        CorruptFileError: it is not whole; the message says what to do.
+
+    """
+    advice = "run `evoprune analyze` (POST /experiments/{id}/analysis) again, or restore it from a backup"
+    if name in (_NAMES.front_plot.name, _NAMES.hypervolume_plot.name):
+        advice = (
+            "restore it from a backup; the tables it shows (front.parquet, evaluations.parquet) hold its data"
+        )
+    if not data.startswith(PNG_SIGNATURE):
+        raise CorruptFileError(f"{name} is damaged: not a PNG; {advice}")
+    position = len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        chunk_type = data[position + 4 : position + 8]
+        end = position + 8 + length
+        if end + 4 > len(data):
+            break
+        if zlib.crc32(data[position + 4 : end]) != int.from_bytes(data[end : end + 4], "big"):
+            raise CorruptFileError(f"{name} is damaged: a chunk's CRC differs; {advice}")
+        if chunk_type == b"IEND":
+            return
+        position = end + 4
+    raise CorruptFileError(f"{name} is damaged: it is cut short (no IEND chunk); {advice}")
 
 
 def fresh_staging(results_dir: Path) -> Path:

@@ -25,8 +25,9 @@ class FrontKind(enum.StrEnum):
 # analyses, picks and exports use the paper's fronts unless told otherwise
 DEFAULT_KIND = FrontKind.POPULATION
 FRONT_KINDS: tuple[str, ...] = tuple(kind.value for kind in FrontKind)
-# columns a front row may lack: `kind` before fronts had kinds, test scores unless fitness_split is validation
-_OPTIONAL_COLUMNS = ("kind", "test_accuracy", "test_auroc")
+# columns a front row may lack: `kind` before fronts had kinds, test scores unless fitness_split is
+# validation, `feasible` unless the search has constraints
+_OPTIONAL_COLUMNS = ("kind", "test_accuracy", "test_auroc", "feasible")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class FrontRow(Mapping[str, object]):
     kind: FrontKind | None = None  # None: written before fronts had kinds (archive fronts only)
     test_accuracy: float | None = None
     test_auroc: float | None = None
+    feasible: bool | None = None  # whether it keeps to search.constraints; None: the search has none
 
     @property
     def objectives(self) -> tuple[float, float, float]:
@@ -72,6 +74,7 @@ class FrontRow(Mapping[str, object]):
         """
         kind_value = kind if kind is not None else record.get("kind")
         test_accuracy, test_auroc = record.get("test_accuracy"), record.get("test_auroc")
+        feasible = record.get("feasible")
         return cls(
             run=int(record["run"] if run is None else run),
             mask=str(record["mask"]),
@@ -82,6 +85,7 @@ class FrontRow(Mapping[str, object]):
             kind=None if kind_value is None else FrontKind(kind_value),
             test_accuracy=None if test_accuracy is None else float(test_accuracy),
             test_auroc=None if test_auroc is None else float(test_auroc),
+            feasible=None if feasible is None else bool(feasible),
         )
 
     def __getitem__(self, name: str) -> object:

@@ -25,10 +25,16 @@ class FrontSummary:
     front_size_population: int
     front_size_archive: int
     best_accuracy: float | None
+    # with search.constraints: how many evaluations kept to them and the best accuracy among those
+    feasible: int | None = None
+    best_feasible_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form, keys in summary.json's order."""
-        return {item.name: getattr(self, item.name) for item in fields(self)}
+        """The JSON form, keys in summary.json's order (the constraint fields only where set)."""
+        data = {item.name: getattr(self, item.name) for item in fields(self)}
+        if self.feasible is None:
+            del data["feasible"], data["best_feasible_accuracy"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontSummary:
@@ -55,6 +61,8 @@ class FrontSummary:
             front_size_population=int(data.get("front_size_population", archive_size)),
             front_size_archive=int(archive_size),
             best_accuracy=data.get("best_accuracy"),
+            feasible=data.get("feasible"),
+            best_feasible_accuracy=data.get("best_feasible_accuracy"),
         )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,9 @@ from evoprune.shared.objectives import minimisation_of
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
 from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
 from evoprune.shared.storage import StoragePath
+
+if TYPE_CHECKING:
+    from evoprune.coordinator.constraints import Constraints
 
 EVALUATION_COLUMNS = (
     "run",
@@ -59,7 +62,10 @@ COLUMN_TYPES = {
     "screen_accuracy": pa.float64(),
     "screen_auroc": pa.float64(),
     "screen_epochs": pa.int32(),
+    "feasible": pa.bool_(),
 }
+# front.parquet's column when the search has constraints
+FEASIBLE_COLUMN = "feasible"
 
 
 def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -205,12 +211,63 @@ def write_config(results_dir: StoragePath, config: ExperimentConfig) -> None:
     write_atomic(ResultsLayout(results_dir).config, config.to_yaml())
 
 
+def feasibility(rows: list[dict[str, Any]], constraints: Constraints) -> dict[str, bool]:
+    """Whether each row's mask keeps to the search's constraints.
+
+    Args:
+        rows: evaluation rows (their `mask`, `mask_length` and objectives are read).
+        constraints: the search's constraints.
+
+    Returns:
+        hex mask → feasible.
+
+    """
+    from evoprune.shared.masks import decode_mask
+
+    distinct: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        distinct.setdefault(row["mask"], row)
+    if not distinct:
+        return {}
+    unique = list(distinct.values())
+    masks = np.array([decode_mask(row["mask"], int(row["mask_length"])) for row in unique], dtype=bool)
+    feasible = constraints.feasible(masks, _minimisation(unique))
+    return {row["mask"]: bool(ok) for row, ok in zip(unique, feasible, strict=True)}
+
+
+def _marked(
+    select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    rows: list[dict[str, Any]],
+    feasible: dict[str, bool] | None,
+) -> list[dict[str, Any]]:
+    """`select(rows)`, and with constraints also `select` of the feasible rows, each row marked.
+
+    An infeasible point can dominate a feasible one only through a head budget (every other bound is
+    monotone in the objectives), so the feasible rows' own front is added: a front then shows every
+    feasible non-dominated mask, and the infeasible ones that bound them, told apart by `feasible`.
+    """
+    if feasible is None:
+        return select(rows)
+    merged = {row["mask"]: row for row in select(rows)}
+    for row in select([row for row in rows if feasible[row["mask"]]]):
+        merged.setdefault(row["mask"], row)
+    marked = [{**row, FEASIBLE_COLUMN: feasible[row["mask"]]} for row in merged.values()]
+    return sorted(marked, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
+
+
+def _members_among(population: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The population members (in order, duplicates kept) whose mask is among `rows`."""
+    masks = {row["mask"] for row in rows}
+    return [mask for mask in population if mask in masks]
+
+
 def write_results(
     results_dir: StoragePath,
     config: ExperimentConfig,
     rows: list[dict[str, Any]],
     info: RunInfo,
     populations: dict[int, list[str]],
+    constraints: Constraints | None = None,
 ) -> Summary:
     """Write evaluations.parquet, front.parquet, summary.json and the plots.
 
@@ -226,6 +283,8 @@ def write_results(
         rows: every evaluation row of every run (journal records).
         info: how the experiment ran (wall time, evaluator, feature set, status...).
         populations: run → hex masks of its final population (the population so far when cancelled).
+        constraints: the search's constraints: front rows then carry `feasible`, and the summary the
+            feasible evaluations and their best accuracy.
 
     Returns:
         The summary written to summary.json.
@@ -242,6 +301,7 @@ def write_results(
     _write_parquet(layout.evaluations, rows_table(ordered, columns))
 
     distinct_objectives = config.search.bookkeeping == "jmetalpy"
+    feasible = feasibility(ordered, constraints) if constraints is not None else None
     runs_rows: dict[int, list[dict[str, Any]]] = {run: [] for run in range(config.search.runs)}
     for row in ordered:
         runs_rows[row["run"]].append(row)
@@ -250,26 +310,37 @@ def write_results(
     run_summaries = []
     histories = {}
     for run, run_rows in runs_rows.items():
+        population = populations.get(run, [])
+
+        def population_front_among(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            # all rows: the whole population, so a member without a row is still refused
+            members = population if chosen is run_rows else _members_among(population, chosen)  # noqa: B023
+            return population_front(run_rows, members, distinct_objectives=distinct_objectives)  # noqa: B023
+
         fronts = {
-            FrontKind.POPULATION: population_front(
-                run_rows, populations.get(run, []), distinct_objectives=distinct_objectives
-            ),
-            FrontKind.ARCHIVE: front_of(run_rows),
+            FrontKind.POPULATION: _marked(population_front_among, run_rows, feasible),
+            FrontKind.ARCHIVE: _marked(front_of, run_rows, feasible),
         }
         population_rows.extend(fronts[FrontKind.POPULATION])
         for kind, front in fronts.items():
             front_rows[kind].extend(FrontRow.of(row, run=run, kind=kind) for row in front)
         histories[run] = hypervolume_history(run_rows)
         run_summaries.append(
-            RunSummary(run=run, seed=config.search.seed + run, front=_front_summary(run_rows, fronts))
+            RunSummary(
+                run=run, seed=config.search.seed + run, front=_front_summary(run_rows, fronts, feasible)
+            )
         )
     aggregates = {
         # the non-dominated union of the runs' fronts of each kind (for archives: of all evaluations)
         # (of equal objective vectors in several runs, the lowest run's member, as the reference's archive)
-        FrontKind.POPULATION: front_of(
-            first_of_each_objective_vector(population_rows) if distinct_objectives else population_rows
+        FrontKind.POPULATION: _marked(
+            lambda chosen: front_of(
+                first_of_each_objective_vector(chosen) if distinct_objectives else chosen
+            ),
+            population_rows,
+            feasible,
         ),
-        FrontKind.ARCHIVE: front_of(ordered),
+        FrontKind.ARCHIVE: _marked(front_of, ordered, feasible),
     }
     every_front = [
         *front_rows[FrontKind.POPULATION],
@@ -284,13 +355,14 @@ def write_results(
         ),
     ]
     front_columns = FRONT_COLUMNS + (TEST_COLUMNS if with_test else ())
+    front_columns += (FEASIBLE_COLUMN,) if feasible is not None else ()
     _write_parquet(layout.front, rows_table(every_front, front_columns))
 
     summary = Summary(
         experiment=config.name,
         status=info.status,
         runs=tuple(run_summaries),
-        aggregate=_front_summary(ordered, aggregates),
+        aggregate=_front_summary(ordered, aggregates, feasible),
         wall_time_s=info.wall_time_s,
         resumed_with_rows=info.resumed_with_rows,
         feature_set=info.feature_set,
@@ -313,8 +385,14 @@ def write_results(
     return summary
 
 
-def _front_summary(rows: list[dict[str, Any]], fronts: dict[FrontKind, list[dict[str, Any]]]) -> FrontSummary:
-    """Counts of `rows` and both fronts' hypervolumes and sizes."""
+def _front_summary(
+    rows: list[dict[str, Any]],
+    fronts: dict[FrontKind, list[dict[str, Any]]],
+    feasible: dict[str, bool] | None = None,
+) -> FrontSummary:
+    """Counts of `rows` and both fronts' hypervolumes and sizes (and, with constraints, the feasible)."""
+    full = [row for row in rows if full_fidelity(row)]
+    kept = [row for row in full if feasible[row["mask"]]] if feasible is not None else []
     return FrontSummary(
         hypervolume_population=hypervolume(_minimisation(fronts[FrontKind.POPULATION])),
         hypervolume_archive=hypervolume(_minimisation(fronts[FrontKind.ARCHIVE])),
@@ -325,7 +403,9 @@ def _front_summary(rows: list[dict[str, Any]], fronts: dict[FrontKind, list[dict
         cache_hits=sum(bool(row["cached"]) for row in rows),
         front_size_population=len(fronts[FrontKind.POPULATION]),
         front_size_archive=len(fronts[FrontKind.ARCHIVE]),
-        best_accuracy=max((row["accuracy"] for row in rows if full_fidelity(row)), default=None),
+        best_accuracy=max((row["accuracy"] for row in full), default=None),
+        feasible=len(kept) if feasible is not None else None,
+        best_feasible_accuracy=max((row["accuracy"] for row in kept), default=None),
     )
 
 

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evoprune.coordinator.export import ExportError, choose, export_name
+from evoprune.coordinator.export import ExportError, checked_formats, choose, export_name
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.actors import export_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.store import ExperimentRecord
+from evoprune.workers.export.formats import KERAS
 
 
 class ExportInvalidError(Exception):
@@ -33,6 +34,8 @@ class ExportRequest:
     min_accuracy: float | None = None
     run: int = AGGREGATE_RUN
     kind: str = DEFAULT_KIND
+    formats: tuple[str, ...] = (KERAS,)  # the files to write (`evoprune export --format`)
+    quantize: str | None = None  # the TFLite file's (`--quantize`)
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,14 @@ class ExportSpec(JobSpec):
     min_accuracy: float | None = None
     run: int = AGGREGATE_RUN
     kind: str = DEFAULT_KIND  # the front to pick from, not the job's kind (that is `job_kind`)
+    formats: tuple[str, ...] = (KERAS,)
+    quantize: str | None = None
 
     def request(self) -> ExportRequest:
         """The request's options, as `evoprune export` takes them."""
-        return ExportRequest(self.mask, self.rule, self.min_accuracy, self.run, self.kind)
+        return ExportRequest(
+            self.mask, self.rule, self.min_accuracy, self.run, self.kind, self.formats, self.quantize
+        )
 
     def reported(self) -> dict[str, Any]:
         return {"name": self.name, "options": asdict(self.request())}
@@ -94,7 +101,8 @@ def request_export(record: ExperimentRecord, launcher: Launcher, request: Export
     """Check an export request against the experiment's results, then start it in a detached Ray actor.
 
     The member is chosen here, from the results files (no TensorFlow), so that a bad request is answered
-    at once; the actor re-trains it and writes exports/NAME/model.keras and export.json.
+    at once; the actor re-trains it and writes exports/NAME/model.keras, the other formats asked for and
+    export.json.
 
     Args:
         record: the experiment.
@@ -106,17 +114,22 @@ def request_export(record: ExperimentRecord, launcher: Launcher, request: Export
 
     Raises:
         JobRefusedError: the experiment has not succeeded, or one of its exports is running.
-        ExportInvalidError: no such run or kind, a malformed or unknown mask, no member qualifies.
+        ExportInvalidError: no such run or kind, a malformed or unknown mask, no member qualifies, an
+            unknown format, a quantisation without tflite, a format whose packages the server lacks.
         JobUnavailableError: the results directory cannot be written, or Ray refused the actor.
 
     """
 
     def prepare() -> ExportSpec:
         results_dir = Path(record.results_dir)
+        options = asdict(request)
         try:
-            _, choice = choose(results_dir, **asdict(request))
+            # refused here, before the actor starts: an unknown format, or one this server cannot write
+            options["formats"] = checked_formats(options["formats"], options["quantize"])
+            picked = {key: value for key, value in options.items() if key not in ("formats", "quantize")}
+            _, choice = choose(results_dir, **picked)
         except ExportError as error:
             raise ExportInvalidError(" ".join(str(error).split()), error.field) from None
-        return ExportSpec(record.id, str(results_dir), export_name(choice), **asdict(request))
+        return ExportSpec(record.id, str(results_dir), export_name(choice), **options)
 
     return request_job(EXPORT, record, launcher, prepare)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import shutil
+import threading
 from pathlib import Path
 
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.live_view import LiveView
-from evoprune.shared.atomic_files import write_json_atomic
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import Event, ExperimentCancelled, ExperimentFailed
+from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
 from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
@@ -22,6 +24,8 @@ from evoprune.shared.store import (
 )
 
 log = logging.getLogger(__name__)
+# a results directory being removed is first renamed to this prefix (not an id, so never restored or served)
+DELETED_PREFIX = ".deleted-"
 
 
 def new_record(
@@ -88,7 +92,8 @@ def write_record_copy(layout: ResultsLayout, record: ExperimentRecord, front: Fr
 
     """
     try:
-        write_json_atomic(layout.record_copy, {"record": record.to_dict(), "front": front.to_dict()})
+        # sealed: a changed byte would otherwise bring back another record than the one that ended
+        write_sealed_json(layout.record_copy, {"record": record.to_dict(), "front": front.to_dict()})
     except OSError as error:
         log.error("cannot write %s: %s", layout.record_copy, error)
 
@@ -115,11 +120,13 @@ def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None)
         if not path.is_file() or store.get(folder.name) is not None:
             continue
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
+            state = read_sealed_json(path)  # a copy written before seals is read as it is
             record = ExperimentRecord.from_dict(state["record"])
             front = FrontState.from_dict(state["front"])
-        except (OSError, ValueError, KeyError, StoreError) as error:
-            log.error("cannot restore %s: %s", path, error)
+        except (OSError, ValueError, KeyError, TypeError, StoreError) as error:
+            log.error(
+                "cannot restore %s: %s; the experiment stays unlisted until it is restored", path, error
+            )
             continue
         if record.id != folder.name:
             continue
@@ -152,3 +159,47 @@ def lost_record_ids(known: set[str], spec: StoreSpec) -> list[str]:
         and valid_experiment_id(folder.name)
         and ResultsLayout(folder).record_copy.is_file()
     ]
+
+
+def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool:
+    """Remove an ended experiment for good: its record in the store and its results directory.
+
+    The results directory is first renamed aside, so nothing serves or restores it any more; then the store
+    removes the record (refusing an active one, when the directory is put back); then the directory is
+    deleted. A removal cut short by a crash leaves either the record (remove it again) or a renamed folder
+    that the next removal sweeps; never a record copy that would bring the experiment back.
+
+    Args:
+        store: the store.
+        spec: where the results directories are; only `results_root/<id>` is removed, never a directory
+            elsewhere that a record names.
+        experiment_id: the experiment.
+
+    Returns:
+        False when neither the store nor the results root held it.
+
+    Raises:
+        ExperimentActiveError: it is queued or running; nothing was removed.
+        StoreError: the store failed; the results directory is back in place.
+
+    """
+    if not valid_experiment_id(experiment_id):
+        return False
+    root = spec.results_root
+    results = root / experiment_id
+    aside = root / f"{DELETED_PREFIX}{experiment_id}-{os.getpid()}-{threading.get_ident()}"
+    # a link is removed as a link: what it points to is not this experiment's to delete
+    moved = results.is_dir() and not results.is_symlink()
+    if moved:
+        results.rename(aside)
+    try:
+        removed = store.delete(experiment_id)
+    except BaseException:
+        if moved:
+            aside.rename(results)
+        raise
+    if results.is_symlink():
+        results.unlink()
+    for leftover in root.glob(f"{DELETED_PREFIX}*") if root.is_dir() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return removed or moved

@@ -120,6 +120,7 @@ def test_fake_problem_is_what_the_actor_computes():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_real_evoprune_run_is_the_same_with_one_and_two_workers(tmp_path):
     """The installed command, real features and training (digits, 5 epochs), in fresh processes."""

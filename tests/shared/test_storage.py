@@ -15,7 +15,7 @@ from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.fitness_cache import LocalFitnessCache
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.parquet_files import CorruptFileError, read_verified_parquet, write_parquet
-from evoprune.shared.storage import ObjectPath, is_object_uri, storage_path
+from evoprune.shared.storage import ObjectPath, is_object_uri, storage_path, upload_folder
 from tests import s3_server
 
 pytestmark = pytest.mark.s3
@@ -144,3 +144,20 @@ def test_journal_and_ledger_grow_on_object_storage(bucket):
 def test_local_atomic_writes_are_unchanged(tmp_path: Path):
     write_atomic(tmp_path / "a" / "b.json", "x")
     assert (tmp_path / "a" / "b.json").read_text() == "x"
+
+
+def test_a_folder_is_uploaded_with_its_index_last_and_old_objects_removed(bucket, tmp_path: Path):
+    local = tmp_path / "analysis"
+    (local / "figures").mkdir(parents=True)
+    (local / "figures" / "a.png").write_bytes(b"a")
+    (local / "b.parquet").write_bytes(b"b")
+    (local / "index.json").write_text("{}")
+    target = storage_path(f"s3://{bucket}/run/analysis")
+    (target / "left-over.png").write_bytes(b"old")
+    assert upload_folder(local, target, last="index.json") == ["b.parquet", "figures/a.png", "index.json"]
+    assert not (target / "left-over.png").exists()
+    assert (target / "figures" / "a.png").read_bytes() == b"a" and (target / "index.json").read_text() == "{}"
+    (local / "index.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"index\.json"):
+        upload_folder(local, target, last="index.json")
+    assert (target / "index.json").exists()  # nothing was touched

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,10 @@ import numpy as np
 
 from evoprune.shared.config import ExperimentConfig
 from evoprune.workers.evaluation.head_layout import head_shape
-from evoprune.workers.export.inputs import raw_inputs
+from evoprune.workers.export._check import ExportMismatchError, compare_predictions
+from evoprune.workers.export._deploy import Reference, Samples, deploy, expected_names
+from evoprune.workers.export.formats import KERAS, REPORT_FORMATS_KEY, every_file_name
+from evoprune.workers.export.inputs import RawInputs, ood_inputs, raw_inputs
 from evoprune.workers.export.model import (
     export_model,
     full_kept,
@@ -22,20 +27,15 @@ from evoprune.workers.export.model import (
 from evoprune.workers.features.feature_set import FeatureSet
 
 MODEL_SUFFIX = ".keras"
-# A reloaded model may disagree with the search's logits only on samples whose two best classes are this
-# close (relative to the larger logit): the search sums in fixed chunks of 128 terms, a Dense layer in its
-# own order, so float32 rounding can differ in the last bits.
-TIE_LOGIT_GAP = 1e-5
 PREDICT_BATCH = 64
+# int8 calibration reads this many training samples (a seeded draw): the converter records every tensor's
+# range over them, and a few hundred cover a head's ranges well at a few seconds of conversion
+CALIBRATION_SAMPLES = 200
 FOLD_REASON = (
     "each fold trains its own head on its own training rows and the recorded accuracy is the mean over "
     "folds, which no single model has; fold 0 exists for every dataset (the only one without folds), and its "
     "accuracy is checked against its own re-trained accuracy"
 )
-
-
-class ExportMismatchError(Exception):
-    """The written model does not reproduce what the search recorded."""
 
 
 def build_and_check(
@@ -46,6 +46,8 @@ def build_and_check(
     target: Path,
     fold: int,
     say: Callable[[str], None],
+    formats: Sequence[str] = (KERAS,),
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """Re-train `mask`, write the model of one fold to `target`, reload it and compare; measure the head.
 
@@ -54,15 +56,20 @@ def build_and_check(
         feature_set: its features.
         mask: the mask (bools).
         recorded: the mask's recorded objectives (`accuracy`, `auroc`).
-        target: the `.keras` file; it appears only once the check has passed.
+        target: the `.keras` file; it and the other formats' files beside it (workers.export.formats
+            names them) appear only once every check has passed.
         fold: the fold whose head is exported.
         say: progress lines.
+        formats: from workers.export.formats.parse_formats; each file is reloaded in a fresh process.
+        quantize: the TFLite file's post-training quantisation (None, "float16", "int8").
 
     Returns:
-        The report's measured part: input, fold, check, head sizes, FLOPs and latency, model parameters.
+        The report's measured part: input, fold, check, head sizes, FLOPs and latency, model parameters,
+        and the deployment formats (workers.export._deploy.deploy).
 
     Raises:
-        ExportMismatchError: the re-trained or the reloaded model does not reproduce the recorded scores.
+        ExportMismatchError: the re-trained or a reloaded unquantised model does not reproduce the
+            recorded scores (ExportConversionError: a converter or runtime failed).
 
     """
     import keras
@@ -90,11 +97,14 @@ def build_and_check(
         )
     built = export_model(config.backbone, raw, shape, outputs.kept, outputs.params)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.stem}.partial{MODEL_SUFFIX}")
+    staging = target.with_name(f".{target.stem}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by an export that was interrupted
+    staging.mkdir()
     try:
-        built.save(staging)
+        staged = staging / target.name
+        built.save(staged)
         say("loading the written file into a fresh model and scoring it")
-        loaded = keras.saving.load_model(staging)
+        loaded = keras.saving.load_model(staged)
         probabilities = np.asarray(loaded.predict(raw.values, batch_size=PREDICT_BATCH, verbose=0))
         check = compare_predictions(probabilities, outputs.evaluation_logits, split.labels)
         check = {"split": config.fitness_split, "recorded_accuracy": recorded["accuracy"], **check}
@@ -106,10 +116,19 @@ def build_and_check(
                 f"{check['disagreements']} predictions differ, {check['unexplained']} of them not at a "
                 "near-tie of two classes"
             )
-        os.replace(staging, target)
+        samples = _samples(config, fold, raw, quantize)
+        reference = Reference(
+            split.labels,
+            outputs.evaluation_logits,
+            config.robustness,
+            None
+            if samples.ood is None
+            else _fold_auroc(config, outputs.evaluation_logits, outputs.ood_logits),
+        )
+        deployed = deploy(staged, formats, quantize, samples, reference, say)
+        _publish(staging, target, expected_names(target.stem, formats, quantize))
     finally:
-        if staging.exists():
-            staging.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
     say("measuring the head before and after pruning")
     before = head_cost((*shape.widths, shape.num_classes), shape.hidden_bias)
     after = head_cost(pruned_widths(shape, outputs.kept), shape.hidden_bias)
@@ -133,41 +152,52 @@ def build_and_check(
             "before": exported_parameters - after.parameters + before.parameters,
             "after": exported_parameters,
         },
+        **deployed,
     }
 
 
-def compare_predictions(probabilities: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Compare a reloaded model's probabilities with the search's logits on the same samples.
+def _samples(config: ExperimentConfig, fold: int, raw: RawInputs, quantize: str | None) -> Samples:
+    """The inputs every format is run on: the fitness split, the fold's OoD samples, int8 calibration."""
+    from evoprune.workers.features.assemble import ood_rows, training_rows
 
-    Args:
-        probabilities: (N, C) from the exported model.
-        logits: (N, C) the re-trained head's logits (those the recorded accuracy was computed from).
-        labels: (N,) true classes.
+    ood, note = ood_inputs(config, ood_rows(config, fold), raw)
+    calibration = None
+    if quantize == "int8":
+        rows = training_rows(config, fold)
+        rng = np.random.default_rng(config.dataset.split_seed)
+        chosen = np.sort(rng.choice(rows, size=min(CALIBRATION_SAMPLES, len(rows)), replace=False))
+        calibration = raw_inputs(config, chosen).values
+    return Samples(raw.values, ood, calibration, note)
 
-    Returns:
-        Both accuracies, how many predictions differ, how many of those are not at a near-tie (the top two
-        logits within TIE_LOGIT_GAP of each other, relatively), the largest probability difference, and
-        `reproduced`: no unexplained difference.
 
+def _fold_auroc(config: ExperimentConfig, logits: np.ndarray, ood_logits: np.ndarray) -> float:
+    from evoprune.workers.evaluation.odin import ood_auroc
+
+    robustness = config.robustness
+    return ood_auroc(
+        logits, ood_logits, robustness.temperature, robustness.auroc_estimator, robustness.score_precision
+    )
+
+
+def _publish(staging: Path, target: Path, names: Sequence[str]) -> None:
+    """Move the checked files into place, and remove what a previous export of that name wrote besides.
+
+    The previous export's export.json lists its files; those of a format not written this time are removed,
+    so that the folder holds one export only.
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    expected = shifted / shifted.sum(axis=1, keepdims=True)
-    exported = np.argmax(probabilities, axis=1)
-    searched = np.argmax(logits, axis=1)
-    differ = np.flatnonzero(exported != searched)
-    top_two = np.sort(logits[differ], axis=1)[:, -2:]
-    gap = (top_two[:, 1] - top_two[:, 0]) / np.maximum(1.0, np.abs(top_two[:, 1]))
-    unexplained = int(np.count_nonzero(gap > TIE_LOGIT_GAP))
-    exported_accuracy = float(np.mean(exported == labels))
-    retrained_accuracy = float(np.mean(searched == labels))
-    return {
-        "samples": len(labels),
-        "retrained_accuracy": retrained_accuracy,
-        "exported_accuracy": exported_accuracy,
-        "exact": exported_accuracy == retrained_accuracy and len(differ) == 0,
-        "disagreements": len(differ),
-        "unexplained": unexplained,
-        "max_probability_difference": float(np.max(np.abs(probabilities - expected))),
-        "reproduced": unexplained == 0,
-    }
+    folder = target.parent
+    previous = folder / "export.json"
+    stale: set[str] = set()
+    try:
+        listed = json.loads(previous.read_text()).get(REPORT_FORMATS_KEY, {})
+        stale = {entry["file"] for entry in listed.values()} & set(every_file_name(target.stem))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass  # no previous export here, or not one of ours: leave the folder's other files alone
+    for name in [*names, *sorted(stale - set(names))]:
+        place = folder / name
+        if place.is_dir() and not place.is_symlink():
+            shutil.rmtree(place)
+        elif place.exists() or place.is_symlink():
+            place.unlink()
+        if name in names:
+            os.replace(staging / name, place)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from evoprune.shared.config import ExperimentConfig
-from evoprune.workers.features._ood import sample_ood, seeded_generator
+from evoprune.shared.storage import StoragePath
+from evoprune.workers.features._ood import choose_ood_indices, sample_ood, seeded_generator
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_cache import (
     FORMAT_VERSION,
@@ -167,7 +167,7 @@ def _num_classes(table: FeatureTable, config: ExperimentConfig) -> int:
 
 def _load_tables(
     config: ExperimentConfig, progress: bool
-) -> tuple[FeatureTable, list[FeatureTable], list[Path]]:
+) -> tuple[FeatureTable, list[FeatureTable], list[StoragePath]]:
     cache_dir = resolve_cache_dir(config.cache_dir)
     image_size = config.dataset.image_size
     table, path = source_features(
@@ -202,7 +202,7 @@ def _load_tables(
     return table, ood_tables, paths
 
 
-def extract_features(config: ExperimentConfig, progress: bool = True) -> list[Path]:
+def extract_features(config: ExperimentConfig, progress: bool = True) -> list[StoragePath]:
     """Build (or find) the cached features of the dataset and of every OoD source.
 
     Args:
@@ -322,3 +322,52 @@ def fitness_rows(config: ExperimentConfig, fold: int, *, progress: bool = False)
     if not 0 <= fold < len(rounds):
         raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
     return rounds[fold].evaluation
+
+
+def training_rows(config: ExperimentConfig, fold: int) -> np.ndarray:
+    """Which samples of the dataset one fold trains on, as row numbers in the source's own order.
+
+    Args:
+        config: the experiment.
+        fold: the fold (0 for a dataset without folds).
+
+    Returns:
+        The rows, in the order of the fold's training split.
+
+    Raises:
+        DatasetError: unreadable data, or no such fold.
+
+    """
+    table, _, _ = _load_tables(config, progress=False)
+    rounds = _rounds(table, config)
+    if not 0 <= fold < len(rounds):
+        raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
+    return rounds[fold].train
+
+
+def ood_rows(config: ExperimentConfig, fold: int) -> list[np.ndarray]:
+    """Which samples of each OoD source one fold's fitness split is scored against, as load_feature_set draws.
+
+    Args:
+        config: the experiment.
+        fold: the fold (0 for a dataset without folds).
+
+    Returns:
+        Per OoD source (config order), row numbers in its own order; the fold's `ood` features are those
+        rows of each source's features, concatenated.
+
+    Raises:
+        DatasetError: unreadable data, or no such fold.
+
+    """
+    table, ood_tables, _ = _load_tables(config, progress=False)
+    rounds = _rounds(table, config)
+    if not 0 <= fold < len(rounds):
+        raise DatasetError(f"{config.dataset.source} has {len(rounds)} fold(s); there is no fold {fold}")
+    if not ood_tables:
+        return []
+    sampling = config.robustness.ood_sampling
+    # as load_feature_set's draw: under first_n every fold scores the first fold's OoD set
+    total = len(rounds[0].evaluation if sampling == "first_n" else rounds[fold].evaluation)
+    labels = [ood_table.labels for ood_table in ood_tables]
+    return choose_ood_indices(labels, total, [config.dataset.split_seed, STREAM_OOD, fold], sampling)

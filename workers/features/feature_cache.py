@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from evoprune.shared.config import BackboneConfig
 from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
+from evoprune.shared.storage import ObjectPath, StoragePath, is_object_uri, storage_path
 from evoprune.workers.features import backbones
 from evoprune.workers.features.datasets import (
     DEFAULT_RESIZE,
@@ -60,8 +61,10 @@ def canonical_hash(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """Hash (sha256) a file's bytes, read in chunks."""
+def file_sha256(path: StoragePath) -> str:
+    """Hash (sha256) a file's bytes, read in chunks (an object on object storage: in one read)."""
+    if isinstance(path, ObjectPath):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(HASH_CHUNK_BYTES):
@@ -112,10 +115,17 @@ def cache_key(
     return canonical_hash(keyed)
 
 
-def resolve_cache_dir(configured: str | None) -> Path:
-    """Pick the cache folder: the config's `cache_dir`, else $EVOPRUNE_CACHE_DIR, else the default."""
+def resolve_cache_dir(configured: str | None) -> StoragePath:
+    """Pick the cache folder: the config's `cache_dir`, else $EVOPRUNE_CACHE_DIR, else the default.
+
+    An s3:// or gs:// URI puts the cache on object storage, where every node of a cluster finds it.
+    """
     chosen = configured or os.environ.get(CACHE_DIR_ENV) or str(DEFAULT_CACHE_DIR)
-    return Path(chosen).expanduser()
+    return _local_or_object(chosen)
+
+
+def _local_or_object(text: str) -> StoragePath:
+    return storage_path(text) if is_object_uri(text) else Path(text).expanduser()
 
 
 def _column(table: pa.Table, name: str, origin: str) -> pa.Array:
@@ -150,7 +160,7 @@ def _features_matrix(column: pa.Array, origin: str) -> np.ndarray:
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(column), width)
 
 
-def read_feature_file(path: Path, *, ood: bool = False, key: str = "") -> FeatureTable:
+def read_feature_file(path: StoragePath, *, ood: bool = False, key: str = "") -> FeatureTable:
     """Read and check a features Parquet file (bring-your-own features, or a cache entry).
 
     Args:
@@ -169,7 +179,7 @@ def read_feature_file(path: Path, *, ood: bool = False, key: str = "") -> Featur
     return _feature_table(_read_parquet(path), str(path), ood=ood, key=key)
 
 
-def _read_parquet(path: Path) -> pa.Table:
+def _read_parquet(path: StoragePath) -> pa.Table:
     # a cache entry carries a whole-file digest and page checksums; a user's own file may have neither
     try:
         return read_verified_parquet(path)
@@ -218,8 +228,8 @@ def _read_folds(table: pa.Table, origin: str) -> np.ndarray | None:
     return folds
 
 
-def write_feature_file(path: Path, table: FeatureTable, metadata: dict[str, Any]) -> None:
-    """Write a table atomically: a temporary file in the same folder, fsynced, then renamed into place.
+def write_feature_file(path: StoragePath, table: FeatureTable, metadata: dict[str, Any]) -> None:
+    """Write a table atomically: a temporary file renamed into place, or on object storage one upload.
 
     Args:
         path: the destination.
@@ -280,7 +290,7 @@ def _extract(source: ImageSource, backbone: BackboneConfig, resize: str, progres
     )
 
 
-def _read_cache_entry(path: Path, key: str) -> FeatureTable:
+def _read_cache_entry(path: StoragePath, key: str) -> FeatureTable:
     """Read a cache file, accepted only if its recorded key and format match what was asked for."""
     table = _read_parquet(path)
     try:
@@ -297,19 +307,19 @@ def source_features(
     *,
     backbone: BackboneConfig,
     image_size: tuple[int, int] | None,
-    cache_dir: Path,
+    cache_dir: StoragePath,
     folds: int | None = None,
     ood: bool = False,
     progress: bool = True,
     resize: str = DEFAULT_RESIZE,
-) -> tuple[FeatureTable, Path]:
+) -> tuple[FeatureTable, StoragePath]:
     """Get the features of one source, read from the cache or extracted once and cached.
 
     Args:
         spec: the source (`sklearn:`, `tfds:`, `folder:` or `features:`).
         backbone: the feature extractor; ignored for `features:` sources.
         image_size: (height, width) the images are resized to, or None.
-        cache_dir: the cache folder.
+        cache_dir: the cache folder (local, or a prefix on object storage).
         folds: the expected partition count of a k-fold folder.
         ood: read a `features:` source as an OoD pool (label and split ignored).
         progress: show a progress bar on stderr while extracting.
@@ -322,7 +332,7 @@ def source_features(
     """
     kind, _, rest = spec.partition(":")
     if kind == "features":
-        path = Path(rest).expanduser()
+        path = _local_or_object(rest)
         if not path.is_file():
             raise DatasetError(f"{spec}: {path} is not a file")
         key = canonical_hash({"format": FORMAT_VERSION, "features_sha256": file_sha256(path), "ood": ood})

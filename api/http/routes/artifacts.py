@@ -213,10 +213,12 @@ def _export_public(request: Request, record: ExperimentRecord, state: ExportStat
 def start_export(
     record: RecordDep, launcher: LauncherDep, request: Request, response: Response, body: ExportCreate
 ) -> ExportPublic:
-    """Export one front member as a pruned Keras model on the Ray cluster, as `evoprune export` does.
+    """Export one front member as a pruned model on the Ray cluster, as `evoprune export` does.
 
     Answers at once; follow it with `GET /experiments/{id}/exports`. Once it has succeeded, the model
-    (`export-NAME.keras`) and its report (`export-NAME.json`) are among the experiment's artifacts.
+    (`export-NAME.keras`), the TFLite and ONNX files asked for (`export-NAME.tflite`,
+    `export-NAME-int8.tflite`, `export-NAME.onnx`) and the report (`export-NAME.json`) are among the
+    experiment's artifacts.
     """
     options = ExportRequest(
         mask=body.mask.lower() if body.mask is not None else None,
@@ -224,6 +226,8 @@ def start_export(
         min_accuracy=body.min_accuracy,
         run=AGGREGATE_RUN if body.run is None else body.run,
         kind=body.kind or DEFAULT_KIND,
+        formats=tuple(body.formats or ()),
+        quantize=body.quantize,
     )
     try:
         state = request_export(record, launcher, options)

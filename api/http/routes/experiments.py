@@ -1,4 +1,4 @@
-"""Routes of the experiment resource: submit, list, read, cancel."""
+"""Routes of the experiment resource: submit, list, read, cancel, remove."""
 
 from __future__ import annotations
 
@@ -19,15 +19,24 @@ from evoprune.api.http.deps import (
     StoreDep,
 )
 from evoprune.api.http.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
+from evoprune.coordinator.service.jobs_analysis import ANALYSIS
+from evoprune.coordinator.service.jobs_export import EXPORT
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.coordinator.service.records import (
     end_without_runner,
     lost_record_ids,
     new_record,
+    remove_experiment,
     restore_lost_records,
 )
 from evoprune.shared.events import ExperimentStatus
-from evoprune.shared.store import ExperimentRecord, Store, TooManyActiveError
+from evoprune.shared.store import (
+    ExperimentActiveError,
+    ExperimentRecord,
+    Store,
+    StoreSpec,
+    TooManyActiveError,
+)
 
 ID_BYTES = 8
 MAX_PAGE = 500
@@ -129,14 +138,42 @@ async def get_experiment(record: RecordDep, responses: ResponsesDep) -> Response
     "/{experiment_id}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ExperimentPublic,
-    responses={404: {"description": "unknown id"}, 409: {"description": "the experiment has already ended"}},
+    responses={
+        204: {"description": "with `purge=true`: the ended experiment and its results are removed"},
+        404: {"description": "unknown id"},
+        409: {
+            "description": "without `purge`: the experiment has already ended; with `purge=true`: it is "
+            "queued or running, or an analysis or export of it is running"
+        },
+    },
 )
-def cancel_experiment(record: RecordDep, store: StoreDep, launcher: LauncherDep) -> ExperimentPublic:
-    """Cancel an experiment: it stops at its next step, keeps its results so far and ends `cancelled`."""
+def cancel_experiment(
+    record: RecordDep,
+    store: StoreDep,
+    launcher: LauncherDep,
+    settings: SettingsDep,
+    purge: Annotated[
+        bool,
+        Query(
+            description="remove an ended experiment for good, its record and its results directory, "
+            "instead of cancelling a running one"
+        ),
+    ] = False,
+) -> Response | ExperimentPublic:
+    """Cancel an experiment: it stops at its next step, keeps its results so far and ends `cancelled`.
+
+    With `purge=true`, remove an ended experiment (succeeded, failed or cancelled) instead: its record,
+    events and results directory are deleted and the answer is 204. A queued or running one is refused
+    (409): cancel it first, then purge it once it has ended.
+    """
+    if purge:
+        _purge(record, store, launcher, settings.store_spec())
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     if record.terminal:
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
-            detail=f"experiment {record.id} has already ended ({record.status}); there is nothing to cancel",
+            detail=f"experiment {record.id} has already ended ({record.status}); there is nothing to cancel "
+            "(add ?purge=true to remove it and its results)",
         )
     store.request_cancel(record.id)
     try:
@@ -148,3 +185,42 @@ def cancel_experiment(record: RecordDep, store: StoreDep, launcher: LauncherDep)
         if current is not None and not current.terminal:
             record = end_without_runner(store, current)
     return ExperimentPublic.of(record)
+
+
+def _purge(record: ExperimentRecord, store: Store, launcher: Launcher, spec: StoreSpec) -> None:
+    def conflict(reason: str) -> HTTPException:
+        return HTTPException(
+            status_code=status.HTTP_409_CONFLICT, detail=f"experiment {record.id} {reason}; it is kept"
+        )
+
+    if not record.terminal:
+        raise conflict(
+            f"is {record.status}: cancel it first (DELETE without purge), then remove it once ended"
+        )
+    try:
+        # a runner that published its end may still be writing its record copy, which would bring the
+        # experiment back; a job writes into the results directory
+        if launcher.alive(record.id):
+            raise conflict("has ended but its runner is still finishing; try again in a few seconds")
+        for kind in (ANALYSIS, EXPORT):
+            if launcher.job_alive(kind, record.id):
+                raise conflict(f"is being {kind.participle}; wait for {kind.a_job} to end")
+    except HTTPException:
+        raise
+    except Exception as error:  # Ray unreachable: whether a runner or job still writes cannot be told
+        raise HTTPException(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"experiment {record.id} is kept: Ray cannot tell whether anything still writes its "
+            f"results ({type(error).__name__}: {error}); try again when Ray answers",
+        ) from None
+    try:
+        remove_experiment(store, spec, record.id)
+    except ExperimentActiveError as error:
+        raise conflict(f"is {error.status}") from None
+    except OSError as error:
+        log.error("cannot remove the results of experiment %s: %s", record.id, error)
+        raise HTTPException(
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            detail=f"the results directory of experiment {record.id} cannot be removed: "
+            f"{error.strerror or error}; it is kept",
+        ) from None

@@ -34,7 +34,7 @@
     },
     point: {
       card: $("point-card"), objectives: $("point-objectives"), button: $("export-button"),
-      state: $("point-state"), error: $("point-error"),
+      state: $("point-state"), error: $("point-error"), format: $("export-format"),
     },
   };
   const demoYaml = el.yaml.value;

@@ -21,10 +21,11 @@ window.EvoExports = (() => {
    *   api(method, path, body): JSON from the server (asks for the token on 401, throws ApiError);
    *   blob(path): a file from the server as a Blob, sent with the token;
    *   node(tag, attributes, ...children): builds an element;
-   *   el: the panel's elements (card, objectives, button, state, error).
+   *   el: the panel's elements (card, objectives, button, state, error, format: the format chooser,
+   *     whose values are keras, tflite, tflite:QUANTISATION or onnx).
    */
   function create({ api, blob, node, el }) {
-    let shown = null; // { id, succeeded, point, timer, exporting }
+    let shown = null; // { id, succeeded, point, timer, exporting, format }
 
     const base = (state) => `experiments/${encodeURIComponent(state.id)}`;
     // the server answers absolute paths; the page's requests are relative (it may sit behind a prefix)
@@ -60,10 +61,20 @@ window.EvoExports = (() => {
       renderButton(shown);
     }
 
+    /** The chosen format: its name and quantisation, and the request's body fields. */
+    function chosenFormat() {
+      const [format, quantize] = (el.format?.value || "keras").split(":");
+      // the server always writes the .keras file; the others are converted from it
+      const body = format === "keras" ? {} : { formats: [format], ...(quantize ? { quantize } : {}) };
+      return { format, quantize: quantize || null, body };
+    }
+
     function renderButton(state) {
       el.button.disabled = !state.succeeded || state.exporting || !state.point;
       el.button.title = state.succeeded ? "" : "an experiment can be exported once it has succeeded";
-      el.button.textContent = state.exporting ? "Exporting…" : "Export model (.keras)";
+      const { format, quantize } = chosenFormat();
+      const label = format === "keras" ? ".keras" : `.${format}${quantize ? `, ${quantize}` : ""}`;
+      el.button.textContent = state.exporting ? "Exporting…" : `Export model (${label})`;
     }
 
     async function follow(state) {
@@ -88,14 +99,17 @@ window.EvoExports = (() => {
         return;
       }
       el.state.textContent = `exported as ${status.name}; downloading`;
+      const fileUrl = (status.file_urls || {})[state.format] || status.model_url;
+      // the artifact's name is export-NAME.keras, export-NAME-int8.tflite, ...: saved as NAME.keras, ...
+      const fileName = decodeURIComponent(fileUrl.split("/").pop()).replace(/^export-/, "");
       try {
-        const url = URL.createObjectURL(await blob(relative(status.model_url)));
-        const save = node("a", { href: url, download: `${status.name}.keras`, hidden: true });
+        const url = URL.createObjectURL(await blob(relative(fileUrl)));
+        const save = node("a", { href: url, download: fileName, hidden: true });
         document.body.append(save);
         save.click();
         save.remove();
         setTimeout(() => URL.revokeObjectURL(url), DOWNLOAD_URL_LIFETIME_MS);
-        el.state.textContent = `downloaded ${status.name}.keras (also among the files of the analysis panel)`;
+        el.state.textContent = `downloaded ${fileName} (also among the files of the analysis panel)`;
       } catch (error) {
         el.error.textContent = `Not downloaded: ${error.message}`;
         el.error.hidden = false;
@@ -105,12 +119,14 @@ window.EvoExports = (() => {
     el.button.addEventListener("click", async () => {
       const state = shown;
       if (!state?.point) return;
+      const chosen = chosenFormat();
+      state.format = chosen.format;
       state.exporting = true;
       renderButton(state);
       el.error.hidden = true;
       el.state.textContent = "starting…";
       try {
-        await api("POST", `${base(state)}/exports`, { mask: state.point.mask });
+        await api("POST", `${base(state)}/exports`, { mask: state.point.mask, ...chosen.body });
       } catch (error) {
         if (shown !== state) return;
         el.error.textContent = `Not started: ${reasons(error)}`;
@@ -122,6 +138,8 @@ window.EvoExports = (() => {
       }
       if (shown === state) follow(state);
     });
+
+    el.format?.addEventListener("change", () => { if (shown) renderButton(shown); });
 
     return { update, choose };
   }

@@ -50,11 +50,20 @@ def test_export_writes_a_smaller_model_that_reloads_with_plain_keras(finished, t
     knee = pick(front_rows(rows), "knee")
     assert main(["export", str(results_dir), "--pick", "knee"]) == 0
     captured = capsys.readouterr()
-    report = json.loads(captured.out)
-    assert "head parameters" in captured.err and "wrote" in captured.err
     model = results_dir / "exports" / "knee" / "model.keras"
+    report = json.loads((model.parent / "export.json").read_text())
+    # a short summary and the report's path, not the report
+    summary = captured.out.splitlines()
+    assert summary[0].startswith(f"evoprune export: wrote {model.parent}/") and len(summary) < 10
+    assert "head parameters" in captured.out and f"report: {model.parent / 'export.json'}" in summary[-1]
+    assert "model.keras" in captured.out and "(exact)" in captured.out
     assert report["model"] == str(model) and model.is_file()
-    assert json.loads((model.parent / "export.json").read_text()) == report
+    # reloaded in a fresh process by Keras: the recorded accuracy, and the search's AUROC to float error
+    (keras_file,) = report["formats"].values()
+    assert keras_file["file"] == "model.keras" and keras_file["bytes"] == model.stat().st_size
+    assert keras_file["runtime"]["name"].startswith("keras.saving.load_model")
+    assert keras_file["exact"] and keras_file["accuracy"] == knee["accuracy"]
+    assert keras_file["auroc"] == pytest.approx(keras_file["retrained_auroc"], abs=1e-6)
     assert report["mask"] == knee["mask"]
     assert report["objectives"]["accuracy"] == knee["accuracy"]
     assert report["pick"]["rule"] == "knee" and "Das 1999" in report["pick"]["method"]
@@ -78,7 +87,7 @@ def test_export_writes_a_smaller_model_that_reloads_with_plain_keras(finished, t
 
     # the same point again, as its mask, to another file
     again = tmp_path / "again.keras"
-    assert main(["export", str(results_dir), "--mask", knee["mask"], "--out", str(again)]) == 0
+    assert main(["export", str(results_dir), "--mask", knee["mask"], "--out", str(again), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pick"] == {"rule": "mask"}
     assert (tmp_path / "export.json").is_file()
 
@@ -100,12 +109,25 @@ def test_best_accuracy_and_smallest_pick_what_the_rules_say(finished, tmp_path, 
         (row for row in rows if row["accuracy"] >= floor),
         key=lambda row: (row["active_fraction"], -row["accuracy"], -row["auroc"], row["mask"]),
     )
-    arguments = ["export", str(results_dir), "--pick", "smallest", "--min-accuracy", str(floor)]
+    arguments = ["export", str(results_dir), "--pick", "smallest", "--min-accuracy", str(floor), "--json"]
     assert main(arguments) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mask"] == expected["mask"] and report["pick"]["min_accuracy"] == floor
     assert (
-        main(["export", str(results_dir), "--pick", "best-accuracy", "--run", "1", "--kind", "archive"]) == 0
+        main(
+            [
+                "export",
+                str(results_dir),
+                "--pick",
+                "best-accuracy",
+                "--run",
+                "1",
+                "--kind",
+                "archive",
+                "--json",
+            ]
+        )
+        == 0
     )
     report = json.loads(capsys.readouterr().out)
     best = max(row["accuracy"] for row in front_rows(front(results_dir), run=1, kind="archive"))
@@ -125,6 +147,9 @@ def test_best_accuracy_and_smallest_pick_what_the_rules_say(finished, tmp_path, 
         (["--pick", "knee", "--min-accuracy", "0.5"], "--min-accuracy applies only to --pick smallest"),
         (["--pick", "knee", "--out", "model.h5"], "must end in .keras"),
         (["--mask", "00" * 8, "--run", "0"], "they do not apply to --mask"),
+        (["--pick", "knee", "--format", "tflite,onxx"], "unknown export format 'onxx'; choose from keras,"),
+        (["--pick", "knee", "--quantize", "int8"], "--quantize int8 applies to the TFLite file only"),
+        (["--pick", "knee", "--format", "onnx", "--quantize", "float16"], "add --format tflite"),
     ],
 )
 def test_bad_requests_exit_2_naming_the_problem(finished, tmp_path, capsys, arguments, message):

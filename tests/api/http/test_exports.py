@@ -55,6 +55,8 @@ def test_a_pick_starts_one_export_actor_and_reports_it_running(finished):
         "min_accuracy": None,
         "run": 1,
         "kind": "archive",
+        "formats": ["keras"],
+        "quantize": None,
     }
     (spec,) = launcher.exports
     assert (spec.rule, spec.run, spec.kind, spec.results_dir) == ("knee", 1, "archive", record.results_dir)
@@ -62,6 +64,16 @@ def test_a_pick_starts_one_export_actor_and_reports_it_running(finished):
     again = _post(client, record, {"pick": "best-accuracy"})
     assert again.status_code == 409 and "already running" in again.json()["detail"]
     assert client.get(f"/experiments/{record.id}/exports", headers=HEADERS).json()["status"] == "running"
+
+
+def test_formats_and_a_quantisation_travel_to_the_export_actor(finished):
+    client, launcher, record = finished
+    answer = _post(client, record, {"pick": "knee", "formats": ["onnx", "tflite"], "quantize": "int8"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["options"]["formats"] == ["keras", "tflite", "onnx"]
+    (spec,) = launcher.exports
+    assert (spec.formats, spec.quantize) == (("keras", "tflite", "onnx"), "int8")
+    assert spec.request().formats == spec.formats
 
 
 def test_a_mask_from_the_evaluations_is_exported_under_its_own_name(finished):
@@ -85,6 +97,11 @@ def test_a_mask_from_the_evaluations_is_exported_under_its_own_name(finished):
         ({"mask": "zz"}, "mask", "pattern"),
         ({"pick": "largest"}, "pick", ""),
         ({"pick": "knee", "kind": "all"}, "kind", ""),
+        ({"pick": "knee", "formats": ["tflit"]}, "formats", ""),
+        ({"pick": "knee", "formats": []}, "formats", ""),
+        ({"pick": "knee", "quantize": "int8"}, "quantize", "add tflite to formats"),
+        ({"pick": "knee", "formats": ["onnx"], "quantize": "float16"}, "quantize", "add tflite"),
+        ({"pick": "knee", "formats": ["tflite"], "quantize": "int4"}, "quantize", ""),
     ],
 )
 def test_bad_requests_answer_422_naming_the_field(finished, body, field, words):
@@ -143,3 +160,24 @@ def test_a_finished_export_is_listed_and_its_files_served(finished):
     download = client.get(status["model_url"], headers=HEADERS)
     assert download.status_code == 200 and download.content.startswith(b"PK")
     assert download.headers["content-disposition"] == 'attachment; filename="export-knee.keras"'
+
+    # the other formats' files beside it are listed and served too (a SavedModel folder is not)
+    (folder / "model-int8.tflite").write_bytes(b"TFL3 not a real model")
+    (folder / "model.onnx").write_bytes(b"not a real onnx model")
+    (folder / "model.saved_model").mkdir()
+    listing = client.get(f"/experiments/{record.id}/artifacts", headers=HEADERS).json()["artifacts"]
+    exported = {entry["name"]: entry for entry in listing if entry["source"] == "export"}
+    assert set(exported) == {
+        "export-knee.keras",
+        "export-knee-int8.tflite",
+        "export-knee.onnx",
+        "export-knee.json",
+    }
+    status = client.get(f"/experiments/{record.id}/exports", headers=HEADERS).json()
+    assert status["file_urls"] == {
+        "keras": exported["export-knee.keras"]["url"],
+        "tflite": exported["export-knee-int8.tflite"]["url"],
+        "onnx": exported["export-knee.onnx"]["url"],
+    }
+    download = client.get(status["file_urls"]["tflite"], headers=HEADERS)
+    assert download.status_code == 200 and download.content == b"TFL3 not a real model"

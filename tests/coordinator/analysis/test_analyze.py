@@ -22,8 +22,12 @@ from evoprune.shared.masks import decode_mask
 from evoprune.workers.analysis.importance import bit_meanings
 from evoprune.workers.evaluation.head_layout import head_shape
 from evoprune.workers.evaluation.retrain import retrain
+from tests import s3_server
 from tests.coordinator.analysis.fixtures import run_experiment, session_results, tiny_config
 
+# the S3-compatible server and a fresh bucket per test, as fixtures of this module
+s3_environment = s3_server.s3_environment
+bucket = s3_server.bucket
 TEMPERATURE = 1000.0
 MIN_PNG_SIDE = 300
 
@@ -316,3 +320,29 @@ def test_bad_results_directories_are_named(analysed, tmp_path, damage, message):
     damage(copy)
     with pytest.raises(AnalysisError, match=message):
         read_results(copy)
+
+
+@pytest.mark.s3
+def test_an_experiment_on_object_storage_is_analysed_there_as_locally(analysed, bucket):
+    from evoprune.shared.storage import storage_path, upload_folder
+
+    results_dir, _, features, local_index = analysed
+    remote = storage_path(f"s3://{bucket}/runs/tiny")
+    local_run = results_dir.parent / "run-only"
+    shutil.copytree(results_dir, local_run, ignore=shutil.ignore_patterns(ANALYSIS_DIR))
+    upload_folder(local_run, remote, last="summary.json")
+    stale = remote / ANALYSIS_DIR / "left-by-an-older-analysis.png"
+    stale.write_bytes(b"old")
+    index = analyze(f"s3://{bucket}/runs/tiny", feature_set=features)
+    uploaded = sorted(path.name for path in (remote / ANALYSIS_DIR).iterdir())
+    assert uploaded == sorted(path.name for path in (results_dir / ANALYSIS_DIR).iterdir())
+    assert json.loads((remote / ANALYSIS_DIR / "analysis.json").read_text()) == index
+
+    def comparable(entry):
+        return {key: value for key, value in entry.items() if key not in ("created", "seconds")}
+
+    assert comparable(index) == comparable(local_index)
+    for name in ("ensembles.parquet", "importance.parquet"):
+        assert pq.read_table(pa.BufferReader((remote / ANALYSIS_DIR / name).read_bytes())).equals(
+            pq.read_table(results_dir / ANALYSIS_DIR / name)
+        ), name

@@ -152,6 +152,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.jax
 def test_fused_equals_per_epoch_path_under_jax() -> None:
     pytest.importorskip("jax")

@@ -118,6 +118,7 @@ def test_a_request_of_the_wrong_length_is_refused(digits_features) -> None:
 JAX_CASES = "not under_jax and (always or two_folds or stops_before)"
 
 
+@pytest.mark.slow
 @pytest.mark.jax
 def test_the_same_holds_under_jax() -> None:
     """This module's checks again under the JAX backend, where stopped models leave by compaction too."""

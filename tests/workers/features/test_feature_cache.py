@@ -12,6 +12,7 @@ from PIL import Image
 
 from evoprune.shared import atomic_files
 from evoprune.shared.config import BackboneConfig
+from evoprune.shared.storage import ObjectPath, storage_path
 from evoprune.workers.features import backbones, feature_cache
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_cache import (
@@ -22,8 +23,12 @@ from evoprune.workers.features.feature_cache import (
     source_features,
     write_feature_file,
 )
+from tests import s3_server
 
 PIXELS = BackboneConfig(name="pixels", batch_size=256)
+# the S3-compatible server and a fresh bucket per test, as fixtures of this module
+s3_environment = s3_server.s3_environment
+bucket = s3_server.bucket
 
 
 def make_image_folder(root: Path, count_per_class: int = 3) -> Path:
@@ -298,3 +303,33 @@ def test_a_flipped_bit_in_an_entry_is_rebuilt_to_the_same_features(tmp_path, cap
     rebuilt, _ = source_features(f"folder:{folder}", backbone=PIXELS, image_size=None, cache_dir=cache)
     assert "rebuilding" in caplog.text and path.name in caplog.text
     assert np.array_equal(rebuilt.features, table.features)
+
+
+@pytest.mark.s3
+def test_a_cache_and_a_features_source_on_object_storage(bucket, tmp_path, monkeypatch):
+    # every node of a cluster finds the cache there: the entry is written once, read back without building
+    cache = resolve_cache_dir(f"s3://{bucket}/features")
+    assert isinstance(cache, ObjectPath)
+    local, _ = source_features("sklearn:digits", backbone=PIXELS, image_size=None, cache_dir=tmp_path / "c")
+    first, path = source_features("sklearn:digits", backbone=PIXELS, image_size=None, cache_dir=cache)
+    assert path == cache / f"{local.key}.parquet" and first.key == local.key
+    assert np.array_equal(first.features, local.features)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the backbone was built on a cache hit")
+
+    monkeypatch.setattr(backbones, "build_backbone", refuse)
+    second, _ = source_features("sklearn:digits", backbone=PIXELS, image_size=None, cache_dir=cache)
+    assert np.array_equal(second.features, local.features) and second.class_names == local.class_names
+    # a user's own features file in a bucket is read in place, keyed by its bytes as a local one
+    own_local = tmp_path / "own.parquet"
+    write_feature_file(own_local, sample_table(), {})
+    own = storage_path(f"s3://{bucket}/inputs/own.parquet")
+    own.write_bytes(own_local.read_bytes())
+    remote, where = source_features(f"features:{own}", backbone=PIXELS, image_size=None, cache_dir=cache)
+    here, _ = source_features(f"features:{own_local}", backbone=PIXELS, image_size=None, cache_dir=cache)
+    assert where == own and remote.key == here.key and np.array_equal(remote.features, here.features)
+    with pytest.raises(DatasetError, match="is not a file"):
+        source_features(
+            f"features:s3://{bucket}/none.parquet", backbone=PIXELS, image_size=None, cache_dir=cache
+        )
