@@ -62,9 +62,9 @@ def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, Feat
     return config, synthetic_rps(0, train_samples=args.rps_train)
 
 
-def best_feasible(rows: list[dict[str, Any]], cap: float) -> tuple[float | None, int]:
-    """The best accuracy among rows within the cap, and how many rows kept to it."""
-    kept = [row["accuracy"] for row in rows if row["active_fraction"] <= cap]
+def best_feasible(accuracy: list[float], active: list[float], cap: float) -> tuple[float | None, int]:
+    """The best accuracy among evaluations within the cap, and how many kept to it."""
+    kept = [value for value, fraction in zip(accuracy, active, strict=True) if fraction <= cap]
     return (max(kept) if kept else None), len(kept)
 
 
@@ -106,7 +106,10 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
             )
             experiment.start()
             experiment.run()
-            best, feasible = best_feasible(read_evaluations(directory), cap)
+            rows = read_evaluations(directory)
+            best, feasible = best_feasible(
+                [row["accuracy"] for row in rows], [row["active_fraction"] for row in rows], cap
+            )
             result[mode] = {"best_feasible_accuracy": best, "feasible_evaluations": feasible}
         per_seed.append(result)
         constrained, unconstrained = result["constrained"], result["unconstrained"]

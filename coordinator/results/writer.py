@@ -255,12 +255,6 @@ def _marked(
     return sorted(marked, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
 
 
-def _members_among(population: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    """The population members (in order, duplicates kept) whose mask is among `rows`."""
-    masks = {row["mask"] for row in rows}
-    return [mask for mask in population if mask in masks]
-
-
 def write_results(
     results_dir: StoragePath,
     config: ExperimentConfig,
@@ -314,7 +308,10 @@ def write_results(
 
         def population_front_among(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
             # all rows: the whole population, so a member without a row is still refused
-            members = population if chosen is run_rows else _members_among(population, chosen)  # noqa: B023
+            # called at once, in this iteration: the loop variables are the ones meant
+            among = {row["mask"] for row in chosen}
+            whole = chosen is run_rows  # noqa: B023
+            members = population if whole else [mask for mask in population if mask in among]  # noqa: B023
             return population_front(run_rows, members, distinct_objectives=distinct_objectives)  # noqa: B023
 
         fronts = {
