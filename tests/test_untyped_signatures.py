@@ -14,8 +14,8 @@ UNTYPED = ("dict[str,Any]", "Mapping[str,Any]")
 CEILINGS = {
     "api": 31,
     "coordinator": 11,
-    "coordinator/analysis": 16,
-    "coordinator/results": 36,
+    "coordinator/analysis": 15,
+    "coordinator/results": 20,
     "coordinator/service": 6,
     "workers": 12,
     "shared": 15,
