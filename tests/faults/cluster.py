@@ -249,7 +249,7 @@ class Cluster:
             "RAY_gcs_rpc_server_reconnect_timeout_s": str(HEAD_LOSS_TIMEOUT_S),
             # the workers import the test's actor class from the repository
             "PYTHONPATH": str(REPO),
-            PACE_ENV: "0.5",
+            PACE_ENV: "0.3",
             # keep an idle worker process warm (the feature-extraction task's, with TensorFlow imported), so
             # each experiment's extraction does not pay for a new process: Ray's default keeps one per CPU
             "RAY_num_workers_soft_limit": "4",
