@@ -41,8 +41,10 @@ RETRY_MAX_DELAY_S = 30.0
 # after the experiment ends: this many more attempts, this far apart, then what is left is dropped
 FINAL_ATTEMPTS = 2
 FINAL_RETRY_DELAY_S = 1.0
-# the most an experiment's end waits for its tracking (the results uploaded as artifacts included)
+# the most an experiment's end waits for its tracking (the results uploaded as artifacts included), and for
+# a server that did not answer the last attempt (a host that drops packets lets each call run its timeout)
 FINAL_FLUSH_S = 120.0
+UNREACHABLE_FLUSH_S = 30.0
 
 _MLFLOW_STATUS = {
     ExperimentStatus.SUCCEEDED: "FINISHED",
@@ -147,7 +149,8 @@ class ExperimentTracker:
     The search's thread only turns events into points and puts them on a bounded queue; the sender thread
     creates the runs and sends. A server that is down is reported once and retried with growing delays;
     at the end the tracker makes a few more attempts, then drops what is left with one final warning. So
-    the experiment never waits on MLflow except at its end, for at most FINAL_FLUSH_S.
+    the experiment never waits on MLflow except at its end, for at most FINAL_FLUSH_S
+    (UNREACHABLE_FLUSH_S when the server did not answer the last attempt).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class ExperimentTracker:
         self._wake = threading.Event()
         self._dropped = 0  # points that found the queue full
         self._warned = False
+        self._reachable = False  # whether the last attempt reached the server
         self._complete = False
         self._thread = threading.Thread(target=self._send_loop, name="mlflow-tracking", daemon=True)
         # a resume: the restored steps are points again; the server skips those its runs already hold
@@ -219,6 +223,8 @@ class ExperimentTracker:
             self._status = status or ExperimentStatus.FAILED
         self._closing = True
         self._wake.set()
+        if not self._reachable:
+            deadline_s = min(deadline_s, UNREACHABLE_FLUSH_S)
         self._thread.join(deadline_s)
         if self._thread.is_alive():
             log.warning(
@@ -260,6 +266,7 @@ class ExperimentTracker:
                 if failures:
                     log.warning("MLflow at %s answers again: tracking goes on", self.uri)
                 failures = 0
+                self._reachable = True
                 self._wake.wait(SEND_INTERVAL_S)
             except TrackingRejectedError as error:
                 # no retry helps: what was being sent is dropped, the rest goes on
@@ -269,6 +276,7 @@ class ExperimentTracker:
                     return
             except Exception as error:
                 failures += 1
+                self._reachable = False
                 if not self._warned:
                     self._warned = True
                     log.warning(

@@ -335,3 +335,45 @@ def test_a_server_that_is_down_changes_no_result_and_is_reported_once(tmp_path, 
     }
     assert tracked.aggregate == plain.aggregate
     assert not ResultsLayout(tmp_path / "tracked").tracking.exists()  # no run was ever created
+
+
+@pytest.mark.slow
+@pytest.mark.mlflow
+def test_the_service_runner_tracks_the_experiments_it_runs(mlflow_server, tmp_path):
+    from evoprune.coordinator.assembly import Backend
+    from evoprune.coordinator.evaluator_interface import InProcessEvaluator
+    from evoprune.coordinator.service.runner import RunnerSpec, run_service_experiment
+    from evoprune.shared.store import ExperimentRecord, RunProgress, StoreSpec
+    from evoprune.shared.store_local import LocalStore
+    from tests.coordinator.fakes import FakeProblem, fake_feature_set
+
+    experiment, experiment_id = f"service-{uuid.uuid4().hex[:8]}", "00000000000000ab"
+    store = LocalStore(tmp_path)
+    out = tmp_path / "results" / experiment_id
+    tracking = {"mlflow_uri": mlflow_server, "mlflow_experiment": experiment}
+    store.create(
+        ExperimentRecord(
+            id=experiment_id,
+            name="fake",
+            config={"name": "fake", "search": FAKE_SEARCH, "tracking": tracking},
+            results_dir=str(out),
+            evaluations_total=FAKE_SEARCH["runs"] * FAKE_SEARCH["max_evaluations"],
+            runs=[
+                RunProgress(
+                    run=run, seed=FAKE_SEARCH["seed"] + run, evaluations_total=FAKE_SEARCH["max_evaluations"]
+                )
+                for run in range(FAKE_SEARCH["runs"])
+            ],
+        )
+    )
+    backend = Backend(
+        load_features=lambda config, settings: fake_feature_set(64),
+        make_evaluator=lambda feature_set, config, settings: InProcessEvaluator(FakeProblem()),
+    )
+    spec = RunnerSpec(experiment_id=experiment_id, store=StoreSpec(data_dir=str(tmp_path)))
+    assert run_service_experiment(spec, backend, store) == "succeeded"
+    parent, children = _runs(mlflow_server, experiment)
+    assert parent.info.status == "FINISHED" and sorted(children) == [0, 1]
+    assert all(child.info.status == "FINISHED" for child in children.values())
+    _assert_metrics_follow_the_rows(mlflow_server, parent, children, _journal_rows(out), runs=2)
+    assert "summary.json" in {item.path for item in _client(mlflow_server).list_artifacts(parent.info.run_id)}
