@@ -39,6 +39,10 @@ def named_paths(config: ExperimentConfig) -> list[tuple[str, str]]:
     weights = config.backbone.weights
     if weights not in (None, "imagenet"):
         paths.append(("backbone.weights", weights))
+    # an MLflow store on the runner's disk (a folder, file:, sqlite:) is written there like a results folder
+    tracking_store = config.tracking.local_store_path()
+    if tracking_store is not None:
+        paths.append(("tracking.mlflow_uri", tracking_store))
     return paths
 
 

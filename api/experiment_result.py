@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +120,10 @@ class ExperimentResult:
         min_accuracy: float | None = None,
         run: int = AGGREGATE_RUN,
         kind: str = DEFAULT_KIND,
+        formats: str | Sequence[str] | None = None,
+        quantize: str | None = None,
     ) -> dict[str, Any]:
-        """Write one front member as a physically smaller .keras model, as `evoprune export` does.
+        """Write one front member as a physically smaller model, as `evoprune export` does.
 
         Args:
             out: the .keras file (default: <results>/exports/RULE/model.keras).
@@ -130,9 +132,12 @@ class ExperimentResult:
             min_accuracy: the floor of `smallest`.
             run: the run whose front to pick from; -1 the aggregated front.
             kind: `population` or `archive`.
+            formats: keras (always written), saved_model, tflite, onnx: a list or comma-separated.
+            quantize: the TFLite file's post-training quantisation, float16 or int8.
 
         Returns:
-            The report also written to export.json beside the model (its `model` is the file's path).
+            The report also written to export.json beside the model (its `model` is the .keras file's
+            path; `formats` lists every file with its size, runtime, accuracy and AUROC).
 
         Raises:
             ExportError: bad input.
@@ -149,6 +154,8 @@ class ExperimentResult:
             run=run,
             kind=kind,
             out=Path(out) if out is not None else None,
+            formats=formats,
+            quantize=quantize,
         )
 
 

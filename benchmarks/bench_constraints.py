@@ -62,9 +62,9 @@ def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, Feat
     return config, synthetic_rps(0, train_samples=args.rps_train)
 
 
-def best_feasible(rows: list[dict[str, Any]], cap: float) -> tuple[float | None, int]:
-    """The best accuracy among rows within the cap, and how many rows kept to it."""
-    kept = [row["accuracy"] for row in rows if row["active_fraction"] <= cap]
+def best_feasible(accuracy: list[float], active: list[float], cap: float) -> tuple[float | None, int]:
+    """The best accuracy among evaluations within the cap, and how many kept to it."""
+    kept = [value for value, fraction in zip(accuracy, active, strict=True) if fraction <= cap]
     return (max(kept) if kept else None), len(kept)
 
 
@@ -106,7 +106,10 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
             )
             experiment.start()
             experiment.run()
-            best, feasible = best_feasible(read_evaluations(directory), cap)
+            rows = read_evaluations(directory)
+            best, feasible = best_feasible(
+                [row["accuracy"] for row in rows], [row["active_fraction"] for row in rows], cap
+            )
             result[mode] = {"best_feasible_accuracy": best, "feasible_evaluations": feasible}
         per_seed.append(result)
         constrained, unconstrained = result["constrained"], result["unconstrained"]
@@ -115,15 +118,17 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
             f"({constrained['feasible_evaluations']} feasible) vs unconstrained "
             f"{unconstrained['best_feasible_accuracy']} ({unconstrained['feasible_evaluations']} feasible)"
         )
+    spreads: dict[str, dict[str, dict[str, float]]] = {}
     summary: dict[str, Any] = {}
     for mode in ("constrained", "unconstrained"):
         # a run that found nothing feasible scores 0: it has nothing to offer the user
         scores = [run[mode]["best_feasible_accuracy"] or 0.0 for run in per_seed]
-        summary[mode] = {
+        spreads[mode] = {
             "best_feasible_accuracy": spread(scores),
             "feasible_evaluations": spread([float(run[mode]["feasible_evaluations"]) for run in per_seed]),
-            "runs_without_feasible": sum(run[mode]["best_feasible_accuracy"] is None for run in per_seed),
         }
+        without = sum(run[mode]["best_feasible_accuracy"] is None for run in per_seed)
+        summary[mode] = {**spreads[mode], "runs_without_feasible": without}
     differences = [
         (run["constrained"]["best_feasible_accuracy"] or 0.0)
         - (run["unconstrained"]["best_feasible_accuracy"] or 0.0)
@@ -143,35 +148,35 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
         "constrained_wins": sum(d > 0 for d in differences),
         "ties": sum(d == 0 for d in differences),
         "per_seed": per_seed,
+        "table_row": table_row(name, cap, spreads, differences),
     }
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    """The markdown rows BENCHMARKS.md shows."""
-    lines = [
-        "| problem | cap | best feasible accuracy, constrained | unconstrained + pick "
-        "| difference (mean ± sd) | constrained better / tied / worse "
-        "| feasible evaluations, constrained vs unconstrained |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for result in results:
-        constrained, unconstrained = result["modes"]["constrained"], result["modes"]["unconstrained"]
-        c, u, d = (
-            constrained["best_feasible_accuracy"],
-            unconstrained["best_feasible_accuracy"],
-            result["difference"],
-        )
-        worse = result["seeds"] - result["constrained_wins"] - result["ties"]
-        lines.append(
-            f"| {result['problem']} | {result['max_active_fraction']:g} "
-            f"| {c['mean']:.4f} ± {c['std']:.4f} [{c['min']:.4f}, {c['max']:.4f}] "
-            f"| {u['mean']:.4f} ± {u['std']:.4f} [{u['min']:.4f}, {u['max']:.4f}] "
-            f"| {d['mean']:+.4f} ± {d['std']:.4f} "
-            f"| {result['constrained_wins']} / {result['ties']} / {worse} "
-            f"| {constrained['feasible_evaluations']['mean']:.0f} "
-            f"vs {unconstrained['feasible_evaluations']['mean']:.0f} |"
-        )
-    return "\n".join(lines)
+TABLE_HEADER = (
+    "| problem | cap | best feasible accuracy, constrained | unconstrained + pick "
+    "| difference (mean ± sd) | constrained better / tied / worse "
+    "| feasible evaluations, constrained vs unconstrained |\n"
+    "| --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def table_row(
+    problem: str, cap: float, modes: dict[str, dict[str, dict[str, float]]], differences: list[float]
+) -> str:
+    """One problem's markdown row of the table BENCHMARKS.md shows."""
+    constrained, unconstrained = modes["constrained"], modes["unconstrained"]
+    c, u = constrained["best_feasible_accuracy"], unconstrained["best_feasible_accuracy"]
+    d = spread(differences)
+    wins, ties = sum(x > 0 for x in differences), sum(x == 0 for x in differences)
+    return (
+        f"| {problem} | {cap:g} "
+        f"| {c['mean']:.4f} ± {c['std']:.4f} [{c['min']:.4f}, {c['max']:.4f}] "
+        f"| {u['mean']:.4f} ± {u['std']:.4f} [{u['min']:.4f}, {u['max']:.4f}] "
+        f"| {d['mean']:+.4f} ± {d['std']:.4f} "
+        f"| {wins} / {ties} / {len(differences) - wins - ties} "
+        f"| {constrained['feasible_evaluations']['mean']:.0f} "
+        f"vs {unconstrained['feasible_evaluations']['mean']:.0f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         results = [compare(name, caps[name], args, Path(scratch), log) for name in names]
-    log(table(results))
+    log("\n".join([TABLE_HEADER, *(result["table_row"] for result in results)]))
     text = json.dumps(results)
     if args.out is not None:
         args.out.write_text(text + "\n")

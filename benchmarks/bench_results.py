@@ -19,9 +19,12 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from evoprune.coordinator.results.writer import EvaluationRecord
 
 POPULATION = 30
 
@@ -73,10 +76,10 @@ def legacy_hypervolume(points: np.ndarray, reference: tuple[float, float, float]
 # ---- the workload ----------------------------------------------------------------------------------
 
 
-def synthetic_rows(runs: int, evaluations: int, mask_length: int, seed: int = 0) -> list[dict[str, Any]]:
+def synthetic_rows(runs: int, evaluations: int, mask_length: int, seed: int = 0) -> list[EvaluationRecord]:
     """Evaluation rows whose objectives trade off as real ones do (accuracy grows with the active share)."""
     rng = np.random.default_rng(seed)
-    rows = []
+    rows: list[EvaluationRecord] = []
     for run in range(runs):
         for index in range(evaluations):
             bits = rng.random(mask_length) < rng.random()

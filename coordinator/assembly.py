@@ -15,6 +15,7 @@ from evoprune.coordinator.resilient_cache import ResilientFitnessCache
 from evoprune.coordinator.results.checkpoint import Checkpoint
 from evoprune.coordinator.results.directory import ExperimentError
 from evoprune.coordinator.results.summary import Summary
+from evoprune.coordinator.tracking import ExperimentTracker, tracking_uri
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import EventBus
@@ -215,14 +216,18 @@ def run_experiment(
             experiment and the journal rows a resume restored (empty for a fresh start).
         should_stop: polled between steps; True cancels (see `Experiment.run`).
 
+    With `tracking.mlflow_uri` or MLFLOW_TRACKING_URI, the experiment is reported to MLflow as it runs.
+
     Returns:
         The summary, as in summary.json.
 
     Raises:
-        ExperimentError: the config, features or results directory do not allow it to run.
+        ExperimentError: the config, features or results directory do not allow it to run, or it asks for
+            MLflow tracking without MLflow installed.
         EvaluationError: evaluations failed beyond what the evaluator retries.
 
     """
+    uri = tracking_uri(config)  # before the features load: a tracking config that cannot work says so first
     feature_set = backend.load_features(config, settings)
     mask_length = config.head.mask_length(feature_set.input_dim)
     problem = mask_length_problem(config, settings.max_mask_length, feature_set.input_dim)
@@ -243,7 +248,15 @@ def run_experiment(
             restored = experiment.restore(checkpoint)
         if on_ready is not None:
             on_ready(experiment, restored)
-        return experiment.run(should_stop)
+        if uri is None:
+            return experiment.run(should_stop)
+        # MLflow hears the experiment through its events, from a thread of its own (coordinator/tracking.py)
+        with ExperimentTracker(config, results_dir, uri, restored) as tracker:
+            unsubscribe = bus.subscribe(tracker)
+            try:
+                return experiment.run(should_stop)
+            finally:
+                unsubscribe()
     finally:
         if evaluator is not None:
             evaluator.close()

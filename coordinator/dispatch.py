@@ -145,10 +145,40 @@ class RayEvaluator(Evaluator):
         self.calls = 0
         self.masks_sent = 0
         try:
-            ray.get([worker.prepared for worker in self._workers])
-        except ray.exceptions.RayError as error:
+            self._await_prepared()
+        except EvaluationError:
             self.close()
-            raise EvaluationError(f"the workers could not start: {error}") from error
+            raise
+
+    def _await_prepared(self) -> None:
+        """Wait until every worker has prepared; one lost while starting is replaced, as during a batch.
+
+        Raises:
+            EvaluationError: prepare() raised (the features or config are at fault), or a worker kept dying.
+
+        """
+        attempts = [1] * len(self._workers)
+        waiting = list(range(len(self._workers)))
+        while waiting:
+            index = waiting.pop(0)
+            worker = self._workers[index]
+            try:
+                ray.get(worker.prepared)
+                continue
+            except ray.exceptions.RayError as error:
+                decision = decide_on_failure(classify_failure(error), attempts[index])
+                if decision.action is FailureAction.GIVE_UP:
+                    raise EvaluationError(
+                        f"the workers could not start ({decision.reason}): {error}"
+                    ) from error
+            log.warning("worker %d: %s while starting; starting it again", index, decision.reason)
+            attempts[index] += 1
+            if decision.action is FailureAction.REPLACE:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    ray.kill(worker.handle, no_restart=True)
+                self._workers[index] = self._new_worker(index, worker.generation + 1)
+                self.replacements += 1
+            waiting.append(index)
 
     def _new_worker(self, index: int, generation: int = 0) -> _Worker:
         # SPREAD: on a CPU cluster the default packing would put every worker on the first node

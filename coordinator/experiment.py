@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from evoprune.coordinator.results.directory import ExperimentError, experiment_f
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.summary import RunInfo, Summary
-from evoprune.coordinator.results.writer import write_config, write_results
+from evoprune.coordinator.results.writer import EvaluationRecord, write_config, write_results
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import (
@@ -473,7 +474,8 @@ class Experiment:
         return summary
 
     def _write_results(self, status: ExperimentStatus) -> Summary:
-        rows = self._journal.load(self._journal.count)
+        # the journal's lines are `EvaluationRow.to_dict()`s: the record's keys, as written
+        rows = cast(list[EvaluationRecord], self._journal.load(self._journal.count))
         return write_results(
             self.results_dir,
             self.config,

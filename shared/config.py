@@ -493,6 +493,93 @@ ADDED_FIELD_DEFAULTS: dict[tuple[str, ...], Any] = {
 }
 
 
+# MLflow's own variables: where its client reports when the config names no server, and to which experiment
+MLFLOW_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+MLFLOW_EXPERIMENT_VARIABLE = "MLFLOW_EXPERIMENT_NAME"
+# the URI schemes whose store is a path on the machine that runs the experiment
+_LOCAL_STORE_SCHEMES = ("file", "sqlite")
+# URIs without a scheme that MLflow reads as a hosted server rather than a folder
+_MLFLOW_NAMED_SERVERS = ("databricks", "databricks-uc")
+
+
+class TrackingConfig(_Frozen):
+    """Where an experiment is reported besides its results directory: an MLflow tracking server (optional).
+
+    Which server: `mlflow_uri` when set, else MLflow's own MLFLOW_TRACKING_URI; the config wins, as
+    `mlflow.set_tracking_uri()` wins over the variable in MLflow itself. Tracking never changes a result,
+    so the section is no part of the experiment's identity (its fingerprint).
+    """
+
+    enabled: bool = Field(default=True, description="false: never track, even with MLFLOW_TRACKING_URI set")
+    mlflow_uri: str | None = Field(
+        default=None,
+        description=(
+            "an MLflow tracking URI (http(s)://HOST:PORT, databricks, sqlite:///PATH, a folder); "
+            "None: MLFLOW_TRACKING_URI when set, else no tracking"
+        ),
+    )
+    mlflow_experiment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="the MLflow experiment; None: MLFLOW_EXPERIMENT_NAME when set, else the config's name",
+    )
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _uri_without_secrets(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip() or any(character.isspace() for character in value):
+            raise ValueError("must be a URI without spaces (null: tracking only with MLFLOW_TRACKING_URI)")
+        _, separator, rest = value.partition("://")
+        authority = rest.split("/", 1)[0] if separator else ""
+        if ":" in authority.rpartition("@")[0]:
+            # config.yaml and the service's records keep the URI: a password there would be written down
+            raise ValueError(
+                "holds a password; give credentials in MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                "(or MLFLOW_TRACKING_TOKEN) instead"
+            )
+        return value
+
+    def uri(self, environ: Mapping[str, str]) -> str | None:
+        """The tracking URI experiments report to, or None when they are not tracked.
+
+        Args:
+            environ: the environment (MLFLOW_TRACKING_URI).
+
+        Returns:
+            `mlflow_uri`, else MLFLOW_TRACKING_URI when set and not empty; None when disabled.
+
+        """
+        if not self.enabled:
+            return None
+        return self.mlflow_uri or environ.get(MLFLOW_URI_VARIABLE) or None
+
+    def experiment_name(self, default: str, environ: Mapping[str, str]) -> str:
+        """The MLflow experiment the runs go to: the config's choice, MLflow's variable, else `default`."""
+        return self.mlflow_experiment or environ.get(MLFLOW_EXPERIMENT_VARIABLE) or default
+
+    def local_store_path(self) -> str | None:
+        """The path on this machine that `mlflow_uri` names (a folder or an SQLite file), else None."""
+        if self.mlflow_uri is None:
+            return None
+        scheme, separator, rest = self.mlflow_uri.partition(":")
+        if not separator or len(scheme) == 1:  # no scheme, or a Windows drive letter
+            return None if self.mlflow_uri in _MLFLOW_NAMED_SERVERS else self.mlflow_uri
+        scheme = scheme.lower()
+        if scheme not in _LOCAL_STORE_SCHEMES:
+            return None
+        if scheme == "sqlite":
+            # SQLAlchemy's form: sqlite:///relative.db, sqlite:////absolute.db; sqlite:// alone is in memory
+            return rest.removeprefix("///") or None
+        # file:///p and file://host/p name /p
+        if rest.startswith("//"):
+            rest = rest[2:]
+            rest = rest[rest.find("/") :] if "/" in rest else "/"
+        return rest
+
+
 class ExperimentConfig(_Frozen):
     """One experiment: data, backbone, head, training protocol, robustness and search."""
 
@@ -514,6 +601,7 @@ class ExperimentConfig(_Frozen):
     fitness_split: Literal["test", "validation"] = "test"
     search: SearchConfig = SearchConfig()
     cache_dir: str | None = Field(default=None, description="feature cache folder; None = ~/.cache/evoprune")
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -545,7 +633,8 @@ class ExperimentConfig(_Frozen):
         Returns:
             What identifies the experiment: equal for a directory written before those fields existed.
         """
-        return _without_defaults(self.model_dump(mode="json"), ADDED_FIELD_DEFAULTS)
+        # where the experiment is reported changes none of its results: tracking is left out
+        return _without_defaults(self.model_dump(mode="json", exclude={"tracking"}), ADDED_FIELD_DEFAULTS)
 
     def with_search_overrides(
         self,

@@ -12,7 +12,7 @@ from typing import Any
 from evoprune.api.cli.commands import COMMANDS
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
-from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS
+from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS, FormatEntry
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -163,7 +163,7 @@ def summary_lines(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _scores(entry: dict[str, Any]) -> str:
+def _scores(entry: FormatEntry) -> str:
     accuracy = f"accuracy {entry['retrained_accuracy']:.6g} -> {entry['accuracy']:.6g}"
     if entry["exact"]:
         accuracy += " (exact)"
@@ -173,6 +173,8 @@ def _scores(entry: dict[str, Any]) -> str:
         auroc = "AUROC not measured"
     else:
         auroc = f"AUROC {entry['retrained_auroc']:.6g} -> {entry['auroc']:.6g}"
+    if entry.get("auroc_note") and entry.get("auroc") is not None:
+        auroc += " (saturated probabilities: see export.json)"
     quantized = f"  [{entry['quantization']}]" if entry.get("quantization") else ""
     return f"{accuracy}, {auroc}{quantized}"
 

@@ -23,7 +23,7 @@ from evoprune.coordinator.results.artifacts import artifact, discard, fresh_stag
 from evoprune.coordinator.results.fronts import DEFAULT_KIND
 from evoprune.coordinator.results.layout import ANALYSIS_DIR, ANALYSIS_INDEX_NAME
 from evoprune.coordinator.results.plots import plot_front_3d, plot_front_projections, plot_hypervolume
-from evoprune.coordinator.results.writer import hypervolume_history
+from evoprune.coordinator.results.writer import EvaluationRecord, hypervolume_history
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.storage import ObjectPath, storage_path, upload_folder
 from evoprune.workers.analysis.importance import (
@@ -178,7 +178,7 @@ def _front_plots(inputs: ResultsInput, out: Path) -> list[dict[str, str]]:
     ]
 
 
-def _with_slots(inputs: ResultsInput) -> list[dict[str, Any]]:
+def _with_slots(inputs: ResultsInput) -> list[EvaluationRecord]:
     """Evaluation rows with the slot index `sort_rows` needs (their order in evaluations.parquet)."""
     return [{**row, "slot": index} for index, row in enumerate(inputs.evaluations)]
 

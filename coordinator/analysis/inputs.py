@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +12,7 @@ import yaml
 
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontKind
 from evoprune.coordinator.results.layout import ResultsLayout
-from evoprune.coordinator.results.writer import EVALUATION_COLUMNS, FRONT_COLUMNS
+from evoprune.coordinator.results.writer import EVALUATION_COLUMNS, FRONT_COLUMNS, EvaluationRecord
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.masks import MaskError, decode_mask
@@ -35,7 +35,7 @@ class ResultsInput:
     results_dir: StoragePath
     config: ExperimentConfig
     summary: dict[str, Any]
-    evaluations: list[dict[str, Any]]
+    evaluations: list[EvaluationRecord]
     front: list[dict[str, Any]]  # every run's front of `front_kind` and the aggregated one (run = -1)
     aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
     masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
@@ -77,7 +77,8 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
     summary = _read_summary(results_dir)
     _check_finished(results_dir, summary)
     layout = ResultsLayout(results_dir)
-    evaluations = _read_table(layout.evaluations, EVALUATION_COLUMNS)
+    # its columns checked by _read_table: the record's
+    evaluations = cast(list[EvaluationRecord], _read_table(layout.evaluations, EVALUATION_COLUMNS))
     every_front = _read_table(layout.front, tuple(name for name in FRONT_COLUMNS if name != "kind"))
     front = _of_kind(every_front, layout.front, front_kind)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]

@@ -83,6 +83,11 @@ class ResultsLayout(Generic[PathT]):
         return self._at("state", "trained.jsonl")
 
     @property
+    def tracking(self) -> PathT:
+        """The MLflow runs the experiment reports to (JSON), so that a resumed experiment continues them."""
+        return self._at("state", "tracking.json")
+
+    @property
     def record_copy(self) -> PathT:
         """The service's final record and fronts, for a store that lost them (JSON)."""
         return self._at("service-state.json")

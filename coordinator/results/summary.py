@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from evoprune.shared.atomic_files import write_atomic
+from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
 from evoprune.shared.storage import StoragePath
 
 
@@ -137,13 +136,13 @@ class Summary:
         }
 
     def write(self, path: StoragePath) -> None:
-        """Replace summary.json atomically (indented, as people read it).
+        """Replace summary.json atomically (indented, as people read it), sealed by its sha256.
 
         Args:
             path: the results directory's `ResultsLayout.summary`.
 
         """
-        write_atomic(path, json.dumps(self.to_dict(), indent=2))
+        write_sealed_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
@@ -187,7 +186,7 @@ class Summary:
 
     @classmethod
     def read(cls, path: StoragePath) -> Summary:
-        """Read summary.json.
+        """Read summary.json, checking its seal (a summary written before seals is read as it is).
 
         Args:
             path: the results directory's `ResultsLayout.summary`.
@@ -196,8 +195,10 @@ class Summary:
             The summary.
 
         Raises:
+            CorruptFileError: cut short or changed since it was written; the message names the file and
+                what to do.
             OSError: it cannot be read.
-            ValueError: it is not JSON or not a summary.
+            ValueError: it is not a summary.
 
         """
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return cls.from_dict(read_sealed_json(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +68,36 @@ COLUMN_TYPES = {
 FEASIBLE_COLUMN = "feasible"
 
 
-def sort_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+class EvaluationRecord(TypedDict, total=False):
+    """One evaluation as the journal keeps it (`EvaluationRow.to_dict`) and evaluations.parquet holds it.
+
+    Rows read back from Parquet have no `key` (and `slot` only where a reader numbers them); older files
+    lack the cost and screening columns; front rows of a constrained search carry `feasible`.
+    """
+
+    run: int
+    step: int
+    slot: int
+    key: str
+    mask: str
+    mask_length: int
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    test_accuracy: float | None
+    test_auroc: float | None
+    epochs: float | None
+    fidelity: float | None
+    screen_accuracy: float | None
+    screen_auroc: float | None
+    screen_epochs: int | None
+    feasible: bool
+
+
+def sort_rows(rows: list[EvaluationRecord]) -> list[EvaluationRecord]:
     """Rows in (run, step, position in step) order: the order a single-threaded run would produce."""
     return sorted(rows, key=lambda row: (row["run"], row["step"], row["slot"]))
 
@@ -80,19 +109,19 @@ def rows_table(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...]) -> p
     )
 
 
-def _minimisation(rows: list[dict[str, Any]]) -> np.ndarray:
+def _minimisation(rows: list[EvaluationRecord]) -> np.ndarray:
     return np.array(
         [minimisation_of((r["accuracy"], r["active_fraction"], r["auroc"])) for r in rows], dtype=np.float64
     ).reshape(-1, 3)
 
 
-def full_fidelity(row: dict[str, Any]) -> bool:
+def full_fidelity(row: EvaluationRecord) -> bool:
     """Whether a row holds the full protocol's objectives (not a mask screened out at a short budget)."""
     fidelity = row.get("fidelity")
     return fidelity is None or fidelity >= 1.0
 
 
-def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def front_of(rows: list[EvaluationRecord]) -> list[EvaluationRecord]:
     """Select the non-dominated full-fidelity rows, one per distinct mask, best accuracy first.
 
     Args:
@@ -102,7 +131,7 @@ def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         The Pareto-optimal rows.
 
     """
-    distinct: dict[str, dict[str, Any]] = {}
+    distinct: dict[str, EvaluationRecord] = {}
     for row in rows:
         if full_fidelity(row):
             distinct.setdefault(row["mask"], row)
@@ -114,7 +143,7 @@ def front_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
 
 
-def first_of_each_objective_vector(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def first_of_each_objective_vector(rows: list[EvaluationRecord]) -> list[EvaluationRecord]:
     """Keep the first row of each minimisation vector, in order.
 
     jMetalPy's non-dominated archive (`get_non_dominated_solutions`, which gave the paper its fronts)
@@ -139,8 +168,8 @@ def first_of_each_objective_vector(rows: list[dict[str, Any]]) -> list[dict[str,
 
 
 def population_front(
-    rows: list[dict[str, Any]], population: list[str], *, distinct_objectives: bool = False
-) -> list[dict[str, Any]]:
+    rows: list[EvaluationRecord], population: list[str], *, distinct_objectives: bool = False
+) -> list[EvaluationRecord]:
     """Select the paper's front of one run: the non-dominated members of its final population.
 
     Args:
@@ -156,7 +185,7 @@ def population_front(
         ValueError: a population member has no evaluation row.
 
     """
-    by_mask: dict[str, dict[str, Any]] = {}
+    by_mask: dict[str, EvaluationRecord] = {}
     for row in rows:
         by_mask.setdefault(row["mask"], row)
     missing = [mask for mask in population if mask not in by_mask]
@@ -166,7 +195,7 @@ def population_front(
     return front_of(first_of_each_objective_vector(members) if distinct_objectives else members)
 
 
-def hypervolume_history(rows: list[dict[str, Any]]) -> list[tuple[int, float]]:
+def hypervolume_history(rows: list[EvaluationRecord]) -> list[tuple[int, float]]:
     """Hypervolume of a run's archive front after each of its steps.
 
     Args:
@@ -211,7 +240,7 @@ def write_config(results_dir: StoragePath, config: ExperimentConfig) -> None:
     write_atomic(ResultsLayout(results_dir).config, config.to_yaml())
 
 
-def feasibility(rows: list[dict[str, Any]], constraints: Constraints) -> dict[str, bool]:
+def feasibility(rows: list[EvaluationRecord], constraints: Constraints) -> dict[str, bool]:
     """Whether each row's mask keeps to the search's constraints.
 
     Args:
@@ -224,7 +253,7 @@ def feasibility(rows: list[dict[str, Any]], constraints: Constraints) -> dict[st
     """
     from evoprune.shared.masks import decode_mask
 
-    distinct: dict[str, dict[str, Any]] = {}
+    distinct: dict[str, EvaluationRecord] = {}
     for row in rows:
         distinct.setdefault(row["mask"], row)
     if not distinct:
@@ -236,10 +265,10 @@ def feasibility(rows: list[dict[str, Any]], constraints: Constraints) -> dict[st
 
 
 def _marked(
-    select: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
-    rows: list[dict[str, Any]],
+    select: Callable[[list[EvaluationRecord]], list[EvaluationRecord]],
+    rows: list[EvaluationRecord],
     feasible: dict[str, bool] | None,
-) -> list[dict[str, Any]]:
+) -> list[EvaluationRecord]:
     """`select(rows)`, and with constraints also `select` of the feasible rows, each row marked.
 
     An infeasible point can dominate a feasible one only through a head budget (every other bound is
@@ -251,20 +280,14 @@ def _marked(
     merged = {row["mask"]: row for row in select(rows)}
     for row in select([row for row in rows if feasible[row["mask"]]]):
         merged.setdefault(row["mask"], row)
-    marked = [{**row, FEASIBLE_COLUMN: feasible[row["mask"]]} for row in merged.values()]
+    marked: list[EvaluationRecord] = [{**row, "feasible": feasible[row["mask"]]} for row in merged.values()]
     return sorted(marked, key=lambda r: (-r["accuracy"], r["active_fraction"], -r["auroc"], r["mask"]))
-
-
-def _members_among(population: list[str], rows: list[dict[str, Any]]) -> list[str]:
-    """The population members (in order, duplicates kept) whose mask is among `rows`."""
-    masks = {row["mask"] for row in rows}
-    return [mask for mask in population if mask in masks]
 
 
 def write_results(
     results_dir: StoragePath,
     config: ExperimentConfig,
-    rows: list[dict[str, Any]],
+    rows: list[EvaluationRecord],
     info: RunInfo,
     populations: dict[int, list[str]],
     constraints: Constraints | None = None,
@@ -302,19 +325,22 @@ def write_results(
 
     distinct_objectives = config.search.bookkeeping == "jmetalpy"
     feasible = feasibility(ordered, constraints) if constraints is not None else None
-    runs_rows: dict[int, list[dict[str, Any]]] = {run: [] for run in range(config.search.runs)}
+    runs_rows: dict[int, list[EvaluationRecord]] = {run: [] for run in range(config.search.runs)}
     for row in ordered:
         runs_rows[row["run"]].append(row)
-    population_rows: list[dict[str, Any]] = []
+    population_rows: list[EvaluationRecord] = []
     front_rows: dict[FrontKind, list[FrontRow]] = {kind: [] for kind in FrontKind}
     run_summaries = []
     histories = {}
     for run, run_rows in runs_rows.items():
         population = populations.get(run, [])
 
-        def population_front_among(chosen: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def population_front_among(chosen: list[EvaluationRecord]) -> list[EvaluationRecord]:
             # all rows: the whole population, so a member without a row is still refused
-            members = population if chosen is run_rows else _members_among(population, chosen)  # noqa: B023
+            # called at once, in this iteration: the loop variables are the ones meant
+            among = {row["mask"] for row in chosen}
+            whole = chosen is run_rows  # noqa: B023
+            members = population if whole else [mask for mask in population if mask in among]  # noqa: B023
             return population_front(run_rows, members, distinct_objectives=distinct_objectives)  # noqa: B023
 
         fronts = {
@@ -386,8 +412,8 @@ def write_results(
 
 
 def _front_summary(
-    rows: list[dict[str, Any]],
-    fronts: dict[FrontKind, list[dict[str, Any]]],
+    rows: list[EvaluationRecord],
+    fronts: dict[FrontKind, list[EvaluationRecord]],
     feasible: dict[str, bool] | None = None,
 ) -> FrontSummary:
     """Counts of `rows` and both fronts' hypervolumes and sizes (and, with constraints, the feasible)."""
@@ -409,7 +435,7 @@ def _front_summary(
     )
 
 
-def _epochs_trained(rows: list[dict[str, Any]]) -> float | None:
+def _epochs_trained(rows: list[EvaluationRecord]) -> float | None:
     trained = [row.get("epochs") for row in rows if not row["cached"]]
     if any(epochs is None for epochs in trained):
         return None
@@ -421,7 +447,7 @@ def _write_parquet(path: StoragePath, table: pa.Table) -> None:
     write_parquet(path, table)
 
 
-def read_evaluations(results_dir: StoragePath) -> list[dict[str, Any]]:
+def read_evaluations(results_dir: StoragePath) -> list[EvaluationRecord]:
     """Read the rows of evaluations.parquet as dicts (for tests and analyses).
 
     Args:
@@ -434,4 +460,5 @@ def read_evaluations(results_dir: StoragePath) -> list[dict[str, Any]]:
         CorruptFileError: the file is damaged (the message names it).
 
     """
-    return read_verified_parquet(ResultsLayout(results_dir).evaluations).to_pylist()
+    table = read_verified_parquet(ResultsLayout(results_dir).evaluations)
+    return cast(list[EvaluationRecord], table.to_pylist())  # the file's columns are the record's

@@ -21,7 +21,7 @@ from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.summary import Summary
 from evoprune.coordinator.service.actors import end_this_actor
 from evoprune.coordinator.service.publishing import StorePublisher
-from evoprune.coordinator.service.records import write_record_copy
+from evoprune.coordinator.service.records import restore_lost_records, write_record_copy
 from evoprune.shared.config import ConfigError, parse_config
 from evoprune.shared.evaluation_row import EvaluationRow
 from evoprune.shared.events import (
@@ -65,6 +65,10 @@ def _initial_record(store: Store, spec: RunnerSpec) -> tuple[ExperimentRecord, F
 
     def load() -> tuple[ExperimentRecord, FrontState, list[StoredEvent]]:
         snapshot = store.snapshot(spec.experiment_id)
+        if snapshot is None and restore_lost_records(store, spec.store, only=spec.experiment_id):
+            # the store lost the record before this runner read it (Redis restarted empty just after the
+            # submission): the copy the API wrote beside the results brings it back
+            snapshot = store.snapshot(spec.experiment_id)
         if snapshot is None:
             raise StoreError(f"the store has no experiment {spec.experiment_id}")
         events: list[StoredEvent] = []

@@ -24,6 +24,9 @@ def locations(answer):
         ({"backbone": {"name": "resnet50", "weights": "/etc/passwd"}}, ["backbone", "weights"]),
         ({"dataset": {"source": "folder:relative/data"}}, ["dataset", "source"]),
         ({"cache_dir": "~"}, ["cache_dir"]),
+        # an MLflow store on the runner's disk is written like any other server path
+        ({"tracking": {"mlflow_uri": "sqlite:////etc/mlflow.db"}}, ["tracking", "mlflow_uri"]),
+        ({"tracking": {"mlflow_uri": "file:///root/mlruns"}}, ["tracking", "mlflow_uri"]),
     ],
 )
 def test_paths_outside_the_allowed_roots_are_a_422_naming_the_field(client, changes, field):

@@ -3,6 +3,7 @@ import signal
 
 import numpy as np
 import pytest
+import ray
 
 from evoprune.coordinator.dispatch import RayEvaluator
 from evoprune.coordinator.evaluator_interface import EvaluationError
@@ -12,6 +13,7 @@ from evoprune.shared.config import parse_config
 from evoprune.shared.events import EvaluationFinished, EventBus
 from tests.coordinator.fakes import (  # noqa: F401 (ray_session is a fixture)
     FakeProblem,
+    FakeWorker,
     FakeWorkerActor,
     SlowFakeWorkerActor,
     fake_feature_set,
@@ -167,3 +169,41 @@ def test_real_evoprune_run_is_the_same_with_one_and_two_workers(tmp_path):
         assert completed.returncode == 0, completed.stderr[-2000:]
         results[workers] = comparable(read_evaluations(out))
     assert results[1] == results[2]
+
+
+class DiesOnceWhileStarting(FakeWorker):
+    """The first of these to prepare dies in prepare(), as a worker killed (or out of memory) while it starts.
+
+    The feature set's key names the marker file, so "the first" holds across the actors' processes.
+    """
+
+    def prepare(self) -> dict:
+        try:
+            open(self._feature_set.key, "x").close()  # type: ignore[attr-defined]
+        except FileExistsError:
+            return super().prepare()
+        os._exit(1)
+
+
+DiesOnceWhileStartingActor = ray.remote(max_restarts=0, max_task_retries=0)(DiesOnceWhileStarting)
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_a_worker_lost_while_starting_is_replaced(tmp_path):
+    # found by the fault matrix (tests/faults): a worker killed before its prepare() returned failed the
+    # whole experiment ("the workers could not start") instead of costing a replacement
+    marker = tmp_path / "died"
+    config = parse_config({"name": "dispatch", "search": SEARCH})
+    evaluator = RayEvaluator(
+        fake_feature_set(key=str(marker)), config, workers=2, actor_class=DiesOnceWhileStartingActor
+    )
+    try:
+        assert marker.exists() and evaluator.replacements == 1
+        assert all("error" not in info for info in evaluator.worker_infos())
+        masks = np.random.default_rng(0).random((6, 64)) < 0.5
+        expected = FakeProblem(64).evaluate(masks)
+        objectives = [(e.accuracy, e.active_fraction, e.auroc) for e in evaluator.evaluate(masks)]
+        assert objectives == [(e.accuracy, e.active_fraction, e.auroc) for e in expected]
+    finally:
+        evaluator.close()

@@ -28,6 +28,12 @@ def test_a_cnn_export_reads_images_through_the_backbone(tmp_path_factory):
     assert report["input"]["kind"] == "images" and report["input"]["shape"][:2] == [96, 96]
     assert report["check"]["reproduced"] and report["check"]["disagreements"] == 0, report["check"]
     assert report["check"]["exported_accuracy"] == report["objectives"]["accuracy"]
+    # the OoD images, read again and rescaled to the dataset's range, score as the search's features did
+    keras_file = report["formats"]["keras"]
+    # (a random-weight MobileNetV2 saturates its softmax in float32: then the AUROC from the model's
+    # probabilities is not the search's, and the report says so)
+    if keras_file["auroc"] != pytest.approx(keras_file["retrained_auroc"], abs=1e-6):
+        assert "saturate" in keras_file["auroc_note"]
     kept = report["active_bits"]
     assert report["head"]["widths"]["after"] == [1280, kept, report["head"]["widths"]["before"][-1]]
     model = keras.saving.load_model(report["model"])
@@ -64,6 +70,10 @@ def test_a_k_fold_export_is_fold_zeros_head_checked_on_its_validation_slice(tmp_
     check = report["check"]
     assert check["split"] == "validation" and check["samples"] == len(features.folds[0].evaluation)
     assert check["reproduced"] and check["exported_accuracy"] == check["retrained_accuracy"]
+    keras_file = report["formats"]["keras"]
+    # a features dataset's model reads the fold's OoD features as they are
+    assert keras_file["exact"] and "auroc_note" not in keras_file
+    assert keras_file["auroc"] == pytest.approx(keras_file["retrained_auroc"], abs=1e-6)
     # the recorded accuracy is the mean over the three folds' heads
     assert check["recorded_accuracy"] == report["objectives"]["accuracy"]
     assert "test_accuracy" in report["objectives"]

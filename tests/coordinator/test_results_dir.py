@@ -14,13 +14,25 @@ def test_a_directory_written_before_the_added_fields_keeps_its_fingerprint() -> 
     assert experiment_fingerprint(ExperimentConfig()) == FINGERPRINT_AT_4071760
 
 
+# a value other than the default, per added field
+OFF_DEFAULT = {
+    ("dataset", "resize"): "nearest",
+    ("training", "loss"): "keras2_clipped",
+    ("training", "early_stopping", "decision"): "keras2_float64",
+    ("robustness", "score_precision"): "float32",
+    ("search", "bookkeeping"): "jmetalpy",
+    ("search", "constraints"): {"max_active_fraction": 0.5},
+}
+
+
 def test_an_added_field_off_its_default_is_a_different_experiment() -> None:
+    assert set(OFF_DEFAULT) == set(ADDED_FIELD_DEFAULTS), "give each added field a value off its default"
     default = experiment_fingerprint(ExperimentConfig())
-    for path, value in ADDED_FIELD_DEFAULTS.items():
+    for path, value in OFF_DEFAULT.items():
+        assert value != ADDED_FIELD_DEFAULTS[path], path
         data: dict = {}
         level = data
         for key in path[:-1]:
             level = level.setdefault(key, {})
-        other = {"bilinear": "nearest", "exact": "keras2_clipped", "float32": "keras2_float64"}
-        level[path[-1]] = other.get(value, {"float64": "float32", "deap": "jmetalpy"}.get(value))
+        level[path[-1]] = value
         assert experiment_fingerprint(ExperimentConfig.model_validate(data)) != default, path

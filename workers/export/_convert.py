@@ -9,16 +9,31 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
-from evoprune.workers.export.formats import ONNX, SAVED_MODEL, TFLITE, file_name
+from evoprune.workers.export.formats import (
+    ONNX,
+    SAVED_MODEL,
+    TFLITE,
+    ConvertJob,
+    ConvertReport,
+    file_name,
+)
 
 
-def convert(job: dict[str, Any]) -> dict[str, Any]:
+class LiteRTOptions(TypedDict, total=False):
+    """The TFLiteConverter settings that Keras's LiteRT exporter passes on."""
+
+    optimizations: list[Any]
+    representative_dataset: Callable[[], Iterator[list[np.ndarray]]]
+    target_spec: dict[str, list[Any]]
+
+
+def convert(job: ConvertJob) -> ConvertReport:
     """Write every format of `job` beside its .keras file.
 
     Args:
@@ -38,7 +53,8 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
     model = keras.saving.load_model(source)
     written: dict[str, str] = {}
     versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-    report: dict[str, Any] = {"files": written, "versions": versions}
+    report: ConvertReport = {"files": written, "versions": versions}
+    quantize = job["quantize"]
     for name in job["formats"]:
         if name == SAVED_MODEL:
             model.export(str(folder / file_name(stem, SAVED_MODEL)), format="tf_saved_model", verbose=False)
@@ -48,7 +64,6 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
             versions["tf2onnx"] = tf2onnx.__version__
             model.export(str(folder / file_name(stem, ONNX)), format="onnx", verbose=False)
         elif name == TFLITE:
-            quantize = job.get("quantize")
             target = folder / file_name(stem, TFLITE, quantize)
             model.export(str(target), format="litert", verbose=False, **_litert_options(job, quantize))
             if quantize is not None:
@@ -58,11 +73,11 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
                 float_model.unlink()
         else:
             continue
-        written[name] = file_name(stem, name, job.get("quantize") if name == TFLITE else None)
+        written[name] = file_name(stem, name, quantize if name == TFLITE else None)
     return report
 
 
-def _litert_options(job: dict[str, Any], quantize: str | None) -> dict[str, Any]:
+def _litert_options(job: ConvertJob, quantize: str | None) -> LiteRTOptions:
     """TFLiteConverter settings: built-in operators only, so the file runs on the plain LiteRT interpreter."""
     import tensorflow as tf
 

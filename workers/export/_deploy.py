@@ -18,17 +18,35 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import numpy as np
 
 from evoprune.shared.config import RobustnessConfig
 from evoprune.workers.export._check import ExportMismatchError, compare_predictions, probability_auroc
-from evoprune.workers.export.formats import KERAS, TFLITE, file_name, size_bytes
+from evoprune.workers.export.formats import (
+    KERAS,
+    TFLITE,
+    ConvertJob,
+    ConvertReport,
+    DeployReport,
+    FormatEntry,
+    RuntimeInfo,
+    file_name,
+    size_bytes,
+)
 
 # a CNN backbone converts and runs in minutes on 2 CPU cores; a process still busy after this is stuck
 CHILD_TIMEOUT_S = 3600
 STDERR_SHOWN_CHARS = 2000
+# the .keras file's AUROC from its probabilities equals the head's from its logits to float error, unless
+# float32 softmax saturates (see `judge`)
+AUROC_AGREEMENT = 1e-6
+SATURATED_NOTE = (
+    "AUROC from the file's float32 probabilities, which saturate (round to 0 and 1) for this model, so that "
+    "the ODIN scores at this temperature tie where the search's, from logits, do not: not comparable with "
+    "the search's AUROC; the change between formats still compares like with like"
+)
 
 
 class ExportConversionError(ExportMismatchError):
@@ -62,7 +80,7 @@ def deploy(
     samples: Samples,
     reference: Reference,
     say: Callable[[str], None],
-) -> dict[str, Any]:
+) -> DeployReport:
     """Convert `keras_file` to the other formats beside it, reload each file in a fresh process, compare.
 
     Args:
@@ -91,13 +109,13 @@ def deploy(
             if values is not None:
                 paths[name] = workdir / f"{name}.npy"
                 np.save(paths[name], np.ascontiguousarray(values, dtype=np.float32))
-        converted: dict[str, Any] = {"files": {KERAS: keras_file.name}, "versions": {}}
+        converted: ConvertReport = {"files": {KERAS: keras_file.name}, "versions": {}}
         others = [name for name in formats if name != KERAS]
         if others:
             say(f"converting to {', '.join(others)}{f' ({quantize})' if quantize else ''} in a new process")
             converted = _convert(keras_file, others, quantize, samples.calibration, workdir)
             converted["files"] = {KERAS: keras_file.name, **converted["files"]}
-        results: dict[str, Any] = {}
+        results: dict[str, FormatEntry] = {}
         for name in formats:
             path = keras_file.parent / converted["files"][name]
             say(f"reloading {path.name} with its own runtime in a fresh process")
@@ -108,13 +126,13 @@ def deploy(
             )
             results[name]["seconds"] = round(time.perf_counter() - started, 3)
     judge(results)
-    report: dict[str, Any] = {"formats": results, "quantize": quantize, "converter": converted["versions"]}
+    report: DeployReport = {"formats": results, "quantize": quantize, "converter": converted["versions"]}
     if "float_tflite_bytes" in converted:
         report["float_tflite_bytes"] = converted["float_tflite_bytes"]
     return report
 
 
-def judge(results: dict[str, dict[str, Any]]) -> None:
+def judge(results: dict[str, FormatEntry]) -> None:
     """Add each file's accuracy and AUROC change from the .keras file's; refuse an unfaithful float file.
 
     Args:
@@ -123,9 +141,16 @@ def judge(results: dict[str, dict[str, Any]]) -> None:
     Raises:
         ExportMismatchError: an unquantised file's predictions differ from the search's beyond near-ties.
 
+    Where the .keras file's AUROC from its probabilities is not the head's from its logits, every entry
+    says so (`auroc_note`): the probabilities saturated, which the logits the search scored did not.
+
     """
     baseline = results[KERAS]
+    retrained, measured = baseline["retrained_auroc"], baseline["auroc"]
+    saturated = retrained is not None and measured is not None and abs(measured - retrained) > AUROC_AGREEMENT
     for name, entry in results.items():
+        if saturated:
+            entry["auroc_note"] = SATURATED_NOTE
         entry["accuracy_change"] = entry["accuracy"] - baseline["accuracy"]
         if entry["auroc"] is not None and baseline["auroc"] is not None:
             entry["auroc_change"] = entry["auroc"] - baseline["auroc"]
@@ -142,15 +167,15 @@ def _measured(
     path: Path,
     quantization: str | None,
     outputs: dict[str, np.ndarray],
-    runtime: dict[str, str],
+    runtime: RuntimeInfo,
     reference: Reference,
     samples: Samples,
-) -> dict[str, Any]:
+) -> FormatEntry:
     comparison = compare_predictions(outputs["evaluation"], reference.logits, reference.labels)
     auroc = None
     if "ood" in outputs:
         auroc = probability_auroc(outputs["evaluation"], outputs["ood"], reference.robustness)
-    entry: dict[str, Any] = {
+    entry: FormatEntry = {
         "file": path.name,
         "bytes": size_bytes(path),
         "runtime": runtime,
@@ -159,7 +184,10 @@ def _measured(
         "retrained_accuracy": comparison["retrained_accuracy"],
         "auroc": auroc,
         "retrained_auroc": reference.retrained_auroc,
-        **{key: comparison[key] for key in ("exact", "disagreements", "unexplained", "reproduced")},
+        "exact": comparison["exact"],
+        "disagreements": comparison["disagreements"],
+        "unexplained": comparison["unexplained"],
+        "reproduced": comparison["reproduced"],
         "max_probability_difference": comparison["max_probability_difference"],
     }
     if auroc is None:
@@ -178,10 +206,10 @@ def _child_environment(backend: str | None = None) -> dict[str, str]:
     return environment
 
 
-def _child(module: str, job: dict[str, Any], workdir: Path, what: str, backend: str | None = None) -> Any:
-    job_file = workdir / f"{what.replace(' ', '-')}.job.json"
-    report = workdir / f"{what.replace(' ', '-')}.report.json"
-    job_file.write_text(json.dumps({**job, "report": str(report)}))
+def _child(module: str, job: object, report: Path, what: str, backend: str | None = None) -> object:
+    """Run `python -m module JOB.json` in a fresh process; its report, written to `report`."""
+    job_file = report.with_suffix(".job.json")
+    job_file.write_text(json.dumps(job))
     try:
         finished = subprocess.run(
             [sys.executable, "-m", module, str(job_file)],
@@ -206,30 +234,40 @@ def _convert(
     quantize: str | None,
     calibration: np.ndarray | None,
     workdir: Path,
-) -> dict[str, Any]:
-    job: dict[str, Any] = {"keras": str(keras_file), "formats": list(formats), "quantize": quantize}
+) -> ConvertReport:
+    report = workdir / "convert.report.json"
+    job: ConvertJob = {
+        "keras": str(keras_file),
+        "formats": list(formats),
+        "quantize": quantize,
+        "report": str(report),
+    }
     if quantize == "int8":
         assert calibration is not None, "int8 needs calibration samples"
         job["calibration"] = str(workdir / "calibration.npy")
         np.save(job["calibration"], np.ascontiguousarray(calibration, dtype=np.float32))
     # Keras converts to these formats from the TensorFlow backend only, whatever this process runs
-    converted: dict[str, Any] = _child(
-        "evoprune.workers.export._convert", job, workdir, "converting the .keras file", backend="tensorflow"
+    written = _child(
+        "evoprune.workers.export._convert", job, report, "converting the .keras file", backend="tensorflow"
     )
-    return converted
+    # the child is our own module: its report has the type it declares
+    return cast(ConvertReport, written)
 
 
 def _run(
     name: str, path: Path, inputs: dict[str, Path], workdir: Path
-) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+) -> tuple[dict[str, np.ndarray], RuntimeInfo]:
     outputs = {key: workdir / f"{name}-{key}-out.npy" for key in inputs}
+    report = workdir / f"{name}.report.json"
     job = {
         "format": name,
         "path": str(path),
         "inputs": [str(inputs[key]) for key in inputs],
         "outputs": [str(outputs[key]) for key in inputs],
+        "report": str(report),
     }
-    runtime = _child("evoprune.workers.export._runtime", job, workdir, f"loading the {name} file")
+    what = f"loading the {name} file"
+    runtime = cast(RuntimeInfo, _child("evoprune.workers.export._runtime", job, report, what))
     return {key: np.load(target) for key, target in outputs.items()}, runtime
 
 

@@ -16,7 +16,7 @@ from evoprune.workers.evaluation.head_layout import head_shape
 from evoprune.workers.export._check import ExportMismatchError, compare_predictions
 from evoprune.workers.export._deploy import Reference, Samples, deploy, expected_names
 from evoprune.workers.export.formats import KERAS, REPORT_FORMATS_KEY, every_file_name
-from evoprune.workers.export.inputs import RawInputs, ood_inputs, raw_inputs
+from evoprune.workers.export.inputs import FEATURES, RawInputs, ood_inputs, raw_inputs
 from evoprune.workers.export.model import (
     export_model,
     full_kept,
@@ -116,7 +116,7 @@ def build_and_check(
                 f"{check['disagreements']} predictions differ, {check['unexplained']} of them not at a "
                 "near-tie of two classes"
             )
-        samples = _samples(config, fold, raw, quantize)
+        samples = _samples(config, fold, raw, quantize, feature_set.folds[fold].ood)
         reference = Reference(
             split.labels,
             outputs.evaluation_logits,
@@ -156,11 +156,17 @@ def build_and_check(
     }
 
 
-def _samples(config: ExperimentConfig, fold: int, raw: RawInputs, quantize: str | None) -> Samples:
+def _samples(
+    config: ExperimentConfig, fold: int, raw: RawInputs, quantize: str | None, ood_features: np.ndarray
+) -> Samples:
     """The inputs every format is run on: the fitness split, the fold's OoD samples, int8 calibration."""
     from evoprune.workers.features.assemble import ood_rows, training_rows
 
-    ood, note = ood_inputs(config, ood_rows(config, fold), raw)
+    if raw.kind == FEATURES:
+        # a model of a `features:` dataset reads feature vectors: the fold's OoD features are its inputs
+        ood, note = (ood_features, None) if len(ood_features) else (None, "the experiment has no OoD sources")
+    else:
+        ood, note = ood_inputs(config, ood_rows(config, fold), raw)
     calibration = None
     if quantize == "int8":
         rows = training_rows(config, fold)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 KERAS = "keras"
 SAVED_MODEL = "saved_model"
@@ -117,3 +118,59 @@ def size_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
     return path.stat().st_size
+
+
+class RuntimeInfo(TypedDict):
+    """The runtime that reloaded a file: its name (and how it was used) and its version."""
+
+    name: str
+    version: str
+
+
+class ConvertJob(TypedDict):
+    """What the converter process is asked to do (workers.export._convert)."""
+
+    keras: str  # the checked .keras file; the others are written beside it
+    formats: list[str]  # besides keras
+    quantize: str | None
+    report: str  # where the converter writes its ConvertReport
+    calibration: NotRequired[str]  # a .npy of training inputs, for int8
+
+
+class ConvertReport(TypedDict):
+    """What the converter process wrote."""
+
+    files: dict[str, str]  # format -> file name beside the .keras file
+    versions: dict[str, str]  # converter -> version
+    float_tflite_bytes: NotRequired[int]  # with a quantisation: the unquantised TFLite file's size
+
+
+class FormatEntry(TypedDict):
+    """One written file in export.json: what it is, who reloaded it, and how it scored."""
+
+    file: str
+    bytes: int
+    runtime: RuntimeInfo
+    quantization: str | None
+    accuracy: float  # on the exported fold's fitness split
+    retrained_accuracy: float  # the search's head, there
+    auroc: float | None  # None: the OoD samples cannot be given to the model (auroc_note says why)
+    retrained_auroc: float | None
+    exact: bool
+    disagreements: int
+    unexplained: int
+    reproduced: bool
+    max_probability_difference: float
+    auroc_note: NotRequired[str | None]
+    seconds: NotRequired[float]
+    accuracy_change: NotRequired[float]  # from the .keras file's
+    auroc_change: NotRequired[float]
+
+
+class DeployReport(TypedDict):
+    """The deployment part of export.json."""
+
+    formats: dict[str, FormatEntry]
+    quantize: str | None
+    converter: dict[str, str]
+    float_tflite_bytes: NotRequired[int]

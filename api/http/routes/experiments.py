@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -19,6 +20,7 @@ from evoprune.api.http.deps import (
     StoreDep,
 )
 from evoprune.api.http.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
+from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.service.jobs_analysis import ANALYSIS
 from evoprune.coordinator.service.jobs_export import EXPORT
 from evoprune.coordinator.service.launcher import Launcher
@@ -28,11 +30,13 @@ from evoprune.coordinator.service.records import (
     new_record,
     remove_experiment,
     restore_lost_records,
+    write_record_copy,
 )
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.store import (
     ExperimentActiveError,
     ExperimentRecord,
+    FrontState,
     Store,
     StoreSpec,
     TooManyActiveError,
@@ -86,6 +90,9 @@ def create_experiment(
             detail=f"{error.active} experiments are queued or running, the most this server allows "
             f"(EVOPRUNE_MAX_ACTIVE_EXPERIMENTS={settings.max_active_experiments}); try again later",
         ) from None
+    # a copy beside the results: a store that loses the record before its runner reads it (Redis restarted
+    # empty) gets it back from there, as it gets back the records of finished experiments
+    write_record_copy(ResultsLayout(Path(record.results_dir)), record, FrontState())
     _launch(store, launcher, record)
     response.headers["Location"] = f"/experiments/{experiment_id}"
     return ExperimentCreated(id=experiment_id)
@@ -98,6 +105,7 @@ def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
         log.exception("experiment %s could not be started", record.id)
         message = f"the experiment could not be started on Ray: {type(error).__name__}: {error}"
         end_without_runner(store, record, message)
+        write_record_copy(ResultsLayout(Path(record.results_dir)), record, FrontState())
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
 
 

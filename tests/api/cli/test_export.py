@@ -182,3 +182,11 @@ def test_a_model_that_does_not_reproduce_the_record_is_an_error(finished, tmp_pa
     error = " ".join(capsys.readouterr().err.split())
     assert "evoprune: error: re-training the mask gives accuracy" in error
     assert not (results_dir / "exports").exists() or not any((results_dir / "exports").rglob("*.keras"))
+
+
+def test_an_unknown_quantisation_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["export", "anywhere", "--pick", "knee", "--format", "tflite", "--quantize", "int4"])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --quantize: invalid choice: 'int4'" in error and "float16" in error and "int8" in error

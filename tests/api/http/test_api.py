@@ -9,6 +9,7 @@ import yaml
 
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service.publishing import StorePublisher
+from evoprune.coordinator.service.records import restore_lost_records
 from evoprune.shared.events import (
     EvaluationFinished,
     ExperimentStatus,
@@ -43,6 +44,17 @@ def test_submit_creates_a_queued_experiment_and_launches_it(client):
     listed = client.get("/experiments").json()
     assert listed["total"] == 1 and listed["experiments"][0]["id"] == experiment_id
     assert client.get("/experiments?status=running").json()["total"] == 0
+
+
+def test_a_submission_keeps_a_copy_of_its_record_beside_its_results(client, tmp_path):
+    # a store that loses the record before the runner reads it (Redis restarted empty) gets it back from there
+    experiment_id = submit(client).json()["id"]
+    results_dir = Path(client.get(f"/experiments/{experiment_id}").json()["results_dir"])
+    assert (results_dir / "service-state.json").is_file()
+    emptied = LocalStore(tmp_path / "restarted-empty")
+    spec = client.app.state.settings.store_spec()
+    assert restore_lost_records(emptied, spec, only=experiment_id) == [experiment_id]
+    assert emptied.get(experiment_id).status == "queued"
 
 
 def test_yaml_body_is_accepted(client):

@@ -13,7 +13,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,13 +406,15 @@ def test_a_clicked_front_point_shows_its_objectives_and_exports_its_model(
     shown = page.inner_text("#point-objectives")
     assert f"{clicked['accuracy']:.4f}" in shown and "all runs" in shown
     assert page.is_enabled("#export-button")
+    # the format chooser: an int8 TFLite file (the server writes the .keras file too, and checks both)
+    page.select_option("#export-format", "tflite:int8")
+    assert page.inner_text("#export-button") == "Export model (.tflite, int8)"
     with page.expect_download(timeout=ANALYSIS_S * 1000) as download:
         page.click("#export-button")
     name = download.value.suggested_filename
-    assert name.startswith("mask-") and name.endswith(".keras"), name
-    # a .keras file is a zip archive holding the model's config and weights
-    with zipfile.ZipFile(download.value.path()) as archive:
-        assert "config.json" in archive.namelist()
+    assert name.startswith("mask-") and name.endswith("-int8.tflite"), name
+    # a TFLite file is a FlatBuffer whose identifier, after the root offset, is TFL3
+    assert Path(download.value.path()).read_bytes()[4:8] == b"TFL3"
     assert page.inner_text("#point-state").startswith("downloaded")
     assert page.is_enabled("#export-button")
     assert signed_in.errors == []

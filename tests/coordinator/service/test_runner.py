@@ -1,15 +1,23 @@
 import json
 import threading
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from evoprune.coordinator.assembly import Backend
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
-from evoprune.coordinator.service.records import restore_lost_records
+from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.service.records import restore_lost_records, write_record_copy
 from evoprune.coordinator.service.runner import RunnerSpec, run_service_experiment
-from evoprune.shared.store import ExperimentRecord, RunProgress, StoreSpec, StoreUnavailableError
+from evoprune.shared.store import (
+    ExperimentRecord,
+    FrontState,
+    RunProgress,
+    StoreSpec,
+    StoreUnavailableError,
+)
 from evoprune.shared.store_local import LocalStore
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
@@ -110,6 +118,19 @@ def test_a_runner_publishes_the_whole_experiment(tmp_path):
     assert empty.get(spec.experiment_id) == record
     assert empty.snapshot(spec.experiment_id).front == front
     assert restore_lost_records(empty, spec.store) == []
+
+
+def test_a_runner_whose_store_lost_the_new_record_starts_from_the_submissions_copy(tmp_path):
+    # found by the fault matrix (tests/faults): Redis restarted empty between a submission and its runner's
+    # first read; the runner gave up ("the store has no experiment") and the experiment vanished (404)
+    submitted = LocalStore(tmp_path)
+    spec = new_experiment(submitted, tmp_path)
+    record = submitted.get(spec.experiment_id)
+    write_record_copy(ResultsLayout(Path(record.results_dir)), record, FrontState())  # as POST does
+    emptied = LocalStore(tmp_path / "restarted-empty")
+    assert run_service_experiment(spec, backend_for(CountingProblem()), emptied) == "succeeded"
+    restored = emptied.get(spec.experiment_id)
+    assert restored.status == "succeeded" and restored.evaluations_done == 48
 
 
 def test_cancel_stops_at_the_next_step_and_keeps_the_results(tmp_path):
