@@ -95,7 +95,7 @@ def test_export_picks_the_member_the_old_code_picked(tmp_path, capsys):
     out = copy_of(FINISHED, tmp_path)
     before = json.loads((out / "exports" / "knee" / "export.json").read_text())
     shutil.rmtree(out / "exports")
-    assert main(["export", str(out), "--pick", "knee"]) == 0
+    assert main(["export", str(out), "--pick", "knee", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mask"] == before["mask"] and report["objectives"] == before["objectives"]
 
