@@ -68,7 +68,8 @@ class ExportSpec(JobSpec):
         )
 
     def reported(self) -> dict[str, Any]:
-        return {"name": self.name, "options": asdict(self.request())}
+        # as the status file holds them (JSON has lists), so a state read back equals the one written
+        return {"name": self.name, "options": {**asdict(self.request()), "formats": list(self.formats)}}
 
 
 def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:

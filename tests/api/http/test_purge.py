@@ -35,7 +35,7 @@ def end(client, experiment_id, status=ExperimentStatus.FAILED):
     record.last_event_seq += 1
     store.publish(experiment_id, [(record.last_event_seq, {"type": status.value})], record)
     layout = ResultsLayout(client.app.state.settings.store_spec().results_root / experiment_id)
-    layout.root.mkdir(parents=True)
+    layout.root.mkdir(parents=True, exist_ok=True)  # POST wrote the record copy there already
     (layout.root / "summary.json").write_text("{}")
     write_record_copy(layout, record, FrontState())
     return layout.root
@@ -55,7 +55,7 @@ def test_an_ended_experiment_and_its_results_are_removed(client):
     # nothing is left behind to bring it back (the copy a lost store is rebuilt from went with it)
     spec = client.app.state.settings.store_spec()
     assert restore_lost_records(client.app.state.store, spec) == []
-    assert [path.name for path in spec.results_root.iterdir()] == []
+    assert [path.name for path in spec.results_root.iterdir()] == [kept]  # POST wrote its record copy
     assert client.delete(f"/experiments/{experiment_id}", params={"purge": "true"}).status_code == 404
 
 

@@ -25,7 +25,15 @@ from evoprune.coordinator.service.jobs_run import run_job
 NOW = 1_000_000.0
 EXPERIMENT = "00000000000000aa"
 # the options of `export_spec`, as the export status file reports them
-OPTIONS = {"mask": None, "rule": "knee", "min_accuracy": None, "run": 1, "kind": "archive"}
+OPTIONS = {
+    "mask": None,
+    "rule": "knee",
+    "min_accuracy": None,
+    "run": 1,
+    "kind": "archive",
+    "formats": ["keras"],
+    "quantize": None,
+}
 
 
 def never_asked() -> bool:
