@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -66,10 +67,21 @@ TINY_EXPERIMENT = {
 }
 
 
+# Ports are chosen before the services start, so one the kernel hands out (its ephemeral range) could be
+# taken meanwhile by the Ray processes started first, which bind ports of that range (seen: the proxy's
+# port taken). These lie below the ephemeral range and above Ray's worker ports (10002-19999).
+CHOSEN_PORTS = range(20_000, 32_000)
+
+
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    for port in random.sample(CHOSEN_PORTS, 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {CHOSEN_PORTS}")
 
 
 @dataclass
