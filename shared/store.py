@@ -270,11 +270,14 @@ class Store(abc.ABC):
             events: (sequence number, event mapping) in increasing order; numbers already stored are skipped.
             record: the new record; its `last_event_seq` should be the last number in `events`.
             front: the new fronts, or None to keep the stored ones.
-            expect_existing: refuse (and return False) when the record is missing — the store lost its
-                data (a Redis restart without persistence) and the caller should publish everything again.
+            expect_existing: refuse (and return False) when the record is missing, or when the events
+                before the first one in `events` are — the store lost its data (a Redis restart without
+                persistence, perhaps followed by the API restoring the record from its copy without
+                events) and the caller should publish everything again.
 
         Returns:
-            False only when `expect_existing` and the record was missing; nothing was written then.
+            False only when `expect_existing` and the record or earlier events were missing; nothing was
+            written then.
 
         """
 

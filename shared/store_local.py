@@ -242,6 +242,9 @@ class LocalStore(Store):
                 return False
             folder.mkdir(parents=True, exist_ok=True)
             with self._locked(folder):
+                # the events before the first one sent are missing: lost, as in RedisStore's script
+                if expect_existing and events and events[0][0] > self._last_seq(folder / "events.jsonl") + 1:
+                    return False
                 self._append(folder / "events.jsonl", events)
                 if front is not None:
                     _write_atomic(folder / "front.json", json.dumps(front.to_dict()))

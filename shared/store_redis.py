@@ -39,6 +39,9 @@ T = TypeVar("T")
 # Appends the events whose numbers are new, then replaces the record (and front), indexes the experiment and
 # keeps it in (or takes it out of) the index of active experiments — all in one atomic step, so a reader's
 # (record, front) is always consistent with the stream.
+# With expect_existing, a record without the events before the first one sent counts as lost too: the API may
+# have put it back from the submission's record copy (no events) after Redis restarted empty, and appending
+# would leave a follower from the start a stream with a hole.
 # KEYS: hash, stream, index, active. ARGV: expect_existing, record, front ('' keeps it), id, created_at,
 # active ('1' queued or running), then (seq, event JSON) pairs.
 PUBLISH_SCRIPT = """
@@ -46,6 +49,7 @@ if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = 0
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #top > 0 then last = tonumber(string.match(top[1][1], '^(%d+)')) end
+if ARGV[1] == '1' and #ARGV >= 7 and tonumber(ARGV[7]) > last + 1 then return 0 end
 for i = 7, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
   if seq > last then

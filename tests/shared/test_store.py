@@ -88,6 +88,20 @@ def test_publish_refuses_a_lost_record_unless_told(store):
     assert [r.id for r in store.records()] == [ident(7)]
 
 
+def test_publish_refuses_a_record_whose_earlier_events_are_missing(store):
+    # the API put the record back from its copy (no events) after the store lost everything: appending event
+    # 17 would leave a follower from the start a stream beginning at 17
+    store.create(new_record(ident(8)))
+    record = new_record(ident(8), last_event_seq=17)
+    assert store.publish(ident(8), [(17, {"type": "x"})], record) is False
+    assert store.read_events(ident(8)) == [] and store.get(ident(8)).last_event_seq == 0
+    everything = [(seq, {"type": "x", "n": seq}) for seq in range(1, 18)]
+    assert store.publish(ident(8), everything, record, expect_existing=False)
+    assert store.read_events(ident(8)) == everything
+    # the next event follows on: no hole, accepted
+    assert store.publish(ident(8), [(18, {"type": "x"})], new_record(ident(8), last_event_seq=18))
+
+
 def test_event_ids_round_trip(store):
     for seq in (0, 1, 12345):
         assert store.parse_event_id(store.event_id(seq)) == seq
