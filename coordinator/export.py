@@ -233,7 +233,7 @@ def choose(
             raise ExportError(str(error)) from None
     if mask is not None:
         try:
-            return inputs, _given_mask(inputs, mask)
+            return inputs, given_mask(inputs, mask)
         except MaskError as error:
             raise ExportError(str(error), field="mask") from None
     try:
@@ -251,13 +251,28 @@ def export_name(choice: Choice) -> str:
     return _target(Path(), None, choice).parent.name
 
 
-def _given_mask(inputs: ResultsInput, text: str) -> Choice:
+def given_mask(inputs: ResultsInput, text: str, option: str = "--mask") -> Choice:
+    """A mask given by its hex, with the full-protocol objectives recorded for it.
+
+    Args:
+        inputs: the results read.
+        text: the mask's hex.
+        option: the option that gave it, for messages.
+
+    Returns:
+        The choice (rule `mask`).
+
+    Raises:
+        ExportError: a mask of the wrong length, never evaluated, or screened out (`field` mask).
+        MaskError: malformed hex.
+
+    """
     length = inputs.mask_length
     digits = 2 * ((length + 7) // 8)
     text = text.strip().lower()
     if len(text) != digits:
         raise ExportError(
-            f"--mask {text[:24]}{'…' if len(text) > 24 else ''} has {len(text)} hex digits; a mask of this "
+            f"{option} {text[:24]}{'…' if len(text) > 24 else ''} has {len(text)} hex digits; a mask of this "
             f"experiment has {length} bits, written as {digits} hex digits",
             field="mask",
         )

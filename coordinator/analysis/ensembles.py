@@ -1,4 +1,4 @@
-"""The analysis's ensembles: majority votes per percentile window of the front's accuracy, table and plot."""
+"""Ensembles of the analysis per percentile window of front accuracy (vote, mean softmax): table, plot."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ ENSEMBLE_SUMMARY_KEYS = (
     "members",
     "accuracy",
     "auroc",
+    "softmax_accuracy",
     "best_accuracy",
     "best_auroc",
     "test_accuracy",
@@ -62,6 +63,8 @@ def ensemble_table(
             "member_aurocs": [model.evaluation.auroc for model in members],
             "accuracy": result.accuracy,
             "auroc": result.auroc,
+            # what `evoprune export --ensemble LOWER-UPPER` (mean softmax) reproduces
+            "softmax_accuracy": result.softmax_accuracy,
             "best_mask": None if result.best_member is None else inputs.aggregate[result.best_member]["mask"],
             "best_accuracy": result.best_accuracy,
             "best_auroc": result.best_auroc,
@@ -70,6 +73,7 @@ def ensemble_table(
             row |= {
                 "test_accuracy": result.test_accuracy,
                 "test_auroc": result.test_auroc,
+                "test_softmax_accuracy": result.test_softmax_accuracy,
                 "best_test_accuracy": result.best_test_accuracy,
                 "best_test_auroc": result.best_test_auroc,
             }
@@ -91,12 +95,20 @@ def _ensembles_schema(with_test: bool) -> pa.Schema:
         ("member_aurocs", pa.list_(FLOAT)),
         ("accuracy", FLOAT),
         ("auroc", FLOAT),
+        ("softmax_accuracy", FLOAT),
         ("best_mask", pa.string()),
         ("best_accuracy", FLOAT),
         ("best_auroc", FLOAT),
     ]
     if with_test:
         fields += [
-            (name, FLOAT) for name in ("test_accuracy", "test_auroc", "best_test_accuracy", "best_test_auroc")
+            (name, FLOAT)
+            for name in (
+                "test_accuracy",
+                "test_auroc",
+                "test_softmax_accuracy",
+                "best_test_accuracy",
+                "best_test_auroc",
+            )
         ]
     return pa.schema(fields)

@@ -1,4 +1,4 @@
-"""Ensembles of front members: majority vote over percentile windows of the front's accuracies."""
+"""Ensembles of front members over percentile windows of the front's accuracies: vote and mean softmax."""
 
 from __future__ import annotations
 
@@ -7,57 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evoprune.workers.analysis.windows import percentile_windows, window_members
 from evoprune.workers.evaluation.odin import AUROC_ESTIMATORS, odin_scores
 from evoprune.workers.evaluation.retrain import RetrainedModel
 from evoprune.workers.features.feature_set import FeatureSet, Split
 
-# The paper's windows: (50, 60), (55, 65), ..., (85, 95) percentiles of the front's accuracies.
-WINDOW_FIRST_LOWER = 50
-WINDOW_LAST_LOWER = 85
-WINDOW_STEP = 5
-WINDOW_WIDTH = 10
-
-
-def percentile_windows(
-    first_lower: int = WINDOW_FIRST_LOWER,
-    last_lower: int = WINDOW_LAST_LOWER,
-    step: int = WINDOW_STEP,
-    width: int = WINDOW_WIDTH,
-) -> list[tuple[int, int]]:
-    """The (lower, upper) percentile windows, in increasing order.
-
-    Args:
-        first_lower: lower percentile of the first window.
-        last_lower: lower percentile of the last window.
-        step: distance between successive lower percentiles.
-        width: upper minus lower percentile.
-
-    Returns:
-        [(first_lower, first_lower + width), ..., (last_lower, last_lower + width)].
-
-    """
-    if not 0 <= first_lower <= last_lower or last_lower + width > 100 or step <= 0 or width <= 0:
-        raise ValueError("percentile windows must lie within 0..100 with positive step and width")
-    return [(lower, lower + width) for lower in range(first_lower, last_lower + 1, step)]
-
-
-def window_members(accuracies: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """The members whose accuracy lies in a percentile window, both ends included.
-
-    Percentiles are numpy's default (linear interpolation) over all the given accuracies; a window can
-    be empty when the accuracies jump over it.
-
-    Args:
-        accuracies: (P,) accuracy of every front member.
-        window: (lower, upper) percentiles.
-
-    Returns:
-        Indices of the members in the window, in increasing order.
-
-    """
-    values = np.asarray(accuracies, dtype=np.float64)
-    low, high = np.percentile(values, window)
-    return np.flatnonzero((values >= low) & (values <= high))
+# How an ensemble combines its members: the analysis's majority vote, and the average of the members'
+# softmax outputs (what an exported ensemble model computes by default)
+MEAN = "mean"
+VOTE = "vote"
+COMBINES = (MEAN, VOTE)
 
 
 def majority_vote(predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -76,6 +35,46 @@ def majority_vote(predictions: np.ndarray, num_classes: int) -> np.ndarray:
     for row in predictions:
         np.add.at(votes, (row, np.arange(predictions.shape[1])), 1)
     return np.argmax(votes, axis=0)  # argmax keeps the first (smallest) class among equal counts
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, C) class probabilities of (N, C) logits, in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def combined_outputs(logits: Sequence[np.ndarray], combine: str) -> np.ndarray:
+    """What an ensemble outputs per sample and class, from its members' logits.
+
+    Args:
+        logits: per member, (N, C) logits.
+        combine: `mean`: the members' softmax probabilities averaged; `vote`: each class's share of the
+            members' votes (their argmax), whose argmax is `majority_vote`'s class, ties included (shares
+            are exact multiples of 1/P, and argmax keeps the first, smallest, class among equal ones).
+
+    Returns:
+        (N, C) float64 outputs that sum to 1 per sample.
+
+    """
+    if combine == MEAN:
+        return np.mean([softmax(member) for member in logits], axis=0)
+    if combine == VOTE:
+        num_classes = np.asarray(logits[0]).shape[-1]
+        votes = [np.eye(num_classes)[np.argmax(member, axis=-1)] for member in logits]
+        return np.sum(votes, axis=0) / len(logits)
+    raise ValueError(f"unknown combination {combine!r}; choose one of {', '.join(COMBINES)}")
+
+
+def combined_accuracy(logits: Sequence[np.ndarray], labels: np.ndarray, combine: str) -> float:
+    """Accuracy of an ensemble on one split: the argmax of `combined_outputs` against the labels."""
+    if combine == VOTE:
+        predicted = majority_vote(
+            np.stack([np.argmax(member, axis=-1) for member in logits]), logits[0].shape[-1]
+        )
+    else:
+        predicted = np.argmax(combined_outputs(logits, combine), axis=-1)
+    return float(np.mean(predicted == labels))
 
 
 def ensemble_objectives(
@@ -100,8 +99,7 @@ def ensemble_objectives(
         (accuracy, AUROC).
 
     """
-    votes = majority_vote(np.stack([np.argmax(member, axis=-1) for member in logits]), num_classes)
-    accuracy = float(np.mean(votes == split.labels))
+    accuracy = combined_accuracy(logits, split.labels, VOTE)
     inside = np.mean([odin_scores(member, temperature) for member in logits], axis=0)
     outside = np.mean([odin_scores(member, temperature) for member in ood_logits], axis=0)
     return accuracy, AUROC_ESTIMATORS[estimator](inside, outside)
@@ -123,12 +121,17 @@ class WindowEnsemble:
     test_auroc: float | None = None
     best_test_accuracy: float | None = None
     best_test_auroc: float | None = None
+    softmax_accuracy: float | None = None  # the members' mean softmax (an exported ensemble's), not the vote
+    test_softmax_accuracy: float | None = None
 
 
 def _mean_over_folds(
     models: list[RetrainedModel], feature_set: FeatureSet, temperature: float, test: bool, estimator: str
-) -> tuple[float, float] | None:
-    """The ensemble's (accuracy, AUROC) averaged over folds; None for test when there is no test split."""
+) -> tuple[float, float, float] | None:
+    """The ensemble's (vote accuracy, AUROC, mean-softmax accuracy) averaged over folds.
+
+    None for test when there is no test split.
+    """
     scores = []
     for fold_index, fold in enumerate(feature_set.folds):
         outputs = [model.folds[fold_index] for model in models]
@@ -142,10 +145,15 @@ def _mean_over_folds(
             if fold.test is None or len(test_logits) != len(outputs) or len(test_ood) != len(outputs):
                 return None
             logits, ood, split = test_logits, test_ood, fold.test
-        scores.append(
-            ensemble_objectives(logits, ood, split, feature_set.num_classes, temperature, estimator)
+        accuracy, auroc = ensemble_objectives(
+            logits, ood, split, feature_set.num_classes, temperature, estimator
         )
-    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+        scores.append((accuracy, auroc, combined_accuracy(logits, split.labels, MEAN)))
+    return (
+        float(np.mean([s[0] for s in scores])),
+        float(np.mean([s[1] for s in scores])),
+        float(np.mean([s[2] for s in scores])),
+    )
 
 
 def window_ensembles(
@@ -201,6 +209,8 @@ def window_ensembles(
                 test_auroc=None if test_scores is None else test_scores[1],
                 best_test_accuracy=best_evaluation.test_accuracy,
                 best_test_auroc=best_evaluation.test_auroc,
+                softmax_accuracy=scores[2],
+                test_softmax_accuracy=None if test_scores is None else test_scores[2],
             )
         )
     return results

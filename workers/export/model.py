@@ -61,7 +61,11 @@ def pruned_widths(shape: HeadShape, kept: Sequence[np.ndarray]) -> tuple[int, ..
 
 
 def head_layers(
-    features: Any, shape: HeadShape, kept: Sequence[np.ndarray], params: Sequence[np.ndarray] | None
+    features: Any,
+    shape: HeadShape,
+    kept: Sequence[np.ndarray],
+    params: Sequence[np.ndarray] | None,
+    prefix: str = "",
 ) -> Any:
     """Apply a head to a symbolic (None, D) feature tensor, returning class probabilities.
 
@@ -76,6 +80,8 @@ def head_layers(
         kept: kept indices per position (input, hidden...), as evaluation.head_layout.active_indices gives.
         params: the trained compact weights (kernels, hidden biases, output bias, as the evaluator keeps
             them); None leaves Keras's initial weights (for timing an unpruned head).
+        prefix: put before the layers' names (a model's layer names must be unique: an ensemble's heads
+            are `member_0_hidden_1`, ...).
 
     Returns:
         The symbolic probabilities.
@@ -94,11 +100,14 @@ def head_layers(
     dense_layers = []
     for layer in range(hidden_count):
         dense = keras.layers.Dense(
-            widths[layer + 1], activation="relu", use_bias=shape.hidden_bias, name=f"hidden_{layer + 1}"
+            widths[layer + 1],
+            activation="relu",
+            use_bias=shape.hidden_bias,
+            name=f"{prefix}hidden_{layer + 1}",
         )
         x = dense(x)
         dense_layers.append(dense)
-    output = keras.layers.Dense(shape.num_classes, activation="softmax", name="probabilities")
+    output = keras.layers.Dense(shape.num_classes, activation="softmax", name=f"{prefix}probabilities")
     probabilities = output(x)
     if params is not None:
         kernels = list(params[: hidden_count + 1])
@@ -161,10 +170,6 @@ def export_model(
 ) -> Any:
     """The deployable model: raw inputs, the backbone with the experiment's preprocessing, the pruned head.
 
-    The preprocessing repeats workers.features.backbones.Backbone.extract step by step (scale to 0..255, grey
-    to three channels, the family's `preprocess_input`), so the model's features equal the cached ones; the
-    `pixels` backbone flattens the raw values as they are, and a `features:` dataset is read as it is.
-
     Args:
         backbone: the experiment's backbone config.
         sample: samples of the dataset as the model will read them (their shape and brightest value).
@@ -174,6 +179,69 @@ def export_model(
 
     Returns:
         An uncompiled keras.Model mapping a batch of raw inputs to class probabilities.
+
+    """
+    import keras
+
+    inputs, features = backbone_features(backbone, sample)
+    return keras.Model(inputs, head_layers(features, shape, kept, params), name="evoprune_pruned")
+
+
+def ensemble_model(
+    backbone: BackboneConfig,
+    sample: RawInputs,
+    shape: HeadShape,
+    members: Sequence[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+    combine: str,
+) -> Any:
+    """One deployable model of several pruned heads on one backbone, their outputs combined.
+
+    The backbone runs once; each member's pruned head reads its features. `mean` averages the heads'
+    softmax probabilities; `vote` averages their one-hot argmax, so that the output is each class's
+    share of the votes and its argmax (the first, smallest, class among equal shares) is the majority
+    vote of workers.analysis.ensembles.
+
+    Args:
+        backbone: the experiment's backbone config.
+        sample: samples of the dataset as the model will read them.
+        shape: the full head's shape (every member's).
+        members: per member, its kept indices per position and its trained compact weights.
+        combine: `mean` or `vote`.
+
+    Returns:
+        An uncompiled keras.Model mapping a batch of raw inputs to (N, C) combined outputs.
+
+    """
+    import keras
+    from keras import ops
+
+    inputs, features = backbone_features(backbone, sample)
+    heads = [
+        head_layers(features, shape, kept, params, prefix=f"member_{index}_")
+        for index, (kept, params) in enumerate(members)
+    ]
+    if combine == "vote":
+        heads = [ops.one_hot(ops.argmax(head, axis=-1), shape.num_classes) for head in heads]
+    elif combine != "mean":
+        raise ValueError(f"unknown combination {combine!r}; choose mean or vote")
+    # a one-member Average layer is refused by Keras; its mean is the member itself
+    combined = heads[0] if len(heads) == 1 else keras.layers.Average(name=combine)(heads)
+    return keras.Model(inputs, combined, name=f"evoprune_ensemble_{combine}")
+
+
+def backbone_features(backbone: BackboneConfig, sample: RawInputs) -> tuple[Any, Any]:
+    """The model's input and the features it computes from it, as the search's feature cache holds them.
+
+    The preprocessing repeats workers.features.backbones.Backbone.extract step by step (scale to 0..255, grey
+    to three channels, the family's `preprocess_input`), so the model's features equal the cached ones; the
+    `pixels` backbone flattens the raw values as they are, and a `features:` dataset is read as it is.
+
+    Args:
+        backbone: the experiment's backbone config.
+        sample: samples of the dataset as the model will read them (their shape and brightest value).
+
+    Returns:
+        The symbolic input and the symbolic (None, D) features.
 
     """
     import keras
@@ -194,7 +262,7 @@ def export_model(
         elif channels > 3:
             x = ops.take(x, np.arange(3, dtype=np.int32), axis=-1)
         features = extractor.model(extractor.preprocess(x), training=False)
-    return keras.Model(inputs, head_layers(features, shape, kept, params), name="evoprune_pruned")
+    return inputs, features
 
 
 def head_latency_ms(
