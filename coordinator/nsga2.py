@@ -18,9 +18,9 @@ told and kept (and checkpointed) beside its objectives, so a resumed run needs n
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from deap import base, creator, tools
@@ -44,6 +44,31 @@ if not hasattr(creator, "EvopruneFitness"):
     creator.create("EvopruneFitness", base.Fitness, weights=(-1.0, -1.0, -1.0))
 if not hasattr(creator, "EvopruneIndividual"):
     creator.create("EvopruneIndividual", list, fitness=creator.EvopruneFitness)
+
+
+class SavedArrays(TypedDict):
+    """Masks (hex), objectives and, where any is infeasible, constraint violations, as a state saves them."""
+
+    masks: list[str]
+    objectives: list[list[float]]
+    violation: NotRequired[list[float]]
+
+
+class SearchState(TypedDict):
+    """A run's JSON-ready state (`NSGA2.state_dict`), as the checkpoint's `runs` hold it."""
+
+    version: int
+    mask_length: int
+    next_step: int
+    asked: int
+    applied_through: int
+    population: SavedArrays
+    outstanding: dict[str, list[str]]  # step → hex masks asked and not yet told
+    parents: NotRequired[dict[str, list[str]]]  # step → hex masks; states from before screening lack it
+    received: dict[str, SavedArrays]
+    rng: Mapping[str, Any]  # numpy's bit generator state, as numpy gives it
+    rank: NotRequired[list[int]]  # jmetalpy bookkeeping only
+    crowding: NotRequired[list[float | None]]  # jmetalpy bookkeeping only; None for infinity
 
 
 class SearchStateError(ValueError):
@@ -436,9 +461,9 @@ class NSGA2:
 
     # ---- checkpointing --------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> SearchState:
         """Everything needed to continue exactly where the run is, as JSON-ready data."""
-        state: dict[str, Any] = {
+        state: SearchState = {
             "version": STATE_VERSION,
             "mask_length": self.mask_length,
             "next_step": self._next_step,
@@ -461,7 +486,7 @@ class NSGA2:
 
     @classmethod
     def from_state(
-        cls, state: dict[str, Any], search: SearchConfig, constraints: Constraints | None = None
+        cls, state: SearchState, search: SearchConfig, constraints: Constraints | None = None
     ) -> NSGA2:
         """Rebuilds a run saved by `state_dict`.
 
@@ -521,15 +546,15 @@ class NSGA2:
         return run
 
 
-def _arrays_to_json(masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray) -> dict[str, list]:
-    data = {"masks": [encode_mask(m) for m in masks], "objectives": objectives.tolist()}
+def _arrays_to_json(masks: np.ndarray, objectives: np.ndarray, violation: np.ndarray) -> SavedArrays:
+    data: SavedArrays = {"masks": [encode_mask(m) for m in masks], "objectives": objectives.tolist()}
     if np.any(violation):
         # only where something is infeasible, so unconstrained states read and compare as they always did
         data["violation"] = violation.tolist()
     return data
 
 
-def _attributes_from_json(state: dict[str, Any], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _attributes_from_json(state: SearchState, size: int) -> tuple[np.ndarray, np.ndarray]:
     try:
         rank = np.array(state["rank"], dtype=np.int64).reshape(-1)
         crowding = np.array(
@@ -542,7 +567,7 @@ def _attributes_from_json(state: dict[str, Any], size: int) -> tuple[np.ndarray,
     return rank, crowding
 
 
-def _arrays_from_json(data: dict[str, list], length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _arrays_from_json(data: SavedArrays, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     masks = np.array([decode_mask(m, length) for m in data["masks"]], dtype=bool).reshape(-1, length)
     objectives = np.array(data["objectives"], dtype=np.float64).reshape(-1, 3)
     violation = np.array(data.get("violation", [0.0] * len(masks)), dtype=np.float64).reshape(-1)

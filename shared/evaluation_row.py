@@ -4,10 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from evoprune.shared.events import EvaluationFinished
 from evoprune.shared.objectives import Evaluation, Objectives, minimisation_of
+
+
+class EvaluationRowRecord(TypedDict, total=False):
+    """An `EvaluationRow` as the journal keeps it (`to_dict`) and evaluations.parquet holds it: its fields.
+
+    Rows read back from Parquet have no `key` (and `slot` only where a reader numbers them); older files
+    lack the cost and screening columns, and older journals the screening fields.
+    """
+
+    run: int
+    step: int
+    slot: int
+    key: str
+    mask: str
+    mask_length: int
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    test_accuracy: float | None
+    test_auroc: float | None
+    epochs: float | None
+    fidelity: float | None
+    screen_accuracy: float | None
+    screen_auroc: float | None
+    screen_epochs: int | None
 
 
 @dataclass(frozen=True)
@@ -78,12 +106,13 @@ class EvaluationRow:
             fidelity=self.fidelity,
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> EvaluationRowRecord:
         """The JSON-ready form kept in the journal (and turned into evaluations.parquet)."""
-        return dataclasses.asdict(self)
+        # the record's keys are the dataclass's fields (a test holds the two lists equal)
+        return cast(EvaluationRowRecord, dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationRow:
+    def from_dict(cls, data: EvaluationRowRecord) -> EvaluationRow:
         """Read a row back from its `to_dict` form.
 
         Args:
@@ -93,4 +122,7 @@ class EvaluationRow:
             The row.
 
         """
-        return cls(**{item.name: data[item.name] for item in dataclasses.fields(cls) if item.name in data})
+        known = {item.name for item in dataclasses.fields(cls)}
+        # the journal holds what `to_dict` wrote: each value is the field's own, passed back as it is
+        values: dict[str, Any] = {name: value for name, value in data.items() if name in known}
+        return cls(**values)

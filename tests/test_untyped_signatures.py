@@ -18,7 +18,7 @@ CEILINGS = {
     "api/http/routes": 6,
     "coordinator": 11,
     "coordinator/analysis": 15,
-    "coordinator/results": 20,
+    "coordinator/results": 9,
     "coordinator/service": 6,
     "workers/evaluation": 4,
     "workers/export": 4,

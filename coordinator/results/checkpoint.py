@@ -8,18 +8,22 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, NotRequired, TypedDict
 
 from evoprune.shared.atomic_files import write_atomic, write_json_atomic
+from evoprune.shared.evaluation_row import EvaluationRowRecord
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.storage import ObjectPath, StoragePath
+
+if TYPE_CHECKING:
+    from evoprune.coordinator.nsga2 import SearchState
 
 CHECKPOINT_FORMAT = "evoprune-experiment"
 CHECKPOINT_VERSION = 1
 # written since digests: the checkpoint's own sha256 and that of the journal lines it vouches for; a
 # checkpoint without them (written before) is read as before
-SELF_DIGEST_KEY = "sha256"
-JOURNAL_DIGEST_KEY = "journal_sha256"
+SELF_DIGEST_KEY: Final = "sha256"
+JOURNAL_DIGEST_KEY: Final = "journal_sha256"
 KNOWN_KEYS = frozenset(
     {
         "format",
@@ -39,6 +43,22 @@ RESTART_ADVICE = "restore it from a backup, or run the experiment again into a n
 log = logging.getLogger(__name__)
 
 
+class CheckpointDocument(TypedDict):
+    """state/checkpoint.json as `Checkpoint.to_dict` writes it, key for key."""
+
+    format: str
+    version: int
+    fingerprint: str
+    status: str
+    feature_key: str
+    mask_length: int
+    rows: int
+    elapsed_s: float
+    runs: list[SearchState]
+    journal_sha256: NotRequired[str]
+    sha256: NotRequired[str]
+
+
 class CheckpointError(ValueError):
     """A checkpoint or journal that is missing, unreadable, or inconsistent."""
 
@@ -56,7 +76,7 @@ class Checkpoint:
     mask_length: int
     rows: int  # how many journal lines the checkpoint vouches for
     elapsed_s: float  # wall time of the experiment before this checkpoint (over every resume)
-    runs: tuple[dict[str, Any], ...]  # each run's NSGA-II state, in `NSGA2.state_dict` form
+    runs: tuple[SearchState, ...]  # each run's NSGA-II state, in `NSGA2.state_dict` form
     journal_sha256: str | None = None  # of the first `rows` journal lines; None in older checkpoints
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
@@ -66,9 +86,9 @@ class Checkpoint:
         """Whether the experiment ran to its end (nothing is left to resume)."""
         return self.status == ExperimentStatus.SUCCEEDED
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CheckpointDocument:
         """The JSON form written to state/checkpoint.json, sealed by its own sha256 (`_content_digest`)."""
-        data: dict[str, Any] = {
+        data: CheckpointDocument = {
             "format": self.format,
             "version": self.version,
             "fingerprint": self.fingerprint,
@@ -237,7 +257,7 @@ def _keep_previous(path: StoragePath, previous: StoragePath) -> None:
     os.replace(staged, previous)
 
 
-def _content_digest(data: dict[str, Any]) -> str:
+def _content_digest(data: object) -> str:
     # the compact JSON that write_json_atomic writes: equal values give equal text, so equal digests
     return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
 
@@ -292,11 +312,11 @@ class Journal:
         """The sha256 of the `count` lines written or loaded so far."""
         return self._digest.hexdigest()
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[EvaluationRowRecord]) -> None:
         """Append records durably.
 
         Args:
-            records: JSON-ready mappings.
+            records: evaluation rows in their JSON form (`EvaluationRow.to_dict`).
 
         """
         if not records:
@@ -314,7 +334,7 @@ class Journal:
         self._digest.update(text.encode("utf-8"))
         self.count += len(records)
 
-    def read(self, committed: int, sha256: str | None = None) -> list[dict[str, Any]]:
+    def read(self, committed: int, sha256: str | None = None) -> list[EvaluationRowRecord]:
         """Read the first `committed` records, checked against the checkpoint's digest; the file is untouched.
 
         Args:
@@ -335,7 +355,7 @@ class Journal:
             lines = self.path.read_bytes().split(b"\n")
         except OSError as error:
             raise CheckpointError(f"{self.path} is unreadable: {error}; {RESTART_ADVICE}") from None
-        records: list[dict[str, Any]] = []
+        records: list[EvaluationRowRecord] = []
         for line in lines[:committed]:
             try:
                 records.append(json.loads(line))
@@ -355,7 +375,7 @@ class Journal:
                 )
         return records
 
-    def load(self, committed: int, sha256: str | None = None) -> list[dict[str, Any]]:
+    def load(self, committed: int, sha256: str | None = None) -> list[EvaluationRowRecord]:
         """Read the first `committed` records (see `read`) and cut the file back to them.
 
         Args:
@@ -378,5 +398,5 @@ class Journal:
         return records
 
 
-def _lines(records: list[dict[str, Any]]) -> str:
+def _lines(records: list[EvaluationRowRecord]) -> str:
     return "".join(json.dumps(record, separators=(",", ":")) + "\n" for record in records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 
@@ -24,7 +24,17 @@ LEGEND_MAX_RUNS = 12
 DPI = 90
 
 
-def run_colour(run: int) -> Any:
+class ScatterStyle(TypedDict, total=False):
+    """The keyword arguments of matplotlib's `scatter` that tell one run's front from another's."""
+
+    color: str | tuple[float, float, float, float]  # a name, or an RGBA colour of a palette
+    alpha: float
+    s: float  # marker area, points²
+    label: str
+    zorder: int
+
+
+def run_colour(run: int) -> str | tuple[float, float, float, float]:
     """One colour per run (tab10, then tab20 beyond ten runs); the aggregated front is black."""
     if run == AGGREGATE_RUN:
         return "black"
@@ -32,7 +42,7 @@ def run_colour(run: int) -> Any:
     return palette(run % palette.N)
 
 
-def run_style(run: int, runs: int) -> dict[str, Any]:
+def run_style(run: int, runs: int) -> ScatterStyle:
     """Scatter style of a run's front: faint and coloured per run; the aggregated front bold and on top."""
     if run == AGGREGATE_RUN:
         return {"color": "black", "s": 30, "label": "all runs (aggregated)", "zorder": 3}

@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypedDict
 
 from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
 from evoprune.shared.storage import StoragePath
+
+
+class FrontSummaryDocument(TypedDict, total=False):
+    """A part of summary.json (`FrontSummary.to_dict`): every field, the constraint pair only where set.
+
+    Summaries written before population fronts were kept name the archive's `hypervolume` and
+    `front_size`; older ones lack the fields they predate.
+    """
+
+    hypervolume_population: float
+    hypervolume_archive: float
+    evaluations: int
+    trained: int
+    screened_out: int
+    epochs_trained: float | None
+    cache_hits: int
+    front_size_population: int
+    front_size_archive: int
+    best_accuracy: float | None
+    feasible: int | None
+    best_feasible_accuracy: float | None
+    hypervolume: float
+    front_size: int
+
+
+class RunSummaryDocument(FrontSummaryDocument, total=False):
+    """One element of summary.json's `runs` (`RunSummary.to_dict`): run and seed, then the counts."""
+
+    run: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -28,15 +58,27 @@ class FrontSummary:
     feasible: int | None = None
     best_feasible_accuracy: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FrontSummaryDocument:
         """The JSON form, keys in summary.json's order (the constraint fields only where set)."""
-        data = {item.name: getattr(self, item.name) for item in fields(self)}
-        if self.feasible is None:
-            del data["feasible"], data["best_feasible_accuracy"]
+        data: FrontSummaryDocument = {
+            "hypervolume_population": self.hypervolume_population,
+            "hypervolume_archive": self.hypervolume_archive,
+            "evaluations": self.evaluations,
+            "trained": self.trained,
+            "screened_out": self.screened_out,
+            "epochs_trained": self.epochs_trained,
+            "cache_hits": self.cache_hits,
+            "front_size_population": self.front_size_population,
+            "front_size_archive": self.front_size_archive,
+            "best_accuracy": self.best_accuracy,
+        }
+        if self.feasible is not None:
+            data["feasible"] = self.feasible
+            data["best_feasible_accuracy"] = self.best_feasible_accuracy
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontSummary:
+    def from_dict(cls, data: FrontSummaryDocument) -> FrontSummary:
         """Read a summary part back; fields a directory predates read as 0 or None.
 
         Args:
@@ -73,7 +115,7 @@ class RunSummary:
     seed: int
     front: FrontSummary
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> RunSummaryDocument:
         """The JSON form: run and seed, then the counts."""
         return {"run": self.run, "seed": self.seed, **self.front.to_dict()}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,7 @@ from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.summary import FrontSummary, RunInfo, RunSummary, Summary
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.config import ExperimentConfig
+from evoprune.shared.evaluation_row import EvaluationRowRecord
 from evoprune.shared.objectives import minimisation_of
 from evoprune.shared.pareto import ParetoArchive, hypervolume, pareto_mask
 from evoprune.shared.parquet_files import read_verified_parquet, write_parquet
@@ -68,32 +69,13 @@ COLUMN_TYPES = {
 FEASIBLE_COLUMN = "feasible"
 
 
-class EvaluationRecord(TypedDict, total=False):
-    """One evaluation as the journal keeps it (`EvaluationRow.to_dict`) and evaluations.parquet holds it.
+class EvaluationRecord(EvaluationRowRecord, total=False):
+    """One evaluation as the journal keeps it and evaluations.parquet holds it, as the writer handles it.
 
-    Rows read back from Parquet have no `key` (and `slot` only where a reader numbers them); older files
-    lack the cost and screening columns; front rows of a constrained search carry `feasible`.
+    The fields are `EvaluationRowRecord`'s (`EvaluationRow.to_dict`); front rows of a constrained search
+    also carry `feasible`.
     """
 
-    run: int
-    step: int
-    slot: int
-    key: str
-    mask: str
-    mask_length: int
-    accuracy: float
-    active_fraction: float
-    auroc: float
-    cached: bool
-    seconds: float
-    worker: str
-    test_accuracy: float | None
-    test_auroc: float | None
-    epochs: float | None
-    fidelity: float | None
-    screen_accuracy: float | None
-    screen_auroc: float | None
-    screen_epochs: int | None
     feasible: bool
 
 
@@ -102,7 +84,7 @@ def sort_rows(rows: list[EvaluationRecord]) -> list[EvaluationRecord]:
     return sorted(rows, key=lambda row: (row["run"], row["step"], row["slot"]))
 
 
-def rows_table(rows: Sequence[Mapping[str, Any]], columns: tuple[str, ...]) -> pa.Table:
+def rows_table(rows: Sequence[Mapping[str, object]], columns: tuple[str, ...]) -> pa.Table:
     """The rows (evaluation records or `FrontRow`s) as an Arrow table of `columns`, typed as the files are."""
     return pa.table(
         {name: pa.array([row.get(name) for row in rows], type=COLUMN_TYPES[name]) for name in columns}
