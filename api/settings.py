@@ -7,10 +7,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evoprune.api.allowed_paths import resolve_roots
+from evoprune.shared.storage import is_object_uri, storage_path
 from evoprune.shared.store import StoreSpec
 from evoprune.shared.store_local import FITNESS_FILE
 
@@ -181,6 +182,12 @@ class Settings(SharedCacheEnvironment):
     data_dir: Path = Field(
         default=Path("evoprune-data"), description="results directories, and the local store without Redis"
     )
+    results_root: str | None = Field(
+        default=None,
+        description="where experiments' results directories go: a folder, or a prefix on object storage "
+        "(s3://bucket/prefix, gs://bucket/prefix; credentials and endpoint from the store's standard "
+        "environment, e.g. AWS_ENDPOINT_URL); unset = DATA_DIR/results",
+    )
     datasets_dir: Path | None = Field(
         default=None,
         validation_alias="EVOPRUNE_DATA",
@@ -231,6 +238,17 @@ class Settings(SharedCacheEnvironment):
         default=None, description="module:Class of the worker actor (tests); unset = the real evaluator"
     )
 
+    @field_validator("results_root")
+    @classmethod
+    def _results_root_reachable(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not is_object_uri(value.strip()):
+            return str(Path(value.strip()).expanduser().resolve())
+        # the URI is parsed now, so a deployment with no bucket in it (or a store the settings cannot
+        # reach) refuses to start rather than failing each experiment
+        return str(storage_path(value.strip()))
+
     @model_validator(mode="after")
     def _token_fits(self) -> Settings:
         token = self.api_token.get_secret_value() if self.api_token is not None else None
@@ -267,7 +285,10 @@ class Settings(SharedCacheEnvironment):
     def store_spec(self) -> StoreSpec:
         """Where the store and results live, in the form runners in other processes can open."""
         return StoreSpec(
-            data_dir=str(self.data_dir.resolve()), redis_url=self.redis_url, redis_prefix=self.redis_prefix
+            data_dir=str(self.data_dir.resolve()),
+            redis_url=self.redis_url,
+            redis_prefix=self.redis_prefix,
+            results_location=self.results_root,
         )
 
     def run_settings(self) -> RunSettings:

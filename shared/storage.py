@@ -207,6 +207,24 @@ def upload_folder(local: Path, target: ObjectPath, *, last: str) -> list[str]:
     return names
 
 
+def plain_file_size(path: StoragePath) -> int | None:
+    """The size of a plain file: a local file that is no link, or an object (one request to the store).
+
+    Args:
+        path: the file.
+
+    Returns:
+        Its size in bytes; None when there is no such file, or it is a link or a folder.
+
+    """
+    if isinstance(path, ObjectPath):
+        info = path.filesystem.get_file_info(path.key)
+        return info.size if info.type == pafs.FileType.File else None
+    if path.is_symlink() or not path.is_file():
+        return None
+    return path.stat().st_size
+
+
 def is_object_uri(text: str) -> bool:
     """Whether `text` names object storage (s3://, gs://) rather than a local path."""
     scheme, separator, _ = text.partition("://")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -24,6 +23,7 @@ from evoprune.coordinator.service.jobs_analysis import DEFAULT_SAMPLES, DEFAULT_
 from evoprune.coordinator.service.jobs_export import ExportState
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import ExperimentStatus
+from evoprune.shared.storage import storage_path
 from evoprune.shared.store import ExperimentRecord, FrontState
 from evoprune.workers.export.formats import KERAS, ONNX, QUANTIZATIONS, TFLITE, file_name
 
@@ -204,7 +204,7 @@ class FrontPublic(BaseModel):
             search = ExperimentConfig.stored_search(record.config)
         except ValidationError:
             search = None  # a record from a version whose configs no longer validate: no population to read
-        fronts = population_fronts(Path(record.results_dir), search) if search is not None else {}
+        fronts = population_fronts(storage_path(record.results_dir), search) if search is not None else {}
         aggregate = fronts[AGGREGATE_RUN].hypervolume if AGGREGATE_RUN in fronts else 0.0
         state = FrontState(fronts={run: front.to_dict() for run, front in fronts.items()}, history=history)
         return cls.of(record, state, run).model_copy(update={"kind": "population", "hypervolume": aggregate})

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.parquet_files import CorruptFileError, verify_parquet_bytes, write_parquet
 from evoprune.shared.sealed_json import parse_sealed_json
+from evoprune.shared.storage import StoragePath, plain_file_size
 
 EXPORT_PREFIX = "export-"
 MEDIA_TYPES = {
@@ -64,7 +65,7 @@ def kind_of(name: str) -> str:
     return KINDS_BY_SUFFIX[Path(name).suffix]
 
 
-def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
+def list_artifacts(results_dir: StoragePath) -> list[dict[str, Any]]:
     """Every file of a results directory the API may serve, with what it is.
 
     The experiment's own results come first, then the analyses listed in analysis/analysis.json (written
@@ -73,47 +74,53 @@ def list_artifacts(results_dir: Path) -> list[dict[str, Any]]:
     (no links).
 
     Args:
-        results_dir: an experiment's results directory.
+        results_dir: an experiment's results directory (a local folder, or a prefix on object storage).
 
     Returns:
         One dict per file: `name` (unique, a plain file name), `kind` (image, table, json or yaml),
         `source` (results: the experiment's own files; analysis: analysis/; export: exports/), `path`
-        (absolute), `media_type` and `description`.
+        (absolute, or the object's URI), `size_bytes`, `media_type` and `description`.
 
     """
-    results_dir = Path(results_dir)
-    layout = ResultsLayout(results_dir)
+    layout: ResultsLayout[StoragePath] = ResultsLayout(results_dir)
     found = []
     for name, description in RESULT_FILES:
         path = results_dir / name
-        if _plain_file(path):
-            found.append(_listed(name, path, description, "results"))
+        size = plain_file_size(path)
+        if size is not None:
+            found.append(_listed(name, path, size, description, "results"))
     return found + _analysis_files(layout, {entry["name"] for entry in found}) + _export_files(layout)
 
 
-def _export_files(layout: ResultsLayout) -> list[dict[str, Any]]:
+def _export_files(layout: ResultsLayout[StoragePath]) -> list[dict[str, Any]]:
     found = []
-    folders = sorted(layout.exports.iterdir()) if layout.exports.is_dir() else []
+    folders: list[StoragePath] = sorted(layout.exports.iterdir(), key=str) if layout.exports.is_dir() else []
     for folder in folders:
+        if not SAFE_NAME.match(folder.name) or folder.is_symlink():
+            continue
         model, report = layout.export_model(folder.name), layout.export_report(folder.name)
+        model_size = plain_file_size(model)
+        report_size = plain_file_size(report)
         # a model is listed once its report is written: export.json comes last, after the reload check
-        if (
-            not SAFE_NAME.match(folder.name)
-            or folder.is_symlink()
-            or not (_plain_file(model) and _plain_file(report))
-        ):
+        if model_size is None or report_size is None:
             continue
         stem = EXPORT_PREFIX + folder.name
-        found.append(_listed(f"{stem}.keras", model, f"the pruned model exported as {folder.name}", "export"))
+        described = f"the pruned model exported as {folder.name}"
+        found.append(_listed(f"{stem}.keras", model, model_size, described, "export"))
         for other in EXPORT_OTHER_FILES:
-            if _plain_file(folder / other):
+            size = plain_file_size(folder / other)
+            if size is not None:
                 name = stem + other.removeprefix("model")
-                found.append(_listed(name, folder / other, f"{folder.name} exported as {other}", "export"))
-        found.append(_listed(f"{stem}.json", report, f"what the {folder.name} export measured", "export"))
+                found.append(
+                    _listed(name, folder / other, size, f"{folder.name} exported as {other}", "export")
+                )
+        found.append(
+            _listed(f"{stem}.json", report, report_size, f"what the {folder.name} export measured", "export")
+        )
     return found
 
 
-def _analysis_files(layout: ResultsLayout, taken: set[str]) -> list[dict[str, Any]]:
+def _analysis_files(layout: ResultsLayout[StoragePath], taken: set[str]) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     analysis = layout.analysis
     try:
@@ -125,25 +132,24 @@ def _analysis_files(layout: ResultsLayout, taken: set[str]) -> list[dict[str, An
         listed = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(listed, str) or not SAFE_NAME.fullmatch(listed) or listed in taken:
             continue
-        if Path(listed).suffix not in KINDS_BY_SUFFIX or not _plain_file(analysis / listed):
+        size = plain_file_size(analysis / listed) if Path(listed).suffix in KINDS_BY_SUFFIX else None
+        if size is None:
             continue
-        found.append(_listed(listed, analysis / listed, str(entry.get("description", "")), "analysis"))
+        found.append(_listed(listed, analysis / listed, size, str(entry.get("description", "")), "analysis"))
         taken.add(listed)
     return found
 
 
-def _plain_file(path: Path) -> bool:
-    # a link could point anywhere on the server; the analyses and runs write plain files only
-    return path.is_file() and not path.is_symlink()
-
-
-def _listed(name: str, path: Path, description: str, source: str) -> dict[str, Any]:
+def _listed(name: str, path: StoragePath, size: int, description: str, source: str) -> dict[str, Any]:
+    # only plain files are listed (`plain_file_size`): a link could point anywhere on the server, and the
+    # analyses and runs write plain files only
     kind = kind_of(name)
     return {
         "name": name,
         "kind": kind,
         "source": source,
-        "path": str(path.resolve()),
+        "path": str(path.resolve() if isinstance(path, Path) else path),
+        "size_bytes": size,
         "media_type": MEDIA_TYPES[kind],
         "description": description,
     }

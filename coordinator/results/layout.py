@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from evoprune.shared.storage import StoragePath
+from evoprune.shared.storage import StoragePath, storage_path
 
 # a local directory gives local paths and a prefix on object storage gives object paths, so code that only
 # ever handles local directories (the service's own files) keeps plain `Path`s
@@ -137,3 +137,16 @@ class ResultsLayout(Generic[PathT]):
     def export_report(self, name: str) -> PathT:
         """What the export called `name` measured (JSON), written after its reload check."""
         return self._at(EXPORTS_DIR, name, EXPORT_REPORT_NAME)
+
+
+def results_layout(results_dir: str) -> ResultsLayout[StoragePath]:
+    """The layout of a results directory a record names: a local folder or an s3:// (gs://) prefix.
+
+    Args:
+        results_dir: the path or URI, as `ExperimentRecord.results_dir` holds it.
+
+    Returns:
+        Its layout.
+
+    """
+    return ResultsLayout(storage_path(results_dir))

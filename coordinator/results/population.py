@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from evoprune.coordinator.nsga2 import NSGA2, SearchStateError
@@ -13,9 +11,10 @@ from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.config import SearchConfig
 from evoprune.shared.masks import encode_mask
 from evoprune.shared.pareto import hypervolume, pareto_mask
+from evoprune.shared.storage import StoragePath
 
 
-def population_fronts(results_dir: Path, search: SearchConfig) -> dict[int, LiveFront]:
+def population_fronts(results_dir: StoragePath, search: SearchConfig) -> dict[int, LiveFront]:
     """Each run's population front as it stands, and their non-dominated union (run = -1).
 
     The checkpoint holds every run's search state, so this is the live counterpart of front.parquet's

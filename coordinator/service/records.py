@@ -13,6 +13,7 @@ from evoprune.coordinator.service.live_view import LiveView
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.events import Event, ExperimentCancelled, ExperimentFailed
 from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
+from evoprune.shared.storage import ObjectPath, StoragePath
 from evoprune.shared.store import (
     ExperimentRecord,
     FrontState,
@@ -29,14 +30,14 @@ DELETED_PREFIX = ".deleted-"
 
 
 def new_record(
-    experiment_id: str, config: ExperimentConfig, results_root: Path, name: str | None = None
+    experiment_id: str, config: ExperimentConfig, results_root: StoragePath, name: str | None = None
 ) -> ExperimentRecord:
     """The record of an experiment just submitted: queued, nothing evaluated yet.
 
     Args:
         experiment_id: its new id.
         config: its validated config.
-        results_root: the folder that holds the service's results directories.
+        results_root: the folder (or object-storage prefix) that holds the service's results directories.
         name: a display name; None: the config's name.
 
     Returns:
@@ -44,11 +45,13 @@ def new_record(
 
     """
     search = config.search
+    results = results_root / experiment_id
     return ExperimentRecord(
         id=experiment_id,
         name=name or config.name,
         config=config.model_dump(mode="json"),
-        results_dir=str((results_root / experiment_id).resolve()),
+        # an object-storage prefix as its URI (s3://bucket/prefix/id): runners and routes open either kind
+        results_dir=str(results.resolve() if isinstance(results, Path) else results),
         evaluations_total=search.runs * search.max_evaluations,
         runs=[
             RunProgress(run=run, seed=search.seed + run, evaluations_total=search.max_evaluations)
@@ -113,7 +116,7 @@ def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None)
 
     """
     root = spec.results_root
-    folders = [root / only] if only is not None else (sorted(root.iterdir()) if root.is_dir() else [])
+    folders = [root / only] if only is not None else _folders(root)
     restored = []
     for folder in folders:
         path = ResultsLayout(folder).record_copy
@@ -149,16 +152,20 @@ def lost_record_ids(known: set[str], spec: StoreSpec) -> list[str]:
         The ids to restore (`restore_lost_records(..., only=id)`).
 
     """
-    root = spec.results_root
-    if not root.is_dir():
-        return []
     return [
         folder.name
-        for folder in sorted(root.iterdir())
+        for folder in _folders(spec.results_root)
         if folder.name not in known
         and valid_experiment_id(folder.name)
         and ResultsLayout(folder).record_copy.is_file()
     ]
+
+
+def _folders(root: StoragePath) -> list[StoragePath]:
+    # one listing; on object storage a missing prefix lists nothing, so no separate existence check
+    if isinstance(root, Path) and not root.is_dir():
+        return []
+    return sorted(root.iterdir(), key=str)
 
 
 def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool:
@@ -186,6 +193,8 @@ def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool
     if not valid_experiment_id(experiment_id):
         return False
     root = spec.results_root
+    if isinstance(root, ObjectPath):
+        return _remove_from_object_storage(store, root, experiment_id)
     results = root / experiment_id
     aside = root / f"{DELETED_PREFIX}{experiment_id}-{os.getpid()}-{threading.get_ident()}"
     # a link is removed as a link: what it points to is not this experiment's to delete
@@ -203,3 +212,42 @@ def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool
     for leftover in root.glob(f"{DELETED_PREFIX}*") if root.is_dir() else []:
         shutil.rmtree(leftover, ignore_errors=True)
     return removed or moved
+
+
+def _remove_from_object_storage(store: Store, root: ObjectPath, experiment_id: str) -> bool:
+    """`remove_experiment` where object storage has no rename: a marker and the record copy go first.
+
+    The marker (`root/.deleted-<id>`) says a removal began; the record copy is deleted before the record,
+    so nothing restores the experiment meanwhile, and is put back when the store refuses. A removal cut
+    short leaves the record (remove it again) or a marker whose objects the next removal sweeps.
+    """
+    results = root / experiment_id
+    marker = root / f"{DELETED_PREFIX}{experiment_id}"
+    copy = ResultsLayout(results).record_copy
+    marker.write_bytes(b"")
+    try:
+        saved: bytes | None = copy.read_bytes()
+    except FileNotFoundError:
+        saved = None
+    copy.unlink(missing_ok=True)
+    try:
+        removed = store.delete(experiment_id)
+    except BaseException:
+        if saved is not None:
+            copy.write_bytes(saved)
+        marker.unlink(missing_ok=True)
+        raise
+    held = results.is_dir()
+    results.remove_tree()
+    marker.unlink(missing_ok=True)
+    for leftover in root.iterdir():
+        swept = leftover.name.removeprefix(DELETED_PREFIX)
+        # a marker whose record is still in the store belongs to a removal under way (or refused)
+        if (
+            leftover.name.startswith(DELETED_PREFIX)
+            and valid_experiment_id(swept)
+            and store.get(swept) is None
+        ):
+            (root / swept).remove_tree()
+            leftover.unlink(missing_ok=True)
+    return removed or held or saved is not None

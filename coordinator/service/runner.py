@@ -8,7 +8,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 
@@ -17,7 +16,7 @@ from evoprune.coordinator.experiment import Experiment
 from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.results.checkpoint import Checkpoint, CheckpointError, Journal
 from evoprune.coordinator.results.directory import ExperimentError, existing_checkpoint, resumable
-from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.layout import ResultsLayout, results_layout
 from evoprune.coordinator.results.summary import Summary
 from evoprune.coordinator.service.actors import end_this_actor
 from evoprune.coordinator.service.publishing import StorePublisher
@@ -99,7 +98,7 @@ def run_service_experiment(
     own_store = store is None
     store = open_store(spec.store) if store is None else store
     record, front, history = _initial_record(store, spec)
-    layout = ResultsLayout(Path(record.results_dir))
+    layout = results_layout(record.results_dir)
     if record.terminal:
         return record.status  # a restarted runner of an experiment that already ended
     publisher = StorePublisher(store, record, front, history)

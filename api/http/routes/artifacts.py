@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import anyio
@@ -40,6 +39,7 @@ from evoprune.coordinator.service.jobs_export import (
     request_export,
 )
 from evoprune.shared.parquet_files import CorruptFileError
+from evoprune.shared.storage import ObjectPath, is_object_uri, storage_path
 from evoprune.shared.store import ExperimentRecord
 
 CHUNK_BYTES = 1 << 16
@@ -54,7 +54,6 @@ router = APIRouter(
 
 
 def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -> ArtifactPublic:
-    path = Path(entry["path"])
     url = request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
     return ArtifactPublic(
         name=entry["name"],
@@ -62,7 +61,7 @@ def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -
         source=entry["source"],
         media_type=entry["media_type"],
         description=entry["description"],
-        size_bytes=path.stat().st_size if path.exists() else 0,
+        size_bytes=entry["size_bytes"],
         url=url,
     )
 
@@ -79,7 +78,7 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
     while `analysis.status` is `running`.
     """
     state = current_analysis(record, launcher)
-    entries = _reachable(record, list_artifacts(Path(record.results_dir)))
+    entries = _reachable(record, list_artifacts(storage_path(record.results_dir)))
     return ArtifactList(
         experiment_id=record.id,
         analysis=AnalysisPublic.of(state),
@@ -88,6 +87,8 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
 
 
 def _reachable(record: ExperimentRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if is_object_uri(record.results_dir):
+        return entries  # object stores have no links
     # a folder of the results directory replaced by a link (analysis/, exports/) leads out of it
     return [entry for entry in entries if reached_without_links(entry["path"], record.results_dir)]
 
@@ -119,16 +120,11 @@ def get_artifact(
     name: Annotated[str, PathParameter(max_length=MAX_NAME_LENGTH, description="a name from the list")],
 ) -> Response:
     """One file of the experiment, by a name that `GET /experiments/{id}/artifacts` lists."""
-    listed = {entry["name"]: entry for entry in _reachable(record, list_artifacts(Path(record.results_dir)))}
+    entries = _reachable(record, list_artifacts(storage_path(record.results_dir)))
+    listed = {entry["name"]: entry for entry in entries}
     entry = listed.get(name)
-    handle = None
-    if entry is not None:
-        try:
-            # opened here: a new analysis may replace the folder meanwhile, and an open file stays readable
-            handle = open(entry["path"], "rb")  # noqa: SIM115 (closed by _chunks)
-        except OSError:
-            entry = None
-    if entry is None or handle is None:
+    content = _open(entry["path"]) if entry is not None else None
+    if entry is None or content is None:
         available = ", ".join(sorted(listed)) or "none yet"
         raise HTTPException(
             status_code=status.HTTP_404_NOT_FOUND,
@@ -142,18 +138,34 @@ def get_artifact(
     }
     if entry["kind"] in CHECKED_KINDS:
         # checked before a byte is sent: a damaged file is an error, never a 200
-        with handle:
-            data = handle.read()
+        if not isinstance(content, bytes):
+            with content:
+                content = content.read()
         try:
-            check_artifact(data, name, entry["kind"])
+            check_artifact(content, name, entry["kind"])
         except CorruptFileError as error:
             raise HTTPException(
                 status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
                 detail=f"experiment {record.id}: {error}; restore it from a backup or produce it again",
             ) from None
-        return Response(data, media_type=entry["media_type"], headers=headers)
-    headers["Content-Length"] = str(os.fstat(handle.fileno()).st_size)
-    return StreamingResponse(_chunks(handle), media_type=entry["media_type"], headers=headers)
+        return Response(content, media_type=entry["media_type"], headers=headers)
+    if isinstance(content, bytes):
+        return Response(content, media_type=entry["media_type"], headers=headers)
+    headers["Content-Length"] = str(os.fstat(content.fileno()).st_size)
+    return StreamingResponse(_chunks(content), media_type=entry["media_type"], headers=headers)
+
+
+def _open(location: str) -> bytes | BinaryIO | None:
+    """A listed file's content: an object read whole, or a local file opened; None when it is gone."""
+    path = storage_path(location)
+    try:
+        if isinstance(path, ObjectPath):
+            # one version of the object, whole: a new analysis may replace it meanwhile
+            return path.read_bytes()
+        # opened here: a new analysis may replace the folder meanwhile, and an open file stays readable
+        return open(path, "rb")  # closed by _chunks, or read at once
+    except OSError:
+        return None
 
 
 @router.post(
@@ -190,7 +202,7 @@ def start_analysis(
 def _export_public(request: Request, record: ExperimentRecord, state: ExportState) -> ExportPublic:
     urls = {
         entry["name"]: request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
-        for entry in list_artifacts(Path(record.results_dir))
+        for entry in list_artifacts(storage_path(record.results_dir))
         if entry["source"] == "export"
     }
     return ExportPublic.of(state, urls)

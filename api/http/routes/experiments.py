@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -20,7 +19,7 @@ from evoprune.api.http.deps import (
     StoreDep,
 )
 from evoprune.api.http.schemas import ExperimentCreate, ExperimentCreated, ExperimentList, ExperimentPublic
-from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.layout import results_layout
 from evoprune.coordinator.service.jobs_analysis import ANALYSIS
 from evoprune.coordinator.service.jobs_export import EXPORT
 from evoprune.coordinator.service.launcher import Launcher
@@ -92,7 +91,7 @@ def create_experiment(
         ) from None
     # a copy beside the results: a store that loses the record before its runner reads it (Redis restarted
     # empty) gets it back from there, as it gets back the records of finished experiments
-    write_record_copy(ResultsLayout(Path(record.results_dir)), record, FrontState())
+    write_record_copy(results_layout(record.results_dir), record, FrontState())
     _launch(store, launcher, record)
     response.headers["Location"] = f"/experiments/{experiment_id}"
     return ExperimentCreated(id=experiment_id)
@@ -105,7 +104,7 @@ def _launch(store: Store, launcher: Launcher, record: ExperimentRecord) -> None:
         log.exception("experiment %s could not be started", record.id)
         message = f"the experiment could not be started on Ray: {type(error).__name__}: {error}"
         end_without_runner(store, record, message)
-        write_record_copy(ResultsLayout(Path(record.results_dir)), record, FrontState())
+        write_record_copy(results_layout(record.results_dir), record, FrontState())
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=message) from None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -14,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from evoprune.api.http._sse import EventStream
 from evoprune.api.http.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
 from evoprune.api.http.schemas import EvaluationList, EvaluationPublic, FrontPublic
-from evoprune.coordinator.results.layout import ResultsLayout
+from evoprune.coordinator.results.layout import results_layout
 from evoprune.coordinator.results.writer import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
 from evoprune.shared.events import EvaluationFinished, event_from_dict
 from evoprune.shared.parquet_files import CorruptFileError, read_verified_parquet
@@ -109,7 +108,7 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
         HTTPException: 500 naming the file when evaluations.parquet is damaged.
 
     """
-    path = ResultsLayout(Path(record.results_dir)).evaluations
+    path = results_layout(record.results_dir).evaluations
     if record.terminal and path.exists():
         try:
             return read_verified_parquet(path).to_pylist()
