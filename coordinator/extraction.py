@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
 import ray
 import ray.exceptions
@@ -19,6 +19,18 @@ log = logging.getLogger(__name__)
 # (KERAS_BACKEND=jax in its environment) must not fill the same cache entry with other float rounding.
 # TFDS's loaders are tf.data pipelines too.
 EXTRACTION_RUNTIME_ENV = {"env_vars": {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}}
+
+
+class ExtractionReport(TypedDict):
+    """What the extraction task reported (`workers.features.extract_task.extract_into_cache`), and copied."""
+
+    cached: list[str]  # the names of the cache files, dataset first
+    cache_dir: str  # on the node that extracted
+    backend: str  # Keras's, which extracted
+    pid: int
+    node_id: str
+    seconds: float
+    copied: NotRequired[list[str]]  # the files brought here (this process does not share the node's cache)
 
 
 def extraction_resources(cluster: dict[str, float]) -> dict[str, float]:
@@ -46,7 +58,7 @@ def cluster_can_extract() -> bool:
     return ray.cluster_resources().get("CPU", 0) >= 1
 
 
-def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> dict[str, Any]:
+def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> ExtractionReport:
     """Fill the feature cache of an experiment on a Ray worker node and wait for it.
 
     The caller then loads the features from the same cache (a cache hit): the node running the task must
@@ -74,7 +86,8 @@ def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> 
         **options, runtime_env=EXTRACTION_RUNTIME_ENV, name="evoprune-extract-features"
     )
     try:
-        report: dict[str, Any] = ray.get(task.remote(config))
+        # the task's mapping has exactly the report's keys (its docstring lists them)
+        report = cast(ExtractionReport, ray.get(task.remote(config)))
     except ray.exceptions.RayTaskError as error:
         # the task's own exception (DatasetError names the source), not Ray's wrapper
         raise error.as_instanceof_cause() from None
@@ -83,7 +96,7 @@ def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> 
     return report
 
 
-def _copy_missing(config: ExperimentConfig, report: dict[str, Any]) -> list[str]:
+def _copy_missing(config: ExperimentConfig, report: ExtractionReport) -> list[str]:
     """Bring the cache files this process cannot see from the node that wrote them (no shared volume).
 
     Compose mounts one cache volume on every node, so nothing is copied there; the Ray cluster launcher's

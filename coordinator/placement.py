@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 import ray
 
@@ -16,12 +16,19 @@ RESULTS_NODE_AMOUNT = 1.0
 RESULTS_SHARE = 0.001
 
 
+class ActorPlacement(TypedDict):
+    """The Ray actor options `on_results_node` gives (keyword arguments of `ray.remote`)."""
+
+    num_cpus: float
+    resources: dict[str, float]
+
+
 def results_node_resources() -> dict[str, float]:
     """The custom resources of the node that holds the results: `ray start --resources` or `ray.init`."""
     return {RESULTS_RESOURCE: RESULTS_NODE_AMOUNT}
 
 
-def on_results_node() -> dict[str, Any]:
+def on_results_node() -> ActorPlacement:
     """Ray actor options that pin an actor to the node holding the results (it uses none of its CPUs)."""
     return {"num_cpus": 0, "resources": {RESULTS_RESOURCE: RESULTS_SHARE}}
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,8 +94,19 @@ class Evaluation:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Evaluation:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+    def from_dict(cls, data: Mapping[str, float | str | None]) -> Evaluation:
+        """Read an evaluation back from its `to_dict` form (a fitness cache's entry).
+
+        Args:
+            data: the entry; keys it lacks take their defaults, keys the class lacks are passed over.
+
+        Returns:
+            The evaluation.
+
+        """
+        # the entry holds what `to_dict` wrote: each value is the field's own, passed back as it is
+        values: dict[str, Any] = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        return cls(**values)
 
 
 def minimisation_matrix(evaluations: list[Evaluation]) -> np.ndarray:
