@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -148,9 +150,9 @@ def _resize_gray(
 
 
 def _sklearn_fingerprint(name: str) -> dict[str, Any]:
-    import sklearn
-
-    return {"kind": "sklearn", "name": name, "sklearn": sklearn.__version__}
+    # the installed version without importing scikit-learn: a cache hit then never loads it (with SciPy and
+    # pandas, about 40 MB of the demo driver's memory); the string is the one `sklearn.__version__` gives
+    return {"kind": "sklearn", "name": name, "sklearn": importlib.metadata.version("scikit-learn")}
 
 
 def _digits_source(spec: str, image_size: tuple[int, int] | None, method: Image.Resampling) -> ImageSource:
@@ -195,20 +197,41 @@ def photo_patches(photo: np.ndarray) -> np.ndarray:
 def _sample_images_source(
     spec: str, image_size: tuple[int, int] | None, method: Image.Resampling
 ) -> ImageSource:
-    from sklearn.datasets import load_sample_images
-
-    bunch = load_sample_images()
-    names = tuple(Path(filename).stem for filename in bunch.filenames)
+    # described from the photos' file headers, as load_sample_images lists them (sorted *.jpg beside
+    # sklearn/datasets), without importing scikit-learn: a feature-cache hit then never loads it
+    photos = _sample_photo_paths()
+    names = tuple(path.stem for path in photos)
 
     def load() -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_sample_images
+
+        bunch = load_sample_images()
+        if tuple(Path(filename).stem for filename in bunch.filenames) != names:
+            raise DatasetError(f"{spec}: scikit-learn's sample photos changed while being read")
         patches = [photo_patches(photo) for photo in bunch.images]
         labels = np.concatenate([np.full(len(p), index, np.int64) for index, p in enumerate(patches)])
         return _resize_gray(np.concatenate(patches), image_size, method), labels
 
     side = SAMPLE_PATCH_PIXELS
-    size = sum((photo.shape[0] // side) * (photo.shape[1] // side) for photo in bunch.images)
+    size = 0
+    for path in photos:
+        with Image.open(path) as photo:  # reads the header only
+            width, height = photo.size
+        size += (height // side) * (width // side)
     fingerprint = _sklearn_fingerprint("sample_images") | {"photos": list(names), "patch": side}
     return ImageSource(spec, names, float(DIGITS_LEVELS), fingerprint, size, _array_reader(load, "train"))
+
+
+def _sample_photo_paths() -> list[Path]:
+    """scikit-learn's sample photos, found without importing it."""
+    found = importlib.util.find_spec("sklearn")
+    if found is None or found.origin is None:
+        raise DatasetError("sklearn:sample_images needs scikit-learn (pip install scikit-learn)")
+    folder = Path(found.origin).parent / "datasets" / "images"
+    photos = sorted(path for path in folder.glob("*.jpg") if path.is_file()) if folder.is_dir() else []
+    if not photos:
+        raise DatasetError(f"sklearn:sample_images: no photos in {folder}")
+    return photos
 
 
 def _fit_image(

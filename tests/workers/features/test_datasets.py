@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +185,21 @@ def test_unknown_tfds_dataset():
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(DatasetError, match="unknown TFDS dataset"):
         open_image_source("tfds:no_such_dataset_here")
+
+
+def test_describing_the_sklearn_sources_does_not_import_scikit_learn():
+    # a feature-cache hit needs only the description: the demo's driver then never loads scikit-learn, SciPy
+    # and pandas (351 -> 277 MB peak RSS, BENCHMARKS.md); the fingerprint is the one the import would give
+    script = (
+        "import sys\n"
+        "from evoprune.workers.features.datasets import open_image_source\n"
+        "sources = [open_image_source(s, image_size=None, folds=None, resize='bilinear')\n"
+        "           for s in ('sklearn:digits', 'sklearn:sample_images')]\n"
+        "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'\n"
+        "import sklearn\n"
+        "assert all(s.fingerprint['sklearn'] == sklearn.__version__ for s in sources)\n"
+        "print(sources[1].class_names, sources[1].size)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["('china',", "'flower')", "884"]
