@@ -28,7 +28,7 @@ from evoprune.api.http.routes.health import service_version
 from evoprune.api.settings import Settings
 from evoprune.coordinator.service.launcher import Launcher, RayLauncher
 from evoprune.coordinator.service.records import restore_lost_records
-from evoprune.coordinator.service.recovery import recover
+from evoprune.coordinator.service.recovery import RunnerWatch, recover
 from evoprune.shared.store import Store, StoreError, StoreUnavailableError
 from evoprune.shared.store_factory import open_store
 
@@ -74,7 +74,7 @@ def _attempt(what: str, step: Callable[[], T]) -> T | None:
 
 
 def _start_background(app: FastAPI, settings: Settings) -> None:
-    """Join Ray and resume orphaned experiments without holding up the server's start."""
+    """Join Ray, resume orphaned experiments and then watch their runners, without holding up the start."""
     launcher: Launcher = app.state.launcher
     store: Store = app.state.store
     started = time.time()
@@ -92,7 +92,10 @@ def _start_background(app: FastAPI, settings: Settings) -> None:
             resumed = _attempt("resume experiments", lambda: recover(store, launcher, created_before=started))
             if resumed:
                 log.warning("resumed %d experiments without a runner: %s", len(resumed), ", ".join(resumed))
+            # from now on, a runner that Ray gives up on is noticed without waiting for the next start
+            RunnerWatch(store, launcher).run(app.state.stop_watch)
 
+    app.state.stop_watch = threading.Event()
     threading.Thread(target=work, name="evoprune-startup", daemon=True).start()
 
 
@@ -124,6 +127,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.stop_watch.set()
             if store is None:
                 app.state.store.close()
             if launcher is None:
