@@ -27,7 +27,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -44,6 +44,45 @@ FRONT_POINTS = 20
 MASK_BITS = 2048  # a ResNet50 feature mask: 512 hex characters per point
 SSE_EVENTS = 300
 SSE_RATE = 100.0
+
+
+class HeldLoad(TypedDict):
+    """Open-loop load at a fixed rate: what was sent, what failed, the rate achieved and the latencies."""
+
+    requests: int
+    errors: int
+    achieved_rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class Probed(TypedDict):
+    """The prober's findings while SSE clients follow: failures, Redis connections, latencies per path."""
+
+    probe_failures: int
+    redis_connections_max: int
+    health_requests: int
+    health_p50_ms: float
+    health_p99_ms: float
+    experiments_requests: int
+    experiments_p50_ms: float
+    experiments_p99_ms: float
+
+
+class FanOut(Probed):
+    """SSE fan-out: how many clients got every event and `done`, the delivery delays, and the probes."""
+
+    clients: int
+    events: int
+    clients_with_every_event: int
+    clients_done: int
+    delivery_p50_ms: float
+    delivery_p99_ms: float
+
+
+# one store's part of the JSON line ("pass" is a keyword, hence the functional form)
+StoreResult = TypedDict("StoreResult", {"ceiling_rps": float, "held": HeldLoad, "sse": FanOut, "pass": bool})
 
 
 def free_port() -> int:
@@ -101,7 +140,7 @@ class Connection:
         return status
 
 
-async def fixed_rate(port: int, paths: list[str], rate: float, seconds: float) -> dict[str, Any]:
+async def fixed_rate(port: int, paths: list[str], rate: float, seconds: float) -> HeldLoad:
     """Open-loop load: request i is due at i / rate; latency counts from when it was due."""
     connections = [await Connection.open(port) for _ in range(CONNECTIONS)]
     idle: asyncio.Queue[Connection] = asyncio.Queue()
@@ -194,7 +233,7 @@ async def sse_client(port: int, path: str, received: list[tuple[int, float]]) ->
     return status
 
 
-async def probe(port: int, stop: asyncio.Event, redis_url: str | None) -> dict[str, Any]:
+async def probe(port: int, stop: asyncio.Event, redis_url: str | None) -> Probed:
     """/health and GET /experiments every 50 ms until `stop`; the most Redis connections seen meanwhile."""
     connection = await Connection.open(port)
     latencies: dict[str, list[float]] = {"/health": [], "/experiments": []}
@@ -223,19 +262,32 @@ async def probe(port: int, stop: asyncio.Event, redis_url: str | None) -> dict[s
     connection.writer.close()
     if watcher is not None:
         watcher.close()
-    result: dict[str, Any] = {"probe_failures": failures, "redis_connections_max": most_connections}
-    for path, seen in latencies.items():
-        milliseconds = np.array(seen or [0.0]) * 1000
-        name = path.strip("/")
-        result[f"{name}_requests"] = len(seen)
-        result[f"{name}_p50_ms"] = round(float(np.percentile(milliseconds, 50)), 1)
-        result[f"{name}_p99_ms"] = round(float(np.percentile(milliseconds, 99)), 1)
-    return result
+    health, experiments = (_requests_and_percentiles(latencies[path]) for path in ("/health", "/experiments"))
+    return {
+        "probe_failures": failures,
+        "redis_connections_max": most_connections,
+        "health_requests": health[0],
+        "health_p50_ms": health[1],
+        "health_p99_ms": health[2],
+        "experiments_requests": experiments[0],
+        "experiments_p50_ms": experiments[1],
+        "experiments_p99_ms": experiments[2],
+    }
+
+
+def _requests_and_percentiles(seconds: list[float]) -> tuple[int, float, float]:
+    """How many requests, and their p50 and p99 latencies in milliseconds (0 when there were none)."""
+    milliseconds = np.array(seconds or [0.0]) * 1000
+    return (
+        len(seconds),
+        round(float(np.percentile(milliseconds, 50)), 1),
+        round(float(np.percentile(milliseconds, 99)), 1),
+    )
 
 
 async def sse_fan_out(
     port: int, store: Store, data_dir: Path, clients: int, redis_url: str | None = None
-) -> dict[str, Any]:
+) -> FanOut:
     """`clients` SSE clients follow one experiment while SSE_EVENTS events are published to the store."""
     experiment_id = seed_experiment(store, data_dir, finished=False)
     snapshot = store.snapshot(experiment_id)
@@ -299,7 +351,7 @@ def start_server(data_dir: Path, redis_url: str | None, prefix: str) -> tuple[su
     raise RuntimeError("the server did not start")
 
 
-def bench_store(kind: str, redis_url: str | None, args: argparse.Namespace) -> dict[str, Any]:
+def bench_store(kind: str, redis_url: str | None, args: argparse.Namespace) -> StoreResult:
     prefix = f"evoprune-bench-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="evoprune-bench-") as folder:
         data_dir = Path(folder)

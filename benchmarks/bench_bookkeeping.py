@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 from scipy.stats import wilcoxon
@@ -31,6 +31,34 @@ from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
 
 BOOKKEEPINGS = ("deap", "jmetalpy")
+
+
+class BookkeepingRuns(TypedDict):
+    """One bookkeeping's runs: hypervolumes, front sizes (also before de-duplication) and the wall time."""
+
+    hypervolume_population: list[float]
+    hypervolume_archive: list[float]
+    front_size_population: list[int]
+    front_size_keeping_equal_objectives: list[int]
+    super_front_size: int
+    seconds: float
+
+
+class BookkeepingComparison(TypedDict):
+    """The JSON line: both bookkeepings on the same seeds and the paired test of their hypervolumes."""
+
+    config: str
+    seeds: int
+    evaluations_per_run: int
+    deap: BookkeepingRuns
+    jmetalpy: BookkeepingRuns
+    mean_hypervolume_population: dict[str, float]  # bookkeeping → mean
+    mean_hypervolume_archive: dict[str, float]
+    jmetalpy_minus_deap_population_mean: float
+    jmetalpy_wins: int
+    wilcoxon_p: float
+    duplicates_dropped_by_jmetalpy: int
+    problem: NotRequired[str]  # set by `main`
 
 
 class FakeProblem:
@@ -74,7 +102,7 @@ def run_bookkeeping(
     feature_key: str,
     mask_length: int,
     out_dir: Path,
-) -> dict[str, Any]:
+) -> BookkeepingRuns:
     """One experiment of `config.search.runs` seeded runs under one bookkeeping.
 
     Returns:
@@ -111,7 +139,7 @@ def run_bookkeeping(
 
 def compare(
     config: ExperimentConfig, backend: MaskEvaluator, feature_key: str, mask_length: int, out_dir: Path
-) -> dict[str, Any]:
+) -> BookkeepingComparison:
     """Both bookkeepings on the same seeds, and the paired comparison of their population hypervolumes."""
     results = {
         name: run_bookkeeping(config, name, backend, feature_key, mask_length, out_dir)
@@ -123,7 +151,8 @@ def compare(
         "config": config.name,
         "seeds": config.search.runs,
         "evaluations_per_run": config.search.max_evaluations,
-        **{name: results[name] for name in BOOKKEEPINGS},
+        "deap": results["deap"],
+        "jmetalpy": results["jmetalpy"],
         "mean_hypervolume_population": {
             name: float(np.mean(results[name]["hypervolume_population"])) for name in BOOKKEEPINGS
         },

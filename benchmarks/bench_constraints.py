@@ -28,8 +28,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from evoprune.benchmarks.bench_evaluator import synthetic_rps
 from evoprune.coordinator.constraints import Constraints
@@ -62,6 +63,48 @@ def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, Feat
     return config, synthetic_rps(0, train_samples=args.rps_train)
 
 
+class ModeOutcome(TypedDict):
+    """One seed's run in one mode: best accuracy within the cap (None: none kept to it), how many kept."""
+
+    best_feasible_accuracy: float | None
+    feasible_evaluations: int
+
+
+class SeedResult(TypedDict):
+    """One seed: the unconstrained run (then a pick) and the constrained one."""
+
+    seed: int
+    unconstrained: ModeOutcome
+    constrained: ModeOutcome
+
+
+class ModeSummary(TypedDict):
+    """One mode over the seeds: spreads (`spread`) of its best feasible accuracy and feasible evaluations."""
+
+    best_feasible_accuracy: dict[str, float]
+    feasible_evaluations: dict[str, float]
+    runs_without_feasible: int
+
+
+class ProblemComparison(TypedDict):
+    """One problem's element of the JSON line."""
+
+    problem: str
+    features: dict[str, int]  # training rows and inputs
+    max_active_fraction: float
+    max_epochs: int
+    population: int
+    max_evaluations: int
+    seeds: int
+    seconds: float
+    modes: dict[str, ModeSummary]  # constrained, unconstrained
+    difference: dict[str, float]
+    constrained_wins: int
+    ties: int
+    per_seed: list[SeedResult]
+    table_row: str
+
+
 def best_feasible(accuracy: list[float], active: list[float], cap: float) -> tuple[float | None, int]:
     """The best accuracy among evaluations within the cap, and how many kept to it."""
     kept = [value for value, fraction in zip(accuracy, active, strict=True) if fraction <= cap]
@@ -78,7 +121,9 @@ def spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log: Any) -> dict[str, Any]:
+def compare(
+    name: str, cap: float, args: argparse.Namespace, scratch: Path, log: Callable[[str], None]
+) -> ProblemComparison:
     """Constrained against unconstrained-then-pick on one problem, over the seeds."""
     config, features = problem(name, args)
     from evoprune.workers.evaluation.evaluator import BatchedEvaluator  # TensorFlow/JAX: imported when used
@@ -86,10 +131,10 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
     evaluator = InProcessEvaluator(BatchedEvaluator(features, config))
     cache = LocalFitnessCache()
     mask_length = config.head.mask_length(features.input_dim)
-    per_seed: list[dict[str, Any]] = []
+    per_seed: list[SeedResult] = []
     started = time.perf_counter()
     for seed in range(args.seeds):
-        result: dict[str, Any] = {"seed": seed}
+        outcomes: dict[str, ModeOutcome] = {}
         for mode, limits in (("unconstrained", ConstraintsConfig()), ("constrained", None)):
             constraints = limits or ConstraintsConfig(max_active_fraction=cap)
             search = config.search.model_copy(update={"seed": seed, "constraints": constraints})
@@ -110,7 +155,12 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
             best, feasible = best_feasible(
                 [row["accuracy"] for row in rows], [row["active_fraction"] for row in rows], cap
             )
-            result[mode] = {"best_feasible_accuracy": best, "feasible_evaluations": feasible}
+            outcomes[mode] = {"best_feasible_accuracy": best, "feasible_evaluations": feasible}
+        result: SeedResult = {
+            "seed": seed,
+            "unconstrained": outcomes["unconstrained"],
+            "constrained": outcomes["constrained"],
+        }
         per_seed.append(result)
         constrained, unconstrained = result["constrained"], result["unconstrained"]
         log(
@@ -119,16 +169,24 @@ def compare(name: str, cap: float, args: argparse.Namespace, scratch: Path, log:
             f"{unconstrained['best_feasible_accuracy']} ({unconstrained['feasible_evaluations']} feasible)"
         )
     spreads: dict[str, dict[str, dict[str, float]]] = {}
-    summary: dict[str, Any] = {}
-    for mode in ("constrained", "unconstrained"):
+    summary: dict[str, ModeSummary] = {}
+    by_mode = {
+        "constrained": [run["constrained"] for run in per_seed],
+        "unconstrained": [run["unconstrained"] for run in per_seed],
+    }
+    for mode, runs in by_mode.items():
         # a run that found nothing feasible scores 0: it has nothing to offer the user
-        scores = [run[mode]["best_feasible_accuracy"] or 0.0 for run in per_seed]
+        scores = [outcome["best_feasible_accuracy"] or 0.0 for outcome in runs]
         spreads[mode] = {
             "best_feasible_accuracy": spread(scores),
-            "feasible_evaluations": spread([float(run[mode]["feasible_evaluations"]) for run in per_seed]),
+            "feasible_evaluations": spread([float(outcome["feasible_evaluations"]) for outcome in runs]),
         }
-        without = sum(run[mode]["best_feasible_accuracy"] is None for run in per_seed)
-        summary[mode] = {**spreads[mode], "runs_without_feasible": without}
+        without = sum(outcome["best_feasible_accuracy"] is None for outcome in runs)
+        summary[mode] = {
+            "best_feasible_accuracy": spreads[mode]["best_feasible_accuracy"],
+            "feasible_evaluations": spreads[mode]["feasible_evaluations"],
+            "runs_without_feasible": without,
+        }
     differences = [
         (run["constrained"]["best_feasible_accuracy"] or 0.0)
         - (run["unconstrained"]["best_feasible_accuracy"] or 0.0)

@@ -29,7 +29,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Final, TypedDict
 
 import psutil
 
@@ -106,7 +106,47 @@ def install(source: Path, venv: Path) -> Path:
     return venv / "bin" / "evoprune"
 
 
-def timed_run(script: Path, out: Path, extra: list[str], cwd: Path) -> dict[str, Any]:
+class DemoRun(TypedDict):
+    """One `evoprune run` of the demo: wall time, the driver's peak RSS and CPU, what the run reported."""
+
+    wall_s: float
+    driver_peak_rss_mb: float
+    driver_user_cpu_s: float
+    driver_system_cpu_s: float
+    process_tree_peak_rss_mb: float
+    experiment_wall_s: float  # summary.json's wall_time_s
+    evaluations: int
+    hypervolume: float  # the aggregated archive front's (an older summary's `hypervolume`)
+
+
+class Spread(TypedDict):
+    """Median and range of one figure over a version's runs."""
+
+    median: float
+    min: float
+    max: float
+
+
+class Version(TypedDict):
+    """One version compared: the ref asked for, its commit, its installed command and its runs."""
+
+    ref: str
+    commit: str
+    script: Path
+    runs: list[DemoRun]
+
+
+# the figures `describe` summarises
+DESCRIBED: Final = (
+    "wall_s",
+    "driver_peak_rss_mb",
+    "driver_user_cpu_s",
+    "process_tree_peak_rss_mb",
+    "experiment_wall_s",
+)
+
+
+def timed_run(script: Path, out: Path, extra: list[str], cwd: Path) -> DemoRun:
     """One whole `evoprune run` process: wall time, and the driver's peak RSS and CPU (psutil polling)."""
     command = [str(script), "run", "--out", str(out), *extra]
     started = time.perf_counter()
@@ -154,22 +194,15 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-def describe(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def describe(runs: list[DemoRun]) -> dict[str, Spread]:
     """Median and spread (min, max) of every measured figure."""
-    keys = (
-        "wall_s",
-        "driver_peak_rss_mb",
-        "driver_user_cpu_s",
-        "process_tree_peak_rss_mb",
-        "experiment_wall_s",
-    )
     return {
         key: {
             "median": round(statistics.median(run[key] for run in runs), 2),
             "min": min(run[key] for run in runs),
             "max": max(run[key] for run in runs),
         }
-        for key in keys
+        for key in DESCRIBED
     }
 
 
@@ -195,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="evoprune-bench-demo-"))
     scratch.mkdir(parents=True, exist_ok=True)
     extra = shlex.split(args.extra_args)
-    versions: dict[str, dict[str, Any]] = {}
+    versions: dict[str, Version] = {}
     for label, ref in (("old", args.old), ("new", args.new)):
         commit = export_source(repo, ref, scratch / label / "src")
         script = install(scratch / label / "src", scratch / label / "venv")

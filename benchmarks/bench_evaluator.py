@@ -8,7 +8,9 @@ import platform
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -117,9 +119,56 @@ def _timed(evaluator, masks: np.ndarray) -> tuple[float, list]:
     return time.perf_counter() - started, results
 
 
+class MatchedAgreement(TypedDict):
+    """The largest gaps to one Keras model per mask with the same initial weights and batch order."""
+
+    matched_masks: int
+    matched_max_abs_accuracy_gap: float
+    matched_max_abs_auroc_gap: float
+    matched_same_epochs: bool
+    matched_accuracy_range: list[float]  # [min, max] of the checked masks' accuracies
+
+
+class EvaluatorRecord(MatchedAgreement):
+    """The benchmark's result record, printed as the last line (the agreement's fields among its own)."""
+
+    masks: int
+    epochs: int
+    reference_s: float
+    batched_s: float
+    batched_first_call_s: float
+    reference_evals_per_s: float
+    batched_evals_per_s: float
+    speedup: float
+    speedup_including_compile: float
+    per_epoch_s: float
+    fused_best_s: float
+    fused_speedup: float
+    fused_median_s: float
+    per_epoch_median_s: float
+    fused_speedup_median: float
+    fused_speedup_pairs: list[float]
+    fused_identical: bool
+    epochs_per_call: int | None
+    groups: int
+    executed_tflop: float
+    necessary_tflop: float
+    achieved_tflops: float
+    peak_tflops: float | None
+    achieved_over_peak: float | None
+    peak_rss_mb: float
+    batched_extra_rss_mb: float
+    memory_budget_mb: float
+    unmatched_mean_abs_accuracy_gap: float
+    backend: str
+    device: str
+    cpu_count: int | None
+    machine: str
+
+
 def matched_agreement(
     features: FeatureSet, config: ExperimentConfig, masks: np.ndarray, batched: list
-) -> dict:
+) -> MatchedAgreement:
     """The largest gaps to one Keras model per mask with the same initial weights and batch order.
 
     Args:
@@ -148,7 +197,9 @@ def matched_agreement(
     }
 
 
-def run_benchmark(settings: BenchSettings, log=print, peak_tflops: float | None = None) -> dict:
+def run_benchmark(
+    settings: BenchSettings, log: Callable[[str], None] = print, peak_tflops: float | None = None
+) -> EvaluatorRecord:
     """Times both evaluators on the same masks for the same fixed number of epochs.
 
     Args:

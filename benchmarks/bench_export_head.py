@@ -12,13 +12,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 
 from evoprune.shared.config import HeadConfig
 from evoprune.workers.evaluation.head_layout import active_indices, head_shape, initial_weights
 from evoprune.workers.export.model import full_kept, head_cost, head_latency_ms, pruned_widths
+
+
+class HeadMeasurement(TypedDict):
+    """One head before and after pruning; each figure maps `before` and `after` to its value."""
+
+    mode: str
+    active_fraction: float
+    widths: dict[str, list[int]]
+    parameters: dict[str, int]
+    flops: dict[str, int]
+    cpu_latency_ms: dict[str, dict[str, float]]  # before/after → single_ms, batched_ms
+    speedup: dict[str, float]  # single_ms, batched_ms → before / after
 
 
 def compact_weights(weights: list[np.ndarray], kept: list[np.ndarray]) -> list[np.ndarray]:
@@ -28,7 +40,7 @@ def compact_weights(weights: list[np.ndarray], kept: list[np.ndarray]) -> list[n
 
 def measure(
     mode: Literal["features", "neurons"], inputs: int, hidden: int, classes: int, active: float
-) -> dict[str, Any]:
+) -> HeadMeasurement:
     """Size, FLOPs and CPU latency per image of one head before and after pruning.
 
     Args:

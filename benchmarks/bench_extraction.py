@@ -17,14 +17,30 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 WARMUP_BATCHES = 1
 
 
-def measure(backbone: str, images: int, size: int, batch: int) -> dict[str, Any]:
+class ExtractionMeasurement(TypedDict):
+    """One backbone under one Keras backend: what ran where, and the timings and throughput."""
+
+    backend: str
+    device: str
+    backbone: str
+    features: int
+    images: int
+    image_size: int
+    batch: int
+    build_s: float
+    warmup_batch_s: float
+    seconds: float
+    images_per_s: float
+
+
+def measure(backbone: str, images: int, size: int, batch: int) -> ExtractionMeasurement:
     """Images per second of one backbone in this process, under this process's Keras backend.
 
     Args:

@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -86,9 +86,20 @@ def compare(bilinear: np.ndarray, nearest: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure(images: int, size: int, backbones: list[str], seed: int) -> dict[str, Any]:
+class ResizeComparison(TypedDict):
+    """The JSON line: the generated images, and per backbone the differences (`compare`) and seconds."""
+
+    benchmark: str
+    images: int
+    image_size: list[int]
+    source_sides: list[int]  # the smallest and largest side of the generated images
+    seed: int
+    backbones: dict[str, dict[str, float]]
+
+
+def measure(images: int, size: int, backbones: list[str], seed: int) -> ResizeComparison:
     """Extract every backbone's features of one generated folder under both choices and compare them."""
-    results: dict[str, Any] = {}
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-resize-") as scratch:
         root = Path(scratch)
         sizes = write_folder(root / "images", images, seed)

@@ -19,7 +19,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -102,7 +102,34 @@ def synthetic_rows(runs: int, evaluations: int, mask_length: int, seed: int = 0)
     return rows
 
 
-def _measure(variant: str, runs: int, evaluations: int, mask_length: int, out: str) -> dict[str, Any]:
+class WritingMeasurement(TypedDict):
+    """One variant's results writing: wall time, peak memory, and the aggregate it wrote."""
+
+    variant: str
+    seconds: float
+    peak_rss_mb: float
+    peak_added_mb: float
+    hypervolume_archive: float
+    front_size_archive: int
+    hypervolume_population: float
+
+
+class WritingComparison(TypedDict):
+    """The JSON line: both variants on the same rows, and their ratios."""
+
+    benchmark: str
+    evaluations: int
+    runs: int
+    mask_length: int
+    before: WritingMeasurement
+    after: WritingMeasurement
+    speedup: float
+    memory_ratio: float
+    same_hypervolume: bool
+    machine: dict[str, int | str]  # cpus, python
+
+
+def _measure(variant: str, runs: int, evaluations: int, mask_length: int, out: str) -> WritingMeasurement:
     """Write the results once in this (fresh) process and report wall time and peak memory."""
     # plots: matplotlib's import stays out of the timing
     from evoprune.coordinator.results import plots
@@ -162,7 +189,7 @@ def _measure(variant: str, runs: int, evaluations: int, mask_length: int, out: s
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> WritingComparison:
     """Run both variants, print a table and the JSON line.
 
     Args:
@@ -178,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mask-length", type=int, default=2048)
     args = parser.parse_args(argv)
     context = multiprocessing.get_context("spawn")
-    measured = {}
+    measured: dict[str, WritingMeasurement] = {}
     with tempfile.TemporaryDirectory() as out:
         for variant in ("before", "after"):
             with context.Pool(1) as pool:
@@ -197,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{name:8} {item['seconds']:9.2f} {item['peak_rss_mb']:12.1f} {item['peak_added_mb']:9.1f}  "
             f"{item['hypervolume_archive']:.12f}"
         )
-    result = {
+    result: WritingComparison = {
         "benchmark": "results_writing",
         "evaluations": total,
         "runs": args.runs,

@@ -24,7 +24,7 @@ CEILINGS = {
     "workers/export": 4,
     "workers/features": 4,
     "shared": 12,
-    "benchmarks": 32,
+    "benchmarks": 15,
     "evoprune": 1,
 }
 
