@@ -20,7 +20,14 @@ from evoprune.coordinator.analysis.inputs import (
 )
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontRow
 from evoprune.coordinator.results.layout import EXPORT_REPORT_NAME, EXPORTS_DIR
-from evoprune.coordinator.results.picks import KNEE_METHOD, PickError, front_rows, has_kinds, pick
+from evoprune.coordinator.results.picks import (
+    KNEE_METHOD,
+    PickError,
+    feasible_first,
+    front_rows,
+    has_kinds,
+    pick,
+)
 from evoprune.coordinator.results.writer import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
@@ -303,7 +310,16 @@ def _picked(
     run: int,
     kind: str,
 ) -> Choice:
-    picked = pick(rows, rule, min_accuracy=min_accuracy)
+    # with search.constraints, a pick prefers the feasible members (picks.feasible_first says why)
+    candidates, constraints = feasible_first(rows)
+    try:
+        picked = pick(candidates, rule, min_accuracy=min_accuracy)
+    except PickError as error:
+        if constraints is None or constraints["picked_from"] != "feasible":
+            raise
+        raise PickError(
+            f"{error} (among the {len(candidates)} members that keep to search.constraints)"
+        ) from None
     chosen = dict(picked)
     kinds_recorded = has_kinds(inputs.every_front_rows)
     description: dict[str, Any] = {
@@ -317,6 +333,8 @@ def _picked(
         description["min_accuracy"] = min_accuracy
     if rule == "knee":
         description["method"] = KNEE_METHOD
+    if constraints is not None:
+        description["constraints"] = constraints
     return Choice(decode_mask(picked.mask, inputs.mask_length), chosen, rule, description)
 
 

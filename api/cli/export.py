@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.api.cli.commands import COMMANDS
+from evoprune.coordinator.export_ensemble import COMBINES, DEFAULT_COMBINE
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
 from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS, FormatEntry
@@ -47,6 +48,25 @@ def register(subparsers: Any) -> None:
         choices=RULES,
         help="best-accuracy (ties: fewer active, then higher AUROC); knee (Das 1999, see export.json); "
         "smallest (fewest active with accuracy >= --min-accuracy)",
+    )
+    chosen.add_argument(
+        "--ensemble",
+        metavar="LOWER-UPPER",
+        help="an ensemble of the aggregated front's members whose accuracy lies in this percentile window "
+        "of the front's accuracies (as the analysis builds them, e.g. 85-95): one model, the backbone "
+        "once, each member's pruned head, their outputs combined (--combine)",
+    )
+    chosen.add_argument(
+        "--ensemble-masks",
+        metavar="HEX,HEX,...",
+        help="an ensemble of these evaluated masks, comma-separated (as --ensemble, members listed)",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=COMBINES,
+        help="how an ensemble combines its members: mean (default) averages their softmax probabilities "
+        "(the analysis's softmax_accuracy); vote outputs each class's share of their votes, whose argmax "
+        "is the majority vote (ties to the smallest class; the analysis's accuracy)",
     )
     parser.add_argument(
         "--min-accuracy", type=float, metavar="A", help="the accuracy floor of --pick smallest"
@@ -95,8 +115,22 @@ def export_command(args: argparse.Namespace) -> int:
 
     """
     from evoprune.coordinator.export import ExportError, export_model
+    from evoprune.coordinator.export_ensemble import export_ensemble
     from evoprune.workers.export.build import ExportMismatchError
 
+    ensemble = args.ensemble is not None or args.ensemble_masks is not None
+    if args.combine is not None and not ensemble:
+        return _error("--combine applies only to --ensemble and --ensemble-masks", EXIT_BAD_INPUT)
+    if ensemble and args.run is not None:
+        return _error(
+            "--run does not apply to an ensemble: its window is taken from the aggregated front of all "
+            "runs, as the analysis's are",
+            EXIT_BAD_INPUT,
+        )
+    if args.ensemble_masks is not None and args.kind is not None:
+        return _error(
+            "--kind chooses the front of a window; it does not apply to --ensemble-masks", EXIT_BAD_INPUT
+        )
     if args.min_accuracy is not None and args.pick != "smallest":
         return _error("--min-accuracy applies only to --pick smallest", EXIT_BAD_INPUT)
     if args.pick == "smallest" and args.min_accuracy is None:
@@ -105,19 +139,36 @@ def export_command(args: argparse.Namespace) -> int:
         return _error(
             "--run and --kind choose the front to pick from; they do not apply to --mask", EXIT_BAD_INPUT
         )
+
+    def log(line: str) -> None:
+        print(f"evoprune export: {line}", file=sys.stderr)
+
     try:
-        report = export_model(
-            Path(args.directory),
-            mask=args.mask,
-            rule=args.pick,
-            min_accuracy=args.min_accuracy,
-            run=AGGREGATE_RUN if args.run is None else args.run,
-            kind=args.kind or DEFAULT_KIND,
-            out=Path(args.out) if args.out else None,
-            log=lambda line: print(f"evoprune export: {line}", file=sys.stderr),
-            formats=args.formats,
-            quantize=args.quantize,
-        )
+        if ensemble:
+            report = export_ensemble(
+                Path(args.directory),
+                window=args.ensemble,
+                masks=args.ensemble_masks,
+                combine=args.combine or DEFAULT_COMBINE,
+                kind=args.kind or DEFAULT_KIND,
+                out=Path(args.out) if args.out else None,
+                log=log,
+                formats=args.formats,
+                quantize=args.quantize,
+            )
+        else:
+            report = export_model(
+                Path(args.directory),
+                mask=args.mask,
+                rule=args.pick,
+                min_accuracy=args.min_accuracy,
+                run=AGGREGATE_RUN if args.run is None else args.run,
+                kind=args.kind or DEFAULT_KIND,
+                out=Path(args.out) if args.out else None,
+                log=log,
+                formats=args.formats,
+                quantize=args.quantize,
+            )
     except ExportError as error:
         return _error(str(error), EXIT_BAD_INPUT)
     except ExportMismatchError as error:
@@ -125,7 +176,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(summary_lines(report))
+        print(ensemble_summary_lines(report) if ensemble else summary_lines(report))
     return 0
 
 
@@ -158,6 +209,44 @@ def summary_lines(report: dict[str, Any]) -> str:
         f"  head CPU latency per image, median [quartiles] of {method['repetitions']} repetitions: "
         f"{_latency(latency, 'single_ms')} ms one at a time, "
         f"{_latency(latency, 'batched_ms')} ms in batches of {method['batch_size']['batched_ms']}",
+        f"  report: {model.parent / 'export.json'}",
+    ]
+    return "\n".join(lines)
+
+
+def ensemble_summary_lines(report: dict[str, Any]) -> str:
+    """A short account of an ensemble export: members, files with sizes and scores, the report's path."""
+    pick = report["pick"]
+    check = report["check"]
+    model = Path(report["model"])
+    chosen = (
+        f"window {pick['window'][0]}-{pick['window'][1]} of the aggregated {pick['kind']} front"
+        if pick["members_from"] == "window"
+        else "listed masks"
+    )
+    lines = [
+        f"evoprune export: wrote {model.parent}/ (an ensemble of {len(report['members'])} members, "
+        f"{chosen}, combined by {pick['combine']})",
+        "  member accuracies: "
+        + ", ".join(f"{member['objectives']['accuracy']:.4g}" for member in report["members"]),
+        f"  ensemble accuracy on fold {report['fold']['exported']}'s {check['split']} split, "
+        f"{check['samples']} samples; each file reloaded in a fresh process:",
+    ]
+    entries = report.get("formats", {})
+    width = max((len(entry["file"]) for entry in entries.values()), default=0)
+    for entry in entries.values():
+        lines.append(f"    {entry['file']:<{width}}  {_size(entry['bytes']):>9}  {_scores(entry)}")
+    analysis = report.get("analysis")
+    if analysis is not None:
+        outcome = {True: "reproduced exactly", False: "NOT reproduced", None: "a mean over folds"}
+        lines.append(
+            f"  the analysis's {analysis['column']} for these members: {analysis['accuracy']:.6g} "
+            f"({outcome[analysis.get('reproduced')]})"
+        )
+    head = report["head"]
+    lines += [
+        f"  model parameters {report['model_parameters']:,}; heads' parameters "
+        f"{head['parameters']['before']:,} unpruned -> {head['parameters']['after']:,}",
         f"  report: {model.parent / 'export.json'}",
     ]
     return "\n".join(lines)

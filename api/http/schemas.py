@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,8 @@ MAX_TOP = 50
 MAX_SAMPLES = 16
 # 4 hex digits per 16 mask bits: a million covers the flattened pixels of any paper dataset's images
 MAX_MASK_HEX = 1 << 20
+# an ensemble's members run side by side in one model; a front seldom has more than a few dozen
+MAX_ENSEMBLE_MEMBERS = 256
 MAX_CONFIG_YAML_CHARS = 1 << 20
 
 
@@ -308,10 +310,14 @@ class AnalysisPublic(BaseModel):
         )
 
 
-class ExportCreate(BaseModel):
-    """Which front member to export, and in which formats.
+MaskHex = Annotated[str, Field(min_length=1, max_length=MAX_MASK_HEX, pattern="^[0-9a-fA-F]+$")]
 
-    As `evoprune export --mask | --pick --min-accuracy --run --kind --format --quantize`.
+
+class ExportCreate(BaseModel):
+    """Which front member (or ensemble of members) to export, and in which formats.
+
+    As `evoprune export --mask | --pick --min-accuracy --run | --ensemble | --ensemble-masks --combine
+    --kind --format --quantize`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -347,11 +353,38 @@ class ExportCreate(BaseModel):
         description="post-training quantisation of the TFLite file (needs tflite among formats); int8 is "
         "calibrated on training samples",
     )
+    ensemble: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,3}-\d{1,3}$",
+        description="an ensemble of the aggregated front's members whose accuracy lies in this percentile "
+        "window LOWER-UPPER of the front's accuracies, as the analysis builds them (e.g. 85-95): one model, "
+        "the backbone once, the members' pruned heads combined; instead of mask or pick",
+    )
+    ensemble_masks: list[MaskHex] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ENSEMBLE_MEMBERS,
+        description="an ensemble of these evaluated masks (hex); instead of mask, pick or ensemble",
+    )
+    combine: Literal["mean", "vote"] | None = Field(
+        default=None,
+        description="how an ensemble combines its members: mean (default) averages their softmax "
+        "probabilities (the analysis's softmax_accuracy); vote outputs each class's share of their votes, "
+        "whose argmax is the majority vote (the analysis's accuracy)",
+    )
 
     @model_validator(mode="after")
     def _one_choice(self) -> ExportCreate:
-        if (self.mask is None) == (self.pick is None):
-            raise ValueError("give either mask or pick, not both or neither")
+        chosen = [self.mask, self.pick, self.ensemble, self.ensemble_masks]
+        if sum(value is not None for value in chosen) != 1:
+            raise ValueError("give one of mask, pick, ensemble or ensemble_masks")
+        ensemble = self.ensemble is not None or self.ensemble_masks is not None
+        if self.combine is not None and not ensemble:
+            raise ValueError("combine applies only to ensemble and ensemble_masks")
+        if ensemble and self.run is not None:
+            raise ValueError("run does not apply to an ensemble: its window is of the aggregated front")
+        if self.ensemble_masks is not None and self.kind is not None:
+            raise ValueError("kind chooses the front of a window; it does not apply to ensemble_masks")
         if self.pick == "smallest" and self.min_accuracy is None:
             raise ValueError("min_accuracy: pick smallest needs min_accuracy")
         if self.min_accuracy is not None and self.pick != "smallest":

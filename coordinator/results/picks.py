@@ -82,6 +82,33 @@ def has_kinds(rows: FrontRecords) -> bool:
     return any(row.kind is not None for row in _typed(rows))
 
 
+def feasible_first(rows: Sequence[FrontRow]) -> tuple[list[FrontRow], dict[str, Any] | None]:
+    """The rows a pick chooses among: the feasible ones when the search had constraints and any is.
+
+    A front of a constrained search also holds the infeasible masks that bound its feasible ones
+    (coordinator.results.writer); a member picked for deployment should keep to the constraints, so the
+    infeasible ones are set aside while a feasible member exists. When none does, every row stays and
+    the note says so.
+
+    Args:
+        rows: a front (rows carry `feasible` only when the search had constraints).
+
+    Returns:
+        The rows to pick from, and None without constraints or else a note: `feasible` (how many of
+        `front_size` rows are), `picked_from` (`feasible` or `all: no member is feasible`).
+
+    """
+    if not rows or all(row.feasible is None for row in rows):
+        return list(rows), None
+    feasible = [row for row in rows if row.feasible]
+    note: dict[str, Any] = {"feasible": len(feasible), "front_size": len(rows)}
+    if not feasible:
+        note["picked_from"] = "all: no member is feasible"
+        return list(rows), note
+    note["picked_from"] = "feasible"
+    return feasible, note
+
+
 def _typed(rows: FrontRecords) -> list[FrontRow]:
     return [row if isinstance(row, FrontRow) else FrontRow.of(row) for row in rows]
 

@@ -1,4 +1,4 @@
-"""The service's export job: `evoprune export` of one front member, as a kind of the job family."""
+"""The service's export job: `evoprune export` of a member or an ensemble, as a kind of the job family."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.coordinator.export import ExportError, checked_formats, choose, export_name
+from evoprune.coordinator.export_ensemble import DEFAULT_COMBINE, choose_ensemble, ensemble_name
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.actors import export_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
@@ -36,6 +37,37 @@ class ExportRequest:
     kind: str = DEFAULT_KIND
     formats: tuple[str, ...] = (KERAS,)  # the files to write (`evoprune export --format`)
     quantize: str | None = None  # the TFLite file's (`--quantize`)
+    ensemble: str | None = None  # a percentile window LOWER-UPPER (`--ensemble`), instead of mask or rule
+    ensemble_masks: tuple[str, ...] | None = None  # the members (`--ensemble-masks`)
+    combine: str = DEFAULT_COMBINE  # how an ensemble combines its members (`--combine`)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether the request is for an ensemble rather than one member."""
+        return self.ensemble is not None or self.ensemble_masks is not None
+
+    def single(self) -> dict[str, Any]:
+        """The options of a one-member export, as `coordinator.export.export_model` takes them."""
+        return {
+            "mask": self.mask,
+            "rule": self.rule,
+            "min_accuracy": self.min_accuracy,
+            "run": self.run,
+            "kind": self.kind,
+            "formats": self.formats,
+            "quantize": self.quantize,
+        }
+
+    def of_ensemble(self) -> dict[str, Any]:
+        """The options of an ensemble export, as `coordinator.export_ensemble.export_ensemble` takes them."""
+        return {
+            "window": self.ensemble,
+            "masks": None if self.ensemble_masks is None else list(self.ensemble_masks),
+            "combine": self.combine,
+            "kind": self.kind,
+            "formats": self.formats,
+            "quantize": self.quantize,
+        }
 
 
 @dataclass(frozen=True)
@@ -60,24 +92,49 @@ class ExportSpec(JobSpec):
     kind: str = DEFAULT_KIND  # the front to pick from, not the job's kind (that is `job_kind`)
     formats: tuple[str, ...] = (KERAS,)
     quantize: str | None = None
+    ensemble: str | None = None
+    ensemble_masks: tuple[str, ...] | None = None
+    combine: str = DEFAULT_COMBINE
 
     def request(self) -> ExportRequest:
         """The request's options, as `evoprune export` takes them."""
         return ExportRequest(
-            self.mask, self.rule, self.min_accuracy, self.run, self.kind, self.formats, self.quantize
+            self.mask,
+            self.rule,
+            self.min_accuracy,
+            self.run,
+            self.kind,
+            self.formats,
+            self.quantize,
+            self.ensemble,
+            self.ensemble_masks,
+            self.combine,
         )
 
     def reported(self) -> dict[str, Any]:
-        # as the status file holds them (JSON has lists), so a state read back equals the one written
-        return {"name": self.name, "options": {**asdict(self.request()), "formats": list(self.formats)}}
+        # as the status file holds them (JSON has lists), so a state read back equals the one written;
+        # a one-member export's options stay as they were before ensembles existed
+        options = {**asdict(self.request()), "formats": list(self.formats)}
+        if self.request().is_ensemble:
+            options["ensemble_masks"] = None if self.ensemble_masks is None else list(self.ensemble_masks)
+        else:
+            for key in ("ensemble", "ensemble_masks", "combine"):
+                del options[key]
+        return {"name": self.name, "options": options}
 
 
 def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
-    """Export one front member into exports/NAME; the outcome: the member's objectives and mask."""
+    """Export one front member (or an ensemble) into exports/NAME; the outcome: its objectives and mask."""
     # imported here: building the model pulls in TensorFlow, which only the actor's process should load
     from evoprune.coordinator.export import export_model
+    from evoprune.coordinator.export_ensemble import export_ensemble
 
-    written = export_model(Path(spec.results_dir), **asdict(spec.request()), log=log)
+    request = spec.request()
+    if request.is_ensemble:
+        written = export_ensemble(Path(spec.results_dir), **request.of_ensemble(), log=log)
+    else:
+        written = export_model(Path(spec.results_dir), **request.single(), log=log)
+    # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
     return {"objectives": written.get("objectives"), "mask": written.get("mask")}
 
 
@@ -101,9 +158,9 @@ def current_export(record: ExperimentRecord, launcher: Launcher) -> ExportState:
 def request_export(record: ExperimentRecord, launcher: Launcher, request: ExportRequest) -> ExportState:
     """Check an export request against the experiment's results, then start it in a detached Ray actor.
 
-    The member is chosen here, from the results files (no TensorFlow), so that a bad request is answered
-    at once; the actor re-trains it and writes exports/NAME/model.keras, the other formats asked for and
-    export.json.
+    The member (or the ensemble's members) is chosen here, from the results files (no TensorFlow), so
+    that a bad request is answered at once; the actor re-trains it and writes exports/NAME/model.keras,
+    the other formats asked for and export.json.
 
     Args:
         record: the experiment.
@@ -127,10 +184,21 @@ def request_export(record: ExperimentRecord, launcher: Launcher, request: Export
         try:
             # refused here, before the actor starts: an unknown format, or one this server cannot write
             options["formats"] = checked_formats(options["formats"], options["quantize"])
-            picked = {key: value for key, value in options.items() if key not in ("formats", "quantize")}
-            _, choice = choose(results_dir, **picked)
+            if request.is_ensemble:
+                chosen = request.of_ensemble()
+                del chosen["formats"], chosen["quantize"]
+                _, members = choose_ensemble(results_dir, **chosen)
+                name = ensemble_name(members)
+            else:
+                picked = {
+                    key: value
+                    for key, value in request.single().items()
+                    if key not in ("formats", "quantize")
+                }
+                _, choice = choose(results_dir, **picked)
+                name = export_name(choice)
         except ExportError as error:
             raise ExportInvalidError(" ".join(str(error).split()), error.field) from None
-        return ExportSpec(record.id, str(results_dir), export_name(choice), **options)
+        return ExportSpec(record.id, str(results_dir), name, **options)
 
     return request_job(EXPORT, record, launcher, prepare)

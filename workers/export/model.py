@@ -213,7 +213,6 @@ def ensemble_model(
 
     """
     import keras
-    from keras import ops
 
     inputs, features = backbone_features(backbone, sample)
     heads = [
@@ -221,12 +220,27 @@ def ensemble_model(
         for index, (kept, params) in enumerate(members)
     ]
     if combine == "vote":
-        heads = [ops.one_hot(ops.argmax(head, axis=-1), shape.num_classes) for head in heads]
+        heads = [_first_maximum(head) for head in heads]
     elif combine != "mean":
         raise ValueError(f"unknown combination {combine!r}; choose mean or vote")
     # a one-member Average layer is refused by Keras; its mean is the member itself
     combined = heads[0] if len(heads) == 1 else keras.layers.Average(name=combine)(heads)
     return keras.Model(inputs, combined, name=f"evoprune_ensemble_{combine}")
+
+
+def _first_maximum(probabilities: Any) -> Any:
+    """One-hot of each row's largest value, the first among equal ones (as numpy's argmax chooses).
+
+    Built from comparisons and a cumulative sum rather than `argmax` and `one_hot`: Keras's TensorFlow
+    argmax brings a bitwise op that the TFLite converter refuses without Flex ops.
+    """
+    from keras import ops
+
+    largest = ops.cast(
+        ops.greater_equal(probabilities, ops.max(probabilities, axis=-1, keepdims=True)), "float32"
+    )
+    # the running count of maxima is 1 exactly up to the first one's successor: keep the first only
+    return largest * ops.cast(ops.equal(ops.cumsum(largest, axis=-1), 1.0), "float32")
 
 
 def backbone_features(backbone: BackboneConfig, sample: RawInputs) -> tuple[Any, Any]:

@@ -137,3 +137,22 @@ def test_front_rows_of_files_without_kinds_serve_either_kind():
     rows = [row("x", 0.9, 0.5, 0.5, run=0), row("y", 0.8, 0.2, 0.5, run=-1)]
     assert not has_kinds(rows)
     assert front_rows(rows, kind="population") == front_rows(rows, kind="archive") == [rows[1]]
+
+
+def test_a_pick_prefers_the_feasible_members_of_a_constrained_front():
+    from evoprune.coordinator.results.picks import feasible_first
+
+    # "a" and "b" break the constraints: best-accuracy would take "b", knee and smallest others
+    constrained = [row(r.mask, *r.objectives, feasible=r.mask not in ("a", "b", "c")) for r in FRONT]
+    candidates, note = feasible_first(constrained)
+    assert [r.mask for r in candidates] == ["d", "e"]
+    assert note == {"feasible": 2, "front_size": 5, "picked_from": "feasible"}
+    assert pick(candidates, "best-accuracy").mask == "d"
+    # without constraints every row stays, and no note
+    assert feasible_first(FRONT) == (FRONT, None)
+    # none feasible: every row stays, and the note says so
+    infeasible = [row(r.mask, *r.objectives, feasible=False) for r in FRONT]
+    assert feasible_first(infeasible) == (
+        infeasible,
+        {"feasible": 0, "front_size": 5, "picked_from": "all: no member is feasible"},
+    )

@@ -118,8 +118,16 @@ def test_window_ensembles_against_a_direct_computation(folds, with_test):
             logits = [models[i].folds[fold_index].evaluation_logits for i in members]
             ood = [models[i].folds[fold_index].ood_logits for i in members]
             voted = stats.mode(np.stack([x.argmax(1) for x in logits]), axis=0, keepdims=False).mode
-            fold_scores.append((np.mean(voted == fold.evaluation.labels), direct_auroc(logits, ood)))
+            mean = np.mean([special.softmax(x.astype(np.float64), axis=1) for x in logits], axis=0)
+            fold_scores.append(
+                (
+                    np.mean(voted == fold.evaluation.labels),
+                    direct_auroc(logits, ood),
+                    np.mean(mean.argmax(1) == fold.evaluation.labels),
+                )
+            )
         assert result.accuracy == pytest.approx(np.mean([s[0] for s in fold_scores]), abs=1e-12)
+        assert result.softmax_accuracy == pytest.approx(np.mean([s[2] for s in fold_scores]), abs=1e-12)
         assert result.auroc == pytest.approx(np.mean([s[1] for s in fold_scores]), abs=1e-12)
         best = max(members, key=lambda i: (accuracies[i], models[i].evaluation.auroc, -i))
         assert result.best_member == best
@@ -140,3 +148,20 @@ def test_no_models_is_an_error():
     _, features = synthetic_models(1)
     with pytest.raises(ValueError, match="no models"):
         window_ensembles([], features, TEMPERATURE)
+
+
+def test_vote_shares_argmax_to_the_majority_vote_ties_included():
+    from evoprune.workers.analysis.ensembles import combined_accuracy, combined_outputs
+
+    # three samples: a clear majority, a two-two tie (to the smaller class), a four-way tie (class 0)
+    predicted = np.array([[2, 1, 3], [2, 1, 2], [2, 3, 1], [0, 3, 0]])
+    logits = [np.eye(CLASSES)[row] * 5.0 for row in predicted]
+    shares = combined_outputs(logits, "vote")
+    assert shares.tolist()[0] == [0.25, 0.0, 0.75, 0.0]
+    assert np.argmax(shares, axis=1).tolist() == majority_vote(predicted, CLASSES).tolist() == [2, 1, 0]
+    labels = np.array([2, 3, 0])
+    assert combined_accuracy(logits, labels, "vote") == pytest.approx(2 / 3)
+    # mean: the members' softmax probabilities averaged
+    mean = combined_outputs(logits, "mean")
+    np.testing.assert_allclose(mean, np.mean([special.softmax(m, axis=-1) for m in logits], axis=0))
+    assert combined_accuracy(logits, labels, "mean") == float(np.mean(np.argmax(mean, axis=1) == labels))

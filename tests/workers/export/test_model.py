@@ -148,3 +148,34 @@ def test_compare_predictions_flags_real_disagreements_and_forgives_near_ties():
     wrong[2] = [0.9, 0.1]
     check = compare_predictions(wrong, logits, labels)
     assert not check["reproduced"] and check["unexplained"] == 1
+
+
+@pytest.mark.parametrize("combine", ["mean", "vote"])
+def test_an_ensemble_model_combines_its_heads_as_the_analysis_does(digits_features, combine):
+    from evoprune.workers.analysis.ensembles import combined_outputs, majority_vote
+    from evoprune.workers.export.model import ensemble_model
+
+    config = parse_config({"head": {"layers": [32]}, "training": {"max_epochs": 3}})
+    shape = head_shape(config.head, digits_features.input_dim, digits_features.num_classes)
+    rng = np.random.default_rng(7)
+    masks = rng.random((3, shape.mask_length)) < 0.5
+    outputs = [model.folds[0] for model in retrain(digits_features, config, masks)]
+    split = digits_features.folds[0].evaluation
+    sample = RawInputs(FEATURES, split.features, split.labels, None)
+    model = ensemble_model(
+        config.backbone, sample, shape, [(member.kept, member.params) for member in outputs], combine
+    )
+    # the backbone (here the features themselves) once, and one pruned head per member
+    assert sum(layer.name.endswith("probabilities") for layer in model.layers) == 3
+    produced = np.asarray(model.predict(split.features, verbose=0))
+    logits = [member.evaluation_logits for member in outputs]
+    expected = combined_outputs(logits, combine)
+    np.testing.assert_allclose(produced, expected, atol=1e-6)
+    if combine == "vote":
+        # vote shares are exact multiples of 1/3, and their argmax is the majority vote
+        assert np.array_equal(produced * 3, np.round(produced * 3))
+        predicted = np.stack([np.argmax(member, axis=1) for member in logits])
+        votes = majority_vote(predicted, digits_features.num_classes)
+        assert np.array_equal(np.argmax(produced, axis=1), votes)
+    else:
+        assert np.array_equal(np.argmax(produced, axis=1), np.argmax(expected, axis=1))
