@@ -22,6 +22,7 @@ from evoprune.api.http.schemas import (
     ExportCreate,
     ExportPublic,
 )
+from evoprune.coordinator.export_ensemble import DEFAULT_COMBINE
 from evoprune.coordinator.results.artifacts import (
     CHECKED_KINDS,
     MEDIA_TYPES,
@@ -225,7 +226,7 @@ def _export_public(request: Request, record: ExperimentRecord, state: ExportStat
 def start_export(
     record: RecordDep, launcher: LauncherDep, request: Request, response: Response, body: ExportCreate
 ) -> ExportPublic:
-    """Export one front member as a pruned model on the Ray cluster, as `evoprune export` does.
+    """Export a front member, or an ensemble, as a pruned model on the Ray cluster, as `evoprune export` does.
 
     Answers at once; follow it with `GET /experiments/{id}/exports`. Once it has succeeded, the model
     (`export-NAME.keras`), the TFLite and ONNX files asked for (`export-NAME.tflite`,
@@ -240,6 +241,9 @@ def start_export(
         kind=body.kind or DEFAULT_KIND,
         formats=tuple(body.formats or ()),
         quantize=body.quantize,
+        ensemble=body.ensemble,
+        ensemble_masks=None if body.ensemble_masks is None else tuple(m.lower() for m in body.ensemble_masks),
+        combine=body.combine or DEFAULT_COMBINE,
     )
     try:
         state = request_export(record, launcher, options)
