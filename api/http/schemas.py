@@ -377,7 +377,9 @@ class ExportCreate(BaseModel):
     def _one_choice(self) -> ExportCreate:
         chosen = [self.mask, self.pick, self.ensemble, self.ensemble_masks]
         if sum(value is not None for value in chosen) != 1:
-            raise ValueError("give one of mask, pick, ensemble or ensemble_masks")
+            raise ValueError(
+                "give either mask or pick, or an ensemble (ensemble or ensemble_masks): one of them"
+            )
         ensemble = self.ensemble is not None or self.ensemble_masks is not None
         if self.combine is not None and not ensemble:
             raise ValueError("combine applies only to ensemble and ensemble_masks")
