@@ -11,11 +11,11 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.shared.atomic_files import write_atomic
+from evoprune.shared.storage import StoragePath
 
 # A "running" status whose actor cannot be found is only declared lost after this long: the API writes the
 # status just before it creates the actor, and a reader may look in between.
@@ -93,7 +93,7 @@ def _typed(hint: Any, value: Any) -> Any:
     return value if isinstance(value, expected) else None
 
 
-def _nothing_written(results_dir: Path) -> bool:
+def _nothing_written(results_dir: StoragePath) -> bool:
     return False
 
 
@@ -105,7 +105,7 @@ class JobKind(Generic[SpecT, StateT]):
     a_job: str  # "an analysis"
     participle: str  # "analysed": "only a succeeded experiment can be analysed"
     state_type: type[StateT]
-    status_path: Callable[[ResultsLayout], Path]
+    status_path: Callable[[ResultsLayout[StoragePath]], StoragePath]
     actor_name: Callable[[str], str]
     # does the job, telling each stage to the callable; returns the outcome's fields of `state_type`
     work: Callable[[SpecT, Callable[[str], None]], Mapping[str, Any]]
@@ -115,13 +115,14 @@ class JobKind(Generic[SpecT, StateT]):
     # failures the work foresees: their message alone is the error, without a traceback in the log
     expected_errors: tuple[type[Exception], ...] = ()
     # with no status file: whether the results show a job finished outside the service (`evoprune analyze`)
-    finished_without_status: Callable[[Path], bool] = _nothing_written
+    finished_without_status: Callable[[StoragePath], bool] = _nothing_written
     # one start at a time in this process, so two requests cannot both find no job running
     starting: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def status_file(self, results_dir: Path) -> Path:
-        """Where this kind keeps its status in a results directory."""
-        return self.status_path(ResultsLayout(Path(results_dir)))
+    def status_file(self, results_dir: StoragePath) -> StoragePath:
+        """Where this kind keeps its status in a results directory (local, or on object storage)."""
+        layout: ResultsLayout[StoragePath] = ResultsLayout(results_dir)
+        return self.status_path(layout)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class JobSpec(abc.ABC):
         """The request's fields of the kind's state, as its status file reports them."""
 
 
-def read_state(kind: JobKind[Any, StateT], results_dir: Path) -> StateT | None:
+def read_state(kind: JobKind[Any, StateT], results_dir: StoragePath) -> StateT | None:
     """The job's status file, or None when there is none (or it is unreadable)."""
     try:
         text = kind.status_file(results_dir).read_text(encoding="utf-8")
@@ -146,12 +147,12 @@ def read_state(kind: JobKind[Any, StateT], results_dir: Path) -> StateT | None:
     return kind.state_type.from_json(text)
 
 
-def write_state(kind: JobKind[Any, Any], results_dir: Path, state: JobState) -> None:
+def write_state(kind: JobKind[Any, Any], results_dir: StoragePath, state: JobState) -> None:
     """Replace the job's status file atomically (readers see the old or the new one, never a mix)."""
     write_atomic(kind.status_file(results_dir), state.to_json())
 
 
-def read_status_text(kind: JobKind[Any, Any], results_dir: Path) -> str | None:
+def read_status_text(kind: JobKind[Any, Any], results_dir: StoragePath) -> str | None:
     """The status file's text as it is, to put back with `restore_status_text`; None when there is none."""
     try:
         return kind.status_file(results_dir).read_text(encoding="utf-8")
@@ -159,7 +160,7 @@ def read_status_text(kind: JobKind[Any, Any], results_dir: Path) -> str | None:
         return None
 
 
-def restore_status_text(kind: JobKind[Any, Any], results_dir: Path, previous: str | None) -> None:
+def restore_status_text(kind: JobKind[Any, Any], results_dir: StoragePath, previous: str | None) -> None:
     """Put the status file back as `read_status_text` found it (the job did not start after all)."""
     if previous is None:
         kind.status_file(results_dir).unlink(missing_ok=True)
@@ -193,7 +194,7 @@ def may_be_lost(state: JobState, now: float) -> bool:
 
 
 def job_state(
-    kind: JobKind[Any, StateT], results_dir: Path, alive: Callable[[], bool], now: float | None = None
+    kind: JobKind[Any, StateT], results_dir: StoragePath, alive: Callable[[], bool], now: float | None = None
 ) -> StateT:
     """Decide where a job stands from its status file and whether its actor exists.
 
@@ -211,7 +212,7 @@ def job_state(
     """
     state = read_state(kind, results_dir)
     if state is None:
-        done = kind.finished_without_status(Path(results_dir))
+        done = kind.finished_without_status(results_dir)
         return kind.state_type(status=JobStatus.SUCCEEDED if done else JobStatus.NONE)
     if state.status != JobStatus.RUNNING or not may_be_lost(state, time.time() if now is None else now):
         return state

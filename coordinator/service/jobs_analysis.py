@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
@@ -14,6 +13,7 @@ from evoprune.coordinator.service.actors import analysis_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobRefusedError, JobSpec, JobState
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
+from evoprune.shared.storage import StoragePath, storage_path
 from evoprune.shared.store import ExperimentRecord
 
 DEFAULT_TOP = 10
@@ -45,11 +45,11 @@ def analyse(spec: AnalysisSpec, log: Callable[[str], None]) -> Mapping[str, Any]
     # imported here: the analyses pull in TensorFlow, which only the actor's process should load
     from evoprune.coordinator.analysis.analyze import analyze
 
-    index = analyze(Path(spec.results_dir), top=spec.top, samples=spec.samples, log=log)
+    index = analyze(storage_path(spec.results_dir), top=spec.top, samples=spec.samples, log=log)
     return {"artifacts": len(index.get("artifacts", []))}
 
 
-def _analysed_outside_the_service(results_dir: Path) -> bool:
+def _analysed_outside_the_service(results_dir: StoragePath) -> bool:
     # `evoprune analyze` writes analysis/analysis.json and no status file
     return (results_dir / ANALYSIS_DIR / INDEX_NAME).is_file()
 
@@ -95,10 +95,11 @@ def request_analysis(record: ExperimentRecord, launcher: Launcher, top: int, sam
 
     def prepare() -> AnalysisSpec:
         try:
-            read_results(Path(record.results_dir))  # the checks the analysis starts with, answered now
+            # the checks the analysis starts with, answered now
+            read_results(storage_path(record.results_dir))
         except AnalysisError as error:
             message = " ".join(str(error).split())
             raise JobRefusedError(f"experiment {record.id} cannot be analysed: {message}") from None
-        return AnalysisSpec(record.id, str(Path(record.results_dir)), top=top, samples=samples)
+        return AnalysisSpec(record.id, record.results_dir, top=top, samples=samples)
 
     return request_job(ANALYSIS, record, launcher, prepare)

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from evoprune.coordinator.service.jobs import (
@@ -25,6 +24,7 @@ from evoprune.coordinator.service.jobs import (
 )
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.events import ExperimentStatus
+from evoprune.shared.storage import storage_path
 from evoprune.shared.store import ExperimentRecord
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def current_job(kind: JobKind[Any, StateT], record: ExperimentRecord, launcher: 
         except Exception:  # Ray unreachable: nothing says the actor died, so it is still running
             return True
 
-    return job_state(kind, Path(record.results_dir), alive)
+    return job_state(kind, storage_path(record.results_dir), alive)
 
 
 def request_job(
@@ -83,7 +83,7 @@ def request_job(
             f"experiment {record.id} is {record.status}; only a succeeded experiment can be {kind.participle}"
         )
     spec = prepare()
-    results_dir = Path(record.results_dir)
+    results_dir = storage_path(record.results_dir)
     with kind.starting:
         if current_job(kind, record, launcher).status == JobStatus.RUNNING:
             raise JobRefusedError(

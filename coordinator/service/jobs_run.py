@@ -8,7 +8,6 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -16,6 +15,7 @@ import ray
 from evoprune.coordinator.placement import on_results_node
 from evoprune.coordinator.service.actors import BackgroundJob
 from evoprune.coordinator.service.jobs import JobSpec, JobState, JobStatus, read_state, write_state
+from evoprune.shared.storage import storage_path
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def run_job(
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     kind = spec.job_kind
-    results_dir = Path(spec.results_dir)
+    results_dir = storage_path(spec.results_dir)
     previous = read_state(kind, results_dir)
     requested_at = previous.requested_at if previous is not None else None
     base = kind.state_type(

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from evoprune.api.http.app import create_app
 from evoprune.api.settings import Settings
-from evoprune.coordinator.assembly import Backend
+from evoprune.coordinator.assembly import DEFAULT_BACKEND, Backend
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.results.artifacts import PNG_SIGNATURE
 from evoprune.coordinator.results.layout import results_layout
+from evoprune.coordinator.service.jobs import JobKind, JobSpec
+from evoprune.coordinator.service.jobs_run import run_job
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.coordinator.service.records import restore_lost_records
 from evoprune.coordinator.service.runner import RunnerSpec, run_service_experiment
@@ -42,17 +47,23 @@ RESULT_NAMES = [
 class ThreadLauncher(Launcher):
     """Runs each experiment's runner on a thread of this process, with the fake problem (no Ray, no TF)."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, real: bool = False) -> None:
         self._settings = settings
         self._store = store
+        self._real = real  # the real features and evaluator, in this process (what an analysis re-trains)
         self.threads: dict[str, threading.Thread] = {}
 
     def launch(self, record: ExperimentRecord) -> None:
-        spec = RunnerSpec(record.id, self._settings.store_spec(), self._settings.run_settings())
-        backend = Backend(
-            load_features=lambda config, settings: fake_feature_set(64),
-            make_evaluator=lambda feature_set, config, settings: InProcessEvaluator(FakeProblem(length=64)),
-        )
+        run = replace(self._settings.run_settings(), workers=0 if self._real else None)
+        spec = RunnerSpec(record.id, self._settings.store_spec(), run)
+        backend = DEFAULT_BACKEND
+        if not self._real:
+            backend = Backend(
+                load_features=lambda config, settings: fake_feature_set(64),
+                make_evaluator=lambda feature_set, config, settings: InProcessEvaluator(
+                    FakeProblem(length=64)
+                ),
+            )
         thread = threading.Thread(
             target=run_service_experiment, args=(spec, backend, self._store), daemon=True
         )
@@ -63,11 +74,20 @@ class ThreadLauncher(Launcher):
         thread = self.threads.get(experiment_id)
         return thread is not None and thread.is_alive()
 
+    def launch_job(self, spec: JobSpec) -> None:
+        # the real job (the analysis itself), on a thread instead of a Ray actor
+        thread = threading.Thread(target=run_job, args=(spec,), daemon=True)
+        self.threads[f"{spec.job_kind.noun}-{spec.experiment_id}"] = thread
+        thread.start()
 
-def app_client(tmp_path, results_root: str) -> TestClient:
+    def job_alive(self, kind: JobKind[Any, Any], experiment_id: str) -> bool:
+        return self.alive(f"{kind.noun}-{experiment_id}")
+
+
+def app_client(tmp_path, results_root: str, real: bool = False) -> TestClient:
     settings = Settings(data_dir=tmp_path / "data", results_root=results_root, recover_on_start=False)
     store = LocalStore(settings.data_dir)
-    return TestClient(create_app(settings, store, ThreadLauncher(settings, store)))
+    return TestClient(create_app(settings, store, ThreadLauncher(settings, store, real)))
 
 
 def wait_ended(client: TestClient, experiment_id: str) -> dict:
@@ -81,7 +101,8 @@ def wait_ended(client: TestClient, experiment_id: str) -> dict:
     raise AssertionError(f"experiment {experiment_id} did not end within {WAIT_S} s")
 
 
-def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bucket):
+def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bucket, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a URI taken for a local path would be written under it
     root = f"s3://{bucket}/service/results"
     with app_client(tmp_path, root) as client:
         answer = client.post("/experiments", json={"config": TINY_CONFIG})
@@ -92,8 +113,8 @@ def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bu
         assert ended["results_dir"] == f"{root}/{experiment_id}"
         results = storage_path(ended["results_dir"])
         assert isinstance(results, ObjectPath) and results.is_dir()
-        # nothing of the experiment went to the local data folder
-        assert not (tmp_path / "data" / "results").exists()
+        # nothing of the experiment went to the local data folder, nor to one named after the URI
+        assert not (tmp_path / "data" / "results").exists() and not (tmp_path / "s3:").exists()
 
         listed = client.get(f"/experiments/{experiment_id}/artifacts").json()["artifacts"]
         assert [item["name"] for item in listed] == RESULT_NAMES
@@ -168,3 +189,34 @@ def test_the_results_root_setting(tmp_path, monkeypatch, s3_environment):
         Settings()
     monkeypatch.delenv("EVOPRUNE_RESULTS_ROOT")
     assert Settings(data_dir=tmp_path / "d").store_spec().results_root == tmp_path / "d" / "results"
+
+
+@pytest.mark.slow  # 25-30 s on 2 cores: a real (tiny) experiment, then its analysis
+def test_an_analysis_over_http_reads_and_writes_object_storage(tmp_path, bucket, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a URI taken for a local path would be written under it
+    root = f"s3://{bucket}/results"
+    with app_client(tmp_path, root, real=True) as client:
+        experiment_id = client.post("/experiments", json={"config": TINY_CONFIG}).json()["id"]
+        assert wait_ended(client, experiment_id)["status"] == "succeeded"
+        base = f"/experiments/{experiment_id}"
+        started = client.post(f"{base}/analysis", json={"top": 3, "samples": 1})
+        assert started.status_code == 202, started.text
+        client.app.state.launcher.threads[f"analysis-{experiment_id}"].join(timeout=WAIT_S * 5)
+        listing = client.get(f"{base}/artifacts").json()
+        assert listing["analysis"]["status"] == "succeeded", listing["analysis"]
+        results = storage_path(f"{root}/{experiment_id}")
+        assert (results / "analysis-status.json").is_file() and (
+            results / "analysis" / "analysis.json"
+        ).is_file()
+        analysed = [item for item in listing["artifacts"] if item["source"] == "analysis"]
+        index = json.loads((results / "analysis" / "analysis.json").read_text())
+        assert [item["name"] for item in analysed] == [entry["name"] for entry in index["artifacts"]]
+        assert listing["analysis"]["top"] == 3 and len(analysed) > 0
+        for item in analysed:
+            served = client.get(item["url"])
+            assert (
+                served.status_code == 200
+                and served.content == (results / "analysis" / item["name"]).read_bytes()
+            )
+        # nothing went to a local folder named after the URI
+        assert not (tmp_path / "s3:").exists() and not list(tmp_path.rglob("*-status.json"))
