@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TypedDict
 
 import numpy as np
 
@@ -27,6 +28,40 @@ from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 # XLA's default fusion list in the pinned builds (tensorflow 2.21, jaxlib 0.10): products one by one.
 YNN_ON = "individual_dot,individual_convolution"
 SETTINGS = {"ynn_on": f"--{YNN_FUSION_FLAG}={YNN_ON}", "ynn_off": f"--{YNN_FUSION_FLAG}="}
+
+
+class ProblemTiming(TypedDict):
+    """One problem in one process: seconds of the timed call and each mask's [accuracy, AUROC, epochs]."""
+
+    seconds: float
+    objectives: list[list[float]]
+
+
+class Spread(TypedDict):
+    """Median, minimum and maximum seconds over one setting's processes."""
+
+    median: float
+    min: float
+    max: float
+
+
+class ProblemComparison(TypedDict):
+    """One problem under both settings: seconds, off/on ratio of medians, masks whose objectives differ."""
+
+    ynn_on: Spread
+    ynn_off: Spread
+    off_over_on: float
+    masks_with_other_objectives: int
+
+
+class CpuProductsSummary(TypedDict):
+    """The JSON line of the comparison."""
+
+    pairs: int
+    masks: int
+    epochs: int
+    rps: ProblemComparison
+    digits: ProblemComparison
 
 
 def digits() -> FeatureSet:
@@ -42,17 +77,15 @@ def digits() -> FeatureSet:
     return FeatureSet("digits", 10, (Fold(Split(train_x, train_y), Split(test_x, test_y), 1.0 - test_x),))
 
 
-def measure(masks: int, epochs: int) -> dict:
+def measure(masks: int, epochs: int) -> dict[str, ProblemTiming]:
     """In this process: seconds and objectives per problem (the flag comes from the environment)."""
     from evoprune.benchmarks.bench_evaluator import reference_masks, synthetic_rps
     from evoprune.shared.config import ExperimentConfig
     from evoprune.workers.evaluation.evaluator import BatchedEvaluator
 
-    config = ExperimentConfig.model_validate(
-        {"head": {"layers": [32]}, "training": {"max_epochs": epochs}}
-    )
+    config = ExperimentConfig.model_validate({"head": {"layers": [32]}, "training": {"max_epochs": epochs}})
     problems = {"rps": synthetic_rps(0), "digits": digits()}
-    report = {}
+    report: dict[str, ProblemTiming] = {}
     for name, features in problems.items():
         evaluator = BatchedEvaluator(features, config)
         chosen = reference_masks(masks, evaluator.mask_length, seed=1)
@@ -67,7 +100,8 @@ def measure(masks: int, epochs: int) -> dict:
     return report
 
 
-def run_one(setting: str, masks: int, epochs: int) -> dict:
+def run_one(setting: str, masks: int, epochs: int) -> dict[str, ProblemTiming]:
+    """`measure` in a fresh process under one setting of the fusions (XLA_FLAGS is read once per process)."""
     environment = {**os.environ, "XLA_FLAGS": SETTINGS[setting]}
     completed = subprocess.run(
         [sys.executable, "-m", "evoprune.benchmarks.bench_cpu_products", "--child", str(masks), str(epochs)],
@@ -80,7 +114,8 @@ def run_one(setting: str, masks: int, epochs: int) -> dict:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, ProblemTiming] | CpuProductsSummary:
+    """Compare the settings (or, as a child, measure one) and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--masks", type=int, default=12)
@@ -93,21 +128,32 @@ def main(argv: list[str] | None = None) -> dict:
         return report
     pairs = [("ynn_on", "ynn_off"), ("ynn_off", "ynn_on")]
     order = [name for pair in range(arguments.pairs) for name in pairs[pair % 2]]
-    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
+    runs: dict[str, list[dict[str, ProblemTiming]]] = {name: [] for name in SETTINGS}
     for setting in order:
         report = run_one(setting, arguments.masks, arguments.epochs)
         runs[setting].append(report)
         print(setting, {name: round(problem["seconds"], 2) for name, problem in report.items()}, flush=True)
-    summary: dict = {"pairs": arguments.pairs, "masks": arguments.masks, "epochs": arguments.epochs}
+    compared: dict[str, ProblemComparison] = {}
     for problem in runs["ynn_on"][0]:
         seconds = {name: [run[problem]["seconds"] for run in runs[name]] for name in SETTINGS}
-        medians = {name: statistics.median(values) for name, values in seconds.items()}
+        spreads: dict[str, Spread] = {
+            name: {"median": statistics.median(values), "min": min(values), "max": max(values)}
+            for name, values in seconds.items()
+        }
         on, off = (np.asarray(runs[name][0][problem]["objectives"]) for name in ("ynn_on", "ynn_off"))
-        summary[problem] = {
-            **{name: {"median": medians[name], "min": min(v), "max": max(v)} for name, v in seconds.items()},
-            "off_over_on": medians["ynn_off"] / medians["ynn_on"],
+        compared[problem] = {
+            "ynn_on": spreads["ynn_on"],
+            "ynn_off": spreads["ynn_off"],
+            "off_over_on": spreads["ynn_off"]["median"] / spreads["ynn_on"]["median"],
             "masks_with_other_objectives": int(np.sum(np.any(on != off, axis=1))),
         }
+    summary: CpuProductsSummary = {
+        "pairs": arguments.pairs,
+        "masks": arguments.masks,
+        "epochs": arguments.epochs,
+        "rps": compared["rps"],
+        "digits": compared["digits"],
+    }
     print(json.dumps(summary))
     return summary
 

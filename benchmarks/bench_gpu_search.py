@@ -24,9 +24,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -40,6 +41,50 @@ from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 GPU_SAMPLE_PERIOD_MS = 500
+
+
+class GpuUse(TypedDict):
+    """The GPU's mean utilisation and peak memory while sampled (None: nothing sampled, no GPU)."""
+
+    gpu_utilisation_mean_pct: float | None
+    gpu_memory_peak_mib: float | None
+
+
+class Projection(TypedDict, total=False):
+    """The first and steady rounds as measured, and the experiment projected from them (empty: no calls)."""
+
+    first_round_masks: int
+    first_round_s: float
+    first_round_groups: int
+    first_round_tflops: float
+    first_round_over_peak: float | None
+    steady_rounds_measured: int
+    steady_rounds_total: int
+    steady_round_s: float  # with steady rounds measured only, as the two below
+    steady_round_masks: float
+    projected_from_rounds_s: float
+
+
+class GpuSearchRecord(Projection, GpuUse):
+    """The benchmark record: the run, its projection and the GPU's use."""
+
+    features: str
+    runs: int
+    evaluations_per_run: int
+    max_epochs: int
+    status: str
+    evaluations_done: int
+    evaluations_total: int
+    trained: int
+    wall_s: float
+    evaluations_per_s: float
+    projected_full_s: float
+    epochs_per_call: int | None
+    calls: int
+    aggregate_hypervolume_archive: float
+    best_accuracy: float | None
+    backend: str
+    device: str
 
 
 class GpuSampler:
@@ -83,7 +128,7 @@ class GpuSampler:
             self._process.terminate()
             self._process.wait(timeout=10)
 
-    def summary(self) -> dict[str, float | None]:
+    def summary(self) -> GpuUse:
         if not self.samples:
             return {"gpu_utilisation_mean_pct": None, "gpu_memory_peak_mib": None}
         utilisation = [sample[0] for sample in self.samples]
@@ -156,7 +201,9 @@ def features_of_width(width: int) -> FeatureSet:
     )
 
 
-def projection(config: ExperimentConfig, calls: list[dict[str, float]], peak_tflops: float | None) -> dict:
+def projection(
+    config: ExperimentConfig, calls: list[dict[str, float]], peak_tflops: float | None
+) -> Projection:
     """The measured first and steady rounds, and the whole experiment projected from them.
 
     Args:
@@ -173,7 +220,7 @@ def projection(config: ExperimentConfig, calls: list[dict[str, float]], peak_tfl
     first, steady = calls[0], calls[1:]
     rounds_total = -(-(search.max_evaluations - search.population_size) // search.offspring_per_step)
     first_tflops = first["executed_flops"] / first["seconds"] / 1e12
-    record: dict[str, Any] = {
+    record: Projection = {
         "first_round_masks": int(first["masks"]),
         "first_round_s": round(first["seconds"], 2),
         "first_round_groups": int(first["groups"]),
@@ -194,11 +241,11 @@ def run(
     config: ExperimentConfig,
     out_dir: Path,
     time_limit_s: float | None,
-    log: Any = print,
+    log: Callable[[str], None] = print,
     steady_rounds: int | None = None,
     peak_tflops: float | None = None,
     feature_width: int = FEATURES,
-) -> dict:
+) -> GpuSearchRecord:
     """Run the experiment and time it.
 
     Args:

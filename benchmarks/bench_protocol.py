@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -24,7 +24,62 @@ from evoprune.workers.evaluation.retrain import RetrainedModel, retrain
 from evoprune.workers.features.assemble import load_feature_set
 
 
-def _stats(values: list[float] | np.ndarray) -> dict[str, float]:
+class Stats(TypedDict):
+    """Minimum, mean and maximum of some differences, and the mean and maximum of their magnitudes."""
+
+    min: float
+    mean: float
+    max: float
+    mean_abs: float
+    max_abs: float
+
+
+class RandomCases(TypedDict):
+    """Reference minus exact AUROC over random score sets."""
+
+    cases: int
+    reference_minus_exact: Stats
+
+
+class PerObjective(TypedDict):
+    """A difference's statistics per objective."""
+
+    accuracy: Stats
+    auroc: Stats
+
+
+class ZeroMask(TypedDict):
+    """The zero mask's accuracy and both AUROCs of its constant logits."""
+
+    accuracy: float
+    auroc_exact: float
+    auroc_reference: float
+
+
+class FrontCases(TypedDict):
+    """The protocol points measured on the demo's aggregated population front."""
+
+    front_size: int
+    max_epochs: int
+    restore_epochs: int
+    early_stopped: int
+    estimator_reference_minus_exact: Stats
+    estimator_reference_minus_exact_without_zero_mask: Stats
+    ood_first_n_minus_random: PerObjective
+    restore_when_stopped_minus_always: PerObjective
+    zero_mask: ZeroMask
+    seconds: float
+
+
+class ProtocolResult(TypedDict):
+    """The JSON line."""
+
+    benchmark: str
+    random: RandomCases
+    demo: FrontCases
+
+
+def _stats(values: list[float] | np.ndarray) -> Stats:
     array = np.asarray(values, dtype=np.float64)
     return {
         "min": float(array.min()),
@@ -35,7 +90,7 @@ def _stats(values: list[float] | np.ndarray) -> dict[str, float]:
     }
 
 
-def random_cases(cases: int, seed: int = 0) -> dict[str, Any]:
+def random_cases(cases: int, seed: int = 0) -> RandomCases:
     """Reference minus exact AUROC on random ODIN scores of random separations and sizes."""
     rng = np.random.default_rng(seed)
     differences = []
@@ -53,7 +108,7 @@ def _objectives(models: list[RetrainedModel]) -> np.ndarray:
     return np.array([(m.evaluation.accuracy, m.evaluation.auroc) for m in models])
 
 
-def front_cases(results_dir: Path, restore_epochs: int | None = None) -> dict[str, Any]:
+def front_cases(results_dir: Path, restore_epochs: int | None = None) -> FrontCases:
     """The protocol points measured on the demo's aggregated population front.
 
     Args:
@@ -131,7 +186,7 @@ def front_cases(results_dir: Path, restore_epochs: int | None = None) -> dict[st
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> ProtocolResult:
     """Measure every point, print them and the JSON line.
 
     Args:
@@ -150,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     random = random_cases(args.cases)
     demo = front_cases(args.results_dir, args.restore_epochs)
-    result: dict[str, Any] = {"benchmark": "protocol", "random": random, "demo": demo}
+    result: ProtocolResult = {"benchmark": "protocol", "random": random, "demo": demo}
     random_stats = random["reference_minus_exact"]
     print(
         f"AUROC reference − exact over {args.cases} random cases: min {random_stats['min']:+.5f}, "
@@ -160,9 +215,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         item = demo[name]
         size = demo["front_size"]
         print(f"demo front ({size} masks) {name}: mean {item['mean']:+.5f}, max |·| {item['max_abs']:.5f}")
-    for name in ("ood_first_n_minus_random", "restore_when_stopped_minus_always"):
-        for objective in ("accuracy", "auroc"):
-            item = demo[name][objective]
+    differences = {
+        "ood_first_n_minus_random": demo["ood_first_n_minus_random"],
+        "restore_when_stopped_minus_always": demo["restore_when_stopped_minus_always"],
+    }
+    for name, per_objective in differences.items():
+        for objective, item in (("accuracy", per_objective["accuracy"]), ("auroc", per_objective["auroc"])):
             print(f"demo front {name} {objective}: mean {item['mean']:+.5f}, max |·| {item['max_abs']:.5f}")
     stopped, size, epochs = demo["early_stopped"], demo["front_size"], demo["restore_epochs"]
     print(f"demo: {stopped} of {size} stopped early within {epochs} epochs")

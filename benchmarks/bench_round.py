@@ -13,12 +13,42 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import TypedDict
 
 from evoprune.benchmarks.bench_evaluator import FEATURES, TRAIN_SAMPLES, reference_masks, synthetic_rps
 from evoprune.shared.config import ExperimentConfig
 
 
-def time_round(masks: int, epochs: int) -> dict:
+class PathTiming(TypedDict):
+    """One path's warm round: seconds, microseconds per step, groups and achieved TFLOP/s."""
+
+    seconds: float
+    us_per_step: float
+    groups: int
+    tflops: float
+
+
+class RoundTiming(TypedDict):
+    """The round both ways (`fused_*`: all epochs in one call; `per_epoch_*`: one call per epoch)."""
+
+    masks: int
+    epochs: int
+    steps: int
+    fused_s: float
+    fused_us_per_step: float
+    fused_groups: int
+    fused_tflops: float
+    per_epoch_s: float
+    per_epoch_us_per_step: float
+    per_epoch_groups: int
+    per_epoch_tflops: float
+    fused_speedup: float
+    fused_identical: bool
+    backend: str
+    device: str
+
+
+def time_round(masks: int, epochs: int) -> RoundTiming:
     """Warm timings of one round both ways.
 
     Args:
@@ -37,8 +67,8 @@ def time_round(masks: int, epochs: int) -> dict:
     )
     round_masks = reference_masks(masks, FEATURES, seed=1)
     steps = epochs * -(-TRAIN_SAMPLES // config.training.batch_size)
-    record: dict = {"masks": masks, "epochs": epochs, "steps": steps}
     objectives = {}
+    timings: dict[str, PathTiming] = {}
     for name, per_call in (("fused", None), ("per_epoch", 1)):
         evaluator = BatchedEvaluator(features, config, epochs_per_call=per_call)
         evaluator.evaluate(round_masks)  # compiles
@@ -46,16 +76,31 @@ def time_round(masks: int, epochs: int) -> dict:
         results = evaluator.evaluate(round_masks)
         seconds = time.perf_counter() - started
         objectives[name] = [(r.accuracy, r.auroc, r.epochs) for r in results]
-        record[f"{name}_s"] = round(seconds, 3)
-        # groups run one after another, so a step of the round costs the sum over groups
-        record[f"{name}_us_per_step"] = round(1e6 * seconds / steps, 1)
-        record[f"{name}_groups"] = evaluator.last_flops.groups
-        record[f"{name}_tflops"] = round(evaluator.last_flops.executed / seconds / 1e12, 4)
-    record["fused_speedup"] = round(record["per_epoch_s"] / record["fused_s"], 3)
-    record["fused_identical"] = objectives["fused"] == objectives["per_epoch"]
-    record["backend"] = backend_name()
-    record["device"] = device_description()
-    return record
+        timings[name] = {
+            "seconds": round(seconds, 3),
+            # groups run one after another, so a step of the round costs the sum over groups
+            "us_per_step": round(1e6 * seconds / steps, 1),
+            "groups": evaluator.last_flops.groups,
+            "tflops": round(evaluator.last_flops.executed / seconds / 1e12, 4),
+        }
+    fused, per_epoch = timings["fused"], timings["per_epoch"]
+    return {
+        "masks": masks,
+        "epochs": epochs,
+        "steps": steps,
+        "fused_s": fused["seconds"],
+        "fused_us_per_step": fused["us_per_step"],
+        "fused_groups": fused["groups"],
+        "fused_tflops": fused["tflops"],
+        "per_epoch_s": per_epoch["seconds"],
+        "per_epoch_us_per_step": per_epoch["us_per_step"],
+        "per_epoch_groups": per_epoch["groups"],
+        "per_epoch_tflops": per_epoch["tflops"],
+        "fused_speedup": round(per_epoch["seconds"] / fused["seconds"], 3),
+        "fused_identical": objectives["fused"] == objectives["per_epoch"],
+        "backend": backend_name(),
+        "device": device_description(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

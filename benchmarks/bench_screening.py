@@ -24,9 +24,10 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -99,9 +100,56 @@ def problem(name: str, args: argparse.Namespace) -> tuple[ExperimentConfig, Feat
     return config, synthetic_rps(0, train_samples=args.rps_train)
 
 
+class SeedCost(TypedDict):
+    """One experiment's cost and hypervolumes (one seed, one mode)."""
+
+    seconds: float
+    epochs: float
+    screened_out: int
+    evaluations: int
+    hypervolume_archive: float
+    hypervolume_population: float
+
+
+class SeedRun(SeedCost):
+    """One experiment's cost, and its aggregated fronts of each kind as minimisation points."""
+
+    fronts: dict[str, list[list[float]]]  # front kind → points
+
+
+class ModeTotals(TypedDict):
+    """One mode over the seeds: totals, union and mean hypervolumes; `compare` adds the ratios to full."""
+
+    epochs: float
+    seconds: float
+    screened_out: int
+    evaluations: int
+    hypervolume_archive: float
+    mean_run_hypervolume_archive: float
+    hypervolume_population: float
+    mean_run_hypervolume_population: float
+    epoch_reduction: NotRequired[float | None]
+    time_reduction: NotRequired[float | None]
+    hypervolume_ratio_archive: NotRequired[float]
+    hypervolume_ratio_population: NotRequired[float]
+    per_seed: NotRequired[list[SeedCost]]
+
+
+class ScreeningComparison(TypedDict):
+    """One problem's element of the JSON line."""
+
+    problem: str
+    features: dict[str, int]  # training rows and inputs
+    max_epochs: int
+    population: int
+    max_evaluations: int
+    seeds: int
+    modes: dict[str, ModeTotals]  # full, then each rule by name
+
+
 def run_one(
     config: ExperimentConfig, features: FeatureSet, evaluator: InProcessEvaluator, directory: Path
-) -> dict[str, Any]:
+) -> SeedRun:
     """One experiment (one seed, one mode) to the end; its cost and its fronts."""
     mask_length = config.head.mask_length(features.input_dim)
     started = time.perf_counter()
@@ -111,6 +159,7 @@ def run_one(
     seconds = time.perf_counter() - started
     fronts = pq.read_table(ResultsLayout(directory).front).to_pylist()
     aggregate = summary.aggregate
+    assert aggregate.epochs_trained is not None  # a fresh experiment's rows all carry their epochs
     return {
         "seconds": seconds,
         "epochs": aggregate.epochs_trained,
@@ -129,29 +178,36 @@ def run_one(
     }
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(runs: list[SeedRun]) -> ModeTotals:
     """Totals over seeds and the hypervolume of the non-dominated union of the seeds' fronts."""
-    result: dict[str, Any] = {
+    return {
         "epochs": float(sum(run["epochs"] for run in runs)),
         "seconds": round(sum(run["seconds"] for run in runs), 1),
         "screened_out": int(sum(run["screened_out"] for run in runs)),
         "evaluations": int(sum(run["evaluations"] for run in runs)),
+        "hypervolume_archive": _union_hypervolume(runs, FrontKind.ARCHIVE),
+        "mean_run_hypervolume_archive": float(np.mean([run["hypervolume_archive"] for run in runs])),
+        "hypervolume_population": _union_hypervolume(runs, FrontKind.POPULATION),
+        "mean_run_hypervolume_population": float(np.mean([run["hypervolume_population"] for run in runs])),
     }
-    for kind in (FrontKind.ARCHIVE, FrontKind.POPULATION):
-        points = np.array([point for run in runs for point in run["fronts"][kind]], dtype=np.float64)
-        union = points[pareto_mask(points)] if len(points) else points.reshape(0, 3)
-        result[f"hypervolume_{kind}"] = float(hypervolume(union))
-        result[f"mean_run_hypervolume_{kind}"] = float(np.mean([run[f"hypervolume_{kind}"] for run in runs]))
-    return result
 
 
-def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Path, log: Any) -> dict:
+def _union_hypervolume(runs: list[SeedRun], kind: FrontKind) -> float:
+    """The hypervolume of the non-dominated union of the runs' aggregated fronts of one kind."""
+    points = np.array([point for run in runs for point in run["fronts"][kind]], dtype=np.float64)
+    union = points[pareto_mask(points)] if len(points) else points.reshape(0, 3)
+    return float(hypervolume(union))
+
+
+def compare(
+    name: str, args: argparse.Namespace, rules: list[Rule], scratch: Path, log: Callable[[str], None]
+) -> ScreeningComparison:
     """Full protocol against every rule on one problem, over the seeds."""
     config, features = problem(name, args)
     from evoprune.workers.evaluation.evaluator import BatchedEvaluator  # TensorFlow/JAX: imported when used
 
     evaluator = InProcessEvaluator(BatchedEvaluator(features, config))
-    modes: dict[str, list[dict[str, Any]]] = {"full": []}
+    modes: dict[str, list[SeedRun]] = {"full": []}
     modes.update({rule.name: [] for rule in rules})
     for seed in range(args.seeds):
         for mode, screening in [("full", ScreeningConfig()), *((rule.name, rule.config()) for rule in rules)]:
@@ -169,9 +225,21 @@ def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Pat
     for mode, total in totals.items():
         total["epoch_reduction"] = full["epochs"] / total["epochs"] if total["epochs"] else None
         total["time_reduction"] = full["seconds"] / total["seconds"] if total["seconds"] else None
-        for kind in (FrontKind.ARCHIVE, FrontKind.POPULATION):
-            total[f"hypervolume_ratio_{kind}"] = total[f"hypervolume_{kind}"] / full[f"hypervolume_{kind}"]
-        total["per_seed"] = [{k: v for k, v in run.items() if k != "fronts"} for run in modes[mode]]
+        total["hypervolume_ratio_archive"] = total["hypervolume_archive"] / full["hypervolume_archive"]
+        total["hypervolume_ratio_population"] = (
+            total["hypervolume_population"] / full["hypervolume_population"]
+        )
+        total["per_seed"] = [
+            {
+                "seconds": run["seconds"],
+                "epochs": run["epochs"],
+                "screened_out": run["screened_out"],
+                "evaluations": run["evaluations"],
+                "hypervolume_archive": run["hypervolume_archive"],
+                "hypervolume_population": run["hypervolume_population"],
+            }
+            for run in modes[mode]
+        ]
     return {
         "problem": name,
         "features": {"train": len(features.folds[0].train), "inputs": features.input_dim},
@@ -183,7 +251,7 @@ def compare(name: str, args: argparse.Namespace, rules: list[Rule], scratch: Pat
     }
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[ScreeningComparison]) -> str:
     """The markdown rows BENCHMARKS.md shows."""
     lines = [
         "| problem | mode | epochs | fewer epochs | wall time | faster | screened out | HV ratio archive "

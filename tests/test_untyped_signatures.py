@@ -24,7 +24,7 @@ CEILINGS = {
     "workers/export": 4,
     "workers/features": 4,
     "shared": 12,
-    "benchmarks": 15,
+    "benchmarks": 2,
     "evoprune": 1,
 }
 
