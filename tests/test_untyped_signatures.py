@@ -17,7 +17,7 @@ CEILINGS = {
     "api/http": 9,
     "api/http/routes": 6,
     "coordinator": 9,
-    "coordinator/analysis": 15,
+    "coordinator/analysis": 11,
     "coordinator/results": 9,
     "coordinator/service": 6,
     "workers/evaluation": 4,

@@ -7,10 +7,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from evoprune.coordinator.analysis.ensembles import ENSEMBLE_SUMMARY_KEYS, ensemble_table
-from evoprune.coordinator.analysis.heatmaps import draw_heatmaps, head_owners
+from evoprune.coordinator.analysis.heatmaps import HeatmapsInfo, draw_heatmaps, head_owners
 from evoprune.coordinator.analysis.importance import neuron_importance
 from evoprune.coordinator.analysis.inputs import (
     AnalysisError,
@@ -37,6 +37,35 @@ DEFAULT_SAMPLES = 4
 Log = Callable[[str], None]
 
 
+class Reproduction(TypedDict):
+    """How closely the re-trained models reproduce the recorded objectives."""
+
+    models: int
+    exact: int  # models whose accuracy and AUROC equal the recorded ones
+    max_accuracy_difference: float
+    max_auroc_difference: float
+
+
+class AnalysisIndex(TypedDict):
+    """analysis/analysis.json: what was analysed, the headline findings, and every file written."""
+
+    format: str
+    version: int
+    experiment: str
+    created: str
+    mode: str
+    backbone: str
+    front: str
+    front_size: int
+    mask_length: int
+    reproduced: Reproduction
+    top: list[dict[str, Any]]  # rank, bit, label, count and frequency of each top neuron
+    heatmaps: HeatmapsInfo
+    ensembles: list[dict[str, Any]]  # `ENSEMBLE_SUMMARY_KEYS` of each ensemble row
+    artifacts: list[dict[str, str]]
+    seconds: float
+
+
 def analyze(
     results_dir: str | Path | ObjectPath,
     *,
@@ -45,7 +74,7 @@ def analyze(
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
     front: str = DEFAULT_KIND,
-) -> dict[str, Any]:
+) -> AnalysisIndex:
     """Run every analysis of a finished experiment and write them to results_dir/analysis/.
 
     The new analysis is written beside the old one and swapped in only when complete, so a failure
@@ -103,7 +132,7 @@ def analyze(
 
 def _write_all(
     inputs: ResultsInput, features: FeatureSet, out: Path, top: int, samples: int, say: Log, started: float
-) -> dict[str, Any]:
+) -> AnalysisIndex:
     """Every analysis written into `out`, then the index that lists them (last); returns the index."""
     from evoprune.workers.evaluation.retrain import retrain
 
@@ -128,7 +157,7 @@ def _write_all(
         artifact("ensembles.png", "member accuracy and AUROC per window, ensemble and best member marked"),
     ]
     artifacts.append(artifact(ANALYSIS_INDEX_NAME, "this index"))
-    index = {
+    index: AnalysisIndex = {
         "format": ANALYSIS_FORMAT,
         "version": ANALYSIS_VERSION,
         "experiment": config.name,
@@ -147,8 +176,9 @@ def _write_all(
             {key: row[key] for key in ENSEMBLE_SUMMARY_KEYS if key in row} for row in ensemble_rows
         ],
         "artifacts": artifacts,
+        # the time it all took, the index's own writing aside
+        "seconds": round(time.perf_counter() - started, 3),
     }
-    index["seconds"] = round(time.perf_counter() - started, 3)
     write_atomic(out / ANALYSIS_INDEX_NAME, json.dumps(index, indent=2))
     return index
 
@@ -183,7 +213,7 @@ def _with_slots(inputs: ResultsInput) -> list[EvaluationRecord]:
     return [{**row, "slot": index} for index, row in enumerate(inputs.evaluations)]
 
 
-def _reproduction(front: list[dict[str, Any]], models: list) -> dict[str, Any]:
+def _reproduction(front: list[dict[str, Any]], models: list) -> Reproduction:
     """How closely the re-trained models reproduce the recorded objectives (exactly, on the same stack)."""
     accuracy_gaps = [
         abs(row["accuracy"] - model.evaluation.accuracy) for row, model in zip(front, models, strict=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -21,6 +21,26 @@ PIXEL_IMPORTANCE_PNG = "pixel_importance.png"
 logger = logging.getLogger(__name__)
 
 
+class TopPixel(TypedDict):
+    """A top bit of the `pixels` backbone and the pixel it stands for."""
+
+    bit: int
+    row: int
+    column: int
+
+
+class HeatmapsInfo(TypedDict, total=False):
+    """The heatmaps' description in analysis.json: what was drawn and how, or why nothing was."""
+
+    images: int
+    split: str
+    skipped: str | None  # why no heatmap was drawn; None when they were
+    pixels: list[TopPixel]
+    method: str
+    layer: str  # the convolutional layer Grad-CAM used
+    columns: list[str]  # the neurons drawn, one per column
+
+
 def draw_heatmaps(
     inputs: ResultsInput,
     meanings: list[BitMeaning],
@@ -29,7 +49,7 @@ def draw_heatmaps(
     models: list[RetrainedModel],
     out_dir: Path,
     samples: int,
-) -> tuple[list[dict[str, str]], dict[str, Any]]:
+) -> tuple[list[dict[str, str]], HeatmapsInfo]:
     """Draw the heatmaps of the top bits on a few sample images of the dataset.
 
     A feature bit of a CNN backbone is channel k of its last convolutional block: Grad-CAM of that
@@ -66,7 +86,7 @@ def draw_heatmaps(
     row_labels = [_class_name(images.class_names, label) for label in images.labels]
     pixels = gradcam.is_pixels(config)
     written: list[dict[str, str]] = []
-    info: dict[str, Any] = {"images": len(images.images), "split": images.split, "skipped": None}
+    info: HeatmapsInfo = {"images": len(images.images), "split": images.split, "skipped": None}
     name = config.name
     if pixels and any(meanings[bit].position == 0 for bit in top):
         input_bits = [bit for bit in top if meanings[bit].position == 0]
