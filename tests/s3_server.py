@@ -29,14 +29,19 @@ def _free_port() -> int:
 
 
 @contextmanager
-def s3_server() -> Iterator[dict[str, str]]:
-    """Run moto's server on a free loopback port; yields the environment that points a client at it."""
+def s3_server(server_environment: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Run moto's server on a free loopback port; yields the environment that points a client at it.
+
+    `server_environment` adds to the server's own environment (`INITIAL_NO_AUTH_ACTION_COUNT=0`: it checks
+    credentials, and refuses ours at once).
+    """
     pytest.importorskip("moto.server", reason="the test extra's moto[server] is not installed")
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **(server_environment or {})},
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -24,6 +25,7 @@ from evoprune.coordinator.service.records import restore_lost_records
 from evoprune.shared.store import ExperimentRecord, Store, valid_experiment_id
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 # store calls from coroutines wait in their own threads, so a stalled store cannot take the request threads
 # that plain routes (and anything else FastAPI hands to a thread) need
 STORE_THREADS = 64
@@ -147,3 +149,22 @@ async def get_record(experiment_id: str, store: StoreDep, settings: SettingsDep)
 
 
 RecordDep = Annotated[ExperimentRecord, Depends(get_record)]
+
+
+def results_unreachable(record: ExperimentRecord, error: OSError) -> HTTPException:
+    """The answer when an experiment's results cannot be read now: object storage out of reach, a disk error.
+
+    Args:
+        record: the experiment.
+        error: what reading raised; logged, not told (it names the server's endpoint or paths).
+
+    Returns:
+        A 503 to raise.
+
+    """
+    log.error("cannot read the results of experiment %s: %s", record.id, error)
+    return HTTPException(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"the results of experiment {record.id} cannot be read now (their storage did not answer); "
+        "try again later",
+    )

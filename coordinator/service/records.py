@@ -120,7 +120,7 @@ def restore_lost_records(store: Store, spec: StoreSpec, only: str | None = None)
     restored = []
     for folder in folders:
         path = ResultsLayout(folder).record_copy
-        if not path.is_file() or store.get(folder.name) is not None:
+        if not _has_copy(folder) or store.get(folder.name) is not None:
             continue
         try:
             state = read_sealed_json(path)  # a copy written before seals is read as it is
@@ -155,17 +155,31 @@ def lost_record_ids(known: set[str], spec: StoreSpec) -> list[str]:
     return [
         folder.name
         for folder in _folders(spec.results_root)
-        if folder.name not in known
-        and valid_experiment_id(folder.name)
-        and ResultsLayout(folder).record_copy.is_file()
+        if folder.name not in known and valid_experiment_id(folder.name) and _has_copy(folder)
     ]
+
+
+# The results root may be out of reach (object storage down, a wrong endpoint): the store's own records still
+# answer, and the copies are looked for again at the next listing.
 
 
 def _folders(root: StoragePath) -> list[StoragePath]:
     # one listing; on object storage a missing prefix lists nothing, so no separate existence check
-    if isinstance(root, Path) and not root.is_dir():
+    try:
+        if isinstance(root, Path) and not root.is_dir():
+            return []
+        return sorted(root.iterdir(), key=str)
+    except OSError as error:
+        log.warning("cannot list the results root %s: %s", root, error)
         return []
-    return sorted(root.iterdir(), key=str)
+
+
+def _has_copy(folder: StoragePath) -> bool:
+    try:
+        return ResultsLayout(folder).record_copy.is_file()
+    except OSError as error:
+        log.warning("cannot look for a record copy in %s: %s", folder, error)
+        return False
 
 
 def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool:

@@ -13,7 +13,13 @@ from fastapi import Path as PathParameter
 from fastapi.responses import StreamingResponse
 
 from evoprune.api.allowed_paths import reached_without_links
-from evoprune.api.http.deps import PROTECTED_RESPONSES, Authorized, LauncherDep, RecordDep
+from evoprune.api.http.deps import (
+    PROTECTED_RESPONSES,
+    Authorized,
+    LauncherDep,
+    RecordDep,
+    results_unreachable,
+)
 from evoprune.api.http.schemas import (
     AnalysisCreate,
     AnalysisPublic,
@@ -78,13 +84,24 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
     exported model with its report (export-NAME.keras, export-NAME.json) once exported. Poll it
     while `analysis.status` is `running`.
     """
-    state = current_analysis(record, launcher)
-    entries = _reachable(record, list_artifacts(storage_path(record.results_dir)))
+    try:
+        state = current_analysis(record, launcher)
+    except OSError as error:
+        raise results_unreachable(record, error) from None
+    entries = _listed_files(record)
     return ArtifactList(
         experiment_id=record.id,
         analysis=AnalysisPublic.of(state),
         artifacts=[_public(request, record, entry) for entry in entries],
     )
+
+
+def _listed_files(record: ExperimentRecord) -> list[dict[str, Any]]:
+    """The files `list_artifacts` finds that the API may serve; 503 when their storage does not answer."""
+    try:
+        return _reachable(record, list_artifacts(storage_path(record.results_dir)))
+    except OSError as error:
+        raise results_unreachable(record, error) from None
 
 
 def _reachable(record: ExperimentRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,10 +138,12 @@ def get_artifact(
     name: Annotated[str, PathParameter(max_length=MAX_NAME_LENGTH, description="a name from the list")],
 ) -> Response:
     """One file of the experiment, by a name that `GET /experiments/{id}/artifacts` lists."""
-    entries = _reachable(record, list_artifacts(storage_path(record.results_dir)))
-    listed = {entry["name"]: entry for entry in entries}
+    listed = {entry["name"]: entry for entry in _listed_files(record)}
     entry = listed.get(name)
-    content = _open(entry["path"]) if entry is not None else None
+    try:
+        content = _open(entry["path"]) if entry is not None else None
+    except OSError as error:
+        raise results_unreachable(record, error) from None
     if entry is None or content is None:
         available = ", ".join(sorted(listed)) or "none yet"
         raise HTTPException(
@@ -157,7 +176,12 @@ def get_artifact(
 
 
 def _open(location: str) -> bytes | BinaryIO | None:
-    """A listed file's content: an object read whole, or a local file opened; None when it is gone."""
+    """A listed file's content: an object read whole, or a local file opened; None when it is gone.
+
+    Raises:
+        OSError: the object storage did not answer.
+
+    """
     path = storage_path(location)
     try:
         if isinstance(path, ObjectPath):
@@ -165,7 +189,11 @@ def _open(location: str) -> bytes | BinaryIO | None:
             return path.read_bytes()
         # opened here: a new analysis may replace the folder meanwhile, and an open file stays readable
         return open(path, "rb")  # closed by _chunks, or read at once
+    except FileNotFoundError:
+        return None
     except OSError:
+        if isinstance(path, ObjectPath):
+            raise
         return None
 
 
@@ -203,7 +231,7 @@ def start_analysis(
 def _export_public(request: Request, record: ExperimentRecord, state: ExportState) -> ExportPublic:
     urls = {
         entry["name"]: request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
-        for entry in list_artifacts(storage_path(record.results_dir))
+        for entry in _listed_files(record)
         if entry["source"] == "export"
     }
     return ExportPublic.of(state, urls)

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, 
 from fastapi.responses import StreamingResponse
 
 from evoprune.api.http._sse import EventStream
-from evoprune.api.http.deps import PROTECTED_RESPONSES, Authorized, RecordDep, ResponsesDep, StoreDep
+from evoprune.api.http.deps import (
+    PROTECTED_RESPONSES,
+    Authorized,
+    RecordDep,
+    ResponsesDep,
+    StoreDep,
+    results_unreachable,
+)
 from evoprune.api.http.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from evoprune.coordinator.results.layout import results_layout
 from evoprune.coordinator.results.writer import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
@@ -105,20 +112,23 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
         truth), from the event stream while it runs.
 
     Raises:
-        HTTPException: 500 naming the file when evaluations.parquet is damaged.
+        HTTPException: 500 naming the file when evaluations.parquet is damaged; 503 when it cannot be read
+            now (its object storage did not answer).
 
     """
     path = results_layout(record.results_dir).evaluations
-    if record.terminal and path.exists():
-        try:
+    try:
+        if record.terminal and path.exists():
             return read_verified_parquet(path).to_pylist()
-        except CorruptFileError as error:
-            raise HTTPException(
-                status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-                # the client is told the file's name, not the server's path
-                detail=f"experiment {record.id}: {str(error).replace(str(path), path.name)}; "
-                "restore it from a backup or run the experiment again",
-            ) from None
+    except CorruptFileError as error:
+        raise HTTPException(
+            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+            # the client is told the file's name, not the server's path
+            detail=f"experiment {record.id}: {str(error).replace(str(path), path.name)}; "
+            "restore it from a backup or run the experiment again",
+        ) from None
+    except OSError as error:
+        raise results_unreachable(record, error) from None
     return _from_events(store, record)
 
 

@@ -220,3 +220,35 @@ def test_an_analysis_over_http_reads_and_writes_object_storage(tmp_path, bucket,
             )
         # nothing went to a local folder named after the URI
         assert not (tmp_path / "s3:").exists() and not list(tmp_path.rglob("*-status.json"))
+
+
+def test_results_out_of_reach_answer_503_and_the_list_still_answers(tmp_path, monkeypatch):
+    # a real server that refuses our credentials at once: the results storage is out of reach, not the store
+    with s3_server.s3_server({"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as environment:
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        root = "s3://refused/results"
+        with app_client(tmp_path, root) as client:
+            experiment_id = "0123456789abcdef"
+            record = ExperimentRecord(
+                id=experiment_id,
+                name="x",
+                config={},
+                results_dir=f"{root}/{experiment_id}",
+                status="succeeded",
+            )
+            client.app.state.store.create(record)
+            listed = client.get("/experiments")
+            assert listed.status_code == 200 and [e["id"] for e in listed.json()["experiments"]] == [
+                experiment_id
+            ]
+            base = f"/experiments/{experiment_id}"
+            for path in (f"{base}/artifacts", f"{base}/artifacts/summary.json", f"{base}/evaluations"):
+                answer = client.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                detail = answer.json()["detail"]
+                assert detail.startswith(f"the results of experiment {experiment_id} cannot be read now"), (
+                    detail
+                )
+                assert "127.0.0.1" not in detail
+            assert client.get("/experiments/fedcba9876543210").status_code == 404
