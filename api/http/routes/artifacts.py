@@ -224,6 +224,8 @@ def start_analysis(
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     except JobUnavailableError as error:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
+    except OSError as error:  # the checks read the results: their storage did not answer
+        raise results_unreachable(record, error) from None
     response.headers["Location"] = f"/experiments/{record.id}/artifacts"
     return AnalysisPublic.of(state)
 
@@ -284,6 +286,8 @@ def start_export(
         raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(error)) from None
     except JobUnavailableError as error:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from None
+    except OSError as error:
+        raise results_unreachable(record, error) from None
     response.headers["Location"] = f"/experiments/{record.id}/exports"
     return _export_public(request, record, state)
 

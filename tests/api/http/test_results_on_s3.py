@@ -251,4 +251,6 @@ def test_results_out_of_reach_answer_503_and_the_list_still_answers(tmp_path, mo
                     detail
                 )
                 assert "127.0.0.1" not in detail
+            answer = client.post(f"{base}/analysis", json={})
+            assert answer.status_code == 503 and "cannot be read now" in answer.json()["detail"], answer.text
             assert client.get("/experiments/fedcba9876543210").status_code == 404
