@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from evoprune.shared.storage import ObjectPath, storage_path
 from evoprune.shared.store import ExperimentRecord, Store
 from evoprune.shared.store_local import LocalStore
 from tests import s3_server
-from tests.api.conftest import TINY_CONFIG
+from tests.api.conftest import TINY_CONFIG, redis_url
 from tests.coordinator.fakes import FakeProblem, fake_feature_set
 
 pytestmark = pytest.mark.s3
@@ -84,10 +85,27 @@ class ThreadLauncher(Launcher):
         return self.alive(f"{kind.noun}-{experiment_id}")
 
 
-def app_client(tmp_path, results_root: str, real: bool = False) -> TestClient:
+def app_client(tmp_path, results_root: str, real: bool = False, store: Store | None = None) -> TestClient:
     settings = Settings(data_dir=tmp_path / "data", results_root=results_root, recover_on_start=False)
-    store = LocalStore(settings.data_dir)
+    store = store if store is not None else LocalStore(settings.data_dir)
     return TestClient(create_app(settings, store, ThreadLauncher(settings, store, real)))
+
+
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
+def stores(request, tmp_path):
+    """Two stores of one kind: the service's, and one that has lost every record (Redis restarted empty)."""
+    if request.param == "local":
+        yield LocalStore(tmp_path / "data"), LocalStore(tmp_path / "other")
+        return
+    from evoprune.shared.store_redis import RedisStore
+
+    opened = [RedisStore(redis_url(), prefix=f"evoprune-test-{uuid.uuid4().hex}") for _ in range(2)]
+    try:
+        yield tuple(opened)
+    finally:
+        for store in opened:
+            store.delete_all()
+            store.close()
 
 
 def wait_ended(client: TestClient, experiment_id: str) -> dict:
@@ -101,10 +119,10 @@ def wait_ended(client: TestClient, experiment_id: str) -> dict:
     raise AssertionError(f"experiment {experiment_id} did not end within {WAIT_S} s")
 
 
-def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bucket, monkeypatch):
+def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bucket, monkeypatch, stores):
     monkeypatch.chdir(tmp_path)  # a URI taken for a local path would be written under it
     root = f"s3://{bucket}/service/results"
-    with app_client(tmp_path, root) as client:
+    with app_client(tmp_path, root, store=stores[0]) as client:
         answer = client.post("/experiments", json={"config": TINY_CONFIG})
         assert answer.status_code == 201, answer.text
         experiment_id = answer.json()["id"]
@@ -161,7 +179,7 @@ def test_results_go_to_object_storage_are_served_from_it_and_purged(tmp_path, bu
         assert refused.status_code == 500 and "hypervolume.png" in refused.json()["detail"]
 
         # a service whose store lost every record gets this one back from the copy on object storage
-        with app_client(tmp_path / "other", root) as other:
+        with app_client(tmp_path / "other", root, store=stores[1]) as other:
             restored = other.get("/experiments").json()["experiments"]
             assert [entry["id"] for entry in restored] == [experiment_id]
             assert other.get(f"/experiments/{experiment_id}").json()["status"] == "succeeded"
