@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -37,17 +37,60 @@ from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask
 from evoprune.shared.storage import ObjectPath, StoragePath
 from evoprune.workers.analysis.windows import window_bounds, window_members
+from evoprune.workers.evaluation.ensemble_scores import COMBINES, MEAN, VOTE
 from evoprune.workers.export.build import MODEL_SUFFIX
+from evoprune.workers.export.ensemble import EnsembleMeasured, Member
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
-# as workers.analysis.ensembles.COMBINES (that module imports TensorFlow; a request is checked without it)
-COMBINES = ("mean", "vote")
-DEFAULT_COMBINE = "mean"
+DEFAULT_COMBINE = MEAN
 WINDOW_PATTERN = re.compile(r"^\s*(\d{1,3})\s*-\s*(\d{1,3})\s*$")
 ANALYSIS_ENSEMBLES = "ensembles.parquet"
 # the analysis's column that each combination reproduces
-ANALYSIS_COLUMN = {"mean": "softmax_accuracy", "vote": "accuracy"}
+ANALYSIS_COLUMN = {MEAN: "softmax_accuracy", VOTE: "accuracy"}
+
+
+class AnalysisFigure(TypedDict):
+    """The analysis's accuracy of an ensemble of the same members (analysis/ensembles.parquet)."""
+
+    file: str
+    window: list[int]
+    column: str  # softmax_accuracy (mean) or accuracy (vote)
+    accuracy: float
+    comparable: bool  # False for k folds: the analysis's figure is a mean over folds
+    reproduced: NotRequired[bool]  # whether the exported file scores it exactly
+
+
+class MemberEntry(TypedDict):
+    """One member in export.json."""
+
+    mask: str
+    active_bits: int
+    objectives: dict[str, float]
+
+
+class EnsembleObjectives(TypedDict):
+    """The ensemble's own scores: accuracy on fold 0's fitness split, AUROC of the file's outputs."""
+
+    accuracy: float
+    auroc: float | None
+
+
+class EnsembleReport(EnsembleMeasured):
+    """export.json of an ensemble."""
+
+    format: str
+    version: int
+    experiment: str
+    results_dir: str
+    created: str
+    model: str
+    pick: dict[str, Any]  # how the members were chosen (EnsembleChoice.description) and `rule` ensemble
+    members: list[MemberEntry]
+    mask_length: int
+    objectives: EnsembleObjectives
+    analysis: AnalysisFigure | None
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -155,9 +198,11 @@ def choose_ensemble(
         except ExportError as error:
             raise ExportError(str(error), "ensemble_masks") from None
     digest = hashlib.sha256(",".join(sorted(texts)).encode()).hexdigest()[:12]
-    name = f"ensemble-{combine}-masks-{digest}"
+    masks_chosen = np.stack([decode_mask(row["mask"], inputs.mask_length) for row in rows])
     description = {"members_from": "masks", "combine": combine}
-    return inputs, _choice(inputs, rows, combine, description, name)
+    return inputs, EnsembleChoice(
+        masks_chosen, rows, combine, description, f"ensemble-{combine}-masks-{digest}"
+    )
 
 
 def _window_choice(inputs: ResultsInput, bounds: tuple[int, int], combine: str, kind: str) -> EnsembleChoice:
@@ -179,14 +224,9 @@ def _window_choice(inputs: ResultsInput, bounds: tuple[int, int], combine: str, 
         "front_size": len(accuracies),
     }
     name = f"ensemble-{combine}-{bounds[0]}-{bounds[1]}"
-    return _choice(inputs, [dict(inputs.aggregate[m]) for m in members], combine, description, name)
-
-
-def _choice(
-    inputs: ResultsInput, rows: list[dict[str, Any]], combine: str, description: dict[str, Any], name: str
-) -> EnsembleChoice:
-    masks = np.stack([decode_mask(row["mask"], inputs.mask_length) for row in rows])
-    return EnsembleChoice(masks, rows, combine, description, name)
+    return EnsembleChoice(
+        inputs.masks[members], [dict(inputs.aggregate[m]) for m in members], combine, description, name
+    )
 
 
 def export_ensemble(
@@ -201,7 +241,7 @@ def export_ensemble(
     log: Log | None = None,
     formats: Sequence[str] | str | None = None,
     quantize: str | None = None,
-) -> dict[str, Any]:
+) -> EnsembleReport:
     """Export an ensemble of front members as one Keras model (and other formats) and check it.
 
     The members are re-trained from their masks (their objectives equal the recorded ones exactly), put
@@ -259,7 +299,7 @@ def export_ensemble(
             inputs.config,
             feature_set,
             choice.masks,
-            choice.rows,
+            [Member(row["mask"], row["accuracy"], row["auroc"]) for row in choice.rows],
             target,
             EXPORTED_FOLD,
             say,
@@ -272,40 +312,41 @@ def export_ensemble(
         raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
     if analysis is not None and analysis["comparable"]:
         analysis["reproduced"] = measured["check"]["exported_accuracy"] == analysis["accuracy"]
-    report = {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "experiment": inputs.config.name,
-        "results_dir": str(inputs.results_dir),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": str(target),
-        "pick": {"rule": "ensemble", **choice.description},
-        "members": [
-            {
-                "mask": row["mask"],
-                "active_bits": int(np.count_nonzero(bits)),
-                "objectives": {
-                    key: row[key]
-                    for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
-                    if row.get(key) is not None
-                },
-            }
-            for row, bits in zip(choice.rows, choice.masks, strict=True)
-        ],
-        "mask_length": int(choice.masks.shape[1]),
-        "objectives": {
-            "accuracy": measured["ensemble"]["accuracy"],
-            "auroc": measured["formats"]["keras"]["auroc"],
-        },
-        "analysis": analysis,
+    members = [
+        MemberEntry(
+            mask=row["mask"],
+            active_bits=int(np.count_nonzero(bits)),
+            objectives={
+                key: row[key]
+                for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
+                if row.get(key) is not None
+            },
+        )
+        for row, bits in zip(choice.rows, choice.masks, strict=True)
+    ]
+    report = EnsembleReport(
+        format=EXPORT_FORMAT,
+        version=EXPORT_VERSION,
+        experiment=inputs.config.name,
+        results_dir=str(inputs.results_dir),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        model=str(target),
+        pick={"rule": "ensemble", **choice.description},
+        members=members,
+        mask_length=int(choice.masks.shape[1]),
+        objectives=EnsembleObjectives(
+            accuracy=measured["ensemble"]["accuracy"], auroc=measured["formats"]["keras"]["auroc"]
+        ),
+        analysis=analysis,
+        seconds=0.0,
         **measured,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    )
+    report["seconds"] = round(time.perf_counter() - started, 3)
     write_atomic(target.parent / REPORT_NAME, json.dumps(report, indent=2))
     return report
 
 
-def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> dict[str, Any] | None:
+def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> AnalysisFigure | None:
     """The analysis's accuracy for an ensemble of the same members, if the analysis has scored one.
 
     Args:
@@ -330,13 +371,13 @@ def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> di
     members = sorted(row["mask"] for row in choice.rows)
     for row in table.to_pylist():
         if sorted(row["member_masks"] or []) == members and row[column] is not None:
-            return {
-                "file": f"{ANALYSIS_DIR}/{ANALYSIS_ENSEMBLES}",
-                "window": [row["window_lower"], row["window_upper"]],
-                "column": column,
-                "accuracy": row[column],
-                "comparable": folds == 1,
-            }
+            return AnalysisFigure(
+                file=f"{ANALYSIS_DIR}/{ANALYSIS_ENSEMBLES}",
+                window=[row["window_lower"], row["window_upper"]],
+                column=column,
+                accuracy=row[column],
+                comparable=folds == 1,
+            )
     return None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evoprune.api.cli.commands import COMMANDS
-from evoprune.coordinator.export_ensemble import COMBINES, DEFAULT_COMBINE
+from evoprune.coordinator.export_ensemble import COMBINES, DEFAULT_COMBINE, EnsembleReport
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
 from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS, FormatEntry
@@ -145,7 +145,7 @@ def export_command(args: argparse.Namespace) -> int:
 
     try:
         if ensemble:
-            report = export_ensemble(
+            written = export_ensemble(
                 Path(args.directory),
                 window=args.ensemble,
                 masks=args.ensemble_masks,
@@ -156,6 +156,7 @@ def export_command(args: argparse.Namespace) -> int:
                 formats=args.formats,
                 quantize=args.quantize,
             )
+            shown = json.dumps(written, indent=2) if args.json else ensemble_summary_lines(written)
         else:
             report = export_model(
                 Path(args.directory),
@@ -169,14 +170,12 @@ def export_command(args: argparse.Namespace) -> int:
                 formats=args.formats,
                 quantize=args.quantize,
             )
+            shown = json.dumps(report, indent=2) if args.json else summary_lines(report)
     except ExportError as error:
         return _error(str(error), EXIT_BAD_INPUT)
     except ExportMismatchError as error:
         return _error(str(error), EXIT_FAILED)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(ensemble_summary_lines(report) if ensemble else summary_lines(report))
+    print(shown)
     return 0
 
 
@@ -214,7 +213,7 @@ def summary_lines(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ensemble_summary_lines(report: dict[str, Any]) -> str:
+def ensemble_summary_lines(report: EnsembleReport) -> str:
     """A short account of an ensemble export: members, files with sizes and scores, the report's path."""
     pick = report["pick"]
     check = report["check"]

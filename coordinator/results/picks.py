@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -82,7 +82,15 @@ def has_kinds(rows: FrontRecords) -> bool:
     return any(row.kind is not None for row in _typed(rows))
 
 
-def feasible_first(rows: Sequence[FrontRow]) -> tuple[list[FrontRow], dict[str, Any] | None]:
+class FeasibilityNote(TypedDict):
+    """Which members a pick of a constrained front chose among (export.json's `pick.constraints`)."""
+
+    feasible: int  # how many of the front's members keep to search.constraints
+    front_size: int
+    picked_from: str  # "feasible", or "all: no member is feasible"
+
+
+def feasible_first(rows: Sequence[FrontRow]) -> tuple[list[FrontRow], FeasibilityNote | None]:
     """The rows a pick chooses among: the feasible ones when the search had constraints and any is.
 
     A front of a constrained search also holds the infeasible masks that bound its feasible ones
@@ -101,12 +109,11 @@ def feasible_first(rows: Sequence[FrontRow]) -> tuple[list[FrontRow], dict[str, 
     if not rows or all(row.feasible is None for row in rows):
         return list(rows), None
     feasible = [row for row in rows if row.feasible]
-    note: dict[str, Any] = {"feasible": len(feasible), "front_size": len(rows)}
     if not feasible:
-        note["picked_from"] = "all: no member is feasible"
-        return list(rows), note
-    note["picked_from"] = "feasible"
-    return feasible, note
+        return list(rows), FeasibilityNote(
+            feasible=0, front_size=len(rows), picked_from="all: no member is feasible"
+        )
+    return feasible, FeasibilityNote(feasible=len(feasible), front_size=len(rows), picked_from="feasible")
 
 
 def _typed(rows: FrontRecords) -> list[FrontRow]:

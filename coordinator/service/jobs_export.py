@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from evoprune.coordinator.export import ExportError, checked_formats, choose, export_name
 from evoprune.coordinator.export_ensemble import DEFAULT_COMBINE, choose_ensemble, ensemble_name
@@ -24,6 +24,29 @@ class ExportInvalidError(Exception):
     def __init__(self, message: str, field: str | None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SingleOptions(TypedDict):
+    """A one-member export's options, as `coordinator.export.export_model` takes them."""
+
+    mask: str | None
+    rule: str | None
+    min_accuracy: float | None
+    run: int
+    kind: str
+    formats: tuple[str, ...]
+    quantize: str | None
+
+
+class EnsembleOptions(TypedDict):
+    """An ensemble export's options, as `coordinator.export_ensemble.export_ensemble` takes them."""
+
+    window: str | None
+    masks: list[str] | None
+    combine: str
+    kind: str
+    formats: tuple[str, ...]
+    quantize: str | None
 
 
 @dataclass(frozen=True)
@@ -46,28 +69,28 @@ class ExportRequest:
         """Whether the request is for an ensemble rather than one member."""
         return self.ensemble is not None or self.ensemble_masks is not None
 
-    def single(self) -> dict[str, Any]:
-        """The options of a one-member export, as `coordinator.export.export_model` takes them."""
-        return {
-            "mask": self.mask,
-            "rule": self.rule,
-            "min_accuracy": self.min_accuracy,
-            "run": self.run,
-            "kind": self.kind,
-            "formats": self.formats,
-            "quantize": self.quantize,
-        }
+    def single(self) -> SingleOptions:
+        """The options of a one-member export."""
+        return SingleOptions(
+            mask=self.mask,
+            rule=self.rule,
+            min_accuracy=self.min_accuracy,
+            run=self.run,
+            kind=self.kind,
+            formats=self.formats,
+            quantize=self.quantize,
+        )
 
-    def of_ensemble(self) -> dict[str, Any]:
-        """The options of an ensemble export, as `coordinator.export_ensemble.export_ensemble` takes them."""
-        return {
-            "window": self.ensemble,
-            "masks": None if self.ensemble_masks is None else list(self.ensemble_masks),
-            "combine": self.combine,
-            "kind": self.kind,
-            "formats": self.formats,
-            "quantize": self.quantize,
-        }
+    def of_ensemble(self) -> EnsembleOptions:
+        """The options of an ensemble export."""
+        return EnsembleOptions(
+            window=self.ensemble,
+            masks=None if self.ensemble_masks is None else list(self.ensemble_masks),
+            combine=self.combine,
+            kind=self.kind,
+            formats=self.formats,
+            quantize=self.quantize,
+        )
 
 
 @dataclass(frozen=True)
@@ -131,10 +154,11 @@ def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
 
     request = spec.request()
     if request.is_ensemble:
-        written = export_ensemble(Path(spec.results_dir), **request.of_ensemble(), log=log)
-    else:
-        written = export_model(Path(spec.results_dir), **request.single(), log=log)
-    # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
+        ensemble = export_ensemble(Path(spec.results_dir), **request.of_ensemble(), log=log)
+        # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
+        scores = {key: value for key, value in ensemble["objectives"].items() if value is not None}
+        return {"objectives": scores, "mask": None}
+    written = export_model(Path(spec.results_dir), **request.single(), log=log)
     return {"objectives": written.get("objectives"), "mask": written.get("mask")}
 
 
@@ -185,17 +209,24 @@ def request_export(record: ExperimentRecord, launcher: Launcher, request: Export
             # refused here, before the actor starts: an unknown format, or one this server cannot write
             options["formats"] = checked_formats(options["formats"], options["quantize"])
             if request.is_ensemble:
-                chosen = request.of_ensemble()
-                del chosen["formats"], chosen["quantize"]
-                _, members = choose_ensemble(results_dir, **chosen)
-                name = ensemble_name(members)
+                members = request.of_ensemble()
+                _, ensemble = choose_ensemble(
+                    results_dir,
+                    window=members["window"],
+                    masks=members["masks"],
+                    combine=members["combine"],
+                    kind=members["kind"],
+                )
+                name = ensemble_name(ensemble)
             else:
-                picked = {
-                    key: value
-                    for key, value in request.single().items()
-                    if key not in ("formats", "quantize")
-                }
-                _, choice = choose(results_dir, **picked)
+                _, choice = choose(
+                    results_dir,
+                    mask=request.mask,
+                    rule=request.rule,
+                    min_accuracy=request.min_accuracy,
+                    run=request.run,
+                    kind=request.kind,
+                )
                 name = export_name(choice)
         except ExportError as error:
             raise ExportInvalidError(" ".join(str(error).split()), error.field) from None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from evoprune.workers.evaluation.head_layout import head_shape
 from evoprune.workers.export._check import ExportMismatchError, compare_predictions, probability_auroc
 from evoprune.workers.export._deploy import Reference, deploy, expected_names
 from evoprune.workers.export.build import FOLD_REASON, PREDICT_BATCH, _publish, _samples
-from evoprune.workers.export.formats import KERAS
+from evoprune.workers.export.formats import KERAS, DeployReport
 from evoprune.workers.export.inputs import raw_inputs
 from evoprune.workers.export.model import ensemble_model, head_cost, pruned_widths
 from evoprune.workers.features.feature_set import FeatureSet
@@ -24,11 +25,83 @@ from evoprune.workers.features.feature_set import FeatureSet
 _TINY = float(np.finfo(np.float32).tiny)
 
 
+@dataclass(frozen=True)
+class Member:
+    """One member of an ensemble: its mask and the objectives the search recorded for it."""
+
+    mask: str  # hex
+    accuracy: float
+    auroc: float
+
+
+class InputInfo(TypedDict):
+    """What the exported model reads."""
+
+    kind: str  # images or features
+    shape: list[int]
+    pixel_max: float | None
+
+
+class FoldInfo(TypedDict):
+    """The fold whose heads are exported, of how many, and why that one."""
+
+    exported: int
+    folds: int
+    why: str
+
+
+class EnsembleScores(TypedDict):
+    """The ensemble's scores on the exported fold, from its heads' logits (evaluation.ensemble_scores)."""
+
+    combine: str
+    accuracy: float  # of the combination exported
+    vote_accuracy: float
+    mean_softmax_accuracy: float
+    analysis_auroc: float  # the members' ODIN scores averaged, as the analysis scores an ensemble
+    analysis_auroc_note: str
+
+
+class BeforeAfter(TypedDict):
+    """A count for every head unpruned and pruned."""
+
+    before: int
+    after: int
+
+
+class HeadWidths(TypedDict):
+    """The unpruned head's widths, and each member's pruned ones."""
+
+    before: list[int]
+    after: list[list[int]]
+
+
+class HeadsSize(TypedDict):
+    """Parameters and FLOPs per image of all the ensemble's heads together."""
+
+    widths: HeadWidths
+    parameters: BeforeAfter
+    flops: BeforeAfter
+    flops_note: str
+
+
+class EnsembleMeasured(DeployReport):
+    """The measured part of an ensemble's export.json."""
+
+    input: InputInfo
+    backbone: str
+    mode: str
+    fold: FoldInfo
+    check: dict[str, Any]  # workers.export._check.compare_predictions's, with the split and combination
+    ensemble: EnsembleScores
+    head: HeadsSize
+    model_parameters: int
+
+
 def build_and_check_ensemble(
     config: ExperimentConfig,
     feature_set: FeatureSet,
     masks: np.ndarray,
-    recorded: Sequence[Mapping[str, Any]],
+    recorded: Sequence[Member],
     target: Path,
     fold: int,
     say: Callable[[str], None],
@@ -36,10 +109,10 @@ def build_and_check_ensemble(
     formats: Sequence[str] = (KERAS,),
     quantize: str | None = None,
     analysis_accuracy: float | None = None,
-) -> dict[str, Any]:
+) -> EnsembleMeasured:
     """Re-train every member, write the ensemble model of one fold to `target`, reload it and compare.
 
-    The expected outputs are computed from the re-trained heads' logits by workers.analysis.ensembles
+    The expected outputs are computed from the re-trained heads' logits by workers.evaluation.ensemble_scores
     (`combined_outputs`), as the analysis scores its ensembles; the reloaded file must give the same
     prediction on every sample, float rounding aside only at near-ties, as a single export must.
 
@@ -47,7 +120,7 @@ def build_and_check_ensemble(
         config: the experiment.
         feature_set: its features.
         masks: (P, L) the members' masks (bools).
-        recorded: per member its recorded objectives (`accuracy`, `auroc`).
+        recorded: per member its mask and recorded objectives, in `masks` order.
         target: the `.keras` file; it and the other formats' files appear once every check has passed.
         fold: the fold whose heads are exported.
         say: progress lines.
@@ -68,7 +141,11 @@ def build_and_check_ensemble(
     """
     import keras
 
-    from evoprune.workers.analysis.ensembles import combined_accuracy, combined_outputs, ensemble_objectives
+    from evoprune.workers.evaluation.ensemble_scores import (
+        combined_accuracy,
+        combined_outputs,
+        ensemble_objectives,
+    )
     from evoprune.workers.evaluation.retrain import retrain
     from evoprune.workers.features.assemble import fitness_rows
 
@@ -77,10 +154,10 @@ def build_and_check_ensemble(
     models = retrain(feature_set, config, masks, keep_weights=True)
     for model, row in zip(models, recorded, strict=True):
         retrained = model.evaluation
-        if (retrained.accuracy, retrained.auroc) != (row["accuracy"], row["auroc"]):
+        if (retrained.accuracy, retrained.auroc) != (row.accuracy, row.auroc):
             raise ExportMismatchError(
-                f"re-training member {row['mask'][:24]}… gives accuracy {retrained.accuracy!r} and AUROC "
-                f"{retrained.auroc!r}, but the search recorded {row['accuracy']!r} and {row['auroc']!r}: "
+                f"re-training member {row.mask[:24]}… gives accuracy {retrained.accuracy!r} and AUROC "
+                f"{retrained.auroc!r}, but the search recorded {row.accuracy!r} and {row.auroc!r}: "
                 "the protocol or the software changed since the experiment ran"
             )
     outputs = [model.folds[fold] for model in models]
@@ -145,32 +222,35 @@ def build_and_check_ensemble(
         shutil.rmtree(staging, ignore_errors=True)
     before = head_cost((*shape.widths, shape.num_classes), shape.hidden_bias)
     after = [head_cost(pruned_widths(shape, member.kept), shape.hidden_bias) for member in outputs]
-    return {
-        "input": {"kind": raw.kind, "shape": list(raw.sample_shape), "pixel_max": raw.pixel_max},
-        "backbone": config.backbone.name,
-        "mode": config.head.mode,
-        "fold": {"exported": fold, "folds": len(feature_set.folds), "why": FOLD_REASON},
-        "check": check,
-        "ensemble": {
-            "combine": combine,
-            # the fold's figures as workers.analysis.ensembles computes them from the heads' logits
-            "accuracy": ensemble_accuracy,
-            "vote_accuracy": vote_accuracy,
-            "mean_softmax_accuracy": combined_accuracy(logits, split.labels, "mean"),
-            "analysis_auroc": analysis_auroc,
-            "analysis_auroc_note": "the analysis's ensemble AUROC: the members' ODIN scores averaged, "
-            "which a model outputting combined probabilities cannot give; `formats` holds the AUROC of "
-            "the file's own outputs",
-        },
-        "head": {
-            "widths": {"before": list(before.widths), "after": [list(cost.widths) for cost in after]},
-            "parameters": {
-                "before": before.parameters * len(after),
-                "after": sum(cost.parameters for cost in after),
-            },
-            "flops": {"before": before.flops * len(after), "after": sum(cost.flops for cost in after)},
-            "flops_note": "per image, all heads together: 2 per kernel weight, 1 per bias",
-        },
-        "model_parameters": int(built.count_params()),
-        **deployed,
-    }
+    measured = EnsembleMeasured(
+        formats=deployed["formats"],
+        quantize=deployed["quantize"],
+        converter=deployed["converter"],
+        input=InputInfo(kind=raw.kind, shape=list(raw.sample_shape), pixel_max=raw.pixel_max),
+        backbone=config.backbone.name,
+        mode=config.head.mode,
+        fold=FoldInfo(exported=fold, folds=len(feature_set.folds), why=FOLD_REASON),
+        check=check,
+        ensemble=EnsembleScores(
+            combine=combine,
+            accuracy=ensemble_accuracy,
+            vote_accuracy=vote_accuracy,
+            mean_softmax_accuracy=combined_accuracy(logits, split.labels, "mean"),
+            analysis_auroc=analysis_auroc,
+            analysis_auroc_note="the analysis's ensemble AUROC: the members' ODIN scores averaged, which a "
+            "model outputting combined probabilities cannot give; `formats` holds the AUROC of the file's "
+            "own outputs",
+        ),
+        head=HeadsSize(
+            widths=HeadWidths(before=list(before.widths), after=[list(cost.widths) for cost in after]),
+            parameters=BeforeAfter(
+                before=before.parameters * len(after), after=sum(cost.parameters for cost in after)
+            ),
+            flops=BeforeAfter(before=before.flops * len(after), after=sum(cost.flops for cost in after)),
+            flops_note="per image, all heads together: 2 per kernel weight, 1 per bias",
+        ),
+        model_parameters=int(built.count_params()),
+    )
+    if "float_tflite_bytes" in deployed:
+        measured["float_tflite_bytes"] = deployed["float_tflite_bytes"]
+    return measured

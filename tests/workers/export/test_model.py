@@ -152,7 +152,7 @@ def test_compare_predictions_flags_real_disagreements_and_forgives_near_ties():
 
 @pytest.mark.parametrize("combine", ["mean", "vote"])
 def test_an_ensemble_model_combines_its_heads_as_the_analysis_does(digits_features, combine):
-    from evoprune.workers.analysis.ensembles import combined_outputs, majority_vote
+    from evoprune.workers.evaluation.ensemble_scores import combined_outputs, majority_vote
     from evoprune.workers.export.model import ensemble_model
 
     config = parse_config({"head": {"layers": [32]}, "training": {"max_epochs": 3}})
