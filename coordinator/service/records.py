@@ -233,35 +233,48 @@ def _remove_from_object_storage(store: Store, root: ObjectPath, experiment_id: s
 
     The marker (`root/.deleted-<id>`) says a removal began; the record copy is deleted before the record,
     so nothing restores the experiment meanwhile, and is put back when the store refuses. A removal cut
-    short leaves the record (remove it again) or a marker whose objects the next removal sweeps.
+    short leaves the record (remove it again) or a marker whose objects the next removal sweeps; an
+    experiment whose record copy is there is never swept.
     """
     results = root / experiment_id
     marker = root / f"{DELETED_PREFIX}{experiment_id}"
     copy = ResultsLayout(results).record_copy
     marker.write_bytes(b"")
+    saved: bytes | None = None
     try:
-        saved: bytes | None = copy.read_bytes()
-    except FileNotFoundError:
-        saved = None
-    copy.unlink(missing_ok=True)
-    try:
+        try:
+            saved = copy.read_bytes()
+        except FileNotFoundError:
+            saved = None
+        copy.unlink(missing_ok=True)
         removed = store.delete(experiment_id)
     except BaseException:
         if saved is not None:
             copy.write_bytes(saved)
         marker.unlink(missing_ok=True)
         raise
-    held = results.is_dir()
-    results.remove_tree()
-    marker.unlink(missing_ok=True)
+    try:
+        held = results.is_dir()
+        results.remove_tree()
+        marker.unlink(missing_ok=True)
+        _sweep(store, root)
+    except OSError as error:
+        # the record is gone and nothing restores it; the marker lets the next removal finish the job
+        log.warning(
+            "experiment %s is removed but some of its objects are left for now: %s", experiment_id, error
+        )
+        return True
+    return removed or held or saved is not None
+
+
+def _sweep(store: Store, root: ObjectPath) -> None:
+    """Finish the removals a marker says were cut short (the store no longer holds them)."""
     for leftover in root.iterdir():
         swept = leftover.name.removeprefix(DELETED_PREFIX)
-        # a marker whose record is still in the store belongs to a removal under way (or refused)
-        if (
-            leftover.name.startswith(DELETED_PREFIX)
-            and valid_experiment_id(swept)
-            and store.get(swept) is None
-        ):
+        if not leftover.name.startswith(DELETED_PREFIX) or not valid_experiment_id(swept):
+            continue
+        # a marker whose record is still in the store, or whose record copy is back, belongs to a removal
+        # under way or refused
+        if store.get(swept) is None and not ResultsLayout(root / swept).record_copy.is_file():
             (root / swept).remove_tree()
             leftover.unlink(missing_ok=True)
-    return removed or held or saved is not None

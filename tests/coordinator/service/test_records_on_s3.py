@@ -23,6 +23,7 @@ s3_environment = s3_server.s3_environment
 bucket = s3_server.bucket
 ENDED = "00000000000000aa"
 QUEUED = "00000000000000bb"
+KEPT = "00000000000000cc"
 
 
 def stored(store, spec, experiment_id, status):
@@ -69,8 +70,14 @@ def test_a_removal_cut_short_is_swept_by_the_next(tmp_path, bucket):
     # the marker and the copy-less folder are neither listed nor restored
     assert lost_record_ids(set(), spec) == [QUEUED]
     assert restore_lost_records(LocalStore(tmp_path / "empty"), spec) == [QUEUED]
+    # a marker beside a record copy is a removal that was refused: what the store lost is restored, not swept
+    kept = stored(LocalStore(tmp_path / "lost"), spec, KEPT, "succeeded")
+    (spec.results_root / f"{DELETED_PREFIX}{KEPT}").write_bytes(b"")
     assert remove_experiment(store, spec, QUEUED)
-    assert names(spec.results_root) == [] and store.get(QUEUED) is None
+    assert names(spec.results_root) == [f"{DELETED_PREFIX}{KEPT}", KEPT] and store.get(QUEUED) is None
+    assert restore_lost_records(store, spec) == [KEPT] and kept.record_copy.is_file()
+    assert remove_experiment(store, spec, KEPT)
+    assert names(spec.results_root) == [] and store.get(KEPT) is None
     assert not remove_experiment(store, spec, QUEUED)
     # nothing is left in the bucket but the (empty) results root: not the swept objects, nor a marker
     whole = storage_path(f"s3://{bucket}")
