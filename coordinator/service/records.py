@@ -188,7 +188,8 @@ def remove_experiment(store: Store, spec: StoreSpec, experiment_id: str) -> bool
     The results directory is first renamed aside, so nothing serves or restores it any more; then the store
     removes the record (refusing an active one, when the directory is put back); then the directory is
     deleted. A removal cut short by a crash leaves either the record (remove it again) or a renamed folder
-    that the next removal sweeps; never a record copy that would bring the experiment back.
+    that the next removal sweeps; never a record copy that would bring the experiment back. On object
+    storage, which cannot rename, a marker object and the record copy's deletion take the rename's place.
 
     Args:
         store: the store.
