@@ -177,5 +177,11 @@ def test_an_ensemble_model_combines_its_heads_as_the_analysis_does(digits_featur
         predicted = np.stack([np.argmax(member, axis=1) for member in logits])
         votes = majority_vote(predicted, digits_features.num_classes)
         assert np.array_equal(np.argmax(produced, axis=1), votes)
+        # heads of zero weights give every class the same probability: each vote goes to class 0, as
+        # majority_vote's and numpy's argmax break ties
+        zeroed = [(member.kept, [np.zeros_like(array) for array in member.params]) for member in outputs]
+        tied = ensemble_model(config.backbone, sample, shape, zeroed, combine)
+        shares = np.asarray(tied.predict(split.features[:5], verbose=0))
+        assert shares.tolist() == [[1.0] + [0.0] * (digits_features.num_classes - 1)] * 5
     else:
         assert np.array_equal(np.argmax(produced, axis=1), np.argmax(expected, axis=1))
