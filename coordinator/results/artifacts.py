@@ -7,7 +7,7 @@ import re
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +30,10 @@ MEDIA_TYPES = {
 # when it loads one)
 CHECKED_KINDS = frozenset({"table", "json", "image"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-KINDS_BY_SUFFIX = {
+ArtifactKind = Literal["image", "table", "json", "yaml", "model"]
+# results: the experiment's own files; analysis: analysis/; export: exports/
+ArtifactSource = Literal["results", "analysis", "export"]
+KINDS_BY_SUFFIX: dict[str, ArtifactKind] = {
     ".png": "image",
     ".parquet": "table",
     ".json": "json",
@@ -55,17 +58,29 @@ RESULT_FILES = (
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+class ListedArtifact(TypedDict):
+    """One file of a results directory that the API may serve."""
+
+    name: str  # unique, a plain file name
+    kind: ArtifactKind
+    source: ArtifactSource
+    path: str  # absolute, or the object's URI
+    size_bytes: int
+    media_type: str
+    description: str
+
+
 def artifact(name: str, description: str) -> dict[str, str]:
     """An index entry of one analysis file: its name, kind (image, table, json, yaml) and description."""
     return {"name": name, "kind": kind_of(name), "description": description}
 
 
-def kind_of(name: str) -> str:
+def kind_of(name: str) -> ArtifactKind:
     """The kind of a file by its suffix: image, table, json or yaml."""
     return KINDS_BY_SUFFIX[Path(name).suffix]
 
 
-def list_artifacts(results_dir: StoragePath) -> list[dict[str, Any]]:
+def list_artifacts(results_dir: StoragePath) -> list[ListedArtifact]:
     """Every file of a results directory the API may serve, with what it is.
 
     The experiment's own results come first, then the analyses listed in analysis/analysis.json (written
@@ -77,9 +92,7 @@ def list_artifacts(results_dir: StoragePath) -> list[dict[str, Any]]:
         results_dir: an experiment's results directory (a local folder, or a prefix on object storage).
 
     Returns:
-        One dict per file: `name` (unique, a plain file name), `kind` (image, table, json or yaml),
-        `source` (results: the experiment's own files; analysis: analysis/; export: exports/), `path`
-        (absolute, or the object's URI), `size_bytes`, `media_type` and `description`.
+        One entry per file (see `ListedArtifact`).
 
     """
     layout: ResultsLayout[StoragePath] = ResultsLayout(results_dir)
@@ -92,7 +105,7 @@ def list_artifacts(results_dir: StoragePath) -> list[dict[str, Any]]:
     return found + _analysis_files(layout, {entry["name"] for entry in found}) + _export_files(layout)
 
 
-def _export_files(layout: ResultsLayout[StoragePath]) -> list[dict[str, Any]]:
+def _export_files(layout: ResultsLayout[StoragePath]) -> list[ListedArtifact]:
     found = []
     folders: list[StoragePath] = sorted(layout.exports.iterdir(), key=str) if layout.exports.is_dir() else []
     for folder in folders:
@@ -120,8 +133,8 @@ def _export_files(layout: ResultsLayout[StoragePath]) -> list[dict[str, Any]]:
     return found
 
 
-def _analysis_files(layout: ResultsLayout[StoragePath], taken: set[str]) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
+def _analysis_files(layout: ResultsLayout[StoragePath], taken: set[str]) -> list[ListedArtifact]:
+    found: list[ListedArtifact] = []
     analysis = layout.analysis
     try:
         index = json.loads(layout.analysis_index.read_text())
@@ -140,7 +153,9 @@ def _analysis_files(layout: ResultsLayout[StoragePath], taken: set[str]) -> list
     return found
 
 
-def _listed(name: str, path: StoragePath, size: int, description: str, source: str) -> dict[str, Any]:
+def _listed(
+    name: str, path: StoragePath, size: int, description: str, source: ArtifactSource
+) -> ListedArtifact:
     # only plain files are listed (`plain_file_size`): a link could point anywhere on the server, and the
     # analyses and runs write plain files only
     kind = kind_of(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, BinaryIO
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -32,6 +32,7 @@ from evoprune.coordinator.export_ensemble import DEFAULT_COMBINE
 from evoprune.coordinator.results.artifacts import (
     CHECKED_KINDS,
     MEDIA_TYPES,
+    ListedArtifact,
     check_artifact,
     list_artifacts,
 )
@@ -60,7 +61,7 @@ router = APIRouter(
 )
 
 
-def _public(request: Request, record: ExperimentRecord, entry: dict[str, Any]) -> ArtifactPublic:
+def _public(request: Request, record: ExperimentRecord, entry: ListedArtifact) -> ArtifactPublic:
     url = request.url_for("get_artifact", experiment_id=record.id, name=entry["name"]).path
     return ArtifactPublic(
         name=entry["name"],
@@ -96,7 +97,7 @@ def get_artifacts(record: RecordDep, launcher: LauncherDep, request: Request) ->
     )
 
 
-def _listed_files(record: ExperimentRecord) -> list[dict[str, Any]]:
+def _listed_files(record: ExperimentRecord) -> list[ListedArtifact]:
     """The files `list_artifacts` finds that the API may serve; 503 when their storage does not answer."""
     try:
         return _reachable(record, list_artifacts(storage_path(record.results_dir)))
@@ -104,7 +105,7 @@ def _listed_files(record: ExperimentRecord) -> list[dict[str, Any]]:
         raise results_unreachable(record, error) from None
 
 
-def _reachable(record: ExperimentRecord, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _reachable(record: ExperimentRecord, entries: list[ListedArtifact]) -> list[ListedArtifact]:
     if is_object_uri(record.results_dir):
         return entries  # object stores have no links
     # a folder of the results directory replaced by a link (analysis/, exports/) leads out of it
