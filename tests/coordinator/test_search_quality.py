@@ -2,10 +2,61 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from evoprune.benchmarks.bench_search_quality import compare
-from evoprune.shared.config import demo_config_path, load_config
+from evoprune.benchmarks.bench_search_quality import ThreadedBackend, compare
+from evoprune.shared.config import demo_config_path, load_config, parse_config
+from evoprune.shared.screening import ScreeningRequest, ScreeningRule
+
+SMALL = {
+    "name": "small-threads",
+    "dataset": {"source": "sklearn:digits"},
+    "ood": [{"source": "sklearn:sample_images"}],
+    "backbone": {"name": "pixels", "weights": None},
+    "head": {"layers": [32]},
+    "training": {"max_epochs": 4, "learning_rate": 0.01},
+}
+FIELDS = (
+    "accuracy",
+    "active_fraction",
+    "auroc",
+    "test_accuracy",
+    "test_auroc",
+    "epochs",
+    "fidelity",
+    "screen_accuracy",
+    "screen_auroc",
+    "screen_epochs",
+)
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_threaded_backend_gives_the_single_evaluators_results_in_order(screened):
+    """Chunks trained on three threads come back in mask order, bitwise as one evaluator gives them."""
+    from evoprune.workers.evaluation.evaluator import BatchedEvaluator
+    from evoprune.workers.features.assemble import load_feature_set
+
+    config = parse_config(SMALL)
+    features = load_feature_set(config, progress=False)
+    length = config.head.mask_length(features.input_dim)
+    masks = np.random.default_rng(5).random((7, length)) < np.linspace(0.1, 0.9, 7)[:, None]
+    request = None
+    if screened:
+        # a perfect parent at 50 % active for the masks it judges; the first two train unscreened
+        assignment = np.array([-1, -1, 0, 0, 0, 0, 0])
+        request = ScreeningRequest(2, ScreeningRule(), (np.array([[0.0, 0.5, 0.0]]),), assignment)
+    expected = BatchedEvaluator(features, config).evaluate(masks, request)
+    backend = ThreadedBackend(features, config, threads=3)
+    try:
+        got = backend.evaluate(masks, request)
+    finally:
+        backend.close()
+    assert [[getattr(e, f) for f in FIELDS] for e in got] == [
+        [getattr(e, f) for f in FIELDS] for e in expected
+    ]
+    if screened:
+        assert any(e.fidelity < 1 for e in got) and any(e.fidelity == 1 for e in got[2:])
 
 
 @pytest.mark.slow
