@@ -109,3 +109,30 @@ def test_the_analysis_table_has_the_mean_softmax_accuracy(analysed):
     table = pq.read_table(results_dir / "analysis" / "ensembles.parquet")
     assert "softmax_accuracy" in table.column_names
     assert 0.0 < row["softmax_accuracy"] <= 1.0 and np.isfinite(row["softmax_accuracy"])
+
+
+def test_an_export_that_does_not_reproduce_the_analysis_is_an_error_and_leaves_nothing(
+    analysed, tmp_path, capsys
+):
+    import pyarrow as pa
+
+    from evoprune.shared.parquet_files import write_parquet
+
+    source, _, row = analysed
+    results_dir = tmp_path / "results"
+    shutil.copytree(source, results_dir, ignore=shutil.ignore_patterns("exports"))
+    table = pq.read_table(results_dir / "analysis" / "ensembles.parquet")
+    # the analysis claims a better mean-softmax accuracy for every window than its members reach
+    column = table.column_names.index("softmax_accuracy")
+    claimed = [
+        None if value is None else value + 0.01 for value in table.column("softmax_accuracy").to_pylist()
+    ]
+    write_parquet(
+        results_dir / "analysis" / "ensembles.parquet",
+        table.set_column(column, "softmax_accuracy", pa.array(claimed, pa.float64())),
+    )
+    window = f"{row['window_lower']}-{row['window_upper']}"
+    assert main(["export", str(results_dir), "--ensemble", window]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "where the analysis recorded" in error and "Traceback" not in error
+    assert not (results_dir / "exports").exists() or not any((results_dir / "exports").rglob("*.keras"))
