@@ -517,14 +517,18 @@
 
     const rows = [...aggregate].sort(
       (a, b) => b.accuracy - a.accuracy || a.active_fraction - b.active_fraction);
-    el.frontBody.replaceChildren(...rows.map((point) => node("tr", {},
+    // points that break search.constraints' objective bounds are marked, in the table as in the plot
+    const constraints = EvoPlots.constraintBounds(view.record.config);
+    const infeasible = (point) => constraints.active && EvoPlots.breaksBounds(point, constraints);
+    el.frontBody.replaceChildren(...rows.map((point) => node("tr", infeasible(point)
+      ? { class: "infeasible", title: "breaks search.constraints" } : {},
       node("td", { class: "num" }, fixed(point.accuracy)),
       node("td", { class: "num" }, fixed(point.active_fraction)),
       node("td", { class: "num" }, fixed(point.auroc)),
       node("td", { class: "mask", title: point.mask }, point.mask))));
 
     if (window.Plotly) {
-      EvoPlots.drawFront(el.frontPlot, { ...view, fronts });
+      EvoPlots.drawFront(el.frontPlot, { ...view, fronts, constraints });
       EvoPlots.drawHypervolume(el.hvPlot, view);
     }
   }

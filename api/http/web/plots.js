@@ -43,6 +43,35 @@ window.EvoPlots = (() => {
     };
   }
 
+  const INFEASIBLE_COLOUR = "#c0392b";
+  const INFEASIBLE_NAME = "infeasible: breaks search.constraints";
+
+  /**
+   * The bounds of search.constraints that a point's objectives show it breaks, from the experiment's config.
+   * A head budget (max_head_parameters, max_head_flops) needs the head's layout, which only the server
+   * knows: the page cannot check it, and the legend says so.
+   *
+   * Returns {active, headBudget, bounds: {min_accuracy, max_active_fraction, min_auroc}} (null: unset).
+   */
+  function constraintBounds(config) {
+    const limits = config?.search?.constraints ?? {};
+    const bounds = {
+      min_accuracy: limits.min_accuracy ?? null,
+      max_active_fraction: limits.max_active_fraction ?? null,
+      min_auroc: limits.min_auroc ?? null,
+    };
+    const headBudget = limits.max_head_parameters != null || limits.max_head_flops != null;
+    return { active: headBudget || Object.values(bounds).some((bound) => bound !== null), headBudget, bounds };
+  }
+
+  /** Whether a point breaks an objective bound (a value equal to its bound keeps to it, as the search's). */
+  function breaksBounds(point, constraints) {
+    const { min_accuracy: accuracy, max_active_fraction: active, min_auroc: auroc } = constraints.bounds;
+    return (accuracy !== null && point.accuracy < accuracy)
+      || (active !== null && point.active_fraction > active)
+      || (auroc !== null && point.auroc < auroc);
+  }
+
   function shortMask(mask) {
     return mask && mask.length > 24 ? `${mask.slice(0, 24)}…` : mask ?? "";
   }
@@ -50,7 +79,9 @@ window.EvoPlots = (() => {
   /**
    * Draws (or updates in place, keeping the user's camera) the 3-D front.
    *
-   * view: {id, fronts: Map run -> points, evaluations: points of every evaluated mask}
+   * view: {id, fronts: Map run -> points, evaluations: points of every evaluated mask,
+   *   constraints: constraintBounds(config), optional}: front points that break the constraints are
+   *   crossed out in red by one more trace, whose legend entry says so.
    */
   function drawFront(element, view) {
     const traces = [];
@@ -69,6 +100,24 @@ window.EvoPlots = (() => {
       traces.push(pointsTrace(runName(-1), aggregate,
         { size: 9, color: AGGREGATE_COLOUR, symbol: "diamond-open",
           line: { color: AGGREGATE_COLOUR, width: 2 } }));
+    }
+    if (view.constraints?.active) {
+      // over the fronts' own markers, so a point keeps its run's colour and stays clickable
+      const seen = new Set();
+      const infeasible = [];
+      for (const points of view.fronts.values()) {
+        for (const point of points) {
+          if (!seen.has(point.mask) && breaksBounds(point, view.constraints)) {
+            seen.add(point.mask);
+            infeasible.push(point);
+          }
+        }
+      }
+      const name = view.constraints.headBudget
+        ? `${INFEASIBLE_NAME} (head budgets are checked by the server, not here)` : INFEASIBLE_NAME;
+      traces.push(pointsTrace(name, infeasible,
+        { size: 7, color: INFEASIBLE_COLOUR, symbol: "x", line: { color: INFEASIBLE_COLOUR, width: 1 } },
+        { showlegend: true }));
     }
     const axis = (title, range) => ({ title: { text: title }, range, backgroundcolor: "#f7f9fb",
       gridcolor: "#dde2e8", zerolinecolor: "#c5ccd6", showbackground: true });
@@ -148,5 +197,5 @@ window.EvoPlots = (() => {
     if (window.Plotly) Plotly.purge(element);
   }
 
-  return { drawFront, drawHypervolume, purge, runColour, runName };
+  return { drawFront, drawHypervolume, purge, runColour, runName, constraintBounds, breaksBounds };
 })();

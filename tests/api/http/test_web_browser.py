@@ -477,3 +477,39 @@ def test_static_files_need_no_token_but_the_api_does(server: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{server.url}/experiments", timeout=10)
     assert refused.value.code == 401
+
+
+def test_front_points_that_break_the_constraints_are_crossed_out_and_named_in_the_legend(
+    signed_in: PageUnderTest,
+) -> None:
+    drawn = signed_in.page.evaluate(
+        """async () => {
+        const point = (mask, accuracy, active_fraction, auroc, run) =>
+            ({ mask, accuracy, active_fraction, auroc, run });
+        const fronts = new Map([
+            [0, [point("aa", 0.95, 0.8, 0.7, 0), point("bb", 0.90, 0.4, 0.7, 0),
+                 point("cc", 0.70, 0.2, 0.9, 0)]],
+            [-1, [point("aa", 0.95, 0.8, 0.7, -1), point("cc", 0.70, 0.2, 0.9, -1)]],
+        ]);
+        const element = document.createElement("div");
+        document.body.appendChild(element);
+        const config = { search: { constraints: { max_active_fraction: 0.5, min_accuracy: 0.8 } } };
+        const constraints = EvoPlots.constraintBounds(config);
+        await EvoPlots.drawFront(element, { id: "x", fronts, evaluations: [], constraints });
+        const traces = element.data.map(
+            (trace) => ({ name: trace.name, masks: trace.customdata.map((c) => c[1]) }));
+        const budget = EvoPlots.constraintBounds({ search: { constraints: { max_head_flops: 100 } } });
+        const none = EvoPlots.constraintBounds({ search: { constraints: {} } });
+        EvoPlots.purge(element);
+        element.remove();
+        const edge = EvoPlots.breaksBounds(point("dd", 0.8, 0.5, 0, 0), constraints);
+        return { traces, budget, none: none.active, edge };
+    }"""
+    )
+    # "aa" is too large, "cc" not accurate enough: each crossed out once, though on two fronts
+    assert drawn["traces"][-1] == {"name": "infeasible: breaks search.constraints", "masks": ["aa", "cc"]}
+    assert [trace["name"] for trace in drawn["traces"][:-1]] == ["run 0", "all runs (aggregated front)"]
+    # a value equal to its bound keeps to it; a head budget is set but only the server can check it
+    assert drawn["edge"] is False and drawn["none"] is False
+    assert drawn["budget"]["active"] and drawn["budget"]["headBudget"]
+    assert signed_in.errors == []
