@@ -109,3 +109,44 @@ def test_a_screened_out_mask_is_refused_by_name(tmp_path):
     kept = next(row for row in rows if row["fidelity"] == 1)
     report = export_model(tmp_path / "results", mask=kept["mask"], feature_set=features)
     assert report["check"]["reproduced"] and report["objectives"]["accuracy"] == kept["accuracy"]
+
+
+def test_a_pick_of_a_constrained_front_prefers_its_feasible_members(tmp_path_factory, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evoprune.coordinator.export import choose
+    from evoprune.coordinator.results.picks import front_rows, pick
+    from evoprune.shared.parquet_files import write_parquet
+    from tests.coordinator.analysis.fixtures import session_results
+
+    source, _, _ = session_results(tmp_path_factory.getbasetemp())
+    results_dir = tmp_path / "results"
+    shutil.copytree(source, results_dir)
+    table = pq.read_table(results_dir / "front.parquet")
+    best = pick(front_rows(table.to_pylist()), "best-accuracy")
+
+    def marked(feasible):
+        write_parquet(results_dir / "front.parquet", table.append_column("feasible", pa.array(feasible)))
+
+    # the most accurate member breaks the constraints: the pick takes the best feasible one
+    marked([mask != best.mask for mask in table.column("mask").to_pylist()])
+    _, choice = choose(results_dir, rule="best-accuracy")
+    rows = front_rows(pq.read_table(results_dir / "front.parquet").to_pylist())
+    feasible = [row for row in rows if row.feasible]
+    assert choice.row["mask"] == pick(feasible, "best-accuracy").mask != best.mask
+    assert choice.description["constraints"] == {
+        "feasible": len(feasible),
+        "front_size": len(rows),
+        "picked_from": "feasible",
+    }
+    # no member is feasible: the pick is the unconstrained one, and says so
+    marked([False] * table.num_rows)
+    _, choice = choose(results_dir, rule="best-accuracy")
+    assert choice.row["mask"] == best.mask
+    assert choice.description["constraints"]["picked_from"] == "all: no member is feasible"
+    # a front without constraints has no note
+    write_parquet(results_dir / "front.parquet", table)
+    assert "constraints" not in choose(results_dir, rule="best-accuracy")[1].description
