@@ -35,6 +35,7 @@
     point: {
       card: $("point-card"), objectives: $("point-objectives"), button: $("export-button"),
       state: $("point-state"), error: $("point-error"), format: $("export-format"),
+      ensemble: $("export-ensemble"),
     },
   };
   const demoYaml = el.yaml.value;

@@ -1,4 +1,5 @@
-// One front member: its objectives when its point is clicked, and the Export button that downloads it.
+// One front member: its objectives when its point is clicked, and the Export button that downloads it
+// (or an ensemble of the front's members in a percentile window).
 "use strict";
 
 window.EvoExports = (() => {
@@ -22,7 +23,9 @@ window.EvoExports = (() => {
    *   blob(path): a file from the server as a Blob, sent with the token;
    *   node(tag, attributes, ...children): builds an element;
    *   el: the panel's elements (card, objectives, button, state, error, format: the format chooser,
-   *     whose values are keras, tflite, tflite:QUANTISATION or onnx).
+   *     whose values are keras, tflite, tflite:QUANTISATION or onnx; ensemble: a percentile window
+   *     LOWER-UPPER, which exports the ensemble of the front's members there instead of the point,
+   *     averaging their softmax outputs, as `evoprune export --ensemble`).
    */
   function create({ api, blob, node, el }) {
     let shown = null; // { id, succeeded, point, timer, exporting, format }
@@ -69,12 +72,19 @@ window.EvoExports = (() => {
       return { format, quantize: quantize || null, body };
     }
 
+    /** The window of an ensemble to export, or null for the chosen point. */
+    function chosenWindow() {
+      const span = (el.ensemble?.value || "").trim();
+      return span === "" ? null : span;
+    }
+
     function renderButton(state) {
       el.button.disabled = !state.succeeded || state.exporting || !state.point;
       el.button.title = state.succeeded ? "" : "an experiment can be exported once it has succeeded";
       const { format, quantize } = chosenFormat();
       const label = format === "keras" ? ".keras" : `.${format}${quantize ? `, ${quantize}` : ""}`;
-      el.button.textContent = state.exporting ? "Exporting…" : `Export model (${label})`;
+      const what = chosenWindow() === null ? "model" : "ensemble";
+      el.button.textContent = state.exporting ? "Exporting…" : `Export ${what} (${label})`;
     }
 
     async function follow(state) {
@@ -126,7 +136,10 @@ window.EvoExports = (() => {
       el.error.hidden = true;
       el.state.textContent = "starting…";
       try {
-        await api("POST", `${base(state)}/exports`, { mask: state.point.mask, ...chosen.body });
+        // the server checks the window (422 naming it: malformed, or no member in it)
+        const span = chosenWindow();
+        const members = span === null ? { mask: state.point.mask } : { ensemble: span };
+        await api("POST", `${base(state)}/exports`, { ...members, ...chosen.body });
       } catch (error) {
         if (shown !== state) return;
         el.error.textContent = `Not started: ${reasons(error)}`;
@@ -140,6 +153,7 @@ window.EvoExports = (() => {
     });
 
     el.format?.addEventListener("change", () => { if (shown) renderButton(shown); });
+    el.ensemble?.addEventListener("input", () => { if (shown) renderButton(shown); });
 
     return { update, choose };
   }

@@ -417,6 +417,17 @@ def test_a_clicked_front_point_shows_its_objectives_and_exports_its_model(
     assert Path(download.value.path()).read_bytes()[4:8] == b"TFL3"
     assert page.inner_text("#point-state").startswith("downloaded")
     assert page.is_enabled("#export-button")
+    # an ensemble of every member of the aggregated front (percentiles 0 to 100), as one .keras model
+    page.select_option("#export-format", "keras")
+    page.fill("#export-ensemble", "0-100")
+    assert page.inner_text("#export-button") == "Export ensemble (.keras)"
+    with page.expect_download(timeout=ANALYSIS_S * 1000) as download:
+        page.click("#export-button")
+    assert download.value.suggested_filename == "ensemble-mean-0-100.keras"
+    assert Path(download.value.path()).read_bytes()[:2] == b"PK"  # a .keras file is a zip archive
+    (written,) = (server.root / "data" / "results").glob("*/exports/ensemble-mean-0-100/export.json")
+    report = json.loads(written.read_text())
+    assert report["formats"]["keras"]["reproduced"] and len(report["members"]) >= 1
     assert signed_in.errors == []
 
 
