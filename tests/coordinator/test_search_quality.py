@@ -61,8 +61,10 @@ def test_threaded_backend_gives_the_single_evaluators_results_in_order(screened)
 
 @pytest.mark.slow
 def test_nsga2_beats_random_search_on_the_demo_over_twenty_seeds(tmp_path):
-    # twenty seeds × 200 evaluations per method, the demo's own protocol: ~10 min on 2 idle cores. Fitness
-    # is deterministic, so the verdict is reproducible; measured: 0.857 vs 0.842, p = 0.0006 (BENCHMARKS.md).
+    # twenty seeds × 200 evaluations per method, the demo's own protocol: about 7,800 trainings of ~0.18 CPU-s
+    # each, shared out to one evaluator thread per core: 14 min on 2 shared cores (33 min one thread at a
+    # time). Fitness is deterministic, so the verdict is reproducible; measured: 0.857 vs 0.842, p = 0.0006
+    # (BENCHMARKS.md).
     # Ten seeds sat on the edge (p = 0.044, difference 0.00995) once the evaluator's arithmetic moved by a
     # last bit (EVALUATOR_REVISION 3), as five had before: twenty leave both thresholds a margin.
     result = compare(load_config(demo_config_path()), seeds=20, out_dir=tmp_path)
