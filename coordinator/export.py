@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from evoprune.coordinator.results.picks import (
 from evoprune.coordinator.results.writer import full_fidelity
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask, encode_mask
-from evoprune.shared.storage import ObjectPath, StoragePath
+from evoprune.shared.storage import ObjectPath, StoragePath, is_object_uri, storage_path, upload_folder
 from evoprune.workers.export.build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.export.formats import FormatError, check_request, parse_formats
 from evoprune.workers.features.datasets import DatasetError
@@ -68,14 +70,14 @@ class Choice:
 
 
 def export_model(
-    results_dir: StoragePath,
+    results_dir: StoragePath | str,
     *,
     mask: str | None = None,
     rule: str | None = None,
     min_accuracy: float | None = None,
     run: int = AGGREGATE_RUN,
     kind: str = DEFAULT_KIND,
-    out: Path | None = None,
+    out: StoragePath | str | None = None,
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
     formats: Sequence[str] | str | None = None,
@@ -88,16 +90,18 @@ def export_model(
     `keras.saving.load_model`, and run on fold 0's fitness split from the raw inputs. The file is moved into
     place only when those predictions reproduce the search's; export.json is written beside it. Then the
     other formats asked for are converted from it, and every file is reloaded in a fresh process by its own
-    runtime and run on the same samples and the fold's OoD samples (workers.export._deploy).
+    runtime and run on the same samples and the fold's OoD samples (workers.export._deploy). Results on
+    object storage are read there, and the export is written in a local temporary folder and uploaded to
+    their exports/NAME/, export.json last (its `model` is then the object's URI).
 
     Args:
-        results_dir: the experiment's results directory.
+        results_dir: the experiment's results directory: a local path, or an s3:// or gs:// URI.
         mask: the hex of the mask to export (instead of a pick rule).
         rule: `best-accuracy`, `knee` or `smallest` (with `min_accuracy`).
         min_accuracy: the accuracy floor of `smallest`.
         run: the run whose front to pick from; -1 (default) the aggregated front of all runs.
         kind: `population` (the paper's front, default) or `archive`.
-        out: the `.keras` file to write (default results_dir/exports/NAME/model.keras).
+        out: the local `.keras` file to write (default results_dir/exports/NAME/model.keras).
         feature_set: the experiment's features, if already loaded (else loaded from the feature cache).
         log: called with a line per stage.
         formats: keras, saved_model, tflite, onnx (a list or comma-separated; keras is always written).
@@ -109,7 +113,8 @@ def export_model(
 
     Raises:
         ExportError: bad input (unknown run, malformed mask, no qualifying member, unreadable results, an
-            unknown format, a quantisation without TFLite, a format whose packages are missing).
+            `out` on object storage, an unknown format, a quantisation without TFLite, a format whose
+            packages are missing).
         ExportMismatchError: the reloaded model does not reproduce the recorded accuracy.
 
     """
@@ -118,14 +123,10 @@ def export_model(
     if (mask is None) == (rule is None):
         raise ExportError("give either a mask (--mask HEX) or a pick rule (--pick RULE), not both or neither")
     chosen_formats = checked_formats(formats, quantize)
-    if isinstance(results_dir, ObjectPath):
-        raise ExportError(
-            f"{results_dir}: exports are written into local results directories only so far; copy it to a "
-            "local folder first (e.g. `aws s3 sync`)"
-        )
-    local_dir = Path(results_dir)
-    inputs, choice = choose(local_dir, mask=mask, rule=rule, min_accuracy=min_accuracy, run=run, kind=kind)
-    target = _target(local_dir, out, choice)
+    out_file = checked_out(out)
+    location = results_location(results_dir)
+    inputs, choice = choose(location, mask=mask, rule=rule, min_accuracy=min_accuracy, run=run, kind=kind)
+    target = _target(location, out_file, choice)
     say(
         f"exporting {choice.rule}: accuracy {choice.row['accuracy']:.6g}, "
         f"active {choice.row['active_fraction']:.4g}, AUROC {choice.row['auroc']:.6g}"
@@ -137,43 +138,95 @@ def export_model(
         check_features(inputs, feature_set)
     except AnalysisError as error:  # bad input to an export as to an analysis: exit status 2, not 1
         raise ExportError(str(error)) from None
-    say("re-training the head from its mask and building the model")
-    try:
-        report = build_and_check(
-            inputs.config,
-            feature_set,
-            choice.mask,
-            choice.row,
-            target,
-            EXPORTED_FOLD,
-            say,
-            chosen_formats,
-            quantize,
-        )
-    except (DatasetError, OSError) as error:
-        # the images are read again from the source: it may have moved since the features were cached
-        raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
-    report = {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "experiment": inputs.config.name,
-        "results_dir": str(inputs.results_dir),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": str(target),
-        "pick": choice.description,
-        "mask": encode_mask(choice.mask),
-        "mask_length": int(choice.mask.size),
-        "active_bits": int(np.count_nonzero(choice.mask)),
-        "objectives": {
-            key: choice.row[key]
-            for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
-            if choice.row.get(key) is not None
-        },
-        **report,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    write_atomic(target.parent / REPORT_NAME, json.dumps(report, indent=2))
+    with written_into(target.parent, say) as folder:
+        say("re-training the head from its mask and building the model")
+        try:
+            report = build_and_check(
+                inputs.config,
+                feature_set,
+                choice.mask,
+                choice.row,
+                folder / target.name,
+                EXPORTED_FOLD,
+                say,
+                chosen_formats,
+                quantize,
+            )
+        except (DatasetError, OSError) as error:
+            # the images are read again from the source: it may have moved since the features were cached
+            raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
+        report = {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "experiment": inputs.config.name,
+            "results_dir": str(inputs.results_dir),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": str(target),
+            "pick": choice.description,
+            "mask": encode_mask(choice.mask),
+            "mask_length": int(choice.mask.size),
+            "active_bits": int(np.count_nonzero(choice.mask)),
+            "objectives": {
+                key: choice.row[key]
+                for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
+                if choice.row.get(key) is not None
+            },
+            **report,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        write_atomic(folder / REPORT_NAME, json.dumps(report, indent=2))
     return report
+
+
+def results_location(results_dir: StoragePath | str) -> StoragePath:
+    """The results directory as a local `Path` or an `ObjectPath` (an s3:// or gs:// URI).
+
+    Raises:
+        ExportError: an object-storage URI without a bucket, or one the store's settings cannot reach.
+
+    """
+    try:
+        return storage_path(results_dir)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+
+
+def checked_out(out: StoragePath | str | None) -> Path | None:
+    """The `--out` file as a local path; one on object storage is refused.
+
+    An export on object storage is uploaded to the results' exports/NAME/, whose objects it replaces
+    whole (stale ones deleted); a folder named by `--out` may hold anything, so none is replaced that way.
+
+    Raises:
+        ExportError: `out` is an object-storage URI.
+
+    """
+    if out is None:
+        return None
+    if isinstance(out, ObjectPath) or is_object_uri(str(out)):
+        raise ExportError(
+            f"--out {out}: an export is written to object storage only into its results directory's "
+            f"{EXPORTS_DIR}/ (leave --out out); --out takes a local {MODEL_SUFFIX} file"
+        )
+    return Path(out)
+
+
+@contextmanager
+def written_into(folder: StoragePath, say: Log) -> Iterator[Path]:
+    """A local folder to write an export's files into, that becomes `folder`.
+
+    A local `folder` is itself (the build moves its checked files in). On object storage, which has no
+    rename, the files are written to a temporary local folder and uploaded to `folder` once the block
+    ends without error, export.json last: the artifact list shows an export once its report exists, so
+    a reader never meets a report whose model is missing. Nothing is uploaded when the block fails.
+    """
+    if not isinstance(folder, ObjectPath):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="evoprune-export-") as workspace:
+        yield Path(workspace)
+        say(f"uploading the export to {folder}")
+        upload_folder(Path(workspace), folder, last=REPORT_NAME)
 
 
 def checked_formats(formats: Sequence[str] | str | None, quantize: str | None) -> tuple[str, ...]:
@@ -200,7 +253,7 @@ def checked_formats(formats: Sequence[str] | str | None, quantize: str | None) -
 
 
 def choose(
-    results_dir: Path,
+    results_dir: StoragePath | str,
     *,
     mask: str | None = None,
     rule: str | None = None,
@@ -211,7 +264,7 @@ def choose(
     """Read a finished experiment's results and choose the member to export, without TensorFlow.
 
     Args:
-        results_dir: the experiment's results directory.
+        results_dir: the experiment's results directory: a local path, or an s3:// or gs:// URI.
         mask: the hex of the mask to export (instead of a pick rule).
         rule: `best-accuracy`, `knee` or `smallest` (with `min_accuracy`).
         min_accuracy: the accuracy floor of `smallest`.
@@ -230,12 +283,13 @@ def choose(
         raise ExportError(
             f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}", field="kind"
         )
+    location = results_location(results_dir)
     try:
-        inputs = read_results(Path(results_dir), front_kind=kind)
+        inputs = read_results(location, front_kind=kind)
     except AnalysisError as error:
         # results written before fronts had kinds hold archive fronts only; picks read them for either kind
         try:
-            inputs = read_results(Path(results_dir), front_kind="archive")
+            inputs = read_results(location, front_kind="archive")
         except AnalysisError:
             raise ExportError(str(error)) from None
     if mask is not None:
@@ -338,7 +392,7 @@ def _picked(
     return Choice(decode_mask(picked.mask, inputs.mask_length), chosen, rule, description)
 
 
-def _target(results_dir: Path, out: Path | None, choice: Choice) -> Path:
+def _target(results_dir: StoragePath, out: Path | None, choice: Choice) -> StoragePath:
     if out is None:
         name = choice.rule if choice.rule != "mask" else f"mask-{encode_mask(choice.mask)[:12]}"
         if choice.rule == "smallest":

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from evoprune.coordinator.analysis.inputs import (
     AnalysisError,
@@ -29,13 +28,17 @@ from evoprune.coordinator.export import (
     ExportError,
     Log,
     checked_formats,
+    checked_out,
     given_mask,
+    results_location,
+    written_into,
 )
 from evoprune.coordinator.results.fronts import DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.layout import ANALYSIS_DIR, EXPORTS_DIR
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.masks import MaskError, decode_mask
-from evoprune.shared.storage import ObjectPath, StoragePath
+from evoprune.shared.parquet_files import read_verified_parquet
+from evoprune.shared.storage import StoragePath
 from evoprune.workers.analysis.windows import window_bounds, window_members
 from evoprune.workers.evaluation.ensemble_scores import COMBINES, MEAN, VOTE
 from evoprune.workers.export.build import MODEL_SUFFIX
@@ -134,7 +137,7 @@ def parse_window(text: str) -> tuple[int, int]:
 
 
 def choose_ensemble(
-    results_dir: Path,
+    results_dir: StoragePath | str,
     *,
     window: str | None = None,
     masks: Sequence[str] | str | None = None,
@@ -148,7 +151,7 @@ def choose_ensemble(
     (workers.analysis.windows); listed masks must each have been evaluated with the full protocol.
 
     Args:
-        results_dir: the experiment's results directory.
+        results_dir: the experiment's results directory: a local path, or an s3:// or gs:// URI.
         window: a percentile window, `LOWER-UPPER`.
         masks: the members' hex masks, listed or comma-separated (instead of a window).
         combine: `mean` (softmax probabilities averaged) or `vote` (vote shares; argmax = majority vote).
@@ -174,7 +177,7 @@ def choose_ensemble(
         raise ExportError(f"unknown front kind {kind!r}; choose one of {', '.join(FRONT_KINDS)}", "kind")
     bounds = parse_window(window) if window is not None else None
     try:
-        inputs = read_results(Path(results_dir), front_kind=kind)
+        inputs = read_results(results_location(results_dir), front_kind=kind)
     except AnalysisError as error:
         raise ExportError(str(error)) from None
     if bounds is not None:
@@ -230,13 +233,13 @@ def _window_choice(inputs: ResultsInput, bounds: tuple[int, int], combine: str, 
 
 
 def export_ensemble(
-    results_dir: StoragePath,
+    results_dir: StoragePath | str,
     *,
     window: str | None = None,
     masks: Sequence[str] | str | None = None,
     combine: str = DEFAULT_COMBINE,
     kind: str = DEFAULT_KIND,
-    out: Path | None = None,
+    out: StoragePath | str | None = None,
     feature_set: FeatureSet | None = None,
     log: Log | None = None,
     formats: Sequence[str] | str | None = None,
@@ -249,15 +252,17 @@ def export_ensemble(
     vote shares), saved, loaded back and run on fold 0's fitness split from the raw inputs; then converted
     and reloaded in fresh processes as a single export is. The model's accuracy there is the ensemble's
     as workers.analysis.ensembles scores it; when the analysis has scored the same members
-    (analysis/ensembles.parquet) on a dataset without folds, its figure must be the same number.
+    (analysis/ensembles.parquet) on a dataset without folds, its figure must be the same number. Results
+    on object storage are read there and the export uploaded to their exports/NAME/, export.json last, as
+    `coordinator.export.export_model` does.
 
     Args:
-        results_dir: the experiment's results directory.
+        results_dir: the experiment's results directory: a local path, or an s3:// or gs:// URI.
         window: a percentile window `LOWER-UPPER` of the aggregated front's accuracies.
         masks: the members' hex masks (instead of a window).
         combine: `mean` or `vote`.
         kind: the front a window is taken from: `population` (default) or `archive`.
-        out: the `.keras` file to write (default results_dir/exports/ensemble-COMBINE-.../model.keras).
+        out: the local `.keras` file to write (default results_dir/exports/ensemble-COMBINE-.../model.keras).
         feature_set: the experiment's features, if already loaded.
         log: called with a line per stage.
         formats: keras, saved_model, tflite, onnx (keras is always written).
@@ -277,14 +282,10 @@ def export_ensemble(
     say = log or (lambda line: None)
     started = time.perf_counter()
     chosen_formats = checked_formats(formats, quantize)
-    if isinstance(results_dir, ObjectPath):
-        raise ExportError(
-            f"{results_dir}: exports are written into local results directories only so far; copy it to a "
-            "local folder first (e.g. `aws s3 sync`)"
-        )
-    local_dir = Path(results_dir)
-    inputs, choice = choose_ensemble(local_dir, window=window, masks=masks, combine=combine, kind=kind)
-    target = _target(local_dir, out, choice)
+    out_file = checked_out(out)
+    location = results_location(results_dir)
+    inputs, choice = choose_ensemble(location, window=window, masks=masks, combine=combine, kind=kind)
+    target = _target(location, out_file, choice)
     say(f"exporting an ensemble of {len(choice.rows)} members ({combine})")
     try:
         if feature_set is None:
@@ -293,60 +294,61 @@ def export_ensemble(
         check_features(inputs, feature_set)
     except AnalysisError as error:
         raise ExportError(str(error)) from None
-    analysis = analysis_figure(local_dir, choice, len(feature_set.folds))
-    try:
-        measured = build_and_check_ensemble(
-            inputs.config,
-            feature_set,
-            choice.masks,
-            [Member(row["mask"], row["accuracy"], row["auroc"]) for row in choice.rows],
-            target,
-            EXPORTED_FOLD,
-            say,
-            combine,
-            chosen_formats,
-            quantize,
-            None if analysis is None or not analysis["comparable"] else analysis["accuracy"],
+    analysis = analysis_figure(location, choice, len(feature_set.folds))
+    with written_into(target.parent, say) as folder:
+        try:
+            measured = build_and_check_ensemble(
+                inputs.config,
+                feature_set,
+                choice.masks,
+                [Member(row["mask"], row["accuracy"], row["auroc"]) for row in choice.rows],
+                folder / target.name,
+                EXPORTED_FOLD,
+                say,
+                combine,
+                chosen_formats,
+                quantize,
+                None if analysis is None or not analysis["comparable"] else analysis["accuracy"],
+            )
+        except (DatasetError, OSError) as error:
+            raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
+        if analysis is not None and analysis["comparable"]:
+            analysis["reproduced"] = measured["check"]["exported_accuracy"] == analysis["accuracy"]
+        members = [
+            MemberEntry(
+                mask=row["mask"],
+                active_bits=int(np.count_nonzero(bits)),
+                objectives={
+                    key: row[key]
+                    for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
+                    if row.get(key) is not None
+                },
+            )
+            for row, bits in zip(choice.rows, choice.masks, strict=True)
+        ]
+        report = EnsembleReport(
+            format=EXPORT_FORMAT,
+            version=EXPORT_VERSION,
+            experiment=inputs.config.name,
+            results_dir=str(inputs.results_dir),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            model=str(target),
+            pick={"rule": "ensemble", **choice.description},
+            members=members,
+            mask_length=int(choice.masks.shape[1]),
+            objectives=EnsembleObjectives(
+                accuracy=measured["ensemble"]["accuracy"], auroc=measured["formats"]["keras"]["auroc"]
+            ),
+            analysis=analysis,
+            seconds=0.0,
+            **measured,
         )
-    except (DatasetError, OSError) as error:
-        raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
-    if analysis is not None and analysis["comparable"]:
-        analysis["reproduced"] = measured["check"]["exported_accuracy"] == analysis["accuracy"]
-    members = [
-        MemberEntry(
-            mask=row["mask"],
-            active_bits=int(np.count_nonzero(bits)),
-            objectives={
-                key: row[key]
-                for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
-                if row.get(key) is not None
-            },
-        )
-        for row, bits in zip(choice.rows, choice.masks, strict=True)
-    ]
-    report = EnsembleReport(
-        format=EXPORT_FORMAT,
-        version=EXPORT_VERSION,
-        experiment=inputs.config.name,
-        results_dir=str(inputs.results_dir),
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        model=str(target),
-        pick={"rule": "ensemble", **choice.description},
-        members=members,
-        mask_length=int(choice.masks.shape[1]),
-        objectives=EnsembleObjectives(
-            accuracy=measured["ensemble"]["accuracy"], auroc=measured["formats"]["keras"]["auroc"]
-        ),
-        analysis=analysis,
-        seconds=0.0,
-        **measured,
-    )
-    report["seconds"] = round(time.perf_counter() - started, 3)
-    write_atomic(target.parent / REPORT_NAME, json.dumps(report, indent=2))
+        report["seconds"] = round(time.perf_counter() - started, 3)
+        write_atomic(folder / REPORT_NAME, json.dumps(report, indent=2))
     return report
 
 
-def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> AnalysisFigure | None:
+def analysis_figure(results_dir: StoragePath, choice: EnsembleChoice, folds: int) -> AnalysisFigure | None:
     """The analysis's accuracy for an ensemble of the same members, if the analysis has scored one.
 
     Args:
@@ -363,7 +365,7 @@ def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> An
     """
     column = ANALYSIS_COLUMN[choice.combine]
     try:
-        table = pq.read_table(results_dir / ANALYSIS_DIR / ANALYSIS_ENSEMBLES)
+        table = read_verified_parquet(results_dir / ANALYSIS_DIR / ANALYSIS_ENSEMBLES)
     except (OSError, ValueError):
         return None  # no analysis, or one being replaced this moment: there is nothing to compare with
     if column not in table.column_names:
@@ -381,7 +383,7 @@ def analysis_figure(results_dir: Path, choice: EnsembleChoice, folds: int) -> An
     return None
 
 
-def _target(results_dir: Path, out: Path | None, choice: EnsembleChoice) -> Path:
+def _target(results_dir: StoragePath, out: Path | None, choice: EnsembleChoice) -> StoragePath:
     if out is None:
         return results_dir / EXPORTS_DIR / choice.name / f"model{MODEL_SUFFIX}"
     out = Path(out)

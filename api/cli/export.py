@@ -13,6 +13,7 @@ from evoprune.api.cli.commands import COMMANDS
 from evoprune.coordinator.export_ensemble import COMBINES, DEFAULT_COMBINE, EnsembleReport
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
+from evoprune.shared.storage import is_object_uri
 from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS, FormatEntry
 
 EXIT_FAILED = 1
@@ -40,7 +41,12 @@ def register(subparsers: Any) -> None:
             "summary and the report's path (--json: the report)."
         ),
     )
-    parser.add_argument("directory", metavar="DIR", help="the experiment's results directory")
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        help="the experiment's results directory: a local path, or an s3:// or gs:// URI (the export is "
+        "uploaded to DIR/exports/NAME/, export.json last)",
+    )
     chosen = parser.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--mask", metavar="HEX", help="the mask to export, as in evaluations.parquet")
     chosen.add_argument(
@@ -82,7 +88,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--out",
         metavar="FILE",
-        help="the .keras file (default: DIR/exports/RULE/model.keras); the other formats go beside it",
+        help="the local .keras file (default: DIR/exports/RULE/model.keras); the other formats go beside it",
     )
     parser.add_argument(
         "--format",
@@ -146,12 +152,12 @@ def export_command(args: argparse.Namespace) -> int:
     try:
         if ensemble:
             written = export_ensemble(
-                Path(args.directory),
+                args.directory,
                 window=args.ensemble,
                 masks=args.ensemble_masks,
                 combine=args.combine or DEFAULT_COMBINE,
                 kind=args.kind or DEFAULT_KIND,
-                out=Path(args.out) if args.out else None,
+                out=args.out or None,
                 log=log,
                 formats=args.formats,
                 quantize=args.quantize,
@@ -159,13 +165,13 @@ def export_command(args: argparse.Namespace) -> int:
             shown = json.dumps(written, indent=2) if args.json else ensemble_summary_lines(written)
         else:
             report = export_model(
-                Path(args.directory),
+                args.directory,
                 mask=args.mask,
                 rule=args.pick,
                 min_accuracy=args.min_accuracy,
                 run=AGGREGATE_RUN if args.run is None else args.run,
                 kind=args.kind or DEFAULT_KIND,
-                out=Path(args.out) if args.out else None,
+                out=args.out or None,
                 log=log,
                 formats=args.formats,
                 quantize=args.quantize,
@@ -185,10 +191,10 @@ def summary_lines(report: dict[str, Any]) -> str:
     check = report["check"]
     latency = head["cpu_latency_ms"]
     method = latency["method"]
-    model = Path(report["model"])
+    folder = model_folder(report["model"])
     objectives = report["objectives"]
     lines = [
-        f"evoprune export: wrote {model.parent}/ ({report['pick']['rule']}: recorded accuracy "
+        f"evoprune export: wrote {folder}/ ({report['pick']['rule']}: recorded accuracy "
         f"{objectives['accuracy']:.6g}, active {objectives['active_fraction']:.4g}, AUROC "
         f"{objectives['auroc']:.6g})",
         f"  accuracy on fold {report['fold']['exported']}'s {check['split']} split, {check['samples']} "
@@ -208,23 +214,30 @@ def summary_lines(report: dict[str, Any]) -> str:
         f"  head CPU latency per image, median [quartiles] of {method['repetitions']} repetitions: "
         f"{_latency(latency, 'single_ms')} ms one at a time, "
         f"{_latency(latency, 'batched_ms')} ms in batches of {method['batch_size']['batched_ms']}",
-        f"  report: {model.parent / 'export.json'}",
+        f"  report: {folder}/export.json",
     ]
     return "\n".join(lines)
+
+
+def model_folder(model: str) -> str:
+    """The folder of export.json's `model`: a local path, or an object's URI (which `Path` would mangle)."""
+    if is_object_uri(model):
+        return model.rsplit("/", 1)[0]
+    return str(Path(model).parent)
 
 
 def ensemble_summary_lines(report: EnsembleReport) -> str:
     """A short account of an ensemble export: members, files with sizes and scores, the report's path."""
     pick = report["pick"]
     check = report["check"]
-    model = Path(report["model"])
+    folder = model_folder(report["model"])
     chosen = (
         f"window {pick['window'][0]}-{pick['window'][1]} of the aggregated {pick['kind']} front"
         if pick["members_from"] == "window"
         else "listed masks"
     )
     lines = [
-        f"evoprune export: wrote {model.parent}/ (an ensemble of {len(report['members'])} members, "
+        f"evoprune export: wrote {folder}/ (an ensemble of {len(report['members'])} members, "
         f"{chosen}, combined by {pick['combine']})",
         "  member accuracies: "
         + ", ".join(f"{member['objectives']['accuracy']:.4g}" for member in report["members"]),
@@ -246,7 +259,7 @@ def ensemble_summary_lines(report: EnsembleReport) -> str:
     lines += [
         f"  model parameters {report['model_parameters']:,}; heads' parameters "
         f"{head['parameters']['before']:,} unpruned -> {head['parameters']['after']:,}",
-        f"  report: {model.parent / 'export.json'}",
+        f"  report: {folder}/export.json",
     ]
     return "\n".join(lines)
 

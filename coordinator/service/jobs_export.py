@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, TypedDict
 
 from evoprune.coordinator.export import ExportError, checked_formats, choose, export_name
@@ -14,6 +13,7 @@ from evoprune.coordinator.service.actors import export_actor_name
 from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
+from evoprune.shared.storage import storage_path
 from evoprune.shared.store import ExperimentRecord
 from evoprune.workers.export.formats import KERAS
 
@@ -154,11 +154,11 @@ def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
 
     request = spec.request()
     if request.is_ensemble:
-        ensemble = export_ensemble(Path(spec.results_dir), **request.of_ensemble(), log=log)
+        ensemble = export_ensemble(storage_path(spec.results_dir), **request.of_ensemble(), log=log)
         # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
         scores = {key: value for key, value in ensemble["objectives"].items() if value is not None}
         return {"objectives": scores, "mask": None}
-    written = export_model(Path(spec.results_dir), **request.single(), log=log)
+    written = export_model(storage_path(spec.results_dir), **request.single(), log=log)
     return {"objectives": written.get("objectives"), "mask": written.get("mask")}
 
 
@@ -203,7 +203,7 @@ def request_export(record: ExperimentRecord, launcher: Launcher, request: Export
     """
 
     def prepare() -> ExportSpec:
-        results_dir = Path(record.results_dir)
+        results_dir = storage_path(record.results_dir)  # a local path, or s3:// on object storage
         options = asdict(request)
         try:
             # refused here, before the actor starts: an unknown format, or one this server cannot write
