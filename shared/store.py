@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar, cast
 
 from evoprune.shared.events import ExperimentStatus
 from evoprune.shared.fitness_cache import FitnessCache
@@ -65,6 +65,56 @@ class RunProgress:
     finished: bool = False
 
 
+class RunProgressDocument(TypedDict):
+    """A `RunProgress` as records store it."""
+
+    run: int
+    seed: int
+    evaluations_total: int
+    evaluations_done: int
+    cache_hits: int
+    hypervolume: float
+    finished: bool
+
+
+class ExperimentRecordDocument(TypedDict):
+    """`ExperimentRecord.to_dict`: a record as files and Redis store it (its fields, the status's value)."""
+
+    id: str
+    name: str
+    config: dict[str, Any]  # the config as submitted, before validation
+    results_dir: str
+    status: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    evaluations_done: int
+    evaluations_total: int
+    cache_hits: int
+    hypervolume: float
+    runs: list[RunProgressDocument]
+    mask_length: int | None
+    error: str | None
+    last_event_seq: int
+
+
+class LiveFrontDocument(TypedDict):
+    """One live front as it is stored and served (`FrontState.fronts` values, `LiveFront.to_dict`)."""
+
+    points: list[list[float]]  # [accuracy, active_fraction, auroc] per member
+    masks: list[str]  # the members' hex masks, in `points` order
+    hypervolume: float
+    evaluations: int
+
+
+class FrontStateDocument(TypedDict):
+    """`FrontState.to_dict`: run numbers as string keys; points as [evaluations, hypervolume] pairs."""
+
+    fronts: dict[str, LiveFrontDocument]
+    history: list[list[float]]
+    run_histories: NotRequired[dict[str, list[list[float]]]]  # missing from fronts stored before it
+
+
 @dataclass
 class ExperimentRecord:
     """Everything the API shows about one experiment; written by the API at creation, then by its runner.
@@ -99,12 +149,13 @@ class ExperimentRecord:
         """Whether the experiment has ended (succeeded, failed or cancelled)."""
         return self.status.terminal
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ExperimentRecordDocument:
         """The JSON-ready form stored in files and Redis."""
-        return {**asdict(self), "status": self.status.value}
+        # asdict gives the fields in declaration order, the order the stored JSON has always had
+        return cast(ExperimentRecordDocument, {**asdict(self), "status": self.status.value})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentRecord:
+    def from_dict(cls, data: ExperimentRecordDocument) -> ExperimentRecord:
         """Rebuild a record from `to_dict`'s form.
 
         Args:
@@ -118,7 +169,7 @@ class ExperimentRecord:
 
         """
         try:
-            values = dict(data)  # a fresh record each time: callers may change it
+            values: dict[str, Any] = dict(data)  # a fresh record each time: callers may change it
             values["runs"] = [RunProgress(**run) for run in values.get("runs", [])]
             return cls(**values)
         except (TypeError, ValueError) as error:
@@ -130,14 +181,14 @@ class FrontState:
     """The live fronts of an experiment: per run (-1 = all runs together) and the hypervolume history."""
 
     # run -> {"points": [[accuracy, active_fraction, auroc], ...], "masks", "hypervolume", "evaluations"}
-    fronts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    fronts: dict[int, LiveFrontDocument] = field(default_factory=dict)
     # (evaluations, hypervolume) of the aggregated front after each change
     history: list[tuple[int, float]] = field(default_factory=list)
     # run -> (evaluations of all runs, hypervolume) of that run's front after each change: a page opened
     # after the fact draws every run's curve, not only the aggregated one
     run_histories: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> FrontStateDocument:
         """The JSON-ready form (run numbers become string keys, as JSON requires)."""
         return {
             "fronts": {str(run): front for run, front in self.fronts.items()},
@@ -156,7 +207,7 @@ class FrontState:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FrontState:
+    def from_dict(cls, data: FrontStateDocument) -> FrontState:
         """Rebuild from `to_dict`'s form.
 
         Args:
@@ -171,7 +222,7 @@ class FrontState:
         """
         try:
             return cls(
-                fronts={int(run): dict(front) for run, front in data.get("fronts", {}).items()},
+                fronts={int(run): front.copy() for run, front in data.get("fronts", {}).items()},
                 history=[(int(point[0]), float(point[1])) for point in data.get("history", [])],
                 run_histories={
                     int(run): [(int(point[0]), float(point[1])) for point in points]

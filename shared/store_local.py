@@ -12,13 +12,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evoprune.shared.atomic_files import write_atomic
 from evoprune.shared.fitness_cache import FitnessCache, LocalFitnessCache
 from evoprune.shared.store import (
     ExperimentActiveError,
     ExperimentRecord,
+    ExperimentRecordDocument,
     FrontState,
     Snapshot,
     Store,
@@ -77,7 +77,7 @@ class LocalStore(Store):
             ) from None
         self._indexes: dict[str, _EventIndex] = {}
         # parsed record.json files by path, with the (inode, mtime, size) they were read at
-        self._records: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._records: dict[Path, tuple[tuple[int, int, int], ExperimentRecordDocument]] = {}
         self._lock = threading.Lock()
 
     def _folder(self, experiment_id: str) -> Path | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
@@ -28,10 +28,18 @@ from evoprune.shared.config import (
 _LOCATION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.*)$", re.DOTALL)
 
 
+class ProblemDetail(TypedDict):
+    """One item of a 422 answer's `detail`, in FastAPI's validation-error form."""
+
+    loc: list[str | int]  # where in the request: "body", "config", then the field path
+    msg: str
+    type: str
+
+
 class ConfigInputError(ValueError):
     """Problems with a posted config, already in FastAPI's 422 detail form."""
 
-    def __init__(self, detail: list[dict[str, Any]]) -> None:
+    def __init__(self, detail: list[ProblemDetail]) -> None:
         super().__init__("; ".join(item["msg"] for item in detail))
         self.detail = detail
 
@@ -40,7 +48,7 @@ def _path(location: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in location.split(".")]
 
 
-def problem_detail(problem: str, kind: str = "value_error.config") -> dict[str, Any]:
+def problem_detail(problem: str, kind: str = "value_error.config") -> ProblemDetail:
     """One ConfigError problem as a 422 detail item located in the body's config.
 
     Args:
@@ -56,14 +64,14 @@ def problem_detail(problem: str, kind: str = "value_error.config") -> dict[str, 
     return {"loc": ["body", "config", *location], "msg": problem, "type": kind}
 
 
-def _limit(path: str, value: int, limit: int, setting: str) -> dict[str, Any] | None:
+def _limit(path: str, value: int, limit: int, setting: str) -> ProblemDetail | None:
     if value <= limit:
         return None
     message = f"{path}: {value} is more than this server allows ({limit}, EVOPRUNE_{setting})"
     return problem_detail(message, "value_error.limit")
 
 
-def check_limits(config: ExperimentConfig, settings: Settings) -> list[dict[str, Any]]:
+def check_limits(config: ExperimentConfig, settings: Settings) -> list[ProblemDetail]:
     """The server's bounds on an experiment's size.
 
     Args:

@@ -80,7 +80,7 @@ class FrontEvent(BaseModel):
         """The payload of a front event."""
         return cls(
             run=event.run,
-            points=front_points(event.run, {"points": event.points, "masks": event.masks}),
+            points=front_points(event.run, event.points, event.masks),
             hypervolume=event.hypervolume,
             evaluations=event.evaluations,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -169,11 +170,11 @@ class HypervolumePoint(BaseModel):
     hypervolume: float
 
 
-def front_points(run: int, front: dict[str, Any]) -> list[FrontPoint]:
-    """The points of one stored front."""
+def front_points(run: int, points: Sequence[Sequence[float]], masks: Sequence[str]) -> list[FrontPoint]:
+    """The points of one front: its (accuracy, active_fraction, auroc) triples and their masks, in order."""
     return [
         FrontPoint(run=run, mask=mask, accuracy=point[0], active_fraction=point[1], auroc=point[2])
-        for point, mask in zip(front["points"], front["masks"], strict=True)
+        for point, mask in zip(points, masks, strict=True)
     ]
 
 
@@ -221,7 +222,11 @@ class FrontPublic(BaseModel):
             experiment_id=record.id,
             evaluations_done=record.evaluations_done,
             hypervolume=record.hypervolume,
-            points=[point for number, front in fronts for point in front_points(number, front)],
+            points=[
+                point
+                for number, front in fronts
+                for point in front_points(number, front["points"], front["masks"])
+            ],
             runs=[
                 FrontSummary(
                     run=number,

@@ -20,7 +20,7 @@ from evoprune.coordinator.analysis.inputs import (
     read_results,
 )
 from evoprune.coordinator.results.artifacts import artifact, discard, fresh_staging, publish
-from evoprune.coordinator.results.fronts import DEFAULT_KIND
+from evoprune.coordinator.results.fronts import DEFAULT_KIND, FrontRecord
 from evoprune.coordinator.results.layout import ANALYSIS_DIR, ANALYSIS_INDEX_NAME
 from evoprune.coordinator.results.plots import plot_front_3d, plot_front_projections, plot_hypervolume
 from evoprune.coordinator.results.writer import EvaluationRecord, hypervolume_history
@@ -46,6 +46,16 @@ class Reproduction(TypedDict):
     max_auroc_difference: float
 
 
+class TopNeuron(TypedDict):
+    """A top neuron as analysis.json lists it (the head of its importance.parquet row)."""
+
+    rank: int | None
+    bit: int
+    label: str
+    count: int
+    frequency: float
+
+
 class AnalysisIndex(TypedDict):
     """analysis/analysis.json: what was analysed, the headline findings, and every file written."""
 
@@ -59,7 +69,7 @@ class AnalysisIndex(TypedDict):
     front_size: int
     mask_length: int
     reproduced: Reproduction
-    top: list[dict[str, Any]]  # rank, bit, label, count and frequency of each top neuron
+    top: list[TopNeuron]
     heatmaps: HeatmapsInfo
     ensembles: list[dict[str, Any]]  # `ENSEMBLE_SUMMARY_KEYS` of each ensemble row
     artifacts: list[dict[str, str]]
@@ -169,7 +179,14 @@ def _write_all(
         "mask_length": inputs.mask_length,
         "reproduced": reproduced,
         "top": [
-            {key: row[key] for key in ("rank", "bit", "label", "count", "frequency")} for row in top_rows
+            {
+                "rank": row["rank"],
+                "bit": row["bit"],
+                "label": row["label"],
+                "count": row["count"],
+                "frequency": row["frequency"],
+            }
+            for row in top_rows
         ],
         "heatmaps": heatmaps,
         "ensembles": [
@@ -213,7 +230,7 @@ def _with_slots(inputs: ResultsInput) -> list[EvaluationRecord]:
     return [{**row, "slot": index} for index, row in enumerate(inputs.evaluations)]
 
 
-def _reproduction(front: list[dict[str, Any]], models: list) -> Reproduction:
+def _reproduction(front: list[FrontRecord], models: list) -> Reproduction:
     """How closely the re-trained models reproduce the recorded objectives (exactly, on the same stack)."""
     accuracy_gaps = [
         abs(row["accuracy"] - model.evaluation.accuracy) for row, model in zip(front, models, strict=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Literal, NotRequired, TypedDict
 
 import pyarrow as pa
 
@@ -13,7 +13,20 @@ from evoprune.coordinator.analysis.plots import plot_ensembles
 from evoprune.coordinator.results.artifacts import write_table
 from evoprune.workers.features.feature_set import FeatureSet
 
-ENSEMBLE_SUMMARY_KEYS = (
+EnsembleSummaryKey = Literal[
+    "window_lower",
+    "window_upper",
+    "members",
+    "accuracy",
+    "auroc",
+    "softmax_accuracy",
+    "best_accuracy",
+    "best_auroc",
+    "test_accuracy",
+    "test_auroc",
+]
+# the columns of each ensemble that analysis.json repeats (the test ones only when the rows have them)
+ENSEMBLE_SUMMARY_KEYS: tuple[EnsembleSummaryKey, ...] = (
     "window_lower",
     "window_upper",
     "members",
@@ -27,9 +40,31 @@ ENSEMBLE_SUMMARY_KEYS = (
 )
 
 
-def ensemble_table(
-    inputs: ResultsInput, features: FeatureSet, models: list, out: Path
-) -> list[dict[str, Any]]:
+class EnsembleRow(TypedDict):
+    """One row of ensembles.parquet: a window's ensemble (the test columns with fitness_split validation)."""
+
+    window_lower: int
+    window_upper: int
+    accuracy_low: float
+    accuracy_high: float
+    members: int
+    member_masks: list[str]
+    member_accuracies: list[float]
+    member_aurocs: list[float]
+    accuracy: float | None  # None for an empty window, as are the other scores
+    auroc: float | None
+    softmax_accuracy: float | None  # what `evoprune export --ensemble LOWER-UPPER` (mean softmax) reproduces
+    best_mask: str | None
+    best_accuracy: float | None
+    best_auroc: float | None
+    test_accuracy: NotRequired[float | None]
+    test_auroc: NotRequired[float | None]
+    test_softmax_accuracy: NotRequired[float | None]
+    best_test_accuracy: NotRequired[float | None]
+    best_test_auroc: NotRequired[float | None]
+
+
+def ensemble_table(inputs: ResultsInput, features: FeatureSet, models: list, out: Path) -> list[EnsembleRow]:
     """Build the window ensembles of the re-trained front; write their table and plot.
 
     Args:
@@ -46,13 +81,13 @@ def ensemble_table(
 
     config = inputs.config
     with_test = config.fitness_split == "validation"
-    rows = []
+    rows: list[EnsembleRow] = []
     robustness = config.robustness
     for result in window_ensembles(
         models, features, robustness.temperature, estimator=robustness.auroc_estimator
     ):
         members = [models[m] for m in result.members]
-        row: dict[str, Any] = {
+        row: EnsembleRow = {
             "window_lower": result.window[0],
             "window_upper": result.window[1],
             "accuracy_low": result.accuracy_range[0],
@@ -70,13 +105,11 @@ def ensemble_table(
             "best_auroc": result.best_auroc,
         }
         if with_test:
-            row |= {
-                "test_accuracy": result.test_accuracy,
-                "test_auroc": result.test_auroc,
-                "test_softmax_accuracy": result.test_softmax_accuracy,
-                "best_test_accuracy": result.best_test_accuracy,
-                "best_test_auroc": result.best_test_auroc,
-            }
+            row["test_accuracy"] = result.test_accuracy
+            row["test_auroc"] = result.test_auroc
+            row["test_softmax_accuracy"] = result.test_softmax_accuracy
+            row["best_test_accuracy"] = result.best_test_accuracy
+            row["best_test_auroc"] = result.best_test_auroc
         rows.append(row)
     write_table(out / "ensembles.parquet", rows, _ensembles_schema(with_test))
     plot_ensembles(rows, out / "ensembles.png", f"{config.name}: ensembles of the aggregated front")

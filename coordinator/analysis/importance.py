@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
@@ -41,9 +41,26 @@ IMPORTANCE_SCHEMA = pa.schema(
 )
 
 
+class ImportanceRow(TypedDict):
+    """One row of importance.parquet: a mask bit, how often the front uses it, its users' objectives."""
+
+    bit: int
+    segment: int
+    position: int
+    unit: int
+    label: str
+    count: int
+    frequency: float
+    rank: int | None  # None outside the top bits
+    mean_accuracy: float | None  # the means and best: None for a bit no member uses
+    mean_active_fraction: float | None
+    mean_auroc: float | None
+    best_accuracy: float | None
+
+
 def neuron_importance(
     inputs: ResultsInput, features: FeatureSet, top: int, out: Path
-) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[BitMeaning], list[int], np.ndarray]:
+) -> tuple[list[dict[str, str]], list[ImportanceRow], list[BitMeaning], list[int], np.ndarray]:
     """Count how often each bit is on across the aggregated front; write its table, top solutions and plot.
 
     Args:
@@ -64,23 +81,25 @@ def neuron_importance(
     rank_of = {bit: rank for rank, bit in enumerate(order, start=1)}
     shape = head_shape(config.head, features.input_dim, features.num_classes)
     meanings = bit_meanings(shape)
-    rows = []
+    rows: list[ImportanceRow] = []
     for meaning in meanings:
         users = [inputs.aggregate[i] for i in solutions_using(inputs.masks, meaning.bit)]
-        row: dict[str, Any] = {
-            "bit": meaning.bit,
-            "segment": meaning.segment,
-            "position": meaning.position,
-            "unit": meaning.unit,
-            "label": bit_label(meaning),
-            "count": int(counts[meaning.bit]),
-            "frequency": float(frequencies[meaning.bit]),
-            "rank": rank_of.get(meaning.bit),
-        }
-        for name in OBJECTIVES:
-            row[f"mean_{name}"] = float(np.mean([u[name] for u in users])) if users else None
-        row["best_accuracy"] = max((u["accuracy"] for u in users), default=None)
-        rows.append(row)
+        rows.append(
+            {
+                "bit": meaning.bit,
+                "segment": meaning.segment,
+                "position": meaning.position,
+                "unit": meaning.unit,
+                "label": bit_label(meaning),
+                "count": int(counts[meaning.bit]),
+                "frequency": float(frequencies[meaning.bit]),
+                "rank": rank_of.get(meaning.bit),
+                "mean_accuracy": _mean([u["accuracy"] for u in users]),
+                "mean_active_fraction": _mean([u["active_fraction"] for u in users]),
+                "mean_auroc": _mean([u["auroc"] for u in users]),
+                "best_accuracy": max((u["accuracy"] for u in users), default=None),
+            }
+        )
     write_table(out / "importance.parquet", rows, IMPORTANCE_SCHEMA)
     solutions = [
         {"rank": rank_of[bit], "bit": bit, "label": rows[bit]["label"]}
@@ -101,6 +120,10 @@ def neuron_importance(
         ),
     ]
     return written, top_rows, meanings, order, frequencies
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def test_columns(inputs: ResultsInput) -> tuple[str, ...]:

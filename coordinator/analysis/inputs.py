@@ -10,7 +10,13 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS, FrontKind
+from evoprune.coordinator.results.fronts import (
+    AGGREGATE_RUN,
+    DEFAULT_KIND,
+    FRONT_KINDS,
+    FrontKind,
+    FrontRecord,
+)
 from evoprune.coordinator.results.layout import ResultsLayout
 from evoprune.coordinator.results.writer import EVALUATION_COLUMNS, FRONT_COLUMNS, EvaluationRecord
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
@@ -36,15 +42,15 @@ class ResultsInput:
     config: ExperimentConfig
     summary: dict[str, Any]
     evaluations: list[EvaluationRecord]
-    front: list[dict[str, Any]]  # every run's front of `front_kind` and the aggregated one (run = -1)
-    aggregate: list[dict[str, Any]]  # the aggregated front, best accuracy first
+    front: list[FrontRecord]  # every run's front of `front_kind` and the aggregated one (run = -1)
+    aggregate: list[FrontRecord]  # the aggregated front, best accuracy first
     masks: np.ndarray  # (P, L) bools of the aggregated front, in `aggregate` order
     front_kind: str = DEFAULT_KIND  # "population" (the paper's fronts) or "archive"
     # every row of front.parquet, both kinds (a file from before fronts had kinds: archive rows, no `kind`)
-    every_front: list[dict[str, Any]] | None = None
+    every_front: list[FrontRecord] | None = None
 
     @property
-    def every_front_rows(self) -> list[dict[str, Any]]:
+    def every_front_rows(self) -> list[FrontRecord]:
         """Both kinds of fronts, every run and the aggregate (picks choose among them)."""
         return self.every_front if self.every_front is not None else self.front
 
@@ -75,11 +81,13 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
         raise AnalysisError(f"{results_dir} is not a directory; give the results directory of an experiment.")
     config = _read_config(results_dir)
     summary = _read_summary(results_dir)
-    _check_finished(results_dir, summary)
+    _check_finished(results_dir, summary.get("status"))
     layout = ResultsLayout(results_dir)
-    # its columns checked by _read_table: the record's
+    # their columns checked by _read_table: the records' ("kind" may be missing, as FrontRecord allows)
     evaluations = cast(list[EvaluationRecord], _read_table(layout.evaluations, EVALUATION_COLUMNS))
-    every_front = _read_table(layout.front, tuple(name for name in FRONT_COLUMNS if name != "kind"))
+    every_front = cast(
+        list[FrontRecord], _read_table(layout.front, tuple(name for name in FRONT_COLUMNS if name != "kind"))
+    )
     front = _of_kind(every_front, layout.front, front_kind)
     aggregate = [row for row in front if row["run"] == AGGREGATE_RUN]
     if not aggregate:
@@ -104,7 +112,7 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
     )
 
 
-def _of_kind(rows: list[dict[str, Any]], path: StoragePath, front_kind: str) -> list[dict[str, Any]]:
+def _of_kind(rows: list[FrontRecord], path: StoragePath, front_kind: str) -> list[FrontRecord]:
     """The rows of one kind of front; a front.parquet from before fronts had kinds holds archives only."""
     if rows and "kind" not in rows[0]:
         if front_kind != FrontKind.ARCHIVE:
@@ -144,8 +152,8 @@ def _read_summary(results_dir: StoragePath) -> dict[str, Any]:
     return summary
 
 
-def _check_finished(results_dir: StoragePath, summary: dict[str, Any]) -> None:
-    status = summary.get("status")
+def _check_finished(results_dir: StoragePath, status: str | None) -> None:
+    """Refuse an experiment whose summary.json `status` (or whose checkpoint) says it has not finished."""
     checkpoint_path = ResultsLayout(results_dir).checkpoint
     checkpoint_status = None
     if checkpoint_path.exists():

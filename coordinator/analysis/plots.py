@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evoprune.coordinator.results.plots import DPI, plt
+
+if TYPE_CHECKING:
+    # both modules import this one to draw their figures
+    from evoprune.coordinator.analysis.ensembles import EnsembleRow
+    from evoprune.coordinator.analysis.importance import ImportanceRow
 
 HEATMAP_ALPHA = 0.5
 HEATMAP_CELL_INCHES = 1.6
 TABLE_DIGITS = 4
 
 
-def plot_importance(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot_importance(rows: list[ImportanceRow], path: Path, title: str) -> None:
     """Bar plot of the top bits' frequency over the aggregated front, with their solutions' objectives.
 
     Args:
@@ -168,7 +173,7 @@ def plot_pixel_importance(
     plt.close(figure)
 
 
-def plot_ensembles(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot_ensembles(rows: list[EnsembleRow], path: Path, title: str) -> None:
     """Boxplots of the members' accuracy and AUROC per percentile window, the ensemble and best member marked.
 
     Args:
@@ -180,11 +185,25 @@ def plot_ensembles(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """
     figure, panels = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
     labels = [f"({row['window_lower']}, {row['window_upper']})" for row in rows]
-    for panel, metric, name in zip(panels, ("accuracy", "auroc"), ("accuracy", "AUROC"), strict=True):
-        members = {"accuracy": "member_accuracies", "auroc": "member_aurocs"}[metric]
-        positions = [index for index, row in enumerate(rows) if row[members]]
+    # per panel: its metric's name, every window's member scores, the ensemble's and the best member's
+    metrics = (
+        (
+            "accuracy",
+            [row["member_accuracies"] for row in rows],
+            [row["accuracy"] for row in rows],
+            [row["best_accuracy"] for row in rows],
+        ),
+        (
+            "AUROC",
+            [row["member_aurocs"] for row in rows],
+            [row["auroc"] for row in rows],
+            [row["best_auroc"] for row in rows],
+        ),
+    )
+    for panel, (name, members, ensemble, best) in zip(panels, metrics, strict=True):
+        positions = [index for index, scores in enumerate(members) if scores]
         panel.boxplot(
-            [rows[index][members] for index in positions],
+            [members[index] for index in positions],
             positions=positions,
             widths=0.6,
             patch_artist=True,
@@ -193,16 +212,16 @@ def plot_ensembles(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         )
         panel.scatter(
             positions,
-            [rows[index][metric] for index in positions],
+            [ensemble[index] for index in positions],
             marker="*",
             s=160,
             color="crimson",
             zorder=3,
-            label="majority-vote ensemble" if metric == "accuracy" else "ensemble (mean ODIN score)",
+            label="majority-vote ensemble" if name == "accuracy" else "ensemble (mean ODIN score)",
         )
         panel.scatter(
             positions,
-            [rows[index][f"best_{metric}"] for index in positions],
+            [best[index] for index in positions],
             marker="x",
             s=60,
             color="black",

@@ -6,8 +6,9 @@ import json
 import re
 import shutil
 import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -267,7 +268,7 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_table(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+def write_table(path: Path, rows: Sequence[Mapping[str, object]], schema: pa.Schema) -> None:
     """Write an analysis table as Parquet with its declared schema (types stay fixed when rows are few).
 
     Args:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from evoprune.shared.objectives import minimisation_of
+
+if TYPE_CHECKING:
+    from evoprune.shared.store import LiveFrontDocument
 
 # the run number of the front aggregated over all runs, in front.parquet, summaries, events and HTTP
 AGGREGATE_RUN = -1
@@ -28,6 +31,25 @@ FRONT_KINDS: tuple[str, ...] = tuple(kind.value for kind in FrontKind)
 # columns a front row may lack: `kind` before fronts had kinds, test scores unless fitness_split is
 # validation, `feasible` unless the search has constraints
 _OPTIONAL_COLUMNS = ("kind", "test_accuracy", "test_auroc", "feasible")
+
+
+class FrontRecord(TypedDict):
+    """One row of front.parquet as the file holds it (`FrontRow` is its typed value).
+
+    `kind` is missing from files written before fronts had kinds; the test scores only with
+    fitness_split validation, `feasible` only when the search has constraints.
+    """
+
+    run: int
+    mask: str
+    mask_length: int
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    kind: NotRequired[str]
+    test_accuracy: NotRequired[float | None]
+    test_auroc: NotRequired[float | None]
+    feasible: NotRequired[bool | None]
 
 
 @dataclass(frozen=True)
@@ -120,7 +142,7 @@ class LiveFront:
     hypervolume: float
     evaluations: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> LiveFrontDocument:
         """The stored form: {"points": [[accuracy, active_fraction, auroc], ...], "masks", ...}."""
         return {
             "points": [list(point) for point in self.points],

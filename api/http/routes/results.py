@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict, cast
 
 import anyio
 import pyarrow.parquet as pq
@@ -22,6 +22,7 @@ from evoprune.api.http.deps import (
 from evoprune.api.http.schemas import EvaluationList, EvaluationPublic, FrontPublic
 from evoprune.coordinator.results.layout import results_layout
 from evoprune.coordinator.results.writer import COLUMN_TYPES, EVALUATION_COLUMNS, rows_table
+from evoprune.shared.evaluation_row import EvaluationRowRecord
 from evoprune.shared.events import EvaluationFinished, event_from_dict
 from evoprune.shared.parquet_files import CorruptFileError, read_verified_parquet
 from evoprune.shared.store import ExperimentRecord, Store
@@ -73,8 +74,30 @@ async def get_front(
     return responses.json(record, ("front", run, kind), await anyio.to_thread.run_sync(build))
 
 
-def _from_events(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+class EventEvaluation(TypedDict):
+    """An evaluation read from the event stream: evaluations.parquet's first columns.
+
+    Its mask length is the record's: None until the runner has set it.
+    """
+
+    run: int
+    step: int
+    mask: str
+    mask_length: int | None
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+
+
+# what the evaluations route serves: rows of evaluations.parquet, or of the event stream while it runs
+ServedEvaluation = EvaluationRowRecord | EventEvaluation
+
+
+def _from_events(store: Store, record: ExperimentRecord) -> list[ServedEvaluation]:
+    rows: list[ServedEvaluation] = []
     after = 0
     while batch := store.read_events(record.id, after, EVENT_BATCH):
         after = batch[-1][0]
@@ -100,7 +123,7 @@ def _from_events(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]
     return sorted(rows, key=lambda row: (row["run"], row["step"]))
 
 
-def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, Any]]:
+def evaluation_rows(store: Store, record: ExperimentRecord) -> list[ServedEvaluation]:
     """Every evaluation of an experiment in (run, step, position) order.
 
     Args:
@@ -119,7 +142,8 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
     path = results_layout(record.results_dir).evaluations
     try:
         if record.terminal and path.exists():
-            return read_verified_parquet(path).to_pylist()
+            # the file's columns are the record's (the runner wrote them)
+            return cast(list[ServedEvaluation], read_verified_parquet(path).to_pylist())
     except CorruptFileError as error:
         raise HTTPException(
             status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -132,7 +156,7 @@ def evaluation_rows(store: Store, record: ExperimentRecord) -> list[dict[str, An
     return _from_events(store, record)
 
 
-def _parquet(rows: list[dict[str, Any]]) -> bytes:
+def _parquet(rows: list[ServedEvaluation]) -> bytes:
     columns = tuple(name for name in COLUMN_TYPES if name in rows[0]) if rows else EVALUATION_COLUMNS
     buffer = io.BytesIO()
     pq.write_table(rows_table(rows, columns), buffer)
