@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal
 
 import pyarrow as pa
 
 from evoprune.coordinator.analysis.importance import FLOAT
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_ensembles
+from evoprune.coordinator.analysis.rows import EnsembleRow
 from evoprune.coordinator.results.artifacts import write_table
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -38,30 +39,6 @@ ENSEMBLE_SUMMARY_KEYS: tuple[EnsembleSummaryKey, ...] = (
     "test_accuracy",
     "test_auroc",
 )
-
-
-class EnsembleRow(TypedDict):
-    """One row of ensembles.parquet: a window's ensemble (the test columns with fitness_split validation)."""
-
-    window_lower: int
-    window_upper: int
-    accuracy_low: float
-    accuracy_high: float
-    members: int
-    member_masks: list[str]
-    member_accuracies: list[float]
-    member_aurocs: list[float]
-    accuracy: float | None  # None for an empty window, as are the other scores
-    auroc: float | None
-    softmax_accuracy: float | None  # what `evoprune export --ensemble LOWER-UPPER` (mean softmax) reproduces
-    best_mask: str | None
-    best_accuracy: float | None
-    best_auroc: float | None
-    test_accuracy: NotRequired[float | None]
-    test_auroc: NotRequired[float | None]
-    test_softmax_accuracy: NotRequired[float | None]
-    best_test_accuracy: NotRequired[float | None]
-    best_test_auroc: NotRequired[float | None]
 
 
 def ensemble_table(inputs: ResultsInput, features: FeatureSet, models: list, out: Path) -> list[EnsembleRow]:

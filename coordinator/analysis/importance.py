@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypedDict
 
 import numpy as np
 import pyarrow as pa
 
 from evoprune.coordinator.analysis.inputs import ResultsInput
 from evoprune.coordinator.analysis.plots import plot_importance
+from evoprune.coordinator.analysis.rows import ImportanceRow
 from evoprune.coordinator.results.artifacts import artifact, write_table
 from evoprune.workers.analysis.importance import (
     BitMeaning,
@@ -39,23 +39,6 @@ IMPORTANCE_SCHEMA = pa.schema(
         ("best_accuracy", FLOAT),
     ]
 )
-
-
-class ImportanceRow(TypedDict):
-    """One row of importance.parquet: a mask bit, how often the front uses it, its users' objectives."""
-
-    bit: int
-    segment: int
-    position: int
-    unit: int
-    label: str
-    count: int
-    frequency: float
-    rank: int | None  # None outside the top bits
-    mean_accuracy: float | None  # the means and best: None for a bit no member uses
-    mean_active_fraction: float | None
-    mean_auroc: float | None
-    best_accuracy: float | None
 
 
 def neuron_importance(

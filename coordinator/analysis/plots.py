@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evoprune.coordinator.analysis.rows import EnsembleRow, ImportanceRow
 from evoprune.coordinator.results.plots import DPI, plt
-
-if TYPE_CHECKING:
-    # both modules import this one to draw their figures
-    from evoprune.coordinator.analysis.ensembles import EnsembleRow
-    from evoprune.coordinator.analysis.importance import ImportanceRow
 
 HEATMAP_ALPHA = 0.5
 HEATMAP_CELL_INCHES = 1.6
