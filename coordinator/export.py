@@ -181,6 +181,12 @@ def export_model(
 def results_location(results_dir: StoragePath | str) -> StoragePath:
     """The results directory as a local `Path` or an `ObjectPath` (an s3:// or gs:// URI).
 
+    Args:
+        results_dir: a path or URI.
+
+    Returns:
+        Where the results are.
+
     Raises:
         ExportError: an object-storage URI without a bucket, or one the store's settings cannot reach.
 
@@ -196,6 +202,12 @@ def checked_out(out: StoragePath | str | None) -> Path | None:
 
     An export on object storage is uploaded to the results' exports/NAME/, whose objects it replaces
     whole (stale ones deleted); a folder named by `--out` may hold anything, so none is replaced that way.
+
+    Args:
+        out: the `--out` value, if given.
+
+    Returns:
+        The local file, or None.
 
     Raises:
         ExportError: `out` is an object-storage URI.
@@ -219,6 +231,14 @@ def written_into(folder: StoragePath, say: Log) -> Iterator[Path]:
     rename, the files are written to a temporary local folder and uploaded to `folder` once the block
     ends without error, export.json last: the artifact list shows an export once its report exists, so
     a reader never meets a report whose model is missing. Nothing is uploaded when the block fails.
+
+    Args:
+        folder: the export's folder (results_dir/exports/NAME, or that of a local `--out` file).
+        say: called with a line before the upload.
+
+    Yields:
+        The local folder to write into.
+
     """
     if not isinstance(folder, ObjectPath):
         yield folder
