@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsInput, read_results
-from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FrontKind
+from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FrontKind, FrontRecord
 from evoprune.coordinator.results.picks import front_rows, has_kinds, pick, rows_of_kind
 from evoprune.shared.config import ExperimentConfig, demo_config_path, load_config, parse_config
 from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
@@ -91,7 +91,7 @@ class ExperimentResult:
         min_accuracy: float | None = None,
         run: int = AGGREGATE_RUN,
         kind: str = DEFAULT_KIND,
-    ) -> dict[str, Any]:
+    ) -> FrontRecord:
         """One front member by a rule (evoprune.coordinator.results.picks).
 
         Args:
@@ -109,7 +109,7 @@ class ExperimentResult:
 
         """
         rows = front_rows(self._inputs.every_front_rows, run=run, kind=kind)
-        return dict(pick(rows, rule, min_accuracy=min_accuracy))
+        return pick(rows, rule, min_accuracy=min_accuracy).record()
 
     def export(
         self,

@@ -12,8 +12,8 @@ UNTYPED = ("dict[str,Any]", "Mapping[str,Any]")
 # Counted on 2026-12-03 (issue 22 asks for at most 40 in all, at I/O edges only). Lower a ceiling when a
 # package sheds some; never raise one: give the data a type instead.
 CEILINGS = {
-    "api": 10,
-    "api/cli": 6,
+    "api": 9,
+    "api/cli": 2,
     "api/http": 4,
     "api/http/routes": 0,
     "coordinator": 5,

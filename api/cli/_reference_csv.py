@@ -21,11 +21,14 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, TypeVar
 
 from evoprune.shared.config import ConfigError, ExperimentConfig, parse_config
+
+T = TypeVar("T")
 
 DATASET_COLUMNS = ("name", "train dir", "test dir", "folds", "height", "width", "classes")
 GA_COLUMNS = (
@@ -236,7 +239,7 @@ def _dataset_source(line: CsvLine, folds: int, problems: list[str]) -> str | Non
     return f"folder:{prefix.parent}"
 
 
-def _dataset_line(line: CsvLine) -> dict[str, Any]:
+def _dataset_line(line: CsvLine) -> DatasetSection:
     """Map a dataset line onto the config's `dataset` section (a raw mapping; the schema checks the rest)."""
     problems: list[str] = []
     folds = line.integer(3, problems, minimum=1)
@@ -251,6 +254,7 @@ def _dataset_line(line: CsvLine) -> dict[str, Any]:
     source = _dataset_source(line, folds, problems) if folds is not None and not problems else None
     if problems:
         raise ReferenceCsvError(problems, str(line.path))
+    assert height is not None and width is not None and classes is not None  # each None adds a problem
     return {
         "source": source,
         "name": name,
@@ -301,17 +305,65 @@ def _ood_sources(dataset_csv: Path) -> list[dict[str, str]]:
     return sources
 
 
+class DatasetSection(TypedDict):
+    """The config's `dataset` section as a dataset line gives it (raw: `parse_config` checks it)."""
+
+    source: str | None
+    name: str
+    image_size: list[int]  # [height, width]
+    num_classes: int
+    folds: int | None  # None for a single split
+
+
+class HeadSection(TypedDict):
+    """The config's `head` section as a GA line gives it."""
+
+    mode: str
+    layers: list[int | None]  # the second layer's size is None when the line leaves it out
+    masked: list[int]
+    hidden_bias: bool
+
+
+class BackboneSection(TypedDict):
+    """The config's `backbone` section: the extractor and its weights (none for raw pixels)."""
+
+    name: str
+    weights: str | None
+
+
+class SearchSection(TypedDict):
+    """The config's `search` section: one run of the reference's budget, seeded by the run number."""
+
+    population_size: int
+    max_evaluations: int
+    runs: int
+    seed: int
+
+
+class ReferenceConfigData(TypedDict):
+    """A raw config mapped from the reference's CSV files, before `parse_config` validates it."""
+
+    protocol: str
+    name: str
+    dataset: DatasetSection
+    ood: list[dict[str, str]]
+    backbone: BackboneSection
+    head: HeadSection
+    fitness_split: str
+    search: SearchSection
+
+
 @dataclass(frozen=True)
 class GaSettings:
     """What a GA line decides: the head, the search budget, and the input width it expects."""
 
-    head: dict[str, Any]
+    head: HeadSection
     population_size: int
     max_evaluations: int
     input_size: int
 
 
-def _choice(line: CsvLine, column: int, allowed: dict[str, Any], problems: list[str]) -> Any:
+def _choice(line: CsvLine, column: int, allowed: Mapping[str, T], problems: list[str]) -> T | None:
     text = line.fields[column].lower()
     if text not in allowed:
         problems.append(
@@ -357,9 +409,10 @@ def _ga_line(line: CsvLine) -> GaSettings:
     if problems:
         raise ReferenceCsvError(problems, str(line.path))
     assert first is not None and input_size is not None and population is not None and evaluations is not None
-    layers = [first] if count == 1 else [first, second]
+    assert mode is not None and which is not None  # each None added a problem
+    layers: list[int | None] = [first] if count == 1 else [first, second]
     masked = [0, 1] if both else [which - 1]
-    head = {"mode": mode, "layers": layers, "masked": masked, "hidden_bias": False}
+    head: HeadSection = {"mode": mode, "layers": layers, "masked": masked, "hidden_bias": False}
     return GaSettings(head, population, evaluations, input_size)
 
 
@@ -371,7 +424,7 @@ def _feature_width(backbone: str, image_size: list[int]) -> int | None:
 
 def reference_config_data(
     dataset_csv: str | Path, ga_csv: str | Path, run: int, extractor: str = "resnet50", base_seed: int = 0
-) -> dict[str, Any]:
+) -> ReferenceConfigData:
     """Map the reference's CSV files onto a raw config mapping.
 
     Args:
@@ -395,7 +448,7 @@ def reference_config_data(
 
 def _map(
     dataset_path: Path, ga_path: Path, run: int, extractor: str, base_seed: int
-) -> tuple[dict[str, Any], CsvLine, CsvLine]:
+) -> tuple[ReferenceConfigData, CsvLine, CsvLine]:
     dataset_line = _single_line(dataset_path, DATASET_COLUMNS, DATASET_NUMBER_COLUMNS, "dataset")
     dataset = _dataset_line(dataset_line)
     ood = _ood_sources(dataset_path)
@@ -408,7 +461,7 @@ def _map(
             [f"{ga_line.where(2)}: is {ga.input_size} but the {backbone} extractor gives {width} features"],
             str(ga_path),
         )
-    data = {
+    data: ReferenceConfigData = {
         # the reference's own files ask for the reference's run: its estimator, OoD sample and restore rule
         "protocol": "reference",
         "name": f"{dataset['name']}-run{run}",

@@ -110,6 +110,27 @@ class FrontRow(Mapping[str, object]):
             feasible=None if feasible is None else bool(feasible),
         )
 
+    def record(self) -> FrontRecord:
+        """The row as front.parquet's record, typed: `dict(row)`, its optional columns only when set."""
+        record: FrontRecord = {
+            "run": self.run,
+            "mask": self.mask,
+            "mask_length": self.mask_length,
+            "accuracy": self.accuracy,
+            "active_fraction": self.active_fraction,
+            "auroc": self.auroc,
+        }
+        # in the columns' order, as the mapping reads them
+        if self.kind is not None:
+            record["kind"] = self.kind.value
+        if self.test_accuracy is not None:
+            record["test_accuracy"] = self.test_accuracy
+        if self.test_auroc is not None:
+            record["test_auroc"] = self.test_auroc
+        if self.feasible is not None:
+            record["feasible"] = self.feasible
+        return record
+
     def __getitem__(self, name: str) -> object:
         if name not in self._columns():
             raise KeyError(name)
