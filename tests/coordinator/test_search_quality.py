@@ -31,6 +31,7 @@ FIELDS = (
 )
 
 
+@pytest.mark.slow  # 22 s; it guards the slow test's own helper, so it runs in the same tier
 def test_threaded_backend_gives_the_single_evaluators_results_in_order():
     """Chunks trained on two threads come back in mask order, bitwise as one evaluator gives them."""
     from evoprune.workers.evaluation.evaluator import BatchedEvaluator
