@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from evoprune.coordinator.dispatch import RayEvaluator
+from evoprune.coordinator.dispatch import RayEvaluator, WorkerInfo
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig, parse_config
@@ -48,7 +48,7 @@ class NoOpWorker:
     def __init__(self, feature_set: FeatureSet, config: ExperimentConfig) -> None:
         self._name = f"noop-{os.getpid()}"
 
-    def prepare(self) -> dict[str, Any]:
+    def prepare(self) -> WorkerInfo:
         return {"worker": self._name, "pid": os.getpid(), "device": "cpu"}
 
     def evaluate(self, masks: np.ndarray) -> list[Evaluation]:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import ray
@@ -74,6 +74,21 @@ def ensure_ray(address: str | None = None, include_dashboard: bool | None = None
 
 
 # ---- the controller -------------------------------------------------------------------------------------
+
+
+class WorkerInfo(TypedDict, total=False):
+    """What a worker's prepare() reports, or why it did not answer (`error`).
+
+    The real worker says worker, backend, device and mask_length; test and benchmark workers worker, pid
+    and device.
+    """
+
+    worker: str
+    backend: str
+    device: str
+    mask_length: int
+    pid: int
+    error: str
 
 
 @dataclass
@@ -197,12 +212,12 @@ class RayEvaluator(Evaluator):
     def pending(self) -> int:
         return len(self._open)
 
-    def worker_infos(self) -> list[dict[str, Any]]:
+    def worker_infos(self) -> list[WorkerInfo]:
         """Return what each worker's prepare() reported (worker id, device, pid...), waiting if needed."""
-        infos = []
+        infos: list[WorkerInfo] = []
         for worker in self._workers:
             try:
-                infos.append(dict(ray.get(worker.prepared, timeout=60)))
+                infos.append(WorkerInfo(**ray.get(worker.prepared, timeout=60)))
             except ray.exceptions.RayError as error:
                 infos.append({"error": str(error)})
         return infos

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import NotRequired, TypedDict, cast
+from typing import cast
 
 import ray
 import ray.exceptions
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from evoprune.shared.config import ExperimentConfig
+from evoprune.workers.features.extract_task import ExtractionReport
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +20,6 @@ log = logging.getLogger(__name__)
 # (KERAS_BACKEND=jax in its environment) must not fill the same cache entry with other float rounding.
 # TFDS's loaders are tf.data pipelines too.
 EXTRACTION_RUNTIME_ENV = {"env_vars": {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}}
-
-
-class ExtractionReport(TypedDict):
-    """What the extraction task reported (`workers.features.extract_task.extract_into_cache`), and copied."""
-
-    cached: list[str]  # the names of the cache files, dataset first
-    cache_dir: str  # on the node that extracted
-    backend: str  # Keras's, which extracted
-    pid: int
-    node_id: str
-    seconds: float
-    copied: NotRequired[list[str]]  # the files brought here (this process does not share the node's cache)
 
 
 def extraction_resources(cluster: dict[str, float]) -> dict[str, float]:
@@ -86,7 +75,7 @@ def extract_on_cluster(config: ExperimentConfig, address: str | None = None) -> 
         **options, runtime_env=EXTRACTION_RUNTIME_ENV, name="evoprune-extract-features"
     )
     try:
-        # the task's mapping has exactly the report's keys (its docstring lists them)
+        # what extract_into_cache returned, through Ray (which keeps no static type)
         report = cast(ExtractionReport, ray.get(task.remote(config)))
     except ray.exceptions.RayTaskError as error:
         # the task's own exception (DatasetError names the source), not Ray's wrapper

@@ -16,15 +16,15 @@ CEILINGS = {
     "api/cli": 2,
     "api/http": 4,
     "api/http/routes": 0,
-    "coordinator": 5,
+    "coordinator": 4,
     "coordinator/analysis": 2,
     "coordinator/results": 3,
     "coordinator/service": 6,
     "workers/evaluation": 4,
     "workers/export": 4,
-    "workers/features": 4,
+    "workers/features": 3,
     "shared": 8,
-    "benchmarks": 2,
+    "benchmarks": 1,
     "evoprune": 1,
 }
 

@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from evoprune.shared.config import ExperimentConfig
 
 
-def extract_into_cache(config: ExperimentConfig) -> dict[str, Any]:
+class ExtractionReport(TypedDict):
+    """What `extract_into_cache` reports; the caller adds what it `copied`."""
+
+    cached: list[str]  # the names of the cache files, dataset first
+    cache_dir: str  # on the node that extracted
+    backend: str  # Keras's, which extracted
+    pid: int
+    node_id: str
+    seconds: float
+    copied: NotRequired[list[str]]  # the files brought here (this process does not share the node's cache)
+
+
+def extract_into_cache(config: ExperimentConfig) -> ExtractionReport:
     """Extract (or find) the features of an experiment's dataset and OoD sources in the feature cache.
 
     The cache is content-addressed, so whichever node fills it, a reader that mounts the same folder finds
