@@ -22,7 +22,7 @@ from evoprune.coordinator.dispatch_policy import (
     plan_chunks,
     resources_per_worker,
 )
-from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator
+from evoprune.coordinator.evaluator_interface import EvaluationError, Evaluator, EvaluatorDescription
 from evoprune.coordinator.placement import results_node_resources
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
@@ -302,7 +302,7 @@ class RayEvaluator(Evaluator):
             self.replacements += 1
         self._queue.insert(0, chunk)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> EvaluatorDescription:
         return {
             "kind": "ray",
             "workers": len(self._workers),

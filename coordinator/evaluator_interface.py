@@ -6,7 +6,7 @@ import abc
 import dataclasses
 import itertools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol, Required, TypedDict
 
 import numpy as np
 
@@ -15,6 +15,18 @@ from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
 from evoprune.workers.features.feature_set import FeatureSet
 
+
+class EvaluatorDescription(TypedDict, total=False):
+    """What an evaluator runs on, as `describe()` gives it (summary.json's `evaluator`, the progress line)."""
+
+    kind: Required[str]
+    workers: Required[int]
+    # the Ray evaluator's own
+    resources_per_worker: dict[str, float]
+    dashboard_url: str | None
+    replaced_workers: int
+    calls: int
+    masks_per_call: float
 
 class EvaluationError(RuntimeError):
     """Evaluations could not be obtained (a failing evaluator, or every retry used)."""
@@ -104,7 +116,7 @@ class Evaluator(abc.ABC):
             if result is not None:
                 return result
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> EvaluatorDescription:
         """Describe what the evaluator runs on, for the progress line and summary.json."""
         return {"kind": type(self).__name__, "workers": self.workers}
 
@@ -179,7 +191,7 @@ class InProcessEvaluator(Evaluator):
         done, self._done = self._done, {}
         return done
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> EvaluatorDescription:
         return {"kind": "in-process", "workers": 1}
 
 

@@ -488,7 +488,7 @@ class Experiment:
                 protocol=self._protocol,
                 mask_length=self.mask_length,
                 fingerprint=experiment_fingerprint(self.config),
-                evaluator=self.evaluator.describe(),
+                evaluator=dict(self.evaluator.describe()),
                 fitness_cache=self._cache.describe(),
             ),
             {run.index: [encode_mask(mask) for mask in run.search.population()[0]] for run in self._runs},

@@ -16,7 +16,7 @@ CEILINGS = {
     "api/cli": 2,
     "api/http": 4,
     "api/http/routes": 0,
-    "coordinator": 4,
+    "coordinator": 1,
     "coordinator/analysis": 2,
     "coordinator/results": 3,
     "coordinator/service": 6,
