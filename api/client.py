@@ -9,13 +9,148 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, cast
 
 TIMEOUT_S = 30.0
 # the server sends a keep-alive at least every 15 s; a longer silence means the connection is dead
 STREAM_TIMEOUT_S = 60.0
 RECONNECT_PAUSE_S = 1.0
 MAX_RECONNECTS = 30
+
+# The server's JSON responses as the client returns them: the pydantic models of api/http/schemas.py,
+# written out here so that the client stays standard-library only (tests/api/test_client_types.py holds each
+# field list equal to its model's). Times are ISO 8601 strings, as JSON carries them.
+
+
+class RunView(TypedDict):
+    """One run of an experiment (RunPublic)."""
+
+    run: int
+    seed: int
+    evaluations_done: int
+    evaluations_total: int
+    hypervolume: float
+    cache_hits: int
+    finished: bool
+
+
+class ExperimentView(TypedDict):
+    """An experiment's status and progress (ExperimentPublic)."""
+
+    id: str
+    name: str
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    evaluations_done: int
+    evaluations_total: int
+    cache_hits: int
+    hypervolume: float
+    runs: list[RunView]
+    mask_length: int | None
+    error: str | None
+    results_dir: str
+    config: dict[str, Any]  # the validated config, as JSON
+
+
+class FrontPointView(TypedDict):
+    """One member of a front (FrontPoint)."""
+
+    run: int
+    mask: str
+    accuracy: float
+    active_fraction: float
+    auroc: float
+
+
+class FrontSummaryView(TypedDict):
+    """One run's front in brief (FrontSummary)."""
+
+    run: int
+    hypervolume: float
+    evaluations: int
+    size: int
+
+
+class HypervolumePointView(TypedDict):
+    """A point of a run's hypervolume history (HypervolumePoint)."""
+
+    run: int
+    evaluations: int
+    hypervolume: float
+
+
+class FrontView(TypedDict):
+    """The current fronts of one kind and the hypervolume history (FrontPublic)."""
+
+    experiment_id: str
+    kind: str
+    evaluations_done: int
+    hypervolume: float
+    points: list[FrontPointView]
+    runs: list[FrontSummaryView]
+    hypervolume_history: list[HypervolumePointView]
+
+
+class EvaluationView(TypedDict):
+    """One evaluated mask (EvaluationPublic)."""
+
+    run: int
+    step: int
+    mask: str
+    mask_length: int | None
+    accuracy: float
+    active_fraction: float
+    auroc: float
+    cached: bool
+    seconds: float
+    worker: str
+    test_accuracy: float | None
+    test_auroc: float | None
+
+
+class EvaluationPage(TypedDict):
+    """A page of evaluations (EvaluationList)."""
+
+    evaluations: list[EvaluationView]
+    total: int
+    offset: int
+    limit: int
+
+
+class AnalysisView(TypedDict):
+    """The state of an experiment's analysis (AnalysisPublic)."""
+
+    status: str
+    error: str | None
+    stage: str | None
+    requested_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    top: int | None
+    samples: int | None
+
+
+class ArtifactView(TypedDict):
+    """One result or analysis file (ArtifactPublic)."""
+
+    name: str
+    kind: str
+    source: str
+    media_type: str
+    description: str
+    size_bytes: int
+    url: str
+
+
+class ArtifactListing(TypedDict):
+    """The analysis state and every file of an experiment (ArtifactList)."""
+
+    experiment_id: str
+    analysis: AnalysisView
+    artifacts: list[ArtifactView]
+
 
 
 class ApiError(RuntimeError):
@@ -105,26 +240,28 @@ class Client:
             body["name"] = name
         return str(self._call("POST", "/experiments", body)["id"])
 
-    def experiment(self, experiment_id: str) -> dict[str, Any]:
+    def experiment(self, experiment_id: str) -> ExperimentView:
         """The experiment's status and progress (ExperimentPublic)."""
-        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}"))
+        return cast(ExperimentView, self._call("GET", f"/experiments/{_quote(experiment_id)}"))
 
-    def experiments(self) -> list[dict[str, Any]]:
+    def experiments(self) -> list[ExperimentView]:
         """The newest experiments."""
-        return list(self._call("GET", "/experiments")["experiments"])
+        return cast(list[ExperimentView], self._call("GET", "/experiments")["experiments"])
 
-    def front(self, experiment_id: str, kind: str = "population") -> dict[str, Any]:
+    def front(self, experiment_id: str, kind: str = "population") -> FrontView:
         """The current fronts of one kind, "population" (the paper's) or "archive", and the HV history."""
-        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/front?kind={_quote(kind)}"))
+        path = f"/experiments/{_quote(experiment_id)}/front?kind={_quote(kind)}"
+        return cast(FrontView, self._call("GET", path))
 
-    def evaluations(self, experiment_id: str, offset: int = 0, limit: int = 1000) -> dict[str, Any]:
+    def evaluations(self, experiment_id: str, offset: int = 0, limit: int = 1000) -> EvaluationPage:
         """A page of evaluations (EvaluationList)."""
         query = urllib.parse.urlencode({"offset": offset, "limit": limit})
-        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/evaluations?{query}"))
+        path = f"/experiments/{_quote(experiment_id)}/evaluations?{query}"
+        return cast(EvaluationPage, self._call("GET", path))
 
-    def cancel(self, experiment_id: str) -> dict[str, Any]:
+    def cancel(self, experiment_id: str) -> ExperimentView:
         """Ask the experiment to stop."""
-        return dict(self._call("DELETE", f"/experiments/{_quote(experiment_id)}"))
+        return cast(ExperimentView, self._call("DELETE", f"/experiments/{_quote(experiment_id)}"))
 
     def delete(self, experiment_id: str) -> None:
         """Remove an ended experiment for good: its record and its results directory on the server.
@@ -138,14 +275,14 @@ class Client:
 
     def analyse(
         self, experiment_id: str, top: int | None = None, samples: int | None = None
-    ) -> dict[str, Any]:
+    ) -> AnalysisView:
         """Start the analysis of a succeeded experiment on the server's Ray (AnalysisPublic)."""
         body = {name: value for name, value in (("top", top), ("samples", samples)) if value is not None}
-        return dict(self._call("POST", f"/experiments/{_quote(experiment_id)}/analysis", body))
+        return cast(AnalysisView, self._call("POST", f"/experiments/{_quote(experiment_id)}/analysis", body))
 
-    def artifacts(self, experiment_id: str) -> dict[str, Any]:
+    def artifacts(self, experiment_id: str) -> ArtifactListing:
         """The analysis status and every result and analysis file of the experiment (ArtifactList)."""
-        return dict(self._call("GET", f"/experiments/{_quote(experiment_id)}/artifacts"))
+        return cast(ArtifactListing, self._call("GET", f"/experiments/{_quote(experiment_id)}/artifacts"))
 
     def artifact(self, experiment_id: str, name: str) -> bytes:
         """One artifact's bytes (a PNG, a Parquet table, a JSON index...)."""

@@ -12,14 +12,14 @@ UNTYPED = ("dict[str,Any]", "Mapping[str,Any]")
 # Counted on 2026-12-03 (issue 22 asks for at most 40 in all, at I/O edges only). Lower a ceiling when a
 # package sheds some; never raise one: give the data a type instead.
 CEILINGS = {
-    "api": 9,
+    "api": 2,
     "api/cli": 2,
     "api/http": 4,
     "api/http/routes": 0,
     "coordinator": 1,
     "coordinator/analysis": 2,
     "coordinator/results": 3,
-    "coordinator/service": 6,
+    "coordinator/service": 5,
     "workers/evaluation": 4,
     "workers/export": 4,
     "workers/features": 3,
@@ -58,6 +58,12 @@ def test_no_package_gains_untyped_mappings_in_its_signatures() -> None:
     grown = {package: (count, CEILINGS.get(package, 0)) for package, count in counts.items()}
     grown = {package: pair for package, pair in grown.items() if pair[0] > pair[1]}
     assert not grown, f"(found, allowed) per package; type the new data instead: {grown}"
+
+
+def test_at_most_forty_in_all() -> None:
+    # issue 22's bound for the whole code base: what is left are I/O edges (raw YAML and JSON before
+    # validation, the events' wire form, summary.json's open dictionary, OpenAPI schema JSON, Parquet metadata)
+    assert sum(untyped_counts().values()) <= 40
 
 
 def test_the_counter_sees_each_spelling(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
 from evoprune.coordinator.results.layout import ANALYSIS_DIR
@@ -40,7 +40,13 @@ class AnalysisSpec(JobSpec):
         return {"top": self.top, "samples": self.samples}
 
 
-def analyse(spec: AnalysisSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
+class AnalysisOutcome(TypedDict):
+    """What a finished analysis job reports in its status file."""
+
+    artifacts: int  # how many files it wrote
+
+
+def analyse(spec: AnalysisSpec, log: Callable[[str], None]) -> AnalysisOutcome:
     """Analyse one finished experiment into its analysis/ folder; the outcome: how many files it wrote."""
     # imported here: the analyses pull in TensorFlow, which only the actor's process should load
     from evoprune.coordinator.analysis.analyze import analyze
