@@ -62,7 +62,8 @@ def test_no_package_gains_untyped_mappings_in_its_signatures() -> None:
 
 def test_at_most_forty_in_all() -> None:
     # issue 22's bound for the whole code base: what is left are I/O edges (raw YAML and JSON before
-    # validation, the events' wire form, summary.json's open dictionary, OpenAPI schema JSON, Parquet metadata)
+    # validation, the events' wire form, summary.json's open dictionary, OpenAPI schema JSON, Parquet
+    # metadata)
     assert sum(untyped_counts().values()) <= 40
 
 
