@@ -260,6 +260,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_p
     assert len(trained) == sum(not r["cached"] for r in rows)
 
 
+@pytest.mark.slow  # 22-31 s: the quick tier stays under 15 minutes on 2 cores
 def test_killed_real_run_resumes_to_the_uninterrupted_result_without_retraining(tmp_path, monkeypatch):
     """The real digits features and batched trainer; only the process boundary is a test harness."""
     monkeypatch.setenv("FAKE_REAL", "1")

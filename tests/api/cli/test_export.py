@@ -43,6 +43,7 @@ def front(results_dir):
     return pq.read_table(results_dir / "front.parquet").to_pylist()
 
 
+@pytest.mark.slow  # 22-31 s: the quick tier stays under 15 minutes on 2 cores
 def test_export_writes_a_smaller_model_that_reloads_with_plain_keras(finished, tmp_path, capsys):
     results_dir, config = finished
     results_dir = copy_of(results_dir, tmp_path)
@@ -101,6 +102,7 @@ def test_export_writes_a_smaller_model_that_reloads_with_plain_keras(finished, t
     np.testing.assert_array_equal(predictions["0"], predictions["1"])
 
 
+@pytest.mark.slow  # 22-31 s: the quick tier stays under 15 minutes on 2 cores
 def test_best_accuracy_and_smallest_pick_what_the_rules_say(finished, tmp_path, capsys):
     results_dir = copy_of(finished[0], tmp_path)
     rows = front_rows(front(results_dir))

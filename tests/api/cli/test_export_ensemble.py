@@ -53,6 +53,7 @@ def test_an_ensemble_of_a_window_reproduces_the_analysis_mean_softmax_accuracy(a
     assert report["head"]["parameters"]["after"] < report["head"]["parameters"]["before"]
 
 
+@pytest.mark.slow  # 22-31 s: the quick tier stays under 15 minutes on 2 cores
 def test_a_vote_ensemble_of_listed_masks_reproduces_the_majority_vote_in_every_format(analysed, capsys):
     results_dir, _, row = analysed
     masks = ",".join(reversed(row["member_masks"]))
