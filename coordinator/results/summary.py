@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from evoprune.shared.sealed_json import read_sealed_json, write_sealed_json
 from evoprune.shared.storage import StoragePath
@@ -60,21 +60,10 @@ class FrontSummary:
 
     def to_dict(self) -> FrontSummaryDocument:
         """The JSON form, keys in summary.json's order (the constraint fields only where set)."""
-        data: FrontSummaryDocument = {
-            "hypervolume_population": self.hypervolume_population,
-            "hypervolume_archive": self.hypervolume_archive,
-            "evaluations": self.evaluations,
-            "trained": self.trained,
-            "screened_out": self.screened_out,
-            "epochs_trained": self.epochs_trained,
-            "cache_hits": self.cache_hits,
-            "front_size_population": self.front_size_population,
-            "front_size_archive": self.front_size_archive,
-            "best_accuracy": self.best_accuracy,
-        }
-        if self.feasible is not None:
-            data["feasible"] = self.feasible
-            data["best_feasible_accuracy"] = self.best_feasible_accuracy
+        # derived from the fields: a field added to the dataclass reaches summary.json without a second list
+        data = cast(FrontSummaryDocument, {item.name: getattr(self, item.name) for item in fields(self)})
+        if self.feasible is None:
+            del data["feasible"], data["best_feasible_accuracy"]
         return data
 
     @classmethod
