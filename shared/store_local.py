@@ -243,9 +243,11 @@ class LocalStore(Store):
             folder.mkdir(parents=True, exist_ok=True)
             with self._locked(folder):
                 # the events before the first one sent are missing: lost, as in RedisStore's script
-                if expect_existing and events and events[0][0] > self._last_seq(folder / "events.jsonl") + 1:
+                stream = folder / "events.jsonl"
+                last = self._last_seq(stream)
+                if expect_existing and events and events[0][0] > last + 1:
                     return False
-                self._append(folder / "events.jsonl", events)
+                self._append(stream, events, last)
                 if front is not None:
                     _write_atomic(folder / "front.json", json.dumps(front.to_dict()))
                 _write_atomic(folder / "record.json", json.dumps(record.to_dict()))
@@ -273,8 +275,7 @@ class LocalStore(Store):
                 return int(head)
         return 0
 
-    def _append(self, path: Path, events: Sequence[StoredEvent]) -> None:
-        last = self._last_seq(path)
+    def _append(self, path: Path, events: Sequence[StoredEvent], last: int) -> None:
         lines = []
         for seq, data in events:
             if seq <= last:
