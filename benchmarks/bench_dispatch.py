@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 import ray
 
-from evoprune.coordinator.dispatch import RayEvaluator, WorkerInfo
+from evoprune.coordinator.dispatch import RayEvaluator
 from evoprune.coordinator.evaluator_interface import InProcessEvaluator
 from evoprune.coordinator.experiment import Experiment
 from evoprune.shared.config import ExperimentConfig, parse_config
 from evoprune.shared.events import EventBus
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
+from evoprune.shared.worker_info import WorkerInfo
 from evoprune.workers.features.feature_set import FeatureSet, Fold, Split
 
 

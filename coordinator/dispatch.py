@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import ray
@@ -27,6 +27,7 @@ from evoprune.coordinator.placement import results_node_resources
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
+from evoprune.shared.worker_info import WorkerInfo
 from evoprune.workers.features.feature_set import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -74,21 +75,6 @@ def ensure_ray(address: str | None = None, include_dashboard: bool | None = None
 
 
 # ---- the controller -------------------------------------------------------------------------------------
-
-
-class WorkerInfo(TypedDict, total=False):
-    """What a worker's prepare() reports, or why it did not answer (`error`).
-
-    The real worker says worker, backend, device and mask_length; test and benchmark workers worker, pid
-    and device.
-    """
-
-    worker: str
-    backend: str
-    device: str
-    mask_length: int
-    pid: int
-    error: str
 
 
 @dataclass

@@ -67,6 +67,22 @@ class JobState:
         values = {item.name: getattr(self, item.name) for item in fields(self)}
         return json.dumps({key: value for key, value in values.items() if value is not None})
 
+    def with_outcome(self, outcome: Mapping[str, object]) -> Self:
+        """The state with a finished job's outcome, whose keys are fields of the kind's state.
+
+        Raises:
+            TypeError: a key that is no field of the state, or a value of another type than the field's.
+
+        """
+        hints = typing.get_type_hints(type(self))
+        known = {item.name for item in fields(self)}
+        changes: dict[str, Any] = {}
+        for name, value in outcome.items():
+            if name not in known or (value is not None and _typed(hints[name], value) is None):
+                raise TypeError(f"{type(self).__name__} has no field {name!r} of the type of {value!r}")
+            changes[name] = value
+        return replace(self, **changes)
+
     @classmethod
     def from_json(cls, text: str) -> Self | None:
         """A status file's state, or None when the text is no status file (not JSON, no known status)."""
@@ -108,7 +124,7 @@ class JobKind(Generic[SpecT, StateT]):
     status_path: Callable[[ResultsLayout[StoragePath]], StoragePath]
     actor_name: Callable[[str], str]
     # does the job, telling each stage to the callable; returns the outcome's fields of `state_type`
-    work: Callable[[SpecT, Callable[[str], None]], Mapping[str, Any]]
+    work: Callable[[SpecT, Callable[[str], None]], Mapping[str, object]]
     # the texts the API has always answered when one is running, and when its actor has not yet ended
     running_advice: str = "wait for it"
     busy_reason: str = "still finishing"
@@ -134,8 +150,8 @@ class JobSpec(abc.ABC):
     results_dir: str
 
     @abc.abstractmethod
-    def reported(self) -> dict[str, Any]:
-        """The request's fields of the kind's state, as its status file reports them."""
+    def request_state(self) -> JobState:
+        """The kind's state holding this request's fields (status none), as its status file reports them."""
 
 
 def read_state(kind: JobKind[Any, StateT], results_dir: StoragePath) -> StateT | None:
@@ -179,11 +195,11 @@ def waiting_state(spec: JobSpec, now: float | None = None) -> JobState:
         The state to write.
 
     """
-    return spec.job_kind.state_type(
+    return replace(
+        spec.request_state(),
         status=JobStatus.RUNNING,
         stage=WAITING_STAGE,
         requested_at=time.time() if now is None else now,
-        **spec.reported(),
     )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from evoprune.coordinator.analysis.inputs import AnalysisError, read_results
 from evoprune.coordinator.results.layout import ANALYSIS_DIR
 from evoprune.coordinator.results.layout import ANALYSIS_INDEX_NAME as INDEX_NAME
 from evoprune.coordinator.service.actors import analysis_actor_name
-from evoprune.coordinator.service.jobs import JobKind, JobRefusedError, JobSpec, JobState
+from evoprune.coordinator.service.jobs import JobKind, JobRefusedError, JobSpec, JobState, JobStatus
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.storage import StoragePath, storage_path
@@ -36,8 +36,8 @@ class AnalysisSpec(JobSpec):
     top: int = DEFAULT_TOP
     samples: int = DEFAULT_SAMPLES
 
-    def reported(self) -> dict[str, Any]:
-        return {"top": self.top, "samples": self.samples}
+    def request_state(self) -> AnalysisState:
+        return AnalysisState(JobStatus.NONE, top=self.top, samples=self.samples)
 
 
 class AnalysisOutcome(TypedDict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypedDict
 
@@ -10,7 +10,7 @@ from evoprune.coordinator.export import ExportError, checked_formats, choose, ex
 from evoprune.coordinator.export_ensemble import DEFAULT_COMBINE, choose_ensemble, ensemble_name
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND
 from evoprune.coordinator.service.actors import export_actor_name
-from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState
+from evoprune.coordinator.service.jobs import JobKind, JobSpec, JobState, JobStatus
 from evoprune.coordinator.service.jobs_requests import current_job, request_job
 from evoprune.coordinator.service.launcher import Launcher
 from evoprune.shared.storage import storage_path
@@ -134,19 +134,26 @@ class ExportSpec(JobSpec):
             self.combine,
         )
 
-    def reported(self) -> dict[str, Any]:
-        # as the status file holds them (JSON has lists), so a state read back equals the one written;
-        # a one-member export's options stay as they were before ensembles existed
+    def request_state(self) -> ExportState:
+        # the options as the status file holds them (JSON has lists), so a state read back equals the one
+        # written; a one-member export's options stay as they were before ensembles existed
         options = {**asdict(self.request()), "formats": list(self.formats)}
         if self.request().is_ensemble:
             options["ensemble_masks"] = None if self.ensemble_masks is None else list(self.ensemble_masks)
         else:
             for key in ("ensemble", "ensemble_masks", "combine"):
                 del options[key]
-        return {"name": self.name, "options": options}
+        return ExportState(JobStatus.NONE, name=self.name, options=options)
 
 
-def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
+class ExportOutcome(TypedDict):
+    """What a finished export job reports in its status file."""
+
+    objectives: dict[str, float] | None  # the exported member's (an ensemble's: its accuracy and AUROC)
+    mask: str | None  # the exported member's hex; None for an ensemble
+
+
+def export(spec: ExportSpec, log: Callable[[str], None]) -> ExportOutcome:
     """Export one front member (or an ensemble) into exports/NAME; the outcome: its objectives and mask."""
     # imported here: building the model pulls in TensorFlow, which only the actor's process should load
     from evoprune.coordinator.export import export_model
@@ -157,9 +164,9 @@ def export(spec: ExportSpec, log: Callable[[str], None]) -> Mapping[str, Any]:
         ensemble = export_ensemble(storage_path(spec.results_dir), **request.of_ensemble(), log=log)
         # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
         scores = {key: value for key, value in ensemble["objectives"].items() if value is not None}
-        return {"objectives": scores, "mask": None}
+        return ExportOutcome(objectives=scores, mask=None)
     written = export_model(storage_path(spec.results_dir), **request.single(), log=log)
-    return {"objectives": written.get("objectives"), "mask": written.get("mask")}
+    return ExportOutcome(objectives=written.get("objectives"), mask=written.get("mask"))
 
 
 EXPORT = JobKind[ExportSpec, ExportState](

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run_job(
-    spec: JobSpec, work: Callable[[Any, Callable[[str], None]], Mapping[str, Any]] | None = None
+    spec: JobSpec, work: Callable[[Any, Callable[[str], None]], Mapping[str, object]] | None = None
 ) -> JobStatus:
     """Do one job on a finished experiment, keeping its status file current: stages, then the outcome.
 
@@ -38,11 +38,11 @@ def run_job(
     results_dir = storage_path(spec.results_dir)
     previous = read_state(kind, results_dir)
     requested_at = previous.requested_at if previous is not None else None
-    base = kind.state_type(
+    base = replace(
+        spec.request_state(),
         status=JobStatus.RUNNING,
         requested_at=time.time() if requested_at is None else requested_at,
         started_at=time.time(),
-        **spec.reported(),
     )
 
     def report(state: JobState) -> None:
@@ -54,6 +54,7 @@ def run_job(
     report(replace(base, stage="starting"))
     try:
         outcome = (work or kind.work)(spec, lambda line: report(replace(base, stage=line)))
+        succeeded = replace(base, status=JobStatus.SUCCEEDED).with_outcome(outcome)
     except Exception as error:
         if isinstance(error, kind.expected_errors):
             message = str(error)
@@ -65,7 +66,7 @@ def run_job(
         )
         report(failed)
         return JobStatus.FAILED
-    report(replace(base, status=JobStatus.SUCCEEDED, finished_at=time.time(), **outcome))
+    report(replace(succeeded, finished_at=time.time()))
     return JobStatus.SUCCEEDED
 
 

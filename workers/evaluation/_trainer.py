@@ -24,6 +24,15 @@ class Trained:
     epochs: int
 
 
+@dataclass(frozen=True)
+class _DeviceFold:
+    """One fold's training rows on the device: features with the padding row, one-hot targets."""
+
+    features: object  # (N + 1, D + 1) backend tensor, zeros appended (`extend_features`): padding's targets
+    targets: object  # (N + 1, C) backend tensor, the last row zero
+    size: int  # N
+
+
 @dataclass
 class _Batch:
     """The models still training, padded to common widths."""
@@ -103,16 +112,12 @@ class HeadTrainer:
         self.epochs_per_call = min(per_call or training.max_epochs, training.max_epochs)
         self._folds = [self._device_fold(fold) for fold in feature_set.folds]
 
-    def _device_fold(self, fold: Fold) -> dict:
+    def _device_fold(self, fold: Fold) -> _DeviceFold:
         train = fold.train
         features = extend_features(train.features)
         targets = np.zeros((len(train) + 1, self.shape.num_classes), dtype=np.float32)
         targets[np.arange(len(train)), train.labels] = 1.0
-        return {
-            "features": ops.convert_to_tensor(features),
-            "targets": ops.convert_to_tensor(targets),
-            "size": len(train),
-        }
+        return _DeviceFold(ops.convert_to_tensor(features), ops.convert_to_tensor(targets), len(train))
 
     def padded_widths(self, members: list[int], kept: list[list[np.ndarray]]) -> list[int]:
         """Per position, the width every member of a batch is padded to."""
@@ -262,7 +267,7 @@ class HeadTrainer:
         training = self.config.training
         stopping = training.early_stopping
         data = self._folds[run.fold_index]
-        size = data["size"]
+        size = data.size
         batch_count = -(-size // training.batch_size)
         for epoch in range(run.epoch, until):
             batch = run.batch
@@ -272,8 +277,8 @@ class HeadTrainer:
             params, momenta, loss_total = self._train_epoch(
                 batch.params,
                 batch.momenta,
-                data["features"],
-                data["targets"],
+                data.features,
+                data.targets,
                 ops.convert_to_tensor(order),
                 ops.convert_to_tensor(weights),
                 batch.input_indices,
@@ -313,7 +318,7 @@ class HeadTrainer:
         """`epochs_per_call` epochs per compiled call, early stopping on the device (_fused.py)."""
         max_epochs = self.config.training.max_epochs
         data = self._folds[run.fold_index]
-        size = data["size"]
+        size = data.size
         weights = ops.convert_to_tensor(self.epoch_order(run.fold_index, 0, size)[1])
         while run.batch is not None and run.epoch < until:
             batch = run.batch
@@ -327,8 +332,8 @@ class HeadTrainer:
                 batch.momenta,
                 batch.best,
                 run.stopping.as_tuple(),
-                data["features"],
-                data["targets"],
+                data.features,
+                data.targets,
                 ops.convert_to_tensor(orders),
                 weights,
                 batch.input_indices,
@@ -358,7 +363,7 @@ class HeadTrainer:
         batch: _Batch,
         rows: list[int],
         kept: list[list[np.ndarray]],
-        finished: dict,
+        finished: dict[int, Trained],
         epochs: int,
         *,
         early_stopped: bool,

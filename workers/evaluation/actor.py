@@ -12,6 +12,7 @@ import ray
 from evoprune.shared.config import ExperimentConfig
 from evoprune.shared.objectives import Evaluation
 from evoprune.shared.screening import ScreeningRequest
+from evoprune.shared.worker_info import WorkerInfo
 from evoprune.workers.features.feature_set import FeatureSet
 
 
@@ -28,7 +29,7 @@ class FeatureWorkerImpl:
         self._evaluator: Any = None
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
-    def prepare(self) -> dict[str, Any]:
+    def prepare(self) -> WorkerInfo:
         """Loads the features and compiles nothing yet; returns what this worker is."""
         if self._evaluator is None:
             from evoprune.workers.backend import backend_name, device_description
@@ -38,12 +39,12 @@ class FeatureWorkerImpl:
             feature_set: FeatureSet = ray.get(value) if isinstance(value, ray.ObjectRef) else value
             self._evaluator = BatchedEvaluator(feature_set, self._config)
             self._backend, self._device = backend_name(), device_description()
-        return {
-            "worker": self.name,
-            "backend": self._backend,
-            "device": self._device,
-            "mask_length": self._evaluator.mask_length,
-        }
+        return WorkerInfo(
+            worker=self.name,
+            backend=self._backend,
+            device=self._device,
+            mask_length=self._evaluator.mask_length,
+        )
 
     def evaluate(self, masks: np.ndarray, screening: ScreeningRequest | None = None) -> list[Evaluation]:
         """Trains and scores one head per mask ((P, L) booleans), screening them when asked."""

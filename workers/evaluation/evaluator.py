@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypedDict
 
 import numpy as np
 from keras import ops
@@ -174,7 +175,7 @@ class BatchedEvaluator:
         return results
 
     @staticmethod
-    def _budget_score(model: int, trainings: list[_FoldTraining]) -> dict | None:
+    def _budget_score(model: int, trainings: list[_FoldTraining]) -> FoldScore | None:
         """A mask's objectives at the screening budget averaged over folds; None without a pause.
 
         None too for a mask that stopped early before the budget in every fold: its result is already final.
@@ -246,7 +247,7 @@ class BatchedEvaluator:
 
     def _score_into(
         self,
-        scores: list[dict | None],
+        scores: list[FoldScore | None],
         fold: Fold,
         group: list[int],
         kept: list[list[np.ndarray]],
@@ -271,7 +272,7 @@ class BatchedEvaluator:
 
     # -- scoring ----------------------------------------------------------------------------------------
 
-    def _score(self, fold: Fold, kept: list[list[np.ndarray]], trained: list[Trained]) -> list[dict]:
+    def _score(self, fold: Fold, kept: list[list[np.ndarray]], trained: list[Trained]) -> list[FoldScore]:
         members = list(range(len(kept)))
         widths = self._padded_widths(members, kept)
         params = tuple(ops.convert_to_tensor(a) for a in self._padded_trained(trained, widths))
@@ -297,13 +298,13 @@ class BatchedEvaluator:
                     test_logits[model], test_ood_logits[model], fold.test, scoring
                 )
             scores.append(
-                {
-                    "accuracy": accuracy,
-                    "auroc": robustness,
-                    "test_accuracy": test_accuracy,
-                    "test_auroc": test_robustness,
-                    "epochs": trained[model].epochs,
-                }
+                FoldScore(
+                    accuracy=accuracy,
+                    auroc=robustness,
+                    test_accuracy=test_accuracy,
+                    test_auroc=test_robustness,
+                    epochs=trained[model].epochs,
+                )
             )
         return scores
 
@@ -347,13 +348,23 @@ def _objectives(
     return accuracy, robustness
 
 
+class FoldScore(TypedDict):
+    """One mask's objectives in one fold (or averaged over folds), before they become an `Evaluation`."""
+
+    accuracy: float
+    auroc: float
+    test_accuracy: float | None  # None without a test split
+    test_auroc: float | None
+    epochs: float  # trained in the fold (an int); averaged over folds, their mean
+
+
 @dataclass
 class _FoldTraining:
     """One fold of an evaluate() call: scores per mask and the groups paused at the screening budget."""
 
     fold_index: int
-    final: list[dict | None]  # per mask, its full-protocol score once it has one
-    at_budget: list[dict | None]  # per mask still training at the budget, its score there
+    final: list[FoldScore | None]  # per mask, its full-protocol score once it has one
+    at_budget: list[FoldScore | None]  # per mask still training at the budget, its score there
     paused: list[tuple[list[int], TrainingRun]] = field(default_factory=list)
 
     def epochs_trained(self, model: int) -> int:
@@ -363,17 +374,17 @@ class _FoldTraining:
         return int(score["epochs"])
 
 
-def _averaged(scores: list[dict | None]) -> dict:
+def _averaged(scores: list[FoldScore | None]) -> FoldScore:
     """One mask's fold scores averaged: accuracy, AUROC, test scores (where present) and epochs."""
     present = [score for score in scores if score is not None]
     assert len(present) == len(scores), "a fold has no score for this mask"
-    return {
-        "accuracy": float(np.mean([s["accuracy"] for s in present])),
-        "auroc": float(np.mean([s["auroc"] for s in present])),
-        "test_accuracy": _mean_or_none([s["test_accuracy"] for s in present]),
-        "test_auroc": _mean_or_none([s["test_auroc"] for s in present]),
-        "epochs": float(np.mean([s["epochs"] for s in present])),
-    }
+    return FoldScore(
+        accuracy=float(np.mean([s["accuracy"] for s in present])),
+        auroc=float(np.mean([s["auroc"] for s in present])),
+        test_accuracy=_mean_or_none([s["test_accuracy"] for s in present]),
+        test_auroc=_mean_or_none([s["test_auroc"] for s in present]),
+        epochs=float(np.mean([s["epochs"] for s in present])),
+    )
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:

@@ -163,8 +163,11 @@ def fail(given, log):
         (ANALYSIS, None, "not an evoprune results directory"),
         (ANALYSIS, fail, "ZeroDivisionError: division by zero"),
         (EXPORT, fail, "ZeroDivisionError: division by zero"),
+        # an outcome the kind's state cannot hold fails the job instead of leaving it running
+        (ANALYSIS, lambda given, log: {"files": 2}, "AnalysisState has no field 'files'"),
+        (EXPORT, lambda given, log: {"mask": 15}, "ExportState has no field 'mask' of the type of 15"),
     ],
-    ids=["analysis refused", "analysis crashed", "export crashed"],
+    ids=["analysis refused", "analysis crashed", "export crashed", "unknown outcome", "mistyped outcome"],
 )
 def test_a_failed_run_says_why_on_one_line(tmp_path, kind, work, message):
     spec = analysis_spec(tmp_path) if kind is ANALYSIS else export_spec(tmp_path)
