@@ -162,7 +162,9 @@ def _write_all(
     ensemble_rows = ensemble_table(inputs, features, models, out)
     artifacts += [
         artifact(
-            "ensembles.parquet", "majority-vote ensembles per percentile window of the front's accuracy"
+            "ensembles.parquet",
+            "ensembles per percentile window of the front's accuracy, combined by majority vote (accuracy) "
+            "and by mean softmax (softmax_accuracy, what an exported ensemble reproduces)",
         ),
         artifact("ensembles.png", "member accuracy and AUROC per window, ensemble and best member marked"),
     ]
