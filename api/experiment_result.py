@@ -15,6 +15,8 @@ from evoprune.shared.storage import ObjectPath, StoragePath, storage_path
 if TYPE_CHECKING:
     import pandas as pd
 
+    from evoprune.coordinator.export import ExportReport
+
 ConfigInput = ExperimentConfig | Mapping[str, Any] | str | Path | None
 
 
@@ -122,7 +124,7 @@ class ExperimentResult:
         kind: str = DEFAULT_KIND,
         formats: str | Sequence[str] | None = None,
         quantize: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ExportReport:
         """Write one front member as a physically smaller model, as `evoprune export` does.
 
         Args:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRO
 from evoprune.coordinator.results.layout import EXPORT_REPORT_NAME, EXPORTS_DIR
 from evoprune.coordinator.results.picks import (
     KNEE_METHOD,
+    FeasibilityNote,
     PickError,
     feasible_first,
     front_rows,
@@ -36,6 +37,7 @@ from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.storage import ObjectPath, StoragePath, is_object_uri, storage_path, upload_folder
 from evoprune.workers.export.build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.export.formats import FormatError, check_request, parse_formats
+from evoprune.workers.export.report import ExportMeasured, Objectives, RecordedRow, recorded_objectives
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -59,14 +61,43 @@ class ExportError(Exception):
         self.field = field
 
 
+class PickDescription(TypedDict):
+    """How the exported member was chosen (export.json's `pick`): a rule on a front, or a given mask."""
+
+    rule: str  # a pick rule, or "mask"
+    run: NotRequired[int]
+    kind: NotRequired[str]
+    front_size: NotRequired[int]
+    min_accuracy: NotRequired[float | None]  # the floor of `smallest`
+    method: NotRequired[str]  # how `knee` finds the knee
+    constraints: NotRequired[FeasibilityNote]  # a constrained front: which members the pick chose among
+
+
+class ExportReport(ExportMeasured):
+    """export.json of one member: what was exported from where, and how it was chosen, then measured."""
+
+    format: str
+    version: int
+    experiment: str
+    results_dir: str
+    created: str
+    model: str
+    pick: PickDescription
+    mask: str
+    mask_length: int
+    active_bits: int
+    objectives: Objectives
+    seconds: float
+
+
 @dataclass(frozen=True)
 class Choice:
     """The front member (or given mask) to export, and how it was chosen."""
 
     mask: np.ndarray
-    row: dict[str, Any]  # its recorded objectives
+    row: RecordedRow  # its recorded row: the front's, or the evaluation's of a given mask
     rule: str  # a pick rule, or "mask"
-    description: dict[str, Any]
+    description: PickDescription
 
 
 def export_model(
@@ -82,7 +113,7 @@ def export_model(
     log: Log | None = None,
     formats: Sequence[str] | str | None = None,
     quantize: str | None = None,
-) -> dict[str, Any]:
+) -> ExportReport:
     """Export one front member of a finished experiment as a Keras model (and other formats) and check it.
 
     The head is re-trained from its mask with the experiment's protocol (fitness is deterministic, so the
@@ -141,7 +172,7 @@ def export_model(
     with written_into(target.parent, say) as folder:
         say("re-training the head from its mask and building the model")
         try:
-            report = build_and_check(
+            measured = build_and_check(
                 inputs.config,
                 feature_set,
                 choice.mask,
@@ -155,7 +186,7 @@ def export_model(
         except (DatasetError, OSError) as error:
             # the images are read again from the source: it may have moved since the features were cached
             raise ExportError(f"the experiment's dataset cannot be read: {error}") from None
-        report = {
+        report: ExportReport = {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
             "experiment": inputs.config.name,
@@ -166,12 +197,8 @@ def export_model(
             "mask": encode_mask(choice.mask),
             "mask_length": int(choice.mask.size),
             "active_bits": int(np.count_nonzero(choice.mask)),
-            "objectives": {
-                key: choice.row[key]
-                for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
-                if choice.row.get(key) is not None
-            },
-            **report,
+            "objectives": recorded_objectives(choice.row),
+            **measured,
             "seconds": round(time.perf_counter() - started, 3),
         }
         write_atomic(folder / REPORT_NAME, json.dumps(report, indent=2))
@@ -373,7 +400,8 @@ def given_mask(inputs: ResultsInput, text: str, option: str = "--mask") -> Choic
             "export a mask of front.parquet or one with fidelity 1 in evaluations.parquet",
             field="mask",
         )
-    return Choice(bits, dict(full[0]), "mask", {"rule": "mask"})
+    # the evaluation's row as a front would hold it: its run, mask and objectives
+    return Choice(bits, FrontRow.of(full[0]).record(), "mask", {"rule": "mask"})
 
 
 def _picked(
@@ -394,9 +422,8 @@ def _picked(
         raise PickError(
             f"{error} (among the {len(candidates)} members that keep to search.constraints)"
         ) from None
-    chosen = dict(picked)
     kinds_recorded = has_kinds(inputs.every_front_rows)
-    description: dict[str, Any] = {
+    description: PickDescription = {
         "rule": rule,
         "run": run,
         # results written before fronts had kinds hold only the archive front
@@ -409,7 +436,7 @@ def _picked(
         description["method"] = KNEE_METHOD
     if constraints is not None:
         description["constraints"] = constraints
-    return Choice(decode_mask(picked.mask, inputs.mask_length), chosen, rule, description)
+    return Choice(decode_mask(picked.mask, inputs.mask_length), picked.record(), rule, description)
 
 
 def _target(results_dir: StoragePath, out: Path | None, choice: Choice) -> StoragePath:

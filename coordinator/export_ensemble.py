@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -42,7 +42,8 @@ from evoprune.shared.storage import StoragePath
 from evoprune.workers.analysis.windows import window_bounds, window_members
 from evoprune.workers.evaluation.ensemble_scores import COMBINES, MEAN, VOTE
 from evoprune.workers.export.build import MODEL_SUFFIX
-from evoprune.workers.export.ensemble import EnsembleMeasured, Member
+from evoprune.workers.export.ensemble import Member
+from evoprune.workers.export.report import EnsembleMeasured, Objectives, RecordedRow, recorded_objectives
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -69,7 +70,7 @@ class MemberEntry(TypedDict):
 
     mask: str
     active_bits: int
-    objectives: dict[str, float]
+    objectives: Objectives
 
 
 class EnsembleObjectives(TypedDict):
@@ -77,6 +78,23 @@ class EnsembleObjectives(TypedDict):
 
     accuracy: float
     auroc: float | None
+
+
+class EnsembleDescription(TypedDict):
+    """How an ensemble's members were chosen: a window of the aggregated front, or listed masks."""
+
+    members_from: str  # window or masks
+    combine: str
+    window: NotRequired[list[int]]  # [lower, upper] percentiles
+    accuracy_range: NotRequired[list[float]]  # the window's bounds on the front's accuracies
+    kind: NotRequired[str]  # the front the window is taken from
+    front_size: NotRequired[int]
+
+
+class EnsemblePick(EnsembleDescription):
+    """export.json's `pick` of an ensemble: its description, and `rule` ensemble."""
+
+    rule: str
 
 
 class EnsembleReport(EnsembleMeasured):
@@ -88,7 +106,7 @@ class EnsembleReport(EnsembleMeasured):
     results_dir: str
     created: str
     model: str
-    pick: dict[str, Any]  # how the members were chosen (EnsembleChoice.description) and `rule` ensemble
+    pick: EnsemblePick
     members: list[MemberEntry]
     mask_length: int
     objectives: EnsembleObjectives
@@ -101,9 +119,9 @@ class EnsembleChoice:
     """The members of an ensemble to export, and how they were chosen."""
 
     masks: np.ndarray  # (P, L) bools
-    rows: list[dict[str, Any]]  # each member's recorded objectives (and `mask`)
+    rows: list[RecordedRow]  # each member's recorded row
     combine: str
-    description: dict[str, Any]  # `window` or `masks`, the front kind, its size, the window's bounds
+    description: EnsembleDescription
     name: str  # the folder under exports/ it goes to by default
 
 
@@ -202,7 +220,7 @@ def choose_ensemble(
             raise ExportError(str(error), "ensemble_masks") from None
     digest = hashlib.sha256(",".join(sorted(texts)).encode()).hexdigest()[:12]
     masks_chosen = np.stack([decode_mask(row["mask"], inputs.mask_length) for row in rows])
-    description = {"members_from": "masks", "combine": combine}
+    description: EnsembleDescription = {"members_from": "masks", "combine": combine}
     return inputs, EnsembleChoice(
         masks_chosen, rows, combine, description, f"ensemble-{combine}-masks-{digest}"
     )
@@ -218,7 +236,7 @@ def _window_choice(inputs: ResultsInput, bounds: tuple[int, int], combine: str, 
             f"{len(accuracies)} accuracies jump over [{low:.6g}, {high:.6g}]; choose a wider window",
             field="ensemble",
         )
-    description = {
+    description: EnsembleDescription = {
         "members_from": "window",
         "combine": combine,
         "window": list(bounds),
@@ -228,7 +246,7 @@ def _window_choice(inputs: ResultsInput, bounds: tuple[int, int], combine: str, 
     }
     name = f"ensemble-{combine}-{bounds[0]}-{bounds[1]}"
     return EnsembleChoice(
-        inputs.masks[members], [dict(inputs.aggregate[m]) for m in members], combine, description, name
+        inputs.masks[members], [inputs.aggregate[m].copy() for m in members], combine, description, name
     )
 
 
@@ -318,11 +336,7 @@ def export_ensemble(
             MemberEntry(
                 mask=row["mask"],
                 active_bits=int(np.count_nonzero(bits)),
-                objectives={
-                    key: row[key]
-                    for key in ("accuracy", "active_fraction", "auroc", "test_accuracy", "test_auroc")
-                    if row.get(key) is not None
-                },
+                objectives=recorded_objectives(row),
             )
             for row, bits in zip(choice.rows, choice.masks, strict=True)
         ]

@@ -7,14 +7,16 @@ import json
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evoprune.api.cli.commands import COMMANDS
+from evoprune.coordinator.export import ExportReport
 from evoprune.coordinator.export_ensemble import COMBINES, DEFAULT_COMBINE, EnsembleReport
 from evoprune.coordinator.results.fronts import AGGREGATE_RUN, DEFAULT_KIND, FRONT_KINDS
 from evoprune.coordinator.results.picks import RULES
 from evoprune.shared.storage import is_object_uri
 from evoprune.workers.export.formats import EXTRA_HINT, FORMATS, QUANTIZATIONS, FormatEntry
+from evoprune.workers.export.report import BatchKey, HeadLatencies
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -185,7 +187,7 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_lines(report: dict[str, Any]) -> str:
+def summary_lines(report: ExportReport) -> str:
     """A short account of an export: the files with their sizes and scores, the savings, the report's path."""
     head = report["head"]
     check = report["check"]
@@ -288,8 +290,8 @@ def _size(size: int) -> str:
     return f"{size / 1024**2:.1f} MiB"
 
 
-def _latency(latency: dict[str, Any], key: str) -> str:
-    def one(name: str) -> str:
+def _latency(latency: HeadLatencies, key: BatchKey) -> str:
+    def one(name: Literal["before", "after"]) -> str:
         first, third = latency["spread"][name][key]
         return f"{latency[name][key]:.3g} [{first:.3g}, {third:.3g}]"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from evoprune.shared.config import RobustnessConfig
 from evoprune.workers.evaluation.odin import ood_auroc
+from evoprune.workers.export.report import Comparison
 
 # A reloaded model may disagree with the search's logits only on samples whose two best classes are this
 # close (relative to the larger logit): the search sums in fixed chunks of 128 terms, a Dense layer in its
@@ -19,7 +18,7 @@ class ExportMismatchError(Exception):
     """The written model does not reproduce what the search recorded."""
 
 
-def compare_predictions(probabilities: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+def compare_predictions(probabilities: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> Comparison:
     """Compare a reloaded model's probabilities with the search's logits on the same samples.
 
     Args:

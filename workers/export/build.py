@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from evoprune.workers.export.model import (
     head_latencies,
     pruned_widths,
 )
+from evoprune.workers.export.report import ExportCheck, ExportMeasured, RecordedRow
 from evoprune.workers.features.feature_set import FeatureSet
 
 MODEL_SUFFIX = ".keras"
@@ -42,20 +42,20 @@ def build_and_check(
     config: ExperimentConfig,
     feature_set: FeatureSet,
     mask: np.ndarray,
-    recorded: Mapping[str, Any],
+    recorded: RecordedRow,
     target: Path,
     fold: int,
     say: Callable[[str], None],
     formats: Sequence[str] = (KERAS,),
     quantize: str | None = None,
-) -> dict[str, Any]:
+) -> ExportMeasured:
     """Re-train `mask`, write the model of one fold to `target`, reload it and compare; measure the head.
 
     Args:
         config: the experiment.
         feature_set: its features.
         mask: the mask (bools).
-        recorded: the mask's recorded objectives (`accuracy`, `auroc`).
+        recorded: the mask's row as the search recorded it (its `accuracy` and `auroc` are reproduced).
         target: the `.keras` file; it and the other formats' files beside it (workers.export.formats
             names them) appear only once every check has passed.
         fold: the fold whose head is exported.
@@ -106,8 +106,12 @@ def build_and_check(
         say("loading the written file into a fresh model and scoring it")
         loaded = keras.saving.load_model(staged)
         probabilities = np.asarray(loaded.predict(raw.values, batch_size=PREDICT_BATCH, verbose=0))
-        check = compare_predictions(probabilities, outputs.evaluation_logits, split.labels)
-        check = {"split": config.fitness_split, "recorded_accuracy": recorded["accuracy"], **check}
+        comparison = compare_predictions(probabilities, outputs.evaluation_logits, split.labels)
+        check: ExportCheck = {
+            "split": config.fitness_split,
+            "recorded_accuracy": recorded["accuracy"],
+            **comparison,
+        }
         if not check["reproduced"]:
             raise ExportMismatchError(
                 f"the written model scores accuracy {check['exported_accuracy']!r} on fold {fold}'s "
@@ -144,9 +148,7 @@ def build_and_check(
             "parameters": {"before": before.parameters, "after": after.parameters},
             "flops": {"before": before.flops, "after": after.flops},
             "flops_note": "per image: 2 per kernel weight, 1 per bias",
-            "cpu_latency_ms": head_latencies(
-                shape, {"before": (full_kept(shape), None), "after": (outputs.kept, outputs.params)}
-            ),
+            "cpu_latency_ms": head_latencies(shape, (full_kept(shape), None), (outputs.kept, outputs.params)),
         },
         "model_parameters": {
             "before": exported_parameters - after.parameters + before.parameters,

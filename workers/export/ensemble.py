@@ -6,7 +6,6 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
 
 import numpy as np
 
@@ -15,9 +14,19 @@ from evoprune.workers.evaluation.head_layout import head_shape
 from evoprune.workers.export._check import ExportMismatchError, compare_predictions, probability_auroc
 from evoprune.workers.export._deploy import Reference, deploy, expected_names
 from evoprune.workers.export.build import FOLD_REASON, PREDICT_BATCH, _publish, _samples
-from evoprune.workers.export.formats import KERAS, DeployReport
+from evoprune.workers.export.formats import KERAS
 from evoprune.workers.export.inputs import raw_inputs
 from evoprune.workers.export.model import ensemble_model, head_cost, pruned_widths
+from evoprune.workers.export.report import (
+    BeforeAfter,
+    EnsembleCheck,
+    EnsembleMeasured,
+    EnsembleScores,
+    FoldInfo,
+    HeadsSize,
+    HeadWidths,
+    InputInfo,
+)
 from evoprune.workers.features.feature_set import FeatureSet
 
 # the outputs compared with a file's are probabilities; compare_predictions takes logits, and the log of a
@@ -32,69 +41,6 @@ class Member:
     mask: str  # hex
     accuracy: float
     auroc: float
-
-
-class InputInfo(TypedDict):
-    """What the exported model reads."""
-
-    kind: str  # images or features
-    shape: list[int]
-    pixel_max: float | None
-
-
-class FoldInfo(TypedDict):
-    """The fold whose heads are exported, of how many, and why that one."""
-
-    exported: int
-    folds: int
-    why: str
-
-
-class EnsembleScores(TypedDict):
-    """The ensemble's scores on the exported fold, from its heads' logits (evaluation.ensemble_scores)."""
-
-    combine: str
-    accuracy: float  # of the combination exported
-    vote_accuracy: float
-    mean_softmax_accuracy: float
-    analysis_auroc: float  # the members' ODIN scores averaged, as the analysis scores an ensemble
-    analysis_auroc_note: str
-
-
-class BeforeAfter(TypedDict):
-    """A count for every head unpruned and pruned."""
-
-    before: int
-    after: int
-
-
-class HeadWidths(TypedDict):
-    """The unpruned head's widths, and each member's pruned ones."""
-
-    before: list[int]
-    after: list[list[int]]
-
-
-class HeadsSize(TypedDict):
-    """Parameters and FLOPs per image of all the ensemble's heads together."""
-
-    widths: HeadWidths
-    parameters: BeforeAfter
-    flops: BeforeAfter
-    flops_note: str
-
-
-class EnsembleMeasured(DeployReport):
-    """The measured part of an ensemble's export.json."""
-
-    input: InputInfo
-    backbone: str
-    mode: str
-    fold: FoldInfo
-    check: dict[str, Any]  # workers.export._check.compare_predictions's, with the split and combination
-    ensemble: EnsembleScores
-    head: HeadsSize
-    model_parameters: int
 
 
 def build_and_check_ensemble(
@@ -195,8 +141,8 @@ def build_and_check_ensemble(
         say("loading the written file into a fresh model and scoring it")
         loaded = keras.saving.load_model(staged)
         probabilities = np.asarray(loaded.predict(raw.values, batch_size=PREDICT_BATCH, verbose=0))
-        check = compare_predictions(probabilities, reference_logits, split.labels)
-        check = {"split": config.fitness_split, "combine": combine, **check}
+        comparison = compare_predictions(probabilities, reference_logits, split.labels)
+        check: EnsembleCheck = {"split": config.fitness_split, "combine": combine, **comparison}
         if analysis_accuracy is not None and check["exported_accuracy"] != analysis_accuracy:
             raise ExportMismatchError(
                 f"the written ensemble scores accuracy {check['exported_accuracy']!r} on fold {fold}'s "

@@ -15,15 +15,19 @@ import numpy as np
 from evoprune.shared.config import BackboneConfig
 from evoprune.workers.evaluation.head_layout import HeadShape
 from evoprune.workers.export.inputs import FEATURES, RawInputs
+from evoprune.workers.export.report import BATCH_KEYS, BatchKey, ByBatch, HeadLatencies
 from evoprune.workers.features.backbones import PIXELS, build_backbone
 
 # Each head's latency is the median of LATENCY_REPETITIONS timed blocks of calls per batch size; a block
 # of 20 one-image calls (about 10 ms on 2 CPU cores) is long enough for the timer and short enough that the
 # load seldom changes within it.
 LATENCY_REPETITIONS = 41
-LATENCY_CALLS_PER_BLOCK = {"single_ms": 20, "batched_ms": 4}
+LATENCY_CALLS_PER_BLOCK: ByBatch[int] = {"single_ms": 20, "batched_ms": 4}
 LATENCY_WARMUP = 20
 THROUGHPUT_BATCH = 256
+LATENCY_BATCH_SIZES: ByBatch[int] = {"single_ms": 1, "batched_ms": THROUGHPUT_BATCH}
+# a head to time: kept indices per position, and its weights (None: Keras's initial ones)
+Head = tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]
 
 
 @dataclass(frozen=True)
@@ -290,17 +294,15 @@ def head_latency_ms(
         params: the weights, or None for Keras's initial ones (the arithmetic is the same).
 
     Returns:
-        `single_ms` and `batched_ms`, the medians of `head_latencies`.
+        `single_ms` and `batched_ms`, medians as `head_latencies` measures them.
 
     """
-    measured = head_latencies(shape, {"head": (kept, params)})
-    return dict(measured["head"])
+    timed = _timed_blocks(shape, {"head": (kept, params)})["head"]
+    return {key: statistics.median(timed[key]) for key in BATCH_KEYS}
 
 
-def head_latencies(
-    shape: HeadShape, heads: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]]
-) -> dict[str, Any]:
-    """Measured CPU time per image of several heads of one shape, interleaved so that they share the noise.
+def head_latencies(shape: HeadShape, before: Head, after: Head) -> HeadLatencies:
+    """Measured CPU time per image of a head before and after pruning, interleaved so they share the noise.
 
     The heads are built and run on the CPU whatever accelerator the backend sees, each compiled for the
     backend and warmed up. Then, LATENCY_REPETITIONS times, every head times a block of calls on one
@@ -314,21 +316,56 @@ def head_latencies(
 
     Args:
         shape: the full head's shape.
-        heads: name -> (kept indices per position, weights or None for Keras's initial ones).
+        before: the unpruned head: kept indices per position (`full_kept(shape)`), weights or None for
+            Keras's initial ones (the arithmetic is the same).
+        after: the pruned head, likewise.
 
     Returns:
-        Per name `{"single_ms", "batched_ms"}` (medians); `spread`: per name the same keys as [first
-        quartile, third quartile]; `method`: batch sizes, repetitions, calls per block, warm-up calls.
+        `before` and `after`: `{"single_ms", "batched_ms"}` (medians); `spread`: per head the same keys
+        as [first quartile, third quartile]; `method`: batch sizes, repetitions, calls per block,
+        warm-up calls.
 
     """
+    timed = _timed_blocks(shape, {"before": before, "after": after})
+
+    def medians(name: str) -> ByBatch[float]:
+        blocks = timed[name]
+        return {
+            "single_ms": statistics.median(blocks["single_ms"]),
+            "batched_ms": statistics.median(blocks["batched_ms"]),
+        }
+
+    def quartiles(name: str) -> ByBatch[list[float]]:
+        blocks = timed[name]
+        return {"single_ms": _quartiles(blocks["single_ms"]), "batched_ms": _quartiles(blocks["batched_ms"])}
+
+    return {
+        "before": medians("before"),
+        "after": medians("after"),
+        "spread": {"before": quartiles("before"), "after": quartiles("after")},
+        "method": {
+            "batch_size": LATENCY_BATCH_SIZES.copy(),
+            "repetitions": LATENCY_REPETITIONS,
+            "calls_per_repetition": LATENCY_CALLS_PER_BLOCK.copy(),
+            "warmup_calls": LATENCY_WARMUP,
+            "statistic": "median over repetitions of a block's time per call (batched: per image); "
+            "spread: interquartile range; the heads measured in turns, order reversed every repetition",
+        },
+    }
+
+
+def _timed_blocks(shape: HeadShape, heads: Mapping[str, Head]) -> dict[str, dict[BatchKey, list[float]]]:
+    """Per head and batch kind, the time per image of every repetition's block (see `head_latencies`)."""
     from evoprune.workers.backend import backend_name, compile_function
 
     rng = np.random.default_rng(0)
     batches = {
-        "single_ms": rng.standard_normal((1, shape.widths[0])).astype(np.float32),
-        "batched_ms": rng.standard_normal((THROUGHPUT_BATCH, shape.widths[0])).astype(np.float32),
+        key: rng.standard_normal((LATENCY_BATCH_SIZES[key], shape.widths[0])).astype(np.float32)
+        for key in BATCH_KEYS
     }
-    samples: dict[str, dict[str, list[float]]] = {name: {key: [] for key in batches} for name in heads}
+    samples: dict[str, dict[BatchKey, list[float]]] = {
+        name: {key: [] for key in BATCH_KEYS} for name in heads
+    }
     with _on_cpu(backend_name()):
         from keras import ops
 
@@ -352,22 +389,7 @@ def head_latencies(
                     elapsed = time.perf_counter() - started
                     samples[name][key].append(elapsed / calls / len(batches[key]) * 1e3)
             order.reverse()
-    result: dict[str, Any] = {
-        name: {key: statistics.median(values) for key, values in by_key.items()}
-        for name, by_key in samples.items()
-    }
-    result["spread"] = {
-        name: {key: _quartiles(values) for key, values in by_key.items()} for name, by_key in samples.items()
-    }
-    result["method"] = {
-        "batch_size": {key: len(batch) for key, batch in batches.items()},
-        "repetitions": LATENCY_REPETITIONS,
-        "calls_per_repetition": dict(LATENCY_CALLS_PER_BLOCK),
-        "warmup_calls": LATENCY_WARMUP,
-        "statistic": "median over repetitions of a block's time per call (batched: per image); spread: "
-        "interquartile range; the heads measured in turns, order reversed every repetition",
-    }
-    return result
+    return samples
 
 
 def _inference(model: Any) -> Any:
