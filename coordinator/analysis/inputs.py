@@ -77,7 +77,11 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
     results_dir = storage_path(results_dir)
     if front_kind not in FRONT_KINDS:
         raise AnalysisError(f"front: {front_kind!r} is not one of {', '.join(FRONT_KINDS)}")
-    if not results_dir.is_dir():
+    try:
+        is_dir = results_dir.is_dir()
+    except OSError as error:  # object storage that does not answer, or refuses the credentials
+        raise AnalysisError(f"cannot read {results_dir}: {' '.join(str(error).split())}") from None
+    if not is_dir:
         raise AnalysisError(f"{results_dir} is not a directory; give the results directory of an experiment.")
     config = _read_config(results_dir)
     summary = _read_summary(results_dir)

@@ -108,3 +108,16 @@ def test_an_ensemble_that_does_not_reproduce_its_analysis_uploads_nothing(analys
     assert main(["export", remote, "--ensemble", f"{row['window_lower']}-{row['window_upper']}"]) == 1
     assert "where the analysis recorded" in " ".join(capsys.readouterr().err.split())
     assert "exports" not in objects_under(remote)
+
+
+@pytest.mark.parametrize(
+    "command", [["export", "s3://bucket/runs/tiny", "--pick", "knee"], ["analyze", "s3://bucket/runs/tiny"]]
+)
+def test_object_storage_that_does_not_answer_is_bad_input_named_on_one_line(command, monkeypatch, capsys):
+    # nothing listens on port 1: the storage call fails at once, as an unreachable endpoint does
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    assert main(command) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "evoprune: error: cannot read s3://bucket/runs/tiny" in error and "Traceback" not in error
