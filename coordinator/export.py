@@ -37,7 +37,7 @@ from evoprune.shared.masks import MaskError, decode_mask, encode_mask
 from evoprune.shared.storage import ObjectPath, StoragePath, is_object_uri, storage_path, upload_folder
 from evoprune.workers.export.build import MODEL_SUFFIX, build_and_check
 from evoprune.workers.export.formats import FormatError, check_request, parse_formats
-from evoprune.workers.export.report import ExportMeasured, Objectives, RecordedRow, recorded_objectives
+from evoprune.workers.export.report import ExportMeasured, RecordedRow, recorded_objectives
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -86,7 +86,7 @@ class ExportReport(ExportMeasured):
     mask: str
     mask_length: int
     active_bits: int
-    objectives: Objectives
+    objectives: dict[str, float]  # recorded: accuracy, active_fraction, auroc (and the test scores)
     seconds: float
 
 

@@ -43,7 +43,7 @@ from evoprune.workers.analysis.windows import window_bounds, window_members
 from evoprune.workers.evaluation.ensemble_scores import COMBINES, MEAN, VOTE
 from evoprune.workers.export.build import MODEL_SUFFIX
 from evoprune.workers.export.ensemble import Member
-from evoprune.workers.export.report import EnsembleMeasured, Objectives, RecordedRow, recorded_objectives
+from evoprune.workers.export.report import EnsembleMeasured, RecordedRow, recorded_objectives
 from evoprune.workers.features.datasets import DatasetError
 from evoprune.workers.features.feature_set import FeatureSet
 
@@ -70,7 +70,7 @@ class MemberEntry(TypedDict):
 
     mask: str
     active_bits: int
-    objectives: Objectives
+    objectives: dict[str, float]
 
 
 class EnsembleObjectives(TypedDict):
