@@ -163,7 +163,8 @@ def export(spec: ExportSpec, log: Callable[[str], None]) -> ExportOutcome:
     if request.is_ensemble:
         ensemble = export_ensemble(storage_path(spec.results_dir), **request.of_ensemble(), log=log)
         # an ensemble has members, not one mask: its objectives are the ensemble's accuracy and AUROC
-        scores = {key: value for key, value in ensemble["objectives"].items() if value is not None}
+        accuracy, auroc = ensemble["objectives"]["accuracy"], ensemble["objectives"]["auroc"]
+        scores = {"accuracy": accuracy} if auroc is None else {"accuracy": accuracy, "auroc": auroc}
         return ExportOutcome(objectives=scores, mask=None)
     written = export_model(storage_path(spec.results_dir), **request.single(), log=log)
     return ExportOutcome(objectives=written.get("objectives"), mask=written.get("mask"))
