@@ -59,7 +59,7 @@ def analyze_command(args: argparse.Namespace) -> int:
     # TensorFlow's C++ start-up chatter would bury the stage lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from evoprune.coordinator.analysis.analyze import analyze
-    from evoprune.coordinator.analysis.inputs import AnalysisError
+    from evoprune.coordinator.analysis.inputs import AnalysisError, ResultsUnreadableError
     from evoprune.coordinator.results.layout import ANALYSIS_DIR
 
     try:
@@ -70,7 +70,7 @@ def analyze_command(args: argparse.Namespace) -> int:
             front=args.front,
             log=lambda line: print(f"evoprune analyze: {line}", file=sys.stderr),
         )
-    except AnalysisError as error:
+    except (AnalysisError, ResultsUnreadableError) as error:
         message = "evoprune: error: " + " ".join(str(error).split())
         print(textwrap.fill(message, width=110), file=sys.stderr)
         return EXIT_BAD_INPUT

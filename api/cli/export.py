@@ -122,6 +122,7 @@ def export_command(args: argparse.Namespace) -> int:
         reproduce the recorded accuracy (nothing is left behind either).
 
     """
+    from evoprune.coordinator.analysis.inputs import ResultsUnreadableError
     from evoprune.coordinator.export import ExportError, export_model
     from evoprune.coordinator.export_ensemble import export_ensemble
     from evoprune.workers.export.build import ExportMismatchError
@@ -179,7 +180,7 @@ def export_command(args: argparse.Namespace) -> int:
                 quantize=args.quantize,
             )
             shown = json.dumps(report, indent=2) if args.json else summary_lines(report)
-    except ExportError as error:
+    except (ExportError, ResultsUnreadableError) as error:
         return _error(str(error), EXIT_BAD_INPUT)
     except ExportMismatchError as error:
         return _error(str(error), EXIT_FAILED)

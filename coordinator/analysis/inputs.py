@@ -34,6 +34,14 @@ class AnalysisError(Exception):
     """A results directory that cannot be analysed; the message says why and what to do."""
 
 
+class ResultsUnreadableError(OSError):
+    """The results directory's storage did not answer, or refused the credentials.
+
+    An OSError, so that the service answers it as storage out of reach (503, try again) rather than as a
+    directory that cannot be analysed; the command line names it as bad input.
+    """
+
+
 @dataclass(frozen=True)
 class ResultsInput:
     """What the analyses read from a finished results directory."""
@@ -72,6 +80,7 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
 
     Raises:
         AnalysisError: the directory is missing, the experiment has not finished, or a file is corrupt.
+        ResultsUnreadableError: its object storage did not answer.
 
     """
     results_dir = storage_path(results_dir)
@@ -80,7 +89,7 @@ def read_results(results_dir: StoragePath, front_kind: str = DEFAULT_KIND) -> Re
     try:
         is_dir = results_dir.is_dir()
     except OSError as error:  # object storage that does not answer, or refuses the credentials
-        raise AnalysisError(f"cannot read {results_dir}: {' '.join(str(error).split())}") from None
+        raise ResultsUnreadableError(f"cannot read {results_dir}: {' '.join(str(error).split())}") from None
     if not is_dir:
         raise AnalysisError(f"{results_dir} is not a directory; give the results directory of an experiment.")
     config = _read_config(results_dir)
