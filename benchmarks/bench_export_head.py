@@ -19,6 +19,7 @@ import numpy as np
 from evoprune.shared.config import HeadConfig
 from evoprune.workers.evaluation.head_layout import active_indices, head_shape, initial_weights
 from evoprune.workers.export.model import full_kept, head_cost, head_latency_ms, pruned_widths
+from evoprune.workers.export.report import ByBatch
 
 
 class HeadMeasurement(TypedDict):
@@ -29,7 +30,7 @@ class HeadMeasurement(TypedDict):
     widths: dict[str, list[int]]
     parameters: dict[str, int]
     flops: dict[str, int]
-    cpu_latency_ms: dict[str, dict[str, float]]  # before/after → single_ms, batched_ms
+    cpu_latency_ms: dict[str, ByBatch[float]]  # before/after → single_ms, batched_ms
     speedup: dict[str, float]  # single_ms, batched_ms → before / after
 
 

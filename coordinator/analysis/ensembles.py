@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pyarrow as pa
 
@@ -27,18 +27,7 @@ EnsembleSummaryKey = Literal[
     "test_auroc",
 ]
 # the columns of each ensemble that analysis.json repeats (the test ones only when the rows have them)
-ENSEMBLE_SUMMARY_KEYS: tuple[EnsembleSummaryKey, ...] = (
-    "window_lower",
-    "window_upper",
-    "members",
-    "accuracy",
-    "auroc",
-    "softmax_accuracy",
-    "best_accuracy",
-    "best_auroc",
-    "test_accuracy",
-    "test_auroc",
-)
+ENSEMBLE_SUMMARY_KEYS: tuple[EnsembleSummaryKey, ...] = get_args(EnsembleSummaryKey)
 
 
 def ensemble_table(inputs: ResultsInput, features: FeatureSet, models: list, out: Path) -> list[EnsembleRow]:

@@ -167,7 +167,7 @@ def export(spec: ExportSpec, log: Callable[[str], None]) -> ExportOutcome:
         scores = {"accuracy": accuracy} if auroc is None else {"accuracy": accuracy, "auroc": auroc}
         return ExportOutcome(objectives=scores, mask=None)
     written = export_model(storage_path(spec.results_dir), **request.single(), log=log)
-    return ExportOutcome(objectives=written.get("objectives"), mask=written.get("mask"))
+    return ExportOutcome(objectives=written["objectives"], mask=written["mask"])
 
 
 EXPORT = JobKind[ExportSpec, ExportState](

@@ -285,7 +285,7 @@ def backbone_features(backbone: BackboneConfig, sample: RawInputs) -> tuple[Any,
 
 def head_latency_ms(
     shape: HeadShape, kept: Sequence[np.ndarray], params: Sequence[np.ndarray] | None
-) -> dict[str, float]:
+) -> ByBatch[float]:
     """Measured CPU time of one head per image: one image per call, and within a batch.
 
     Args:
@@ -297,8 +297,7 @@ def head_latency_ms(
         `single_ms` and `batched_ms`, medians as `head_latencies` measures them.
 
     """
-    timed = _timed_blocks(shape, {"head": (kept, params)})["head"]
-    return {key: statistics.median(timed[key]) for key in BATCH_KEYS}
+    return _medians(_timed_blocks(shape, {"head": (kept, params)})["head"])
 
 
 def head_latencies(shape: HeadShape, before: Head, after: Head) -> HeadLatencies:
@@ -327,22 +326,10 @@ def head_latencies(shape: HeadShape, before: Head, after: Head) -> HeadLatencies
 
     """
     timed = _timed_blocks(shape, {"before": before, "after": after})
-
-    def medians(name: str) -> ByBatch[float]:
-        blocks = timed[name]
-        return {
-            "single_ms": statistics.median(blocks["single_ms"]),
-            "batched_ms": statistics.median(blocks["batched_ms"]),
-        }
-
-    def quartiles(name: str) -> ByBatch[list[float]]:
-        blocks = timed[name]
-        return {"single_ms": _quartiles(blocks["single_ms"]), "batched_ms": _quartiles(blocks["batched_ms"])}
-
     return {
-        "before": medians("before"),
-        "after": medians("after"),
-        "spread": {"before": quartiles("before"), "after": quartiles("after")},
+        "before": _medians(timed["before"]),
+        "after": _medians(timed["after"]),
+        "spread": {"before": _spread(timed["before"]), "after": _spread(timed["after"])},
         "method": {
             "batch_size": LATENCY_BATCH_SIZES.copy(),
             "repetitions": LATENCY_REPETITIONS,
@@ -397,6 +384,19 @@ def _inference(model: Any) -> Any:
         return model(batch, training=False)
 
     return forward
+
+
+def _medians(blocks: Mapping[BatchKey, Sequence[float]]) -> ByBatch[float]:
+    """A head's figure per batch kind: the median of its blocks' times per image."""
+    return {
+        "single_ms": statistics.median(blocks["single_ms"]),
+        "batched_ms": statistics.median(blocks["batched_ms"]),
+    }
+
+
+def _spread(blocks: Mapping[BatchKey, Sequence[float]]) -> ByBatch[list[float]]:
+    """A head's spread per batch kind: the first and third quartiles of its blocks' times per image."""
+    return {"single_ms": _quartiles(blocks["single_ms"]), "batched_ms": _quartiles(blocks["batched_ms"])}
 
 
 def _quartiles(values: Sequence[float]) -> list[float]:
